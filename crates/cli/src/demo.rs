@@ -1,0 +1,69 @@
+//! `cityward demo`: a generated city, a node, users for every role, and simulated events
+//! streaming in live — nothing to install.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use cityward_server::{Channel, Node, NodeConfig, Role};
+use cityward_sim::{Simulator, Size};
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> anyhow::Result<()> {
+    let (data_dir, _temporary) = match data {
+        Some(dir) => (dir, None),
+        None => {
+            let tmp = tempfile::Builder::new().prefix("cityward-demo-").tempdir().context("cannot create a temporary data directory")?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let city = cityward_sim::generate_city(seed, size);
+    let city_dir = data_dir.join("generated-city");
+    city.write(&city_dir).with_context(|| format!("cannot write the demo city to {}", city_dir.display()))?;
+
+    let mut config = NodeConfig::default();
+    config.node.name = "demo".into();
+    config.node.data_dir = data_dir.clone();
+    config.node.listen = listen.parse().with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8080"))?;
+    config.city.dir = Some(city_dir);
+    config.auth.open_ingest = true;
+    let node = Node::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; is another demo running? pass --listen 127.0.0.1:8081"))?;
+
+    for role in Role::ALL {
+        // Users survive in a reused --data directory; creating them again is not an error.
+        let _ = node.create_user(role.as_str(), "demo", role, None);
+    }
+    println!("cityward demo city: {} devices, {} grids, {} roads, {} units.", city.devices.len(), city.grids.len(), city.roads.len(), city.units.len());
+    println!("  console   http://{listen}/");
+    println!("  API       http://{listen}/api/openapi.json");
+    println!("  users     {} — password `demo`", Role::ALL.map(|r| r.as_str()).join(", "));
+    println!("  data      {}", data_dir.display());
+    println!("  try       cityward sql --data {} \"SELECT kind, count(*) FROM events GROUP BY kind\"", data_dir.display());
+    println!("Simulated events are streaming in; Ctrl-C stops.");
+
+    let feeder = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut simulator = Simulator::new(&city, seed, Utc::now());
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let events = simulator.next_until(Utc::now());
+                if events.is_empty() {
+                    continue;
+                }
+                if let Err(e) = node.ingest_events(events, Channel::Internal).await {
+                    tracing::error!(error = %e, "Simulated events could not be stored.");
+                }
+            }
+        })
+    };
+    cityward_server::serve_on(node, listener, cityward_server::shutdown_signal()).await?;
+    feeder.abort();
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `cityward`: the one binary of the platform. Argument parsing and wiring only; the work
+//! is done by the library crates.
+
+mod demo;
+mod ingest;
+mod offline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// cityward — the data platform of a city's public-safety and operations centre.
+#[derive(Parser)]
+#[command(name = "cityward", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a demo city and run a node with simulated events streaming in.
+    Demo {
+        /// Data directory (default: a new temporary directory).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// City size: small, medium or large.
+        #[arg(long, default_value = "medium")]
+        size: String,
+        /// Seed of the generated city and its events.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Run a node from a configuration file.
+    Serve {
+        /// The configuration file (`cityward config default` prints a starting point).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// City model helpers.
+    City {
+        #[command(subcommand)]
+        command: CityCommand,
+    },
+    /// Write simulated events of a city to an NDJSON file.
+    Simulate {
+        /// City model directory.
+        #[arg(long)]
+        city: PathBuf,
+        /// How much event time to simulate, e.g. 1h or 30m.
+        #[arg(long)]
+        duration: String,
+        /// Output NDJSON file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Start time (RFC 3339); default: now minus the duration.
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Bulk-load NDJSON or CSV files into a running node.
+    Ingest {
+        /// Files to load (`.csv` is read as CSV, anything else as NDJSON; `.gz` is sent as is).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        to: String,
+        /// Bearer token (or set CITYWARD_TOKEN); log in with --user/--password instead.
+        #[arg(long, env = "CITYWARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// User to log in as when no token is given.
+        #[arg(long)]
+        user: Option<String>,
+        /// Password for --user (or set CITYWARD_PASSWORD).
+        #[arg(long, env = "CITYWARD_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Records per request.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run a read-only SQL query over a node's event lake and WAL.
+    Sql {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// The query, e.g. "SELECT kind, count(*) FROM events GROUP BY kind".
+        query: String,
+        /// Largest number of rows to print.
+        #[arg(long, default_value_t = 1000)]
+        max_rows: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter store: records that were refused, with the reason.
+    Deadletter {
+        #[command(subcommand)]
+        command: DeadletterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the fully commented default configuration.
+    Default,
+    /// Check a configuration file and print it with every default filled in.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CityCommand {
+    /// Generate a synthetic city model (regions, grids, zones, roads, units, devices).
+    Generate {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed; the same seed gives the same city.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// small, medium or large (large: 20,000+ devices, 2,000+ grids).
+        #[arg(long, default_value = "medium")]
+        size: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterCommand {
+    /// List refused records, newest first.
+    List {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only http, mqtt or file.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only those not yet re-submitted.
+        #[arg(long)]
+        pending: bool,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-submit a refused record to a running node, corrected from a file or as stored.
+    Resubmit {
+        /// Dead-letter id.
+        id: i64,
+        /// File holding the corrected record (one JSON object); omit to send it as stored.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        to: String,
+        /// Bearer token (or set CITYWARD_TOKEN).
+        #[arg(long, env = "CITYWARD_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CITYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo { data, listen, size, seed } => {
+            let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            runtime()?.block_on(demo::run(data, &listen, size, seed))?;
+        }
+        Command::Serve { config } => {
+            let config = cityward_server::NodeConfig::load(&config)?;
+            runtime()?.block_on(cityward_server::serve(config))?;
+        }
+        Command::Config { command: ConfigCommand::Default } => print!("{}", cityward_server::DEFAULT_CONFIG_TOML),
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let config = cityward_server::NodeConfig::load(&file)?;
+            print!("{}", toml::to_string(&config).context("cannot print the configuration")?);
+        }
+        Command::City { command: CityCommand::Generate { out, seed, size } } => {
+            let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            let city = cityward_sim::generate_city(seed, size);
+            city.write(&out).with_context(|| format!("cannot write the city to {}", out.display()))?;
+            println!(
+                "Wrote city to {}: {} regions, {} grids, {} zones, {} roads, {} units, {} devices.",
+                out.display(), city.regions.len(), city.grids.len(), city.zones.len(),
+                city.roads.len(), city.units.len(), city.devices.len()
+            );
+        }
+        Command::Simulate { city, duration, out, seed, start } => offline::simulate(&city, &duration, &out, seed, start.as_deref())?,
+        Command::Ingest { files, to, token, user, password, batch, concurrency, quiet } => {
+            let token = match (token, user) {
+                (Some(t), _) => Some(t),
+                (None, Some(user)) => {
+                    let password = password.context("--user needs --password or CITYWARD_PASSWORD")?;
+                    Some(ingest::login(&to, &user, &password)?)
+                }
+                (None, None) => None,
+            };
+            let summary = ingest::run(&files, &to, token.as_deref(), batch.max(1), concurrency.max(1), quiet)?;
+            if summary.rejected > 0 {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Sql { data, query, max_rows, json } => runtime()?.block_on(offline::sql(&data, &query, max_rows, json))?,
+        Command::Deadletter { command: DeadletterCommand::List { data, limit, channel, pending, json } } => {
+            offline::deadletter_list(&data, limit, channel, pending, json)?
+        }
+        Command::Deadletter { command: DeadletterCommand::Resubmit { id, file, to, token } } => {
+            ingest::resubmit(&to, &token, id, file.as_deref())?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,113 @@
+//! Commands that work on files and data directories without a running node:
+//! `simulate`, `sql`, `deadletter list`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use cityward_model::{parse_duration, parse_time, City, Event};
+use cityward_store::{DeadLetterFilter, PageRequest, SqliteState, StateStore};
+
+/// `cityward simulate`.
+pub fn simulate(city_dir: &Path, duration: &str, out: &Path, seed: u64, start: Option<&str>) -> anyhow::Result<()> {
+    let city = City::load(city_dir).with_context(|| format!("cannot load the city model from {}", city_dir.display()))?;
+    let duration = parse_duration(duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    let start = match start {
+        Some(s) => parse_time(s).with_context(|| format!("--start `{s}` is not an RFC 3339 time"))?,
+        None => Utc::now() - chrono::Duration::from_std(duration)?,
+    };
+    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let started = std::time::Instant::now();
+    let n = cityward_sim::simulate_to(&city, seed, start, duration, &mut writer)?;
+    writer.flush()?;
+    println!("Wrote {n} events to {} in {:.1} s.", out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `cityward sql --data DIR "SELECT …"`: reads the lake and the WAL of a data directory,
+/// read-only, so it is safe while a node runs on it.
+pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyhow::Result<()> {
+    if !data.join("lake").exists() && !data.join("wal").exists() {
+        bail!("{} is not a cityward data directory (no lake/ or wal/); pass --data with the node's node.data_dir", data.display());
+    }
+    let kinds = cityward_model::KindRegistry::builtin();
+    let lake = std::sync::Arc::new(cityward_store::Lake::open(data.join("lake"), &kinds)?);
+    let tail = wal_tail(&data.join("wal"), lake.compacted_through())?;
+    let batch = cityward_store::events_to_batch(&tail, &lake.schema());
+    let engine = cityward_store::SqlEngine::new(lake)?;
+    let result = engine.query(query, vec![batch], max_rows).await?;
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    println!("{}", result.columns.join("\t"));
+    for row in &result.rows {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "NULL".into(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+    if result.truncated {
+        eprintln!("(only the first {max_rows} rows are shown; raise --max-rows)");
+    }
+    Ok(())
+}
+
+/// Events in WAL segment files after `compacted`, read without opening the WAL for writing.
+fn wal_tail(dir: &Path, compacted: Option<u64>) -> anyhow::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(events) };
+    let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+    files.sort();
+    for path in files {
+        let segment = cityward_store::SegmentReader::open(&path, cityward_store::CorruptionPolicy::Skip)?;
+        for record in segment.records() {
+            // A torn tail of a segment being written is where a live node is; stop there.
+            let Ok((seq, bytes)) = record else { break };
+            if compacted.is_some_and(|c| seq <= c) {
+                continue;
+            }
+            events.push(serde_json::from_slice(bytes).with_context(|| format!("{}: record {seq} is not an event", path.display()))?);
+        }
+    }
+    Ok(events)
+}
+
+/// `cityward deadletter list`.
+pub fn deadletter_list(data: &Path, limit: usize, channel: Option<String>, pending: bool, json: bool) -> anyhow::Result<()> {
+    let path = data.join("state.sqlite3");
+    if !path.exists() {
+        bail!("{} has no state database; pass --data with the node's node.data_dir", data.display());
+    }
+    let state = SqliteState::open(&path)?;
+    let channel = channel.map(|c| c.parse()).transpose()?;
+    let filter = DeadLetterFilter { channel, pending_only: pending, ..Default::default() };
+    let page = state.list_dead_letters(&filter, &PageRequest { after: None, limit: limit.min(1000) })?;
+    let total = state.count_dead_letters(&filter)?;
+    for letter in &page.items {
+        if json {
+            println!("{}", serde_json::to_string(letter)?);
+        } else {
+            println!(
+                "#{} {} {} line {} {}: {}",
+                letter.id,
+                cityward_model::format_time(&letter.received_at),
+                letter.channel,
+                letter.line.map_or("-".into(), |l| l.to_string()),
+                letter.field.as_deref().unwrap_or("-"),
+                letter.reason
+            );
+        }
+    }
+    if !json {
+        println!("{} of {total} dead letters shown. Correct one and send it again with `cityward deadletter resubmit ID --file FIXED.json`.", page.items.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The node's configuration file (`cityward.toml`). Every setting has a default; the
+//! commented file printed by `cityward config default` is [`DEFAULT_CONFIG_TOML`], and a
+//! test keeps it equal to [`NodeConfig::default`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cityward_ingest::{IngestConfig, MqttConfig};
+use cityward_model::{KindRegistry, KindSchema};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Identity, role and addresses of this node.
+    pub node: NodeSection,
+    /// Where the city model comes from.
+    pub city: CitySection,
+    /// Record acceptance rules (all channels).
+    pub ingest: IngestConfig,
+    /// The MQTT subscriber.
+    pub mqtt: MqttConfig,
+    /// The write-ahead log.
+    pub wal: WalSection,
+    /// The Parquet event lake and its retention.
+    pub lake: LakeSection,
+    /// Duplicate-id detection.
+    pub dedup: DedupSection,
+    /// Users, tokens and who may call what.
+    pub auth: AuthSection,
+    /// Kinds the city adds to (or overrides among) the built-in ones.
+    pub kinds: BTreeMap<String, KindSchema>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Name of this node in logs, metrics and (later) between tiers.
+    pub name: String,
+    /// Tier of this node: `community`, `street` or `city`.
+    pub role: String,
+    /// Directory for the WAL, the lake and the state database.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP listener (API, metrics, console).
+    pub listen: SocketAddr,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: "cityward".into(),
+            role: "city".into(),
+            data_dir: PathBuf::from("./cityward-data"),
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+        }
+    }
+}
+
+/// `[city]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CitySection {
+    /// A city model directory (from `cityward city generate` or the city's GIS export) to
+    /// import at start-up. Unset: use the city already in the state database, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[wal]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalSection {
+    /// Segment size at which the log rolls to a new file, in bytes.
+    pub segment_bytes: u64,
+    /// Appends waiting for the writer before callers are held back.
+    pub queue_depth: usize,
+}
+
+impl Default for WalSection {
+    fn default() -> Self {
+        WalSection { segment_bytes: 64 * 1024 * 1024, queue_depth: 1024 }
+    }
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// How often the WAL is compacted into Parquet (the active segment rolls at least this often).
+    #[serde(with = "cityward_model::duration_serde")]
+    pub compact_every: Duration,
+    /// How often expired partitions are looked for.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub retention_every: Duration,
+    /// Retention per data class (`class` of a kind, e.g. `plate_read`) or per kind name;
+    /// a kind's own entry wins over its class. Unlisted data is kept.
+    #[serde(with = "duration_map")]
+    pub retention: BTreeMap<String, Duration>,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        let retention = [
+            ("plate_read", 30 * 86_400),
+            ("vehicle_gps", 180 * 86_400),
+            ("sensor", 2 * 365 * 86_400),
+            ("device_health", 90 * 86_400),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), Duration::from_secs(s)))
+        .collect();
+        LakeSection {
+            compact_every: Duration::from_secs(60),
+            retention_every: Duration::from_secs(3600),
+            retention,
+        }
+    }
+}
+
+/// `[dedup]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupSection {
+    /// How many recent event ids are remembered to refuse repeats (16 bytes each).
+    pub capacity: usize,
+    /// On start-up, ids of events this recent are reloaded from the lake.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub reload_window: Duration,
+}
+
+impl Default for DedupSection {
+    fn default() -> Self {
+        DedupSection { capacity: 10_000_000, reload_window: Duration::from_secs(86_400) }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Lifetime of a login token.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub token_ttl: Duration,
+    /// Accept `POST /api/v1/events` without a token (only for a closed network or a demo).
+    pub open_ingest: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { token_ttl: Duration::from_secs(12 * 3600), open_ingest: false }
+    }
+}
+
+mod duration_map {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| (k.clone(), cityward_model::format_duration(*v)))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                cityward_model::parse_duration(&v)
+                    .map(|d| (k.clone(), d))
+                    .map_err(|e| serde::de::Error::custom(format!("lake.retention.{k}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// What went wrong reading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration {path}: {source}; check the path, or print a starting point with `cityward config default > cityward.toml`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid for [`NodeConfig`].
+    #[error("configuration {path} is not valid: {message}; `cityward config default` shows every setting with its default")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        config
+            .check()
+            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        if !["community", "street", "city"].contains(&self.node.role.as_str()) {
+            return Err(format!("node.role `{}` must be community, street or city", self.node.role));
+        }
+        for topic in &self.mqtt.topics {
+            topic.check()?;
+        }
+        self.kind_registry().attribute_columns()?;
+        Ok(())
+    }
+
+    /// The built-in kinds plus the configured ones.
+    pub fn kind_registry(&self) -> KindRegistry {
+        let mut kinds = KindRegistry::builtin();
+        for (name, schema) in &self.kinds {
+            kinds.declare(name.clone(), schema.clone());
+        }
+        kinds
+    }
+}
+
+/// The commented default configuration printed by `cityward config default`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_is_the_default() {
+        let parsed: NodeConfig = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, NodeConfig::default());
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_printed_default() {
+        // Every key of the serialized default appears (commented or not) in the template.
+        let value = toml::Value::try_from(NodeConfig::default()).unwrap();
+        fn keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+            if let toml::Value::Table(table) = value {
+                for (k, v) in table {
+                    out.push(k.clone());
+                    keys(&format!("{prefix}{k}."), v, out);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &value, &mut all);
+        for key in all {
+            assert!(DEFAULT_CONFIG_TOML.contains(&key), "`{key}` is missing from default_config.toml");
+        }
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_with_their_name() {
+        let err = toml::from_str::<NodeConfig>("[node]\nlisten_addr = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_mappings_and_retention_parse() {
+        let config: NodeConfig = toml::from_str(
+            r#"
+            [mqtt]
+            enabled = true
+            [[mqtt.topics]]
+            filter = "city/gas/+/data"
+            kind = "gas"
+            source_topic_level = 2
+            [mqtt.topics.rename]
+            ppm = "value"
+            [lake.retention]
+            plate_read = "30d"
+            "#,
+        )
+        .unwrap();
+        config.check().unwrap();
+        assert_eq!(config.lake.retention["plate_read"], Duration::from_secs(30 * 86_400));
+        assert_eq!(config.mqtt.topics[0].rename["ppm"], "value");
+    }
+}

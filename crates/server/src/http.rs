@@ -1,0 +1,247 @@
+//! The HTTP API (DESIGN.md, "HTTP API"): routes, the bearer-token extractor, and one
+//! [`ApiError`] type that answers `{"error": {"code", "message"}}` with a fitting status.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::node::{Channel, Node, NodeError, Role, User};
+
+/// An error answered to an API caller: a stable code, a message saying what to do, a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn unauthorized() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized",
+            "this call needs `Authorization: Bearer TOKEN`; get a token from POST /api/v1/login")
+    }
+
+    fn forbidden(role: Role, need: &str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden",
+            format!("role `{}` may not do this; it needs {need}", role.as_str()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let (status, code) = match e.status() {
+            400 => (StatusCode::BAD_REQUEST, "invalid_input"),
+            401 => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            403 => (StatusCode::FORBIDDEN, "forbidden"),
+            404 => (StatusCode::NOT_FOUND, "not_found"),
+            409 => (StatusCode::CONFLICT, "conflict"),
+            413 => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            503 => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "Request failed.");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The caller, from `Authorization: Bearer TOKEN`.
+pub struct Caller(pub User);
+
+impl FromRequestParts<Arc<Node>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?
+            .trim()
+            .to_string();
+        let node = node.clone();
+        let user = tokio::task::spawn_blocking(move || node.authenticate(&token))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(ApiError::from)?;
+        user.map(Caller).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized",
+                "the token is unknown or expired; log in again at POST /api/v1/login")
+        })
+    }
+}
+
+/// All routes of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/events", post(post_events))
+        .route("/api/v1/deadletter", get(list_deadletter))
+        .route("/api/v1/deadletter/{id}", get(get_deadletter))
+        .route("/api/v1/deadletter/{id}/resubmit", post(resubmit_deadletter))
+        .route("/api/v1/sql", post(sql))
+        .fallback(not_found)
+        .with_state(node)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; the API is described at /api/openapi.json")
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
+
+async fn healthz(State(node): State<Arc<Node>>) -> Response {
+    let health = node.health();
+    let status = if health["status"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health)).into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    node.refresh_gauges();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input",
+            format!("login body must be {{\"username\": …, \"password\": …}}: {e}"))
+    })?;
+    let token = tokio::task::spawn_blocking(move || node.login(&body.username, &body.password))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(json!({"token": token.token, "role": token.role.as_str(), "expires_at": token.expires_at})))
+}
+
+async fn status(State(node): State<Arc<Node>>, _caller: Caller) -> Json<Value> {
+    Json(node.status())
+}
+
+async fn post_events(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    if !node.config().auth.open_ingest {
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        parts.headers = headers.clone();
+        let Caller(user) = Caller::from_request_parts(&mut parts, &node).await?;
+        if !matches!(user.role, Role::Admin | Role::Ingest) {
+            return Err(ApiError::forbidden(user.role, "role `ingest` or `admin`"));
+        }
+    }
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    let outcome = node.ingest_body(&body, Channel::Http, csv).await?;
+    let status = if outcome.accepted == 0 && outcome.duplicates == 0 && !outcome.rejected.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeadletterQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+    channel: Option<String>,
+    pending: Option<bool>,
+}
+
+async fn list_deadletter(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Query(q): Query<DeadletterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    let page = tokio::task::spawn_blocking(move || {
+        node.deadletters(q.cursor, q.limit.unwrap_or(100).min(1000), q.channel, q.pending.unwrap_or(false))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(page))
+}
+
+async fn get_deadletter(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    let item = tokio::task::spawn_blocking(move || node.deadletter(id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(item))
+}
+
+async fn resubmit_deadletter(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    let outcome = node.resubmit(id, &body).await?;
+    let status = if outcome.accepted + outcome.duplicates > 0 { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    Ok((status, Json(outcome)).into_response())
+}
+
+#[derive(Deserialize)]
+struct SqlBody {
+    sql: String,
+    #[serde(default)]
+    max_rows: Option<usize>,
+}
+
+async fn sql(State(node): State<Arc<Node>>, Caller(user): Caller, body: Bytes) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin], "role `admin`")?;
+    let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("body must be {{\"sql\": \"SELECT …\"}}: {e}"))
+    })?;
+    let result = node.sql(&body.sql, body.max_rows.unwrap_or(10_000).min(1_000_000)).await?;
+    Ok(Json(result))
+}
+
+fn require(user: &User, roles: &[Role], need: &str) -> Result<(), ApiError> {
+    if roles.contains(&user.role) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(user.role, need))
+    }
+}

@@ -1,0 +1,544 @@
+//! A running node: the pipeline `decode → validate → dedup → enrich → WAL (durable ack)`,
+//! the background stages (compactor, retention, MQTT subscriber) and the state behind the
+//! HTTP API.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use cityward_ingest::{Decoded, Reject, RejectCode, Validator};
+use cityward_model::{City, Event, KindRegistry};
+use cityward_store::{SqliteState, StateStore};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::config::NodeConfig;
+use crate::dedup::DedupIndex;
+use crate::metrics::Metrics;
+use crate::storage::EventStore;
+
+/// The channel a record came by (a metrics label and the dead-letter `channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// `POST /api/v1/events`.
+    Http,
+    /// The MQTT subscriber.
+    Mqtt,
+    /// In-process producers (the demo's simulator).
+    Internal,
+}
+
+impl Channel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Http => "http",
+            Channel::Mqtt => "mqtt",
+            Channel::Internal => "internal",
+        }
+    }
+}
+
+/// What a node tells a caller about a batch.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestOutcome {
+    /// Records now durably stored.
+    pub accepted: usize,
+    /// Records whose id was already stored (not stored again; safe to retry a batch).
+    pub duplicates: usize,
+    /// Refused records: line, field, code and reason. They are in the dead-letter store.
+    pub rejected: Vec<Reject>,
+}
+
+/// Roles of users (DESIGN.md); `ingest` is for machines that post events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including SQL and user management.
+    Admin,
+    /// Rules, models, search, dead letters.
+    Analyst,
+    /// The alert queue and dispatch.
+    Dispatcher,
+    /// Their own assigned alerts.
+    Responder,
+    /// The audit log and transparency reports.
+    Auditor,
+    /// Machines posting events.
+    Ingest,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor, Role::Ingest];
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Dispatcher => "dispatcher",
+            Role::Responder => "responder",
+            Role::Auditor => "auditor",
+            Role::Ingest => "ingest",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// Login name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// Unit the user belongs to, if any.
+    pub unit: Option<String>,
+}
+
+/// A login token handed to a user.
+pub struct Token {
+    /// The bearer token (shown once; only its hash is stored).
+    pub token: String,
+    /// The user's role.
+    pub role: Role,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+}
+
+/// Errors of node operations, mapped to HTTP statuses by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Wrong credentials.
+    #[error("unknown user or wrong password")]
+    BadLogin,
+    /// Nothing with that id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The node cannot take writes now (e.g. the WAL failed); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an environment failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            NodeError::Invalid(_) => 400,
+            NodeError::BadLogin => 401,
+            NodeError::NotFound(_) => 404,
+            NodeError::TooLarge(_) => 413,
+            NodeError::Unavailable(_) => 503,
+            NodeError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<cityward_store::StateError> for NodeError {
+    fn from(e: cityward_store::StateError) -> Self {
+        match e.status() {
+            400 => NodeError::Invalid(e.to_string()),
+            404 => NodeError::NotFound(e.to_string()),
+            503 => NodeError::Unavailable(e.to_string()),
+            _ => NodeError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// One running node.
+pub struct Node {
+    config: NodeConfig,
+    kinds: KindRegistry,
+    city: RwLock<Arc<City>>,
+    validator: RwLock<Arc<Validator>>,
+    dedup: Mutex<DedupIndex>,
+    events: EventStore,
+    state: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
+    bus: broadcast::Sender<Arc<Vec<Event>>>,
+    started: Instant,
+}
+
+impl Node {
+    /// Opens the node's data directory (recovering the WAL), loads or imports the city,
+    /// and rebuilds the duplicate index. Background stages are started by [`crate::run`].
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        config.check().map_err(NodeError::Invalid)?;
+        let data = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(|e| {
+            NodeError::Internal(format!("cannot create data directory {}: {e}; check permissions or set node.data_dir", data.display()))
+        })?;
+        let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(data.join("state.sqlite3"))?);
+        let city = load_city(&config, state.as_ref(), &data.join("city"))?;
+        let kinds = config.kind_registry();
+        let metrics = Arc::new(Metrics::default());
+        let events = EventStore::open(&data, &config, &kinds, metrics.clone()).await?;
+        let mut dedup = DedupIndex::new(config.dedup.capacity);
+        let reloaded = events.recent_ids(config.dedup.reload_window, config.dedup.capacity).await?;
+        for id in &reloaded {
+            dedup.insert(id);
+        }
+        tracing::info!(ids = reloaded.len(), "Duplicate index rebuilt.");
+        let validator = build_validator(&config, &kinds, &city);
+        let (bus, _) = broadcast::channel(1024);
+        Ok(Arc::new(Node {
+            kinds,
+            city: RwLock::new(Arc::new(city)),
+            validator: RwLock::new(Arc::new(validator)),
+            dedup: Mutex::new(dedup),
+            events,
+            state,
+            metrics,
+            bus,
+            started: Instant::now(),
+            config,
+        }))
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// The event store (WAL and lake).
+    pub fn events(&self) -> &EventStore {
+        &self.events
+    }
+
+    /// The city model in force.
+    pub fn city(&self) -> Arc<City> {
+        self.city.read().expect("city lock").clone()
+    }
+
+    /// Replaces the city model (stored in the state database; takes effect for new events).
+    pub fn set_city(&self, city: City) -> Result<(), NodeError> {
+        crate::citystate::save_city(self.state.as_ref(), &city, &self.config.node.data_dir.join("city"))?;
+        let validator = build_validator(&self.config, &self.kinds, &city);
+        *self.validator.write().expect("validator lock") = Arc::new(validator);
+        *self.city.write().expect("city lock") = Arc::new(city);
+        Ok(())
+    }
+
+    /// Subscribes to the stream of stored events (batches in WAL order), for the detection
+    /// engine and live views. A slow subscriber misses batches rather than slowing intake.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+        self.bus.subscribe()
+    }
+
+    /// Decodes, validates and stores a JSON array or NDJSON body, or CSV with a header row
+    /// when `csv`; gzip is recognised by its magic bytes.
+    pub async fn ingest_body(&self, body: &[u8], channel: Channel, csv: bool) -> Result<IngestOutcome, NodeError> {
+        let limit = self.config.ingest.max_body_bytes;
+        let body = cityward_ingest::gunzip_if_needed(body, limit).map_err(|e| match e {
+            cityward_ingest::BodyError::TooLarge { .. } => NodeError::TooLarge(e.to_string()),
+            other => NodeError::Invalid(other.to_string()),
+        })?;
+        let validator = self.validator.read().expect("validator lock").clone();
+        let decoded = if csv {
+            cityward_ingest::decode_csv(&body[..], &validator, Utc::now())
+        } else {
+            cityward_ingest::decode_json_body(&body, &validator, Utc::now()).map_err(|e| NodeError::Invalid(e.to_string()))?
+        };
+        self.ingest_decoded(decoded, channel, "").await
+    }
+
+    /// Validates records already turned into JSON values (MQTT mappings), then stores them.
+    /// An `Err` record carries the reason it could not be mapped and its raw text.
+    pub async fn ingest_values(&self, records: Vec<(u64, Result<Value, (String, String)>)>, channel: Channel, origin: &str) -> Result<IngestOutcome, NodeError> {
+        let validator = self.validator.read().expect("validator lock").clone();
+        let now = Utc::now();
+        let mut decoded = Decoded::default();
+        for (line, record) in records {
+            match record.map(|v| validator.validate_value(v, line, now)) {
+                Ok(Ok(event)) => decoded.events.push(event),
+                Ok(Err(reject)) => decoded.rejects.push(reject),
+                Err((reason, raw)) => decoded.rejects.push(Reject { line, field: None, code: RejectCode::Malformed, reason, raw }),
+            }
+        }
+        self.ingest_decoded(decoded, channel, origin).await
+    }
+
+    /// Stores already valid events (in-process producers such as the demo's simulator).
+    pub async fn ingest_events(&self, events: Vec<Event>, channel: Channel) -> Result<IngestOutcome, NodeError> {
+        self.ingest_decoded(Decoded { events, rejects: Vec::new() }, channel, "").await
+    }
+
+    async fn ingest_decoded(&self, decoded: Decoded, channel: Channel, origin: &str) -> Result<IngestOutcome, NodeError> {
+        let Decoded { mut events, rejects } = decoded;
+        let ch = channel.as_str();
+        self.metrics.add("cityward_ingest_batches_total", &[("channel", ch)], 1.0);
+        self.metrics.add("cityward_ingest_events_received_total", &[("channel", ch)], (events.len() + rejects.len()) as f64);
+        let mut rejects = rejects;
+        let city = self.city();
+        let require_registered = &self.config.ingest.require_registered;
+        // Enrich, refuse unregistered sources where required, and reserve ids.
+        let mut duplicates = 0;
+        let mut reserved: Vec<String> = Vec::new();
+        {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            let mut kept = Vec::with_capacity(events.len());
+            for (index, mut event) in events.drain(..).enumerate() {
+                if !require_registered.is_empty() && require_registered.contains(&event.kind) && city.device(&event.source).is_none() {
+                    rejects.push(Reject {
+                        line: index as u64 + 1,
+                        field: Some("source".into()),
+                        code: RejectCode::UnregisteredSource,
+                        reason: format!("source `{}` is not in the device registry, which kind `{}` requires; register the device first", event.source, event.kind),
+                        raw: event.to_json_line(),
+                    });
+                    continue;
+                }
+                if event.id.is_empty() {
+                    event.id = new_event_id();
+                } else if !dedup.insert(&event.id) {
+                    duplicates += 1;
+                    continue;
+                } else {
+                    reserved.push(event.id.clone());
+                }
+                cityward_ingest::enrich(&city, &mut event);
+                kept.push(event);
+            }
+            events = kept;
+        }
+        if !rejects.is_empty() {
+            self.dead_letter(&rejects, channel, origin).await;
+        }
+        if duplicates > 0 {
+            self.metrics.add("cityward_ingest_events_duplicate_total", &[("channel", ch)], duplicates as f64);
+        }
+        let accepted = events.len();
+        if accepted > 0 {
+            if let Err(e) = self.events.append(&events).await {
+                // Nothing of this batch is stored: let a retry through the duplicate check.
+                let mut dedup = self.dedup.lock().expect("dedup lock");
+                for id in &reserved {
+                    dedup.remove(id);
+                }
+                return Err(e);
+            }
+            let mut per_kind: std::collections::BTreeMap<&str, usize> = Default::default();
+            for event in &events {
+                *per_kind.entry(event.kind.as_str()).or_default() += 1;
+            }
+            for (kind, n) in per_kind {
+                self.metrics.add("cityward_ingest_events_accepted_total", &[("channel", ch), ("kind", kind)], n as f64);
+            }
+            let _ = self.bus.send(Arc::new(events));
+        }
+        Ok(IngestOutcome { accepted, duplicates, rejected: rejects })
+    }
+
+    async fn dead_letter(&self, rejects: &[Reject], channel: Channel, origin: &str) {
+        let ch = channel.as_str();
+        for code in RejectCode::ALL {
+            let n = rejects.iter().filter(|r| r.code == code).count();
+            if n > 0 {
+                self.metrics.add("cityward_ingest_events_rejected_total", &[("channel", ch), ("reason", code.as_str())], n as f64);
+            }
+        }
+        let rows: Vec<cityward_store::NewDeadLetter> = rejects
+            .iter()
+            .map(|r| cityward_store::NewDeadLetter {
+                received_at: Utc::now(),
+                channel: match channel {
+                    Channel::Http => cityward_store::DeadLetterChannel::Http,
+                    Channel::Mqtt => cityward_store::DeadLetterChannel::Mqtt,
+                    Channel::Internal => cityward_store::DeadLetterChannel::File,
+                },
+                origin: origin.to_string(),
+                line: Some(r.line),
+                field: r.field.clone(),
+                reason: format!("{}: {}", r.code.as_str(), r.reason),
+                raw: r.raw.clone(),
+            })
+            .collect();
+        let state = self.state.clone();
+        let n = rows.len();
+        match tokio::task::spawn_blocking(move || state.insert_dead_letters(&rows)).await {
+            Ok(Ok(_)) => self.metrics.add("cityward_deadletter_records_total", &[], n as f64),
+            Ok(Err(e)) => tracing::error!(error = %e, records = n, "Could not write rejected records to the dead-letter store."),
+            Err(e) => tracing::error!(error = %e, "Dead-letter task failed."),
+        }
+    }
+
+    /// Lists dead letters, newest first.
+    pub fn deadletters(&self, cursor: Option<String>, limit: usize, channel: Option<String>, pending_only: bool) -> Result<Value, NodeError> {
+        let channel = channel.map(|c| c.parse()).transpose()?;
+        let filter = cityward_store::DeadLetterFilter { channel, pending_only, ..Default::default() };
+        let page = self.state.list_dead_letters(&filter, &cityward_store::PageRequest { after: cursor, limit })?;
+        Ok(json!({"items": page.items, "next": page.next}))
+    }
+
+    /// One dead letter.
+    pub fn deadletter(&self, id: i64) -> Result<Value, NodeError> {
+        let item = self.state.dead_letter(id)?.ok_or_else(|| not_found_letter(id))?;
+        Ok(serde_json::to_value(item).map_err(|e| NodeError::Internal(e.to_string()))?)
+    }
+
+    /// Re-submits a dead letter: `body` is the corrected record (empty: the stored one as is).
+    pub async fn resubmit(&self, id: i64, body: &[u8]) -> Result<IngestOutcome, NodeError> {
+        let state = self.state.clone();
+        let letter = tokio::task::spawn_blocking(move || state.dead_letter(id))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??
+            .ok_or_else(|| not_found_letter(id))?;
+        let record = if body.iter().all(u8::is_ascii_whitespace) { letter.raw.as_bytes().to_vec() } else { body.to_vec() };
+        let validator = self.validator.read().expect("validator lock").clone();
+        let text = String::from_utf8(record).map_err(|_| NodeError::Invalid("the corrected record is not UTF-8".into()))?;
+        let outcome = match validator.validate_json(text.trim(), letter.line.unwrap_or(1), Utc::now()) {
+            Ok(event) => self.ingest_decoded(Decoded { events: vec![event], rejects: vec![] }, Channel::Http, &format!("deadletter:{id}")).await?,
+            // Still wrong: answer why, without filing a second dead letter for the same record.
+            Err(reject) => IngestOutcome { accepted: 0, duplicates: 0, rejected: vec![reject] },
+        };
+        if outcome.accepted + outcome.duplicates > 0 {
+            let state = self.state.clone();
+            tokio::task::spawn_blocking(move || state.mark_resubmitted(&[id], Utc::now()))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))??;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs a read-only SQL query over the lake and the WAL tail.
+    pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<Value, NodeError> {
+        let result = self.events.sql(sql, max_rows).await?;
+        Ok(serde_json::to_value(result).map_err(|e| NodeError::Internal(e.to_string()))?)
+    }
+
+    /// Checks a password and opens a session.
+    pub fn login(&self, username: &str, password: &str) -> Result<Token, NodeError> {
+        crate::auth::login(self.state.as_ref(), username, password, self.config.auth.token_ttl)
+    }
+
+    /// The user behind a bearer token, if it is valid.
+    pub fn authenticate(&self, token: &str) -> Result<Option<User>, NodeError> {
+        crate::auth::authenticate(self.state.as_ref(), token)
+    }
+
+    /// Creates a user (e.g. the demo's users).
+    pub fn create_user(&self, username: &str, password: &str, role: Role, unit: Option<&str>) -> Result<(), NodeError> {
+        crate::auth::create_user(self.state.as_ref(), username, password, role, unit)
+    }
+
+    /// `GET /healthz`.
+    pub fn health(&self) -> Value {
+        let wal = self.events.wal_health();
+        json!({
+            "status": if wal.is_ok() { "ok" } else { "failing" },
+            "wal": wal.err(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "role": self.config.node.role,
+            "name": self.config.node.name,
+        })
+    }
+
+    /// Refreshes gauges that are read, not counted (WAL, lake, dedup).
+    pub fn refresh_gauges(&self) {
+        self.events.refresh_gauges();
+        let ids = self.dedup.lock().expect("dedup lock").len();
+        self.metrics.set("cityward_dedup_ids", &[], ids as f64);
+    }
+
+    /// A summary for the console and `GET /api/v1/status`.
+    pub fn status(&self) -> Value {
+        self.refresh_gauges();
+        let m = &self.metrics;
+        let city = self.city();
+        json!({
+            "name": self.config.node.name,
+            "role": self.config.node.role,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "events_accepted": m.sum("cityward_ingest_events_accepted_total"),
+            "events_rejected": m.sum("cityward_ingest_events_rejected_total"),
+            "events_duplicate": m.sum("cityward_ingest_events_duplicate_total"),
+            "lake_rows": m.sum("cityward_lake_rows"),
+            "lake_files": m.sum("cityward_lake_files"),
+            "wal_lag_records": m.sum("cityward_lake_lag_records"),
+            "city": {
+                "regions": city.regions.len(), "grids": city.grids.len(), "zones": city.zones.len(),
+                "roads": city.roads.len(), "units": city.units.len(), "devices": city.devices.len(),
+            },
+        })
+    }
+
+    /// Flushes what is pending (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.events.shutdown().await;
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.node.data_dir.clone()
+    }
+}
+
+fn not_found_letter(id: i64) -> NodeError {
+    NodeError::NotFound(format!("dead letter {id} does not exist; list them with GET /api/v1/deadletter"))
+}
+
+fn build_validator(config: &NodeConfig, kinds: &KindRegistry, city: &City) -> Validator {
+    let validator = Validator::new(kinds.clone(), &config.ingest);
+    if config.ingest.reject_outside_city && !city.regions.is_empty() {
+        let b = city.bbox();
+        let m = config.ingest.bounds_margin_deg;
+        validator.with_bounds((b.min_lon - m, b.min_lat - m, b.max_lon + m, b.max_lat + m))
+    } else {
+        validator
+    }
+}
+
+fn load_city(config: &NodeConfig, state: &dyn StateStore, own_copy: &std::path::Path) -> Result<City, NodeError> {
+    if let Some(dir) = &config.city.dir {
+        let city = City::load(dir).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        crate::citystate::save_city(state, &city, own_copy)?;
+        tracing::info!(dir = %dir.display(), devices = city.devices.len(), grids = city.grids.len(), "City model imported.");
+        return Ok(city);
+    }
+    crate::citystate::load_city(own_copy)
+}
+
+/// A new event id: time-ordered (48-bit milliseconds) with 80 random bits, in Crockford
+/// base32 like a ULID, so generated ids sort by arrival.
+pub fn new_event_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let ms = Utc::now().timestamp_millis() as u128;
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).expect("the OS random source works");
+    let mut value = ms << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= (*b as u128) << (8 * (9 - i));
+    }
+    let mut out = [0u8; 26];
+    for i in (0..26).rev() {
+        out[i] = ALPHABET[(value & 31) as usize];
+        value >>= 5;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII")
+}

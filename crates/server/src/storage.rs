@@ -1,0 +1,260 @@
+//! The node's event storage: the WAL that makes an ingest durable, the compactor that moves
+//! sealed WAL segments into the Parquet lake, retention, and SQL over both.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use cityward_model::{Event, KindRegistry};
+use cityward_store::{Lake, SqlEngine, Wal, WalConfig, WalReader, WalWriter};
+
+use crate::config::{LakeSection, NodeConfig};
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeError};
+
+/// WAL + lake + SQL of one node.
+pub struct EventStore {
+    wal: Mutex<Option<Wal>>,
+    writer: WalWriter,
+    reader: WalReader,
+    lake: Arc<Lake>,
+    sql: SqlEngine,
+    lake_config: LakeSection,
+    metrics: Arc<Metrics>,
+    compacting: tokio::sync::Mutex<()>,
+}
+
+fn internal(what: &str) -> impl Fn(cityward_store::Error) -> NodeError + '_ {
+    move |e| NodeError::Internal(format!("{what}: {e}"))
+}
+
+impl EventStore {
+    /// Opens (recovering) the WAL under `DATA/wal` and the lake under `DATA/lake`.
+    pub async fn open(data: &Path, config: &NodeConfig, kinds: &KindRegistry, metrics: Arc<Metrics>) -> Result<EventStore, NodeError> {
+        let mut wal_config = WalConfig::new(data.join("wal"));
+        wal_config.segment_bytes = config.wal.segment_bytes;
+        let wal = Wal::open(wal_config).map_err(|e| NodeError::Internal(format!("cannot open the WAL: {e}")))?;
+        let recovery = wal.recovery_report();
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(bytes = recovery.truncated_bytes, "WAL tail was torn by a crash and truncated; nothing acknowledged was lost.");
+        }
+        let lake = Arc::new(Lake::open(data.join("lake"), kinds).map_err(internal("cannot open the lake"))?);
+        let sql = SqlEngine::new(lake.clone()).map_err(internal("cannot start the SQL engine"))?;
+        let store = EventStore {
+            writer: wal.writer(),
+            reader: wal.reader(),
+            wal: Mutex::new(Some(wal)),
+            lake,
+            sql,
+            lake_config: config.lake.clone(),
+            metrics,
+            compacting: tokio::sync::Mutex::new(()),
+        };
+        // Segments compacted before a crash but not yet deleted.
+        if let Some(through) = store.lake.compacted_through() {
+            let _ = store.reader.delete_through(through);
+        }
+        Ok(store)
+    }
+
+    /// Appends events to the WAL; returns once they are fsync'd.
+    pub async fn append(&self, events: &[Event]) -> Result<(), NodeError> {
+        let records: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("an Event always serializes"))
+            .collect();
+        self.writer.append(records).await.map_err(|e| {
+            NodeError::Unavailable(format!("the write-ahead log cannot take writes: {e}; the batch was not stored, retry it"))
+        })?;
+        Ok(())
+    }
+
+    /// Events still only in the WAL (not yet compacted), oldest first.
+    pub fn wal_tail(&self) -> Result<Vec<Event>, NodeError> {
+        let from = self.lake.compacted_through().map_or(0, |s| s + 1);
+        read_events(&self.reader, from)
+    }
+
+    /// Ids of events newer than `window` (WAL tail and lake), at most `limit`.
+    pub async fn recent_ids(&self, window: Duration, limit: usize) -> Result<Vec<String>, NodeError> {
+        let mut ids: Vec<String> = self.wal_tail()?.into_iter().map(|e| e.id).collect();
+        let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
+        let query = format!(
+            "SELECT id FROM events WHERE time >= TIMESTAMP '{}' LIMIT {limit}",
+            since.format("%Y-%m-%dT%H:%M:%S")
+        );
+        let result = self.sql.query(&query, Vec::new(), limit).await.map_err(internal("cannot reload ids from the lake"))?;
+        ids.extend(result.rows.into_iter().filter_map(|mut row| match row.pop() {
+            Some(serde_json::Value::String(id)) => Some(id),
+            _ => None,
+        }));
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// Moves sealed WAL segments into the lake; with `roll`, seals the active one first.
+    pub async fn compact(&self, roll: bool) -> Result<usize, NodeError> {
+        let _one = self.compacting.lock().await;
+        if roll && self.reader.active_segment().records > 0 {
+            self.writer.roll().await.map_err(|e| NodeError::Internal(format!("cannot roll the WAL: {e}")))?;
+        }
+        let mut compacted = 0;
+        for segment in self.reader.sealed_segments() {
+            let Some(last) = segment.last_seq else { continue };
+            if self.lake.compacted_through().is_some_and(|c| c >= last) {
+                let _ = self.reader.delete_through(last);
+                continue;
+            }
+            let reader = self.reader.clone();
+            let lake = self.lake.clone();
+            let seg = segment.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
+                let events = read_segment(&reader, &seg)?;
+                lake.write_segment_range(seg.first_seq, last, &events).map_err(internal("compaction failed"))?;
+                reader.delete_through(last).map_err(|e| NodeError::Internal(format!("cannot delete compacted WAL segment: {e}")))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??;
+            compacted += 1;
+            self.metrics.add("cityward_lake_compactions_total", &[], 1.0);
+        }
+        Ok(compacted)
+    }
+
+    /// Deletes expired lake partitions; returns the number of rows deleted.
+    pub async fn enforce_retention(&self) -> Result<u64, NodeError> {
+        let policy = cityward_store::RetentionPolicy::new(self.lake_config.retention.clone());
+        let lake = self.lake.clone();
+        let report = tokio::task::spawn_blocking(move || cityward_store::retention::enforce(&lake, &policy, Utc::now()))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(internal("retention failed"))?;
+        let rows: u64 = report.deleted.iter().map(|d| d.rows).sum();
+        self.metrics.add("cityward_lake_retention_deleted_rows_total", &[], rows as f64);
+        Ok(rows)
+    }
+
+    /// Runs a read-only query over the lake and the WAL tail.
+    pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<cityward_store::QueryResult, NodeError> {
+        let tail = self.wal_tail()?;
+        let batch = cityward_store::events_to_batch(&tail, &self.lake.schema());
+        self.sql.query(sql, vec![batch], max_rows).await.map_err(|e| match e.status() {
+            cityward_store::Status::InvalidInput => NodeError::Invalid(e.to_string()),
+            _ => NodeError::Internal(e.to_string()),
+        })
+    }
+
+    /// `Err(reason)` once the WAL writer has failed.
+    pub fn wal_health(&self) -> Result<(), String> {
+        let stats = self.writer.stats();
+        match stats.state {
+            cityward_store::WriterState::Running => Ok(()),
+            other => Err(format!("WAL writer is {other:?}")),
+        }
+    }
+
+    /// Updates the WAL and lake gauges.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        let w = self.writer.stats();
+        m.set("cityward_wal_written_bytes_total", &[], w.bytes_written as f64);
+        m.set("cityward_wal_records_total", &[], w.records_written as f64);
+        m.set("cityward_wal_fsyncs_total", &[], w.fsyncs as f64);
+        m.set("cityward_wal_fsync_latency_last_microseconds", &[], w.last_fsync_us as f64);
+        m.set("cityward_wal_fsync_latency_max_microseconds", &[], w.max_fsync_us as f64);
+        m.set("cityward_wal_fsync_latency_avg_microseconds", &[], w.avg_fsync_us as f64);
+        m.set("cityward_wal_disk_bytes", &[], w.disk_bytes as f64);
+        m.set("cityward_wal_segments", &[], w.segments as f64);
+        let compacted = self.lake.compacted_through();
+        let lag = match (w.last_durable_seq, compacted) {
+            (Some(d), Some(c)) => d.saturating_sub(c),
+            (Some(d), None) => d + 1,
+            _ => 0,
+        };
+        m.set("cityward_lake_lag_records", &[], lag as f64);
+        if let Ok(stats) = self.lake.stats() {
+            for (kind, s) in &stats.kinds {
+                m.set("cityward_lake_files", &[("kind", kind)], s.files as f64);
+                m.set("cityward_lake_rows", &[("kind", kind)], s.rows as f64);
+                m.set("cityward_lake_bytes", &[("kind", kind)], s.bytes as f64);
+            }
+        }
+    }
+
+    /// The lake.
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    /// Flushes and closes the WAL.
+    pub async fn shutdown(&self) {
+        let wal = self.wal.lock().expect("wal lock").take();
+        if let Some(wal) = wal {
+            if let Err(e) = wal.close().await {
+                tracing::error!(error = %e, "WAL did not close cleanly.");
+            }
+        }
+    }
+}
+
+fn read_segment(reader: &WalReader, segment: &cityward_store::SegmentInfo) -> Result<Vec<Event>, NodeError> {
+    let seg = reader.open_segment(segment).map_err(|e| NodeError::Internal(format!("cannot read WAL segment: {e}")))?;
+    let mut events = Vec::with_capacity(segment.records as usize);
+    for record in seg.records() {
+        let (seq, bytes) = record.map_err(|e| NodeError::Internal(format!("WAL segment unreadable: {e}")))?;
+        events.push(decode_record(seq, bytes)?);
+    }
+    Ok(events)
+}
+
+fn read_events(reader: &WalReader, from: u64) -> Result<Vec<Event>, NodeError> {
+    let mut cursor = match reader.read_from(from) {
+        Ok(c) => c,
+        Err(cityward_store::WalError::NotRetained { .. }) => reader.read_all(),
+        Err(e) => return Err(NodeError::Internal(format!("cannot read the WAL: {e}"))),
+    };
+    let mut events = Vec::new();
+    while let Some((seq, bytes)) = cursor.next_record().map_err(|e| NodeError::Internal(format!("WAL unreadable: {e}")))? {
+        events.push(decode_record(seq, bytes)?);
+    }
+    Ok(events)
+}
+
+fn decode_record(seq: u64, bytes: &[u8]) -> Result<Event, NodeError> {
+    serde_json::from_slice(bytes).map_err(|e| NodeError::Internal(format!("WAL record {seq} is not an event: {e}")))
+}
+
+/// Starts the compactor and the retention task.
+pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
+    let compactor = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let every = node.config().lake.compact_every;
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match node.events().compact(true).await {
+                    Ok(n) if n > 0 => tracing::debug!(segments = n, "Compacted WAL segments into the lake."),
+                    Ok(_) => {}
+                    Err(e) => {
+                        node.metrics().add("cityward_lake_compaction_errors_total", &[], 1.0);
+                        tracing::error!(error = %e, "Compaction failed; it will be retried. The events stay in the WAL.");
+                    }
+                }
+            }
+        })
+    };
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(node.config().lake.retention_every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = node.events().enforce_retention().await {
+                tracing::error!(error = %e, "Retention run failed; it will be retried.");
+            }
+        }
+    });
+    vec![compactor, retention]
+}

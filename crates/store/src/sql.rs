@@ -1,0 +1,381 @@
+//! Read-only SQL over the events: the lake's Parquet files and the events still only in
+//! the WAL, as one table `events`.
+//!
+//! `events` is a view: the lake (a DataFusion `ListingTable` over the lake directory, with
+//! the Hive partition columns `kind` and `day`) `UNION ALL` the WAL tail the caller passes
+//! in. Filters on `kind` and `day` skip whole directories; filters on `source`, `id`,
+//! `plate` and `time` skip row groups and pages by their statistics and Bloom filters.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat};
+use cityward_model::Event;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::config::TableParquetOptions;
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::MemTable;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, StoreError};
+use crate::lake::schema::{align_batch, try_events_to_batch, DAY_COLUMN, KIND_COLUMN};
+use crate::lake::{Lake, PARQUET_EXT};
+
+/// Name of the SQL table holding all events.
+pub const EVENTS_TABLE: &str = "events";
+
+/// Settings of the SQL engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Memory one query may use for sorts, joins and aggregations before it fails with an
+    /// "add filters" message. Default 512 MiB.
+    pub memory_limit_bytes: u64,
+    /// Threads one query may use; 0 means one per CPU core. Default 0.
+    pub threads: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig { memory_limit_bytes: 512 << 20, threads: 0 }
+    }
+}
+
+/// The answer to a query, as the HTTP API and the CLI return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Rows as JSON values: numbers, strings, booleans, null; timestamps as RFC 3339 UTC
+    /// strings (`2026-11-22T03:00:00.250Z`), dates as `YYYY-MM-DD`.
+    pub rows: Vec<Vec<Value>>,
+    /// True when the query had more rows than `max_rows` and only the first were kept.
+    pub truncated: bool,
+}
+
+/// Runs read-only SQL over the lake and the WAL tail.
+///
+/// Cheap to share (`Arc`) and to call concurrently: each query gets its own DataFusion
+/// session over a shared runtime (memory pool, Parquet footer cache). The file listing is
+/// not cached, so files written by compaction are seen by the next query.
+#[derive(Debug)]
+pub struct SqlEngine {
+    dir: PathBuf,
+    schema: SchemaRef,
+    table_schema: SchemaRef,
+    listing: ListingTableConfig,
+    session: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    files_lock: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl SqlEngine {
+    /// An engine over `lake` with default [`SqlConfig`].
+    pub fn new(lake: &Lake) -> Result<SqlEngine> {
+        SqlEngine::with_config(lake, &SqlConfig::default())
+    }
+
+    /// An engine over `lake`.
+    pub fn with_config(lake: &Lake, config: &SqlConfig) -> Result<SqlEngine> {
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let mut session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(threads)
+            .with_batch_size(8192);
+        {
+            let parquet = &mut session.options_mut().execution.parquet;
+            parquet.pushdown_filters = true;
+            parquet.reorder_filters = true;
+            parquet.enable_page_index = true;
+            parquet.bloom_filter_on_read = true;
+            parquet.pruning = true;
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            // A cached listing would hide files compaction writes later.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .with_memory_limit(config.memory_limit_bytes.max(16 << 20) as usize, 1.0)
+            .build_arc()
+            .map_err(|e| StoreError::Query { message: e.strip_backtrace() })?;
+
+        let url = ListingTableUrl::parse(format!("{}/", lake.dir.display())).map_err(|e| StoreError::Query {
+            message: format!("the lake directory `{}` cannot be read as a table: {}", lake.dir.display(), e.strip_backtrace()),
+        })?;
+        let format = ParquetFormat::default().with_options(TableParquetOptions {
+            global: session.options().execution.parquet.clone(),
+            ..Default::default()
+        });
+        let options = ListingOptions::new(Arc::new(format))
+            .with_file_extension(PARQUET_EXT)
+            .with_table_partition_cols(vec![
+                (KIND_COLUMN.to_string(), DataType::Utf8),
+                (DAY_COLUMN.to_string(), DataType::Date32),
+            ]);
+        let listing = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(lake.file_schema.clone());
+
+        let mut fields: Vec<Field> = lake.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
+        Ok(SqlEngine {
+            dir: lake.dir.clone(),
+            schema: lake.schema.clone(),
+            table_schema: Arc::new(Schema::new(fields)),
+            listing,
+            session,
+            runtime,
+            files_lock: lake.files_lock.clone(),
+        })
+    }
+
+    /// The events schema: what [`SqlEngine::tail_batch`] produces and WAL tail batches
+    /// should have (extra columns are dropped, missing ones become null).
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The columns of the SQL table `events`: the events schema and `day` (Date32, the
+    /// UTC day of `time`).
+    pub fn table_schema(&self) -> SchemaRef {
+        self.table_schema.clone()
+    }
+
+    /// Converts events still only in the WAL into a batch for [`SqlEngine::query`].
+    pub fn tail_batch(&self, events: &[Event]) -> Result<RecordBatch> {
+        try_events_to_batch(events, &self.schema)
+    }
+
+    /// Runs one read-only statement and returns at most `max_rows` rows as JSON values.
+    ///
+    /// `wal_tail` holds the events that are in the WAL but not yet in the lake (sequence
+    /// numbers above [`Lake::compacted_through`]), as batches of [`SqlEngine::schema`].
+    /// Only queries are allowed (`SELECT`, `WITH`, `EXPLAIN`, `DESCRIBE`, `SHOW`); anything
+    /// that would create, change or configure fails with [`StoreError::ReadOnly`]. SQL
+    /// mistakes fail with [`StoreError::Sql`] carrying DataFusion's message.
+    pub async fn query(&self, sql: &str, wal_tail: Vec<RecordBatch>, max_rows: usize) -> Result<QueryResult> {
+        let (columns, batches) = self.run(sql, wal_tail, Some(max_rows.saturating_add(1))).await?;
+        let (rows, truncated) = batches_to_rows(&batches, max_rows)?;
+        Ok(QueryResult { columns, rows, truncated })
+    }
+
+    /// [`SqlEngine::query`] with the WAL tail given as events.
+    pub async fn query_events(&self, sql: &str, wal_tail: &[Event], max_rows: usize) -> Result<QueryResult> {
+        let tail = if wal_tail.is_empty() { Vec::new() } else { vec![self.tail_batch(wal_tail)?] };
+        self.query(sql, tail, max_rows).await
+    }
+
+    /// Runs one read-only statement and returns its result as Arrow batches, with at most
+    /// `limit` rows when given (for the CLI, exports and tests).
+    pub async fn query_batches(
+        &self,
+        sql: &str,
+        wal_tail: Vec<RecordBatch>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>> {
+        Ok(self.run(sql, wal_tail, limit).await?.1)
+    }
+
+    async fn run(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>) -> Result<(Vec<String>, Vec<RecordBatch>)> {
+        // Merges and retention replace files only while no query holds this.
+        let _shared = self.files_lock.read().await;
+        let df = self.dataframe(sql, wal_tail, limit).await?;
+        let columns = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let batches = df.collect().await.map_err(StoreError::from_query)?;
+        Ok((columns, batches))
+    }
+
+    /// Plans `sql` against a fresh session holding `events`.
+    async fn dataframe(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>) -> Result<DataFrame> {
+        let ctx = self.context(wal_tail)?;
+        let plan = match ctx.state().create_logical_plan(sql).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(match write_keyword(sql) {
+                    Some(keyword) => StoreError::ReadOnly {
+                        statement: preview(sql),
+                        reason: format!("{keyword} statements change data or settings"),
+                    },
+                    None => StoreError::from_query(e),
+                })
+            }
+        };
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        if let Err(e) = read_only.verify_plan(&plan) {
+            return Err(StoreError::ReadOnly { statement: preview(sql), reason: e.message().into_owned() });
+        }
+        let limitable = !matches!(
+            plan,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+        );
+        let df = ctx.execute_logical_plan(plan).await.map_err(StoreError::from_query)?;
+        match limit {
+            Some(n) if limitable => df.limit(0, Some(n)).map_err(StoreError::from_query),
+            _ => Ok(df),
+        }
+    }
+
+    /// A session with the table `events` = lake UNION ALL the WAL tail.
+    fn context(&self, wal_tail: Vec<RecordBatch>) -> Result<SessionContext> {
+        let internal = |e: datafusion::error::DataFusionError| StoreError::Query {
+            message: format!("could not open the lake at `{}` as a table: {}", self.dir.display(), e.strip_backtrace()),
+        };
+        let ctx = SessionContext::new_with_config_rt(self.session.clone(), self.runtime.clone());
+        let lake = ListingTable::try_new(self.listing.clone()).map_err(internal)?;
+        let names: Vec<&str> = self.table_schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut events = ctx.read_table(Arc::new(lake)).and_then(|df| df.select_columns(&names)).map_err(internal)?;
+        let tail: Vec<RecordBatch> = wal_tail
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| align_batch(b, &self.table_schema))
+            .collect::<Result<_>>()?;
+        if !tail.is_empty() {
+            let table = MemTable::try_new(self.table_schema.clone(), vec![tail]).map_err(internal)?;
+            let tail = ctx.read_table(Arc::new(table)).map_err(internal)?;
+            events = events.union(tail).map_err(internal)?;
+        }
+        ctx.register_table(EVENTS_TABLE, events.into_view()).map_err(internal)?;
+        Ok(ctx)
+    }
+
+    /// The physical plan of `sql`, for tests that inspect pruning.
+    #[cfg(test)]
+    pub(crate) async fn physical_plan(
+        &self,
+        sql: &str,
+        wal_tail: Vec<RecordBatch>,
+    ) -> Result<(Arc<dyn datafusion::physical_plan::ExecutionPlan>, Arc<datafusion::execution::TaskContext>)> {
+        let df = self.dataframe(sql, wal_tail, None).await?;
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.map_err(StoreError::from_query)?;
+        Ok((plan, task))
+    }
+}
+
+/// The first keyword of a statement when it is one that writes or configures.
+fn write_keyword(sql: &str) -> Option<String> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
+    const WRITES: [&str; 17] = [
+        "INSERT", "UPDATE", "DELETE", "MERGE", "CREATE", "DROP", "ALTER", "TRUNCATE", "COPY", "SET",
+        "RESET", "PREPARE", "EXECUTE", "DEALLOCATE", "GRANT", "REVOKE", "ATTACH",
+    ];
+    WRITES.contains(&word.as_str()).then_some(word)
+}
+
+fn preview(sql: &str) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
+
+/// Turns batches into at most `max_rows` JSON rows; says whether rows were left out.
+fn batches_to_rows(batches: &[RecordBatch], max_rows: usize) -> Result<(Vec<Vec<Value>>, bool)> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut rows: Vec<Vec<Value>> = Vec::with_capacity(total.min(max_rows));
+    for batch in batches {
+        let room = max_rows - rows.len();
+        if room == 0 {
+            break;
+        }
+        let batch = batch.slice(0, batch.num_rows().min(room));
+        let start = rows.len();
+        rows.extend((0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())));
+        for column in batch.columns() {
+            for (row, value) in rows[start..].iter_mut().zip(column_to_json(column)?) {
+                row.push(value);
+            }
+        }
+    }
+    Ok((rows, total > max_rows))
+}
+
+fn number(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// Formats microseconds since the epoch like the wire format: RFC 3339, UTC, `Z`, with
+/// milliseconds (or microseconds when the value has them).
+fn format_micros(micros: i64) -> Value {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(t) => {
+            let precision = if micros % 1000 == 0 { SecondsFormat::Millis } else { SecondsFormat::Micros };
+            Value::String(t.to_rfc3339_opts(precision, true))
+        }
+        None => Value::Null,
+    }
+}
+
+fn cast_to(array: &ArrayRef, ty: &DataType) -> Result<ArrayRef> {
+    cast(array, ty).map_err(StoreError::arrow(format!("converting a {} result column to JSON", array.data_type())))
+}
+
+/// One column of a result as JSON values.
+fn column_to_json(array: &ArrayRef) -> Result<Vec<Value>> {
+    fn collect<A: Array + 'static, F: Fn(&A, usize) -> Value>(array: &ArrayRef, f: F) -> Vec<Value> {
+        let a = array.as_any().downcast_ref::<A>().expect("cast to the matching array type");
+        (0..a.len()).map(|i| if a.is_null(i) { Value::Null } else { f(a, i) }).collect()
+    }
+    use DataType::*;
+    Ok(match array.data_type() {
+        Null => vec![Value::Null; array.len()],
+        Boolean => collect::<BooleanArray, _>(array, |a, i| Value::Bool(a.value(i))),
+        Int8 | Int16 | Int32 | Int64 => {
+            collect::<Int64Array, _>(&cast_to(array, &Int64)?, |a, i| Value::from(a.value(i)))
+        }
+        UInt8 | UInt16 | UInt32 | UInt64 => {
+            collect::<UInt64Array, _>(&cast_to(array, &UInt64)?, |a, i| Value::from(a.value(i)))
+        }
+        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
+            collect::<Float64Array, _>(&cast_to(array, &Float64)?, |a, i| number(a.value(i)))
+        }
+        Utf8 => collect::<StringArray, _>(array, |a, i| Value::String(a.value(i).to_string())),
+        LargeUtf8 | Utf8View => {
+            collect::<StringArray, _>(&cast_to(array, &Utf8)?, |a, i| Value::String(a.value(i).to_string()))
+        }
+        Timestamp(_, _) => collect::<TimestampMicrosecondArray, _>(
+            &cast_to(array, &Timestamp(TimeUnit::Microsecond, None))?,
+            |a, i| format_micros(a.value(i)),
+        ),
+        Date32 | Date64 => collect::<Date32Array, _>(&cast_to(array, &Date32)?, |a, i| {
+            a.value_as_date(i).map_or(Value::Null, |d| Value::String(d.format("%Y-%m-%d").to_string()))
+        }),
+        Dictionary(_, value_type) => column_to_json(&cast_to(array, value_type)?)?,
+        _ => {
+            let options = FormatOptions::default();
+            let formatter = ArrayFormatter::try_new(array.as_ref(), &options)
+                .map_err(StoreError::arrow("formatting a result column"))?;
+            (0..array.len())
+                .map(|i| if array.is_null(i) { Value::Null } else { Value::String(formatter.value(i).to_string()) })
+                .collect()
+        }
+    })
+}
+

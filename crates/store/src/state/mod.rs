@@ -1,0 +1,1107 @@
+//! The state store: the node's shared, mutable state (city model, device registry, units,
+//! rules, alerts, dead letters, users and sessions, and a small key/value `meta` table).
+//!
+//! [`StateStore`] is the one interface every backend implements: [`SqliteState`] is the
+//! embedded default; a PostgreSQL backend will implement the same trait later and must pass
+//! the same `conformance_suite`. The methods are synchronous and may block on I/O: async
+//! callers run them in `tokio::task::spawn_blocking`.
+//!
+//! What this module does not do: it never sees a password or a session token in clear text
+//! (the server hashes both, see [`StateStore::create_user`] and
+//! [`StateStore::create_session`]), it reads no wall clock for decisions that the caller can
+//! make (expiry takes `now` as an argument), and it does not interpret rule or alert bodies.
+//!
+//! Times are stored with microsecond precision; finer parts of a [`DateTime`] are dropped.
+
+use std::error::Error as StdError;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Status;
+
+#[cfg(any(test, feature = "testsuite"))]
+mod conformance;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+#[cfg(any(test, feature = "testsuite"))]
+pub use conformance::conformance_suite;
+pub use sqlite::SqliteState;
+
+/// A boxed error from the backend, kept as the `source` of a [`StateError`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The most items one page of a list holds; a larger [`PageRequest::limit`] is lowered to it.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// The page size used when a request does not name one.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+
+/// The longest id (in bytes) accepted for any row.
+pub const MAX_ID_LEN: usize = 256;
+
+// ---------------------------------------------------------------------------------------
+// The interface.
+// ---------------------------------------------------------------------------------------
+
+/// The node's shared state, behind one interface for every backend.
+///
+/// Every method is synchronous and may block (disk, network); from async code call it in
+/// `spawn_blocking`. Writes that take a slice are atomic: either every item is written or,
+/// on any error, none is. Implementations must be safe to share between threads.
+pub trait StateStore: Send + Sync {
+    // --- meta -----------------------------------------------------------------------------
+
+    /// The schema version the store is at (the `schema_version` key of `meta`).
+    fn schema_version(&self) -> Result<i64, StateError>;
+
+    /// The value stored under `key` in `meta`, or `None` when the key was never set.
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StateError>;
+
+    /// Stores `value` under `key` in `meta`, replacing any earlier value.
+    ///
+    /// `schema_version` is managed by migrations and is refused with
+    /// [`Status::InvalidInput`].
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StateError>;
+
+    // --- city model layers ------------------------------------------------------------------
+
+    /// Replaces every feature of `layer` with `features`, in one transaction, and returns
+    /// how many were written. Every feature's [`FeatureRow::layer`] must equal `layer` and
+    /// ids must be unique within the call; an empty slice clears the layer.
+    fn replace_layer(&self, layer: Layer, features: &[FeatureRow]) -> Result<usize, StateError>;
+
+    /// Every feature of `layer`, in the order the last [`replace_layer`](Self::replace_layer)
+    /// gave them.
+    fn list_layer(&self, layer: Layer) -> Result<Vec<FeatureRow>, StateError>;
+
+    // --- devices ----------------------------------------------------------------------------
+
+    /// Inserts or updates `devices` by id in one transaction and returns how many rows were
+    /// written. An existing device keeps its first `registered_at`; every other field is
+    /// replaced. If one id appears twice, the later row wins. Any invalid row rejects the
+    /// whole batch, naming the row.
+    fn upsert_devices(&self, devices: &[DeviceRow]) -> Result<usize, StateError>;
+
+    /// The device with `id`, or `None`.
+    fn device(&self, id: &str) -> Result<Option<DeviceRow>, StateError>;
+
+    /// One page of devices in ascending id order. Ids compare by the bytes of their UTF-8
+    /// text (Rust's `str` order); a PostgreSQL backend needs `COLLATE "C"` for the same.
+    fn list_devices(&self, page: &PageRequest) -> Result<Page<DeviceRow>, StateError>;
+
+    /// How many devices are registered.
+    fn device_count(&self) -> Result<u64, StateError>;
+
+    /// Deletes the device with `id`; [`Status::NotFound`] when there is none.
+    fn delete_device(&self, id: &str) -> Result<(), StateError>;
+
+    // --- units ------------------------------------------------------------------------------
+
+    /// Replaces every unit with `units` in one transaction and returns how many were
+    /// written. Ids must be unique within the call.
+    fn replace_units(&self, units: &[UnitRow]) -> Result<usize, StateError>;
+
+    /// Every unit, in ascending id order.
+    fn list_units(&self) -> Result<Vec<UnitRow>, StateError>;
+
+    /// The unit with `id`, or `None`.
+    fn unit(&self, id: &str) -> Result<Option<UnitRow>, StateError>;
+
+    // --- rules ------------------------------------------------------------------------------
+
+    /// Creates or replaces a rule and returns the stored row.
+    ///
+    /// A new rule gets version 1; each later put adds 1. `updated_at` is set by the store.
+    /// With [`RulePut::expected_version`] `Some(v)` the write happens only if the stored
+    /// version is `v` (`0` meaning "the rule must not exist yet"); otherwise the call fails
+    /// with [`Status::Conflict`] and nothing changes.
+    fn put_rule(&self, rule: &RulePut) -> Result<RuleRow, StateError>;
+
+    /// The rule with `id`, or `None`.
+    fn rule(&self, id: &str) -> Result<Option<RuleRow>, StateError>;
+
+    /// Every rule, in ascending id order.
+    fn list_rules(&self) -> Result<Vec<RuleRow>, StateError>;
+
+    /// Deletes the rule with `id`: [`Status::NotFound`] when there is none,
+    /// [`Status::Conflict`] when `expected_version` is given and differs.
+    fn delete_rule(&self, id: &str, expected_version: Option<i64>) -> Result<(), StateError>;
+
+    // --- alerts -----------------------------------------------------------------------------
+
+    /// Inserts a new alert; [`Status::Conflict`] when the id exists.
+    fn insert_alert(&self, alert: &AlertRow) -> Result<(), StateError>;
+
+    /// Replaces every field of the existing alert with the same id;
+    /// [`Status::NotFound`] when there is none.
+    fn update_alert(&self, alert: &AlertRow) -> Result<(), StateError>;
+
+    /// The alert with `id`, or `None`.
+    fn alert(&self, id: &str) -> Result<Option<AlertRow>, StateError>;
+
+    /// One page of alerts, newest event time first (ties by descending id), only those with
+    /// `status` when it is given.
+    fn list_alerts(
+        &self,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AlertRow>, StateError>;
+
+    // --- dead letters -----------------------------------------------------------------------
+
+    /// Stores a batch of rejected records in one transaction, then prunes the oldest rows
+    /// beyond [`StateStore::dead_letter_limit`]. Returns the new ids (ascending, in batch
+    /// order) and how many rows were pruned; if the batch alone exceeds the limit, some of
+    /// its own rows are among the pruned.
+    fn insert_dead_letters(&self, batch: &[NewDeadLetter]) -> Result<DeadLetterInsert, StateError>;
+
+    /// One page of dead letters matching `filter`, newest (highest id) first.
+    fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StateError>;
+
+    /// The dead letter with `id`, or `None` (it may have been pruned).
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StateError>;
+
+    /// Records that the dead letters `ids` were re-submitted at `at` (a repeated
+    /// re-submission moves the time forward). Returns how many were marked. If any id does
+    /// not exist, nothing is marked and the error names that id.
+    fn mark_resubmitted(&self, ids: &[i64], at: DateTime<Utc>) -> Result<usize, StateError>;
+
+    /// How many dead letters match `filter`.
+    fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StateError>;
+
+    /// Deletes the oldest dead letters so that at most `keep` remain; returns how many were
+    /// deleted. [`StateStore::insert_dead_letters`] does this itself with the configured
+    /// limit; this is for retention jobs and operators.
+    fn prune_dead_letters(&self, keep: u64) -> Result<u64, StateError>;
+
+    /// The most dead letters this store keeps ([`StateOptions::dead_letter_max_rows`]).
+    fn dead_letter_limit(&self) -> u64;
+
+    // --- users and sessions -----------------------------------------------------------------
+
+    /// Creates a user and returns the stored row; [`Status::Conflict`] when the
+    /// username is taken.
+    ///
+    /// `password_hash` must be a PHC string (`$argon2id$v=19$…`) made by the caller: the
+    /// store never hashes or sees passwords, and refuses a value that does not start with
+    /// `$`, to catch a clear-text password passed by mistake.
+    fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        unit: Option<&str>,
+    ) -> Result<UserRow, StateError>;
+
+    /// The user named `username`, or `None`.
+    fn user(&self, username: &str) -> Result<Option<UserRow>, StateError>;
+
+    /// Every user, in ascending username order.
+    fn list_users(&self) -> Result<Vec<UserRow>, StateError>;
+
+    /// Stores a session for `username` that is valid until `expires_at` (exclusive).
+    ///
+    /// `token_hash` is a digest of the bearer token made by the caller (e.g. SHA-256 in hex);
+    /// the store never sees the token. [`Status::NotFound`] when the user does not
+    /// exist, [`Status::Conflict`] when the hash is already in use.
+    fn create_session(
+        &self,
+        token_hash: &str,
+        username: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StateError>;
+
+    /// The user of the session `token_hash` if it exists and `now < expires_at`, else
+    /// `None`. The caller passes `now` so that every backend judges expiry by the same clock.
+    fn session(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<UserRow>, StateError>;
+
+    /// Deletes a session (log-out); `true` when it existed.
+    fn delete_session(&self, token_hash: &str) -> Result<bool, StateError>;
+
+    /// Deletes every session with `expires_at <= now`; returns how many.
+    fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, StateError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Options.
+// ---------------------------------------------------------------------------------------
+
+/// Settings every state backend honours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateOptions {
+    /// The most dead letters kept; when an insert goes beyond it, the oldest are pruned.
+    /// At least 1. Default 100000.
+    pub dead_letter_max_rows: u64,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            dead_letter_max_rows: 100_000,
+        }
+    }
+}
+
+impl StateOptions {
+    /// Checks the options; an error names the bad setting and its allowed range.
+    pub fn validate(&self) -> Result<(), StateError> {
+        if self.dead_letter_max_rows == 0 || self.dead_letter_max_rows > i64::MAX as u64 {
+            return Err(StateError::InvalidInput {
+                table: "options",
+                what: "the state store options".into(),
+                field: "dead_letter_max_rows",
+                reason: format!(
+                    "must be between 1 and {} (got {}); set a positive row count",
+                    i64::MAX,
+                    self.dead_letter_max_rows
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows.
+// ---------------------------------------------------------------------------------------
+
+/// A layer of the city model stored as GeoJSON-like features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Districts, streets and communities (`regions.geojson`).
+    Regions,
+    /// Patrol grids (`grids.geojson`).
+    Grids,
+    /// Named polygons and corridors used by rules (`zones.geojson`).
+    Zones,
+    /// Road centrelines (`roads.geojson`).
+    Roads,
+}
+
+impl Layer {
+    /// Every layer, in a fixed order.
+    pub const ALL: [Layer; 4] = [Layer::Regions, Layer::Grids, Layer::Zones, Layer::Roads];
+
+    /// The layer's name as stored and as used in file names (`regions`, `grids`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Regions => "regions",
+            Layer::Grids => "grids",
+            Layer::Zones => "zones",
+            Layer::Roads => "roads",
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Layer {
+    type Err = StateError;
+
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        Layer::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| StateError::InvalidInput {
+                table: "features",
+                what: "a layer name".into(),
+                field: "layer",
+                reason: format!("`{s}` is not a layer; use one of regions, grids, zones, roads"),
+            })
+    }
+}
+
+/// One feature of a city-model layer: a GeoJSON feature split into its parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRow {
+    /// The layer the feature belongs to.
+    pub layer: Layer,
+    /// The feature's id, unique within its layer.
+    pub id: String,
+    /// The GeoJSON `properties` object (e.g. `name`, `level`, `parent`, `region`).
+    pub properties: Value,
+    /// The GeoJSON `geometry` object, or `null`.
+    pub geometry: Value,
+}
+
+/// A registered device (`devices.csv` plus registry attributes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRow {
+    /// Unique device id; events name it as their `source`.
+    pub id: String,
+    /// What the device is (`camera`, `smoke_detector`, …).
+    pub kind: String,
+    /// Longitude in WGS84 degrees.
+    pub lon: f64,
+    /// Latitude in WGS84 degrees.
+    pub lat: f64,
+    /// The patrol grid the device stands in, if known.
+    #[serde(default)]
+    pub grid: Option<String>,
+    /// The unit that owns the device, if any.
+    #[serde(default)]
+    pub owner_unit: Option<String>,
+    /// Further registry attributes: a JSON object (`{}` when there are none).
+    #[serde(default = "empty_object")]
+    pub attrs: Value,
+    /// When the device was first registered; kept when the device is upserted again.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// An organisational unit (`units.csv`): police station, fire brigade, community office…
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRow {
+    /// Unique unit id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What kind of unit it is (`police`, `fire`, `medical`, …).
+    pub kind: String,
+    /// The region the unit covers, if any.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The unit it reports to, if any.
+    #[serde(default)]
+    pub parent_unit: Option<String>,
+}
+
+/// A stored rule definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRow {
+    /// Rule id (the `id` key of the rule).
+    pub id: String,
+    /// The rule as submitted: YAML or JSON text, not interpreted by the store.
+    pub body: String,
+    /// Whether the rule engine runs it.
+    pub enabled: bool,
+    /// 1 on creation, +1 on each change; used for optimistic concurrency.
+    pub version: i64,
+    /// When the rule was last written (set by the store).
+    pub updated_at: DateTime<Utc>,
+    /// Who last wrote it (a username or `system`).
+    pub updated_by: String,
+}
+
+/// A request to create or replace a rule; see [`StateStore::put_rule`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulePut {
+    /// Rule id.
+    pub id: String,
+    /// The rule as YAML or JSON text.
+    pub body: String,
+    /// Whether the rule engine runs it.
+    pub enabled: bool,
+    /// Who writes it (a username or `system`).
+    pub updated_by: String,
+    /// When set, the version the caller last read (`0`: the rule must not exist yet); a
+    /// different stored version fails with a conflict.
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+}
+
+/// A stored alert: the minimum the lifecycle builds on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// Unique alert id.
+    pub id: String,
+    /// The id of the rule that raised it.
+    pub rule: String,
+    /// The rule's key value (e.g. the vehicle's source id).
+    pub key: String,
+    /// Lifecycle status (`new`, `acked`, `dispatched`, …); not interpreted by the store.
+    pub status: String,
+    /// `low`, `medium`, `high` or `critical`; not interpreted by the store.
+    pub severity: String,
+    /// Rule category, e.g. `traffic.hazmat`.
+    pub category: String,
+    /// Event time of the alert's first evidence.
+    pub time: DateTime<Utc>,
+    /// Patrol grid, when the alert has a place.
+    #[serde(default)]
+    pub grid: Option<String>,
+    /// The full alert document (evidence, place, history…).
+    pub body: Value,
+    /// When the row was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The way a rejected record came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterChannel {
+    /// `POST /api/v1/events`.
+    Http,
+    /// An MQTT subscription.
+    Mqtt,
+    /// A file given to `cityward ingest` or replay.
+    File,
+}
+
+impl DeadLetterChannel {
+    /// Every channel, in a fixed order.
+    pub const ALL: [DeadLetterChannel; 3] = [
+        DeadLetterChannel::Http,
+        DeadLetterChannel::Mqtt,
+        DeadLetterChannel::File,
+    ];
+
+    /// The channel's name as stored and shown (`http`, `mqtt`, `file`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterChannel::Http => "http",
+            DeadLetterChannel::Mqtt => "mqtt",
+            DeadLetterChannel::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeadLetterChannel {
+    type Err = StateError;
+
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        DeadLetterChannel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| StateError::InvalidInput {
+                table: "dead_letters",
+                what: "a dead-letter channel".into(),
+                field: "channel",
+                reason: format!("`{s}` is not a channel; use one of http, mqtt, file"),
+            })
+    }
+}
+
+/// A record that was rejected at intake, kept so it can be read and re-submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Store-assigned id; increases with every insert and is never reused.
+    pub id: i64,
+    /// When the record arrived.
+    pub received_at: DateTime<Utc>,
+    /// How it arrived.
+    pub channel: DeadLetterChannel,
+    /// Where it came from: request id, MQTT topic or file name.
+    pub origin: String,
+    /// Line number within the request body or file (1-based), when known.
+    #[serde(default)]
+    pub line: Option<u64>,
+    /// The field that was wrong, when one was.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The record as received.
+    pub raw: String,
+    /// When it was last re-submitted; `None` while pending.
+    #[serde(default)]
+    pub resubmitted_at: Option<DateTime<Utc>>,
+}
+
+/// A dead letter to insert; the store assigns the id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeadLetter {
+    /// When the record arrived.
+    pub received_at: DateTime<Utc>,
+    /// How it arrived.
+    pub channel: DeadLetterChannel,
+    /// Where it came from: request id, MQTT topic or file name.
+    pub origin: String,
+    /// Line number within the request body or file (1-based), when known.
+    #[serde(default)]
+    pub line: Option<u64>,
+    /// The field that was wrong, when one was.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The record as received.
+    pub raw: String,
+}
+
+/// What [`StateStore::insert_dead_letters`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInsert {
+    /// The ids given to the batch, in batch order (ascending).
+    pub ids: Vec<i64>,
+    /// How many of the oldest rows were pruned to stay within the limit.
+    pub pruned: u64,
+}
+
+/// Which dead letters a list or count covers; the default covers all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterFilter {
+    /// Only those that came in by this channel.
+    pub channel: Option<DeadLetterChannel>,
+    /// Only those received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only those not re-submitted yet.
+    pub pending_only: bool,
+}
+
+/// A user account. The password hash is never serialized, so a `UserRow` can be sent to a
+/// client as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRow {
+    /// Login name, unique.
+    pub username: String,
+    /// PHC string of the password hash, made by the server (never serialized).
+    #[serde(skip_serializing, default)]
+    pub password_hash: String,
+    /// Role name (`admin`, `analyst`, `dispatcher`, `responder`, `auditor`).
+    pub role: String,
+    /// The unit the user belongs to, if any.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Paging.
+// ---------------------------------------------------------------------------------------
+
+/// Which page of a list to read: the first, or the one after a cursor a previous page gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PageRequest {
+    /// The [`Page::next`] cursor of the previous page; `None` for the first page.
+    pub after: Option<String>,
+    /// Most items wanted, at least 1; values above [`MAX_PAGE_LIMIT`] are lowered to it.
+    pub limit: usize,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest {
+            after: None,
+            limit: DEFAULT_PAGE_LIMIT,
+        }
+    }
+}
+
+impl PageRequest {
+    /// The first page, with at most `limit` items.
+    pub fn first(limit: usize) -> Self {
+        PageRequest { after: None, limit }
+    }
+
+    /// The page after `cursor`, with at most `limit` items.
+    pub fn after(cursor: impl Into<String>, limit: usize) -> Self {
+        PageRequest {
+            after: Some(cursor.into()),
+            limit,
+        }
+    }
+}
+
+/// One page of a list, shaped as the HTTP API answers lists: `{"items": […], "next": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items of this page, in the list's order.
+    pub items: Vec<T>,
+    /// The cursor for the next page, or `None` when this is the last. Cursors are opaque,
+    /// URL-safe, and only valid for the list that gave them.
+    pub next: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+// ---------------------------------------------------------------------------------------
+
+/// Everything that can go wrong in the state store. Each variant names the table and row
+/// involved, and its message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be opened or set up.
+    #[error(
+        "cannot open the state database at {}: {source}; check that the directory exists, is \
+         writable by this user and has free space",
+        path.display()
+    )]
+    Open {
+        /// The database file (`:memory:` for an in-memory one).
+        path: PathBuf,
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The database was written by a newer release.
+    #[error(
+        "the state database at {} is at schema version {found}, newer than version {supported} \
+         that this build knows; run the cityward release that wrote it, or restore a backup",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in `meta`.
+        found: i64,
+        /// The newest version this build can use.
+        supported: i64,
+    },
+
+    /// A schema migration failed; the database stays at the version before it.
+    #[error(
+        "cannot upgrade the state database at {} from schema version {from} to {to}: {source}; \
+         the database was left at version {from}: fix the cause (disk space, permissions) and \
+         restart",
+        path.display()
+    )]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The version the database is at.
+        from: i64,
+        /// The version the failed step leads to.
+        to: i64,
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The caller passed something the store refuses.
+    #[error("invalid {field} for {what} in {table}: {reason}")]
+    InvalidInput {
+        /// The table (or `options`) concerned.
+        table: &'static str,
+        /// Which item: e.g. "device `cam-7` (item 12 of 20000)".
+        what: String,
+        /// The field that is wrong.
+        field: &'static str,
+        /// What is wrong with it and what to do.
+        reason: String,
+    },
+
+    /// The row named does not exist.
+    #[error("no `{id}` in {table}; check the id, or list {table} to see which exist")]
+    NotFound {
+        /// The table looked in.
+        table: &'static str,
+        /// The id (or username, token hash prefix…) looked for.
+        id: String,
+    },
+
+    /// The write clashes with what is stored.
+    #[error("`{id}` in {table} {reason}")]
+    Conflict {
+        /// The table written to.
+        table: &'static str,
+        /// The row's id.
+        id: String,
+        /// What clashes and what to do.
+        reason: String,
+    },
+
+    /// The database cannot be used right now (busy, locked, I/O error, disk full).
+    #[error(
+        "the state database could not {op} in {table}: {source}; retry shortly, and if it \
+         keeps failing check disk space, file permissions and other processes using the file"
+    )]
+    Unavailable {
+        /// What was being done, e.g. "upsert devices".
+        op: &'static str,
+        /// The table concerned.
+        table: &'static str,
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A stored value cannot be read back.
+    #[error(
+        "the stored {column} of `{id}` in {table} cannot be read: {reason}; the database is \
+         damaged or was edited by hand: restore a backup or correct the row"
+    )]
+    Corrupt {
+        /// The table read from.
+        table: &'static str,
+        /// The row's id.
+        id: String,
+        /// The column that cannot be decoded.
+        column: &'static str,
+        /// Why it cannot.
+        reason: String,
+    },
+
+    /// Anything else the backend reported: most likely a bug.
+    #[error(
+        "the state database failed to {op} in {table}: {source}; this is likely a bug: keep \
+         the log and report it"
+    )]
+    Internal {
+        /// What was being done.
+        op: &'static str,
+        /// The table concerned.
+        table: &'static str,
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StateError {
+    /// The kind of failure, shared with the rest of the crate: the HTTP layer maps it to a
+    /// status code and a stable `code` string.
+    pub fn status(&self) -> Status {
+        match self {
+            StateError::InvalidInput { .. } => Status::InvalidInput,
+            StateError::NotFound { .. } => Status::NotFound,
+            StateError::Conflict { .. } => Status::Conflict,
+            StateError::Open { .. }
+            | StateError::SchemaTooNew { .. }
+            | StateError::Migration { .. }
+            | StateError::Unavailable { .. } => Status::Unavailable,
+            StateError::Corrupt { .. } | StateError::Internal { .. } => Status::Internal,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by the backends: validation, cursors, time.
+// ---------------------------------------------------------------------------------------
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Describes item `index` of a batch of `len` for error messages.
+pub(crate) fn batch_item(noun: &str, id: &str, index: usize, len: usize) -> String {
+    if len == 1 {
+        format!("{noun} `{id}`")
+    } else {
+        format!("{noun} `{id}` (item {} of {len})", index + 1)
+    }
+}
+
+fn invalid(table: &'static str, what: &str, field: &'static str, reason: String) -> StateError {
+    StateError::InvalidInput {
+        table,
+        what: what.to_string(),
+        field,
+        reason,
+    }
+}
+
+/// Checks an id or name: not empty, at most [`MAX_ID_LEN`] bytes, no control characters and
+/// no surrounding whitespace.
+pub(crate) fn check_id(
+    table: &'static str,
+    what: &str,
+    field: &'static str,
+    id: &str,
+) -> Result<(), StateError> {
+    let reason = if id.is_empty() {
+        "is empty; give a non-empty id".to_string()
+    } else if id.len() > MAX_ID_LEN {
+        format!("is {} bytes long; use at most {MAX_ID_LEN}", id.len())
+    } else if id.chars().any(char::is_control) {
+        "contains control characters; remove them".to_string()
+    } else if id.trim() != id {
+        "starts or ends with whitespace; trim it".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(invalid(table, what, field, reason))
+}
+
+/// Checks an optional reference to another row (grid, unit, region): `None`, or a valid id.
+pub(crate) fn check_opt_id(
+    table: &'static str,
+    what: &str,
+    field: &'static str,
+    id: Option<&str>,
+) -> Result<(), StateError> {
+    match id {
+        Some(id) => check_id(table, what, field, id),
+        None => Ok(()),
+    }
+}
+
+/// Checks that a text field is not empty (after trimming).
+pub(crate) fn check_text(
+    table: &'static str,
+    what: &str,
+    field: &'static str,
+    text: &str,
+) -> Result<(), StateError> {
+    if text.trim().is_empty() {
+        return Err(invalid(table, what, field, "is empty; fill it in".into()));
+    }
+    Ok(())
+}
+
+fn check_object(
+    table: &'static str,
+    what: &str,
+    field: &'static str,
+    value: &Value,
+    null_ok: bool,
+) -> Result<(), StateError> {
+    if value.is_object() || (null_ok && value.is_null()) {
+        return Ok(());
+    }
+    let expected = if null_ok {
+        "a JSON object or null"
+    } else {
+        "a JSON object"
+    };
+    Err(invalid(
+        table,
+        what,
+        field,
+        format!("must be {expected}, not `{value}`"),
+    ))
+}
+
+/// Checks one feature destined for `layer`.
+pub(crate) fn check_feature(
+    layer: Layer,
+    f: &FeatureRow,
+    index: usize,
+    len: usize,
+) -> Result<(), StateError> {
+    let what = batch_item(&format!("{layer} feature"), &f.id, index, len);
+    check_id("features", &what, "id", &f.id)?;
+    if f.layer != layer {
+        return Err(invalid(
+            "features",
+            &what,
+            "layer",
+            format!(
+                "is `{}` but the call replaces `{layer}`; pass only {layer} features",
+                f.layer
+            ),
+        ));
+    }
+    check_object("features", &what, "properties", &f.properties, false)?;
+    check_object("features", &what, "geometry", &f.geometry, true)?;
+    Ok(())
+}
+
+/// Checks one device row.
+pub(crate) fn check_device(d: &DeviceRow, index: usize, len: usize) -> Result<(), StateError> {
+    let what = batch_item("device", &d.id, index, len);
+    check_id("devices", &what, "id", &d.id)?;
+    check_text("devices", &what, "kind", &d.kind)?;
+    if !d.lon.is_finite() || !(-180.0..=180.0).contains(&d.lon) {
+        return Err(invalid(
+            "devices",
+            &what,
+            "lon",
+            format!(
+                "must be a WGS84 longitude between -180 and 180 (got {})",
+                d.lon
+            ),
+        ));
+    }
+    if !d.lat.is_finite() || !(-90.0..=90.0).contains(&d.lat) {
+        return Err(invalid(
+            "devices",
+            &what,
+            "lat",
+            format!(
+                "must be a WGS84 latitude between -90 and 90 (got {})",
+                d.lat
+            ),
+        ));
+    }
+    check_opt_id("devices", &what, "grid", d.grid.as_deref())?;
+    check_opt_id("devices", &what, "owner_unit", d.owner_unit.as_deref())?;
+    check_object("devices", &what, "attrs", &d.attrs, false)?;
+    Ok(())
+}
+
+/// Checks one unit row.
+pub(crate) fn check_unit(u: &UnitRow, index: usize, len: usize) -> Result<(), StateError> {
+    let what = batch_item("unit", &u.id, index, len);
+    check_id("units", &what, "id", &u.id)?;
+    check_text("units", &what, "name", &u.name)?;
+    check_text("units", &what, "kind", &u.kind)?;
+    check_opt_id("units", &what, "region", u.region.as_deref())?;
+    check_opt_id("units", &what, "parent_unit", u.parent_unit.as_deref())?;
+    Ok(())
+}
+
+/// Checks a rule put.
+pub(crate) fn check_rule(r: &RulePut) -> Result<(), StateError> {
+    let what = format!("rule `{}`", r.id);
+    check_id("rules", &what, "id", &r.id)?;
+    check_text("rules", &what, "body", &r.body)?;
+    check_id("rules", &what, "updated_by", &r.updated_by)?;
+    if let Some(v) = r.expected_version {
+        if v < 0 {
+            return Err(invalid(
+                "rules",
+                &what,
+                "expected_version",
+                format!("is {v}; use the version last read, or 0 to require a new rule"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an alert row.
+pub(crate) fn check_alert(a: &AlertRow) -> Result<(), StateError> {
+    let what = format!("alert `{}`", a.id);
+    check_id("alerts", &what, "id", &a.id)?;
+    check_id("alerts", &what, "rule", &a.rule)?;
+    check_text("alerts", &what, "key", &a.key)?;
+    check_id("alerts", &what, "status", &a.status)?;
+    check_id("alerts", &what, "severity", &a.severity)?;
+    check_text("alerts", &what, "category", &a.category)?;
+    check_opt_id("alerts", &what, "grid", a.grid.as_deref())?;
+    Ok(())
+}
+
+/// Checks one dead letter to insert.
+pub(crate) fn check_dead_letter(
+    d: &NewDeadLetter,
+    index: usize,
+    len: usize,
+) -> Result<(), StateError> {
+    let what = if len == 1 {
+        format!("the dead letter from `{}`", d.origin)
+    } else {
+        format!("dead letter {} of {len} (from `{}`)", index + 1, d.origin)
+    };
+    check_text("dead_letters", &what, "origin", &d.origin)?;
+    check_text("dead_letters", &what, "reason", &d.reason)?;
+    if let Some(line) = d.line {
+        if line > i64::MAX as u64 {
+            return Err(invalid(
+                "dead_letters",
+                &what,
+                "line",
+                format!("{line} is too large"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the arguments of `create_user`.
+pub(crate) fn check_user(
+    username: &str,
+    password_hash: &str,
+    role: &str,
+    unit: Option<&str>,
+) -> Result<(), StateError> {
+    let what = format!("user `{username}`");
+    check_id("users", &what, "username", username)?;
+    if !password_hash.starts_with('$') || password_hash.len() < 8 {
+        return Err(invalid(
+            "users",
+            &what,
+            "password_hash",
+            "is not a PHC hash string (`$argon2id$…`); hash the password with argon2 before \
+             storing it, never pass the password itself"
+                .into(),
+        ));
+    }
+    check_id("users", &what, "role", role)?;
+    check_opt_id("users", &what, "unit", unit)?;
+    Ok(())
+}
+
+/// Checks a token hash: a non-empty id-like string.
+pub(crate) fn check_token_hash(token_hash: &str) -> Result<(), StateError> {
+    check_id("sessions", "a session", "token_hash", token_hash)
+}
+
+/// The effective page size of a request: 0 is refused, above [`MAX_PAGE_LIMIT`] is lowered.
+pub(crate) fn page_limit(table: &'static str, page: &PageRequest) -> Result<usize, StateError> {
+    if page.limit == 0 {
+        return Err(invalid(
+            table,
+            "the page request",
+            "limit",
+            format!("is 0; ask for between 1 and {MAX_PAGE_LIMIT} items"),
+        ));
+    }
+    Ok(page.limit.min(MAX_PAGE_LIMIT))
+}
+
+/// Makes an opaque cursor from a list tag and the last item's key: lowercase hex of
+/// `tag:key`, so it is URL-safe whatever the key holds.
+pub(crate) fn encode_cursor(tag: &str, key: &str) -> String {
+    let mut out = String::with_capacity((tag.len() + key.len() + 1) * 2);
+    for b in tag.bytes().chain(std::iter::once(b':')).chain(key.bytes()) {
+        out.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
+        out.push(char::from_digit((b & 0xf) as u32, 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// The error for a cursor that no list of `table` gave.
+pub(crate) fn bad_cursor(table: &'static str, cursor: &str) -> StateError {
+    invalid(
+        table,
+        "the page request",
+        "after",
+        format!(
+            "`{}` is not a cursor this list gave; start again from the first page",
+            cursor.chars().take(64).collect::<String>()
+        ),
+    )
+}
+
+/// Reads a cursor made by [`encode_cursor`] with the same `tag`, returning the key.
+pub(crate) fn decode_cursor(
+    table: &'static str,
+    tag: &str,
+    cursor: &str,
+) -> Result<String, StateError> {
+    let bad = || bad_cursor(table, cursor);
+    if !cursor.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    let bytes = cursor
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    match text.split_once(':') {
+        Some((t, key)) if t == tag => Ok(key.to_string()),
+        _ => Err(bad()),
+    }
+}
+
+/// Microseconds since the Unix epoch, the stored form of every time.
+pub(crate) fn to_micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored time back; `None` when out of chrono's range.
+pub(crate) fn from_micros(micros: i64) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+}
