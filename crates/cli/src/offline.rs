@@ -33,11 +33,10 @@ pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyho
         bail!("{} is not a cityward data directory (no lake/ or wal/); pass --data with the node's node.data_dir", data.display());
     }
     let kinds = cityward_model::KindRegistry::builtin();
-    let lake = std::sync::Arc::new(cityward_store::Lake::open(data.join("lake"), &kinds)?);
+    let lake = cityward_store::Lake::open(data.join("lake"), &kinds)?;
     let tail = wal_tail(&data.join("wal"), lake.compacted_through())?;
-    let batch = cityward_store::events_to_batch(&tail, &lake.schema());
-    let engine = cityward_store::SqlEngine::new(lake)?;
-    let result = engine.query(query, vec![batch], max_rows).await?;
+    let engine = cityward_store::SqlEngine::new(&lake)?;
+    let result = engine.query_events(query, &tail, max_rows).await?;
     if json {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());

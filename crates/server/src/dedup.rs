@@ -90,11 +90,6 @@ impl DedupIndex {
     pub fn len(&self) -> usize {
         self.seen.len()
     }
-
-    /// Whether no id is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
 }
 
 #[cfg(test)]

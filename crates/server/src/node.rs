@@ -152,11 +152,12 @@ impl NodeError {
 
 impl From<cityward_store::StateError> for NodeError {
     fn from(e: cityward_store::StateError) -> Self {
+        use cityward_store::Status;
         match e.status() {
-            400 => NodeError::Invalid(e.to_string()),
-            404 => NodeError::NotFound(e.to_string()),
-            503 => NodeError::Unavailable(e.to_string()),
-            _ => NodeError::Internal(e.to_string()),
+            Status::InvalidInput | Status::Conflict | Status::Forbidden => NodeError::Invalid(e.to_string()),
+            Status::NotFound => NodeError::NotFound(e.to_string()),
+            Status::Unavailable => NodeError::Unavailable(e.to_string()),
+            Status::Internal => NodeError::Internal(e.to_string()),
         }
     }
 }

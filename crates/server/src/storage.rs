@@ -25,7 +25,7 @@ pub struct EventStore {
     compacting: tokio::sync::Mutex<()>,
 }
 
-fn internal(what: &str) -> impl Fn(cityward_store::Error) -> NodeError + '_ {
+fn internal(what: &str) -> impl Fn(cityward_store::StoreError) -> NodeError + '_ {
     move |e| NodeError::Internal(format!("{what}: {e}"))
 }
 
@@ -36,11 +36,11 @@ impl EventStore {
         wal_config.segment_bytes = config.wal.segment_bytes;
         let wal = Wal::open(wal_config).map_err(|e| NodeError::Internal(format!("cannot open the WAL: {e}")))?;
         let recovery = wal.recovery_report();
-        if recovery.truncated_bytes > 0 {
-            tracing::warn!(bytes = recovery.truncated_bytes, "WAL tail was torn by a crash and truncated; nothing acknowledged was lost.");
+        if let Some(torn) = &recovery.torn_tail {
+            tracing::warn!(torn = ?torn, "WAL tail was torn by a crash and cut; nothing acknowledged was lost.");
         }
         let lake = Arc::new(Lake::open(data.join("lake"), kinds).map_err(internal("cannot open the lake"))?);
-        let sql = SqlEngine::new(lake.clone()).map_err(internal("cannot start the SQL engine"))?;
+        let sql = SqlEngine::new(&lake).map_err(internal("cannot start the SQL engine"))?;
         let store = EventStore {
             writer: wal.writer(),
             reader: wal.reader(),
@@ -125,22 +125,27 @@ impl EventStore {
 
     /// Deletes expired lake partitions; returns the number of rows deleted.
     pub async fn enforce_retention(&self) -> Result<u64, NodeError> {
-        let policy = cityward_store::RetentionPolicy::new(self.lake_config.retention.clone());
-        let lake = self.lake.clone();
-        let report = tokio::task::spawn_blocking(move || cityward_store::retention::enforce(&lake, &policy, Utc::now()))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(internal("retention failed"))?;
-        let rows: u64 = report.deleted.iter().map(|d| d.rows).sum();
+        let policy = self.retention_policy();
+        let report = self.lake.apply_retention(&policy, Utc::now()).await.map_err(internal("retention failed"))?;
+        let rows = report.rows();
         self.metrics.add("cityward_lake_retention_deleted_rows_total", &[], rows as f64);
         Ok(rows)
+    }
+
+    /// The configured retention as the lake applies it: each `lake.retention` entry names a
+    /// data class or a kind.
+    pub fn retention_policy(&self) -> cityward_store::RetentionPolicy {
+        cityward_store::RetentionPolicy {
+            default: None,
+            classes: self.lake_config.retention.clone(),
+            kinds: self.lake_config.retention.clone(),
+        }
     }
 
     /// Runs a read-only query over the lake and the WAL tail.
     pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<cityward_store::QueryResult, NodeError> {
         let tail = self.wal_tail()?;
-        let batch = cityward_store::events_to_batch(&tail, &self.lake.schema());
-        self.sql.query(sql, vec![batch], max_rows).await.map_err(|e| match e.status() {
+        self.sql.query_events(sql, &tail, max_rows).await.map_err(|e| match e.status() {
             cityward_store::Status::InvalidInput => NodeError::Invalid(e.to_string()),
             _ => NodeError::Internal(e.to_string()),
         })

@@ -9,6 +9,10 @@ use cityward_model::geo::{bearing_deg, haversine_m, polyline_distance_m, LocalPr
 /// Coordinates are joined into one node when they agree to 1e-7 degrees (about 1 cm).
 const NODE_QUANTUM: f64 = 1e7;
 
+fn key(p: Point) -> (i64, i64) {
+    ((p.0 * NODE_QUANTUM).round() as i64, (p.1 * NODE_QUANTUM).round() as i64)
+}
+
 /// One directed arc of the road graph (every road segment gives one arc each way).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arc {
@@ -49,6 +53,7 @@ pub struct Route {
 /// an arc each way along every segment.
 #[derive(Debug, Clone)]
 pub struct RoadGraph {
+    ids: HashMap<(i64, i64), u32>,
     nodes: Vec<Point>,
     xy: Vec<(f64, f64)>,
     arcs: Vec<Arc>,
@@ -66,8 +71,7 @@ impl RoadGraph {
         let mut nodes: Vec<Point> = Vec::new();
         let mut arcs: Vec<Arc> = Vec::new();
         let mut node = |p: Point, nodes: &mut Vec<Point>| -> u32 {
-            let key = ((p.0 * NODE_QUANTUM).round() as i64, (p.1 * NODE_QUANTUM).round() as i64);
-            *ids.entry(key).or_insert_with(|| {
+            *ids.entry(key(p)).or_insert_with(|| {
                 nodes.push(p);
                 (nodes.len() - 1) as u32
             })
@@ -105,7 +109,7 @@ impl RoadGraph {
         let proj = LocalProjection::new(origin);
         let xy = nodes.iter().map(|p| proj.to_xy(*p)).collect();
         let max_speed_mps = arcs.iter().map(|a| a.speed_limit_kmh / 3.6).fold(1.0, f64::max);
-        RoadGraph { nodes, xy, arcs, first, out, max_speed_mps }
+        RoadGraph { ids, nodes, xy, arcs, first, out, max_speed_mps }
     }
 
     /// Number of nodes.
@@ -116,6 +120,11 @@ impl RoadGraph {
     /// Number of directed arcs.
     pub fn arc_count(&self) -> usize {
         self.arcs.len()
+    }
+
+    /// The node at exactly this position (to about 1 cm), if any.
+    pub fn node_at(&self, p: Point) -> Option<u32> {
+        self.ids.get(&key(p)).copied()
     }
 
     /// Position of a node.

@@ -17,6 +17,8 @@ mod error;
 mod lake;
 mod retention;
 mod sql;
+mod state;
+mod wal;
 
 pub use error::{Result, Status, StoreError};
 pub use lake::{
@@ -28,3 +30,16 @@ pub use retention::{
     AppliedRule, ExpiredPartition, RetentionLogEntry, RetentionPolicy, RetentionReport, RETENTION_LOG,
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
+pub use state::{
+    AlertRow, DeadLetter, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
+    FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut, RuleRow, SqliteState,
+    StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
+    MAX_PAGE_LIMIT,
+};
+#[cfg(any(test, feature = "testsuite"))]
+pub use state::conformance_suite;
+pub use wal::{
+    AppendAck, CorruptionPolicy, RecoveryReport, SegmentInfo, SegmentReader, SegmentRecords, SkippedRange,
+    TornTail, Wal, WalConfig, WalCursor, WalError, WalReader, WalStats, WalWriter, WriterState,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_QUEUE_BYTES, DEFAULT_SEGMENT_BYTES,
+};

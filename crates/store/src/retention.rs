@@ -379,7 +379,7 @@ mod tests {
         );
         assert!(plan.partitions.iter().all(|p| p.rows == 10 && p.files >= 1 && p.bytes > 0));
         assert!(!plan.applied);
-        assert_eq!(lake.files().unwrap().len(), 8 + 2, "a plan deletes nothing");
+        assert_eq!(lake.files().unwrap().len(), 8, "a plan deletes nothing");
         // The boundary: a day expires exactly when its end is `retention` old.
         let edge = parse_time("2026-10-28T00:00:00Z").unwrap(); // smoke 10-20 ends 10-21 + 7d
         let plan = lake.plan_retention(&policy(), edge).unwrap();

@@ -379,3 +379,277 @@ fn column_to_json(array: &ArrayRef) -> Result<Vec<Value>> {
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::tests::sample_events;
+    use crate::lake::LakeOptions;
+    use crate::Status;
+    use cityward_model::{parse_time, AttrSpec, AttrType, KindRegistry};
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::physical_plan::metrics::MetricValue;
+    use datafusion::physical_plan::ExecutionPlan;
+    use serde_json::json;
+
+    fn lake_with(options: LakeOptions) -> (tempfile::TempDir, Lake) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open_with(dir.path(), &KindRegistry::builtin(), options).unwrap();
+        (dir, lake)
+    }
+
+    fn count(result: &QueryResult) -> i64 {
+        result.rows[0][0].as_i64().unwrap()
+    }
+
+    /// Files the scans of a plan will read, and the (total, matched) row groups after
+    /// statistics pruning once the plan ran.
+    fn scans(plan: &Arc<dyn ExecutionPlan>, files: &mut usize, groups: &mut (usize, usize)) {
+        if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+            if let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() {
+                *files += config.file_groups.iter().map(|g| g.len()).sum::<usize>();
+            }
+            if let Some(metrics) = exec.metrics() {
+                for metric in metrics.iter() {
+                    if let MetricValue::PruningMetrics { name, pruning_metrics } = metric.value() {
+                        if name.as_ref() == "row_groups_pruned_statistics" {
+                            groups.0 += pruning_metrics.pruned() + pruning_metrics.matched();
+                            groups.1 += pruning_metrics.matched();
+                        }
+                    }
+                }
+            }
+        }
+        for child in plan.children() {
+            scans(child, files, groups);
+        }
+    }
+
+    #[tokio::test]
+    async fn events_is_the_lake_plus_the_wal_tail() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        let compacted = sample_events(1, 900);
+        lake.write_segment(1, &compacted).unwrap();
+        let tail = sample_events(2, 90);
+        let engine = SqlEngine::new(&lake).unwrap();
+
+        let all = engine.query_events("SELECT count(*) FROM events", &tail, 10).await.unwrap();
+        assert_eq!(count(&all), 990);
+        let lake_only = engine.query("SELECT count(*) FROM events", vec![], 10).await.unwrap();
+        assert_eq!(count(&lake_only), 900);
+
+        let by_kind = engine
+            .query_events("SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind", &tail, 10)
+            .await
+            .unwrap();
+        assert_eq!(by_kind.columns, vec!["kind", "n"]);
+        assert_eq!(
+            by_kind.rows,
+            vec![vec![json!("gps"), json!(330)], vec![json!("plate_read"), json!(330)], vec![json!("smoke"), json!(330)]]
+        );
+
+        // One row from the tail, one from the lake, each with every column.
+        let tail_id = &tail[4].id;
+        let lake_id = &compacted[4].id;
+        let rows = engine
+            .query_events(
+                &format!("SELECT * FROM events WHERE id IN ('{tail_id}', '{lake_id}') ORDER BY id"),
+                &tail,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.rows.len(), 2);
+        assert_eq!(rows.columns.iter().filter(|c| *c == "kind").count(), 1, "one kind column: {:?}", rows.columns);
+        assert_eq!(&rows.columns[..4], &["id", "source", "kind", "time"]);
+        assert_eq!(rows.columns.last().map(String::as_str), Some("day"));
+        let column = |name: &str| rows.columns.iter().position(|c| c == name).unwrap();
+        for (row, event) in rows.rows.iter().zip([&compacted[4], &tail[4]]) {
+            assert_eq!(row[column("id")], json!(event.id));
+            assert_eq!(row[column("kind")], json!(event.kind));
+            assert_eq!(row[column("time")], json!(cityward_model::format_time(&event.time)));
+            assert_eq!(row[column("day")], json!(event.time.date_naive().to_string()));
+            assert_eq!(row[column("grid")], json!(event.grid));
+            let attrs: Value = serde_json::from_str(row[column("attrs")].as_str().unwrap()).unwrap();
+            assert_eq!(attrs, Value::Object(event.attrs.clone()));
+            assert_eq!(row[column("plate")], event.attrs.get("plate").cloned().unwrap_or(Value::Null));
+        }
+    }
+
+    #[tokio::test]
+    async fn partition_filters_prune_directories() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        lake.write_segment(1, &sample_events(3, 600)).unwrap();
+        lake.write_segment(601, &sample_events(4, 600)).unwrap();
+        let engine = SqlEngine::new(&lake).unwrap();
+        let sql = "SELECT count(*) FROM events WHERE kind = 'gps' AND day = DATE '2026-11-22'";
+        let (plan, _) = engine.physical_plan(sql, vec![]).await.unwrap();
+        let (mut files, mut groups) = (0, (0, 0));
+        scans(&plan, &mut files, &mut groups);
+        assert_eq!(files, 2, "only kind=gps/day=2026-11-22, one file per segment, of 12 files");
+        let expected = sample_events(3, 600)
+            .into_iter()
+            .chain(sample_events(4, 600))
+            .filter(|e| e.kind == "gps" && e.time.date_naive().to_string() == "2026-11-22")
+            .count() as i64;
+        assert_eq!(count(&engine.query(sql, vec![], 1).await.unwrap()), expected);
+        // `day` also compares with a plain string, and ranges prune as well.
+        let range = "SELECT count(*) FROM events WHERE day >= '2026-11-22'";
+        let (plan, _) = engine.physical_plan(range, vec![]).await.unwrap();
+        let mut files = 0;
+        scans(&plan, &mut files, &mut (0, 0));
+        assert_eq!(files, 6);
+    }
+
+    #[tokio::test]
+    async fn source_and_time_filters_skip_row_groups() {
+        let options = LakeOptions { row_group_rows: 100, data_page_rows: 20, ..LakeOptions::default() };
+        let (_dir, lake) = lake_with(options);
+        let events = sample_events(5, 6000);
+        lake.write_segment(1, &events).unwrap();
+        let tail = sample_events(6, 300);
+        let engine = SqlEngine::new(&lake).unwrap();
+        let since = parse_time("2026-11-22T00:30:00Z").unwrap();
+        let sql = "SELECT id FROM events WHERE source = 'truck-003' AND time > TIMESTAMP '2026-11-22T00:30:00Z' ORDER BY id";
+        let expected: Vec<Vec<Value>> = {
+            let mut ids: Vec<&str> = events
+                .iter()
+                .chain(&tail)
+                .filter(|e| e.source == "truck-003" && e.time > since)
+                .map(|e| e.id.as_str())
+                .collect();
+            ids.sort();
+            ids.into_iter().map(|id| vec![json!(id)]).collect()
+        };
+        assert!(!expected.is_empty());
+        let tail_batch = engine.tail_batch(&tail).unwrap();
+        let result = engine.query(sql, vec![tail_batch.clone()], 10_000).await.unwrap();
+        assert_eq!(result.rows, expected);
+
+        let (plan, task) = engine.physical_plan(sql, vec![tail_batch]).await.unwrap();
+        datafusion::physical_plan::collect(plan.clone(), task).await.unwrap();
+        let (mut files, mut groups) = (0, (0, 0));
+        scans(&plan, &mut files, &mut groups);
+        let (total, matched) = groups;
+        assert!(total >= 20, "the gps files hold many row groups: {groups:?}");
+        assert!(matched * 4 <= total, "statistics on the sorted source column skip most row groups: {groups:?}");
+    }
+
+    #[tokio::test]
+    async fn only_queries_are_allowed() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        lake.write_segment(1, &sample_events(7, 30)).unwrap();
+        let engine = SqlEngine::new(&lake).unwrap();
+        for sql in [
+            "CREATE TABLE t AS SELECT 1",
+            "CREATE VIEW v AS SELECT * FROM events",
+            "DROP TABLE events",
+            "INSERT INTO events (id) VALUES ('x')",
+            "DELETE FROM events",
+            "UPDATE events SET source = 'x'",
+            "SET datafusion.execution.batch_size = 1",
+            "COPY (SELECT * FROM events) TO '/tmp/cityward-copy-test.parquet'",
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp'",
+            "-- sneaky\nDROP VIEW events",
+        ] {
+            let err = engine.query(sql, vec![], 10).await.unwrap_err();
+            assert!(matches!(err, StoreError::ReadOnly { .. }), "{sql}: {err}");
+            assert_eq!(err.status(), Status::InvalidInput);
+            assert!(err.to_string().contains("only SELECT queries are allowed"), "{err}");
+        }
+        assert!(!std::path::Path::new("/tmp/cityward-copy-test.parquet").exists());
+        assert_eq!(count(&engine.query("SELECT count(*) FROM events", vec![], 1).await.unwrap()), 30);
+        for sql in [
+            "WITH g AS (SELECT * FROM events WHERE kind = 'gps') SELECT count(*) FROM g",
+            "EXPLAIN SELECT * FROM events WHERE source = 'x'",
+            "DESCRIBE events",
+            "SHOW TABLES",
+        ] {
+            engine.query(sql, vec![], 100).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn sql_mistakes_are_invalid_input_with_datafusions_message() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        let engine = SqlEngine::new(&lake).unwrap();
+        let err = engine.query("SELECT nope FROM events", vec![], 10).await.unwrap_err();
+        assert_eq!(err.status(), Status::InvalidInput, "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = engine.query("SELEC 1", vec![], 10).await.unwrap_err();
+        assert_eq!(err.status(), Status::InvalidInput, "{err}");
+        let err = engine.query("SELECT * FROM elsewhere", vec![], 10).await.unwrap_err();
+        assert!(err.to_string().contains("elsewhere"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn results_are_capped_at_max_rows() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        lake.write_segment(1, &sample_events(8, 50)).unwrap();
+        let engine = SqlEngine::new(&lake).unwrap();
+        let capped = engine.query("SELECT id FROM events", vec![], 7).await.unwrap();
+        assert_eq!((capped.rows.len(), capped.truncated), (7, true));
+        let exact = engine.query("SELECT id FROM events LIMIT 7", vec![], 7).await.unwrap();
+        assert_eq!((exact.rows.len(), exact.truncated), (7, false));
+        let explained = engine.query("EXPLAIN SELECT id FROM events", vec![], 100).await.unwrap();
+        assert_eq!(explained.columns, vec!["plan_type", "plan"]);
+    }
+
+    #[tokio::test]
+    async fn new_files_are_seen_without_a_new_engine() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        let engine = SqlEngine::new(&lake).unwrap();
+        assert_eq!(count(&engine.query("SELECT count(*) FROM events", vec![], 1).await.unwrap()), 0);
+        lake.write_segment(1, &sample_events(9, 40)).unwrap();
+        assert_eq!(count(&engine.query("SELECT count(*) FROM events", vec![], 1).await.unwrap()), 40);
+        lake.write_segment(41, &sample_events(10, 40)).unwrap();
+        assert_eq!(count(&engine.query("SELECT count(*) FROM events", vec![], 1).await.unwrap()), 80);
+    }
+
+    #[tokio::test]
+    async fn files_written_before_a_kind_gained_an_attribute_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Lake::open(dir.path(), &KindRegistry::builtin()).unwrap();
+        old.write_segment(1, &sample_events(11, 30)).unwrap();
+        drop(old);
+
+        let mut kinds = KindRegistry::builtin();
+        let mut gps = kinds.get("gps").unwrap().clone();
+        gps.attrs.insert("fuel_pct".into(), AttrSpec { ty: AttrType::Number, required: false });
+        kinds.declare("gps", gps);
+        let lake = Lake::open(dir.path(), &kinds).unwrap();
+        let engine = SqlEngine::new(&lake).unwrap();
+        let mut fresh = sample_events(12, 3);
+        fresh[0].attrs.insert("fuel_pct".into(), json!(55.5));
+        let result = engine
+            .query_events(
+                "SELECT count(*), count(fuel_pct), max(fuel_pct) FROM events WHERE kind = 'gps'",
+                &fresh,
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.rows, vec![vec![json!(11), json!(1), json!(55.5)]]);
+    }
+
+    #[test]
+    fn values_convert_to_json() {
+        let micros: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_795_143_600_250_000), None, Some(1_795_143_600_250_001)])
+                .with_timezone("UTC"),
+        );
+        assert_eq!(
+            column_to_json(&micros).unwrap(),
+            vec![json!("2026-11-20T03:00:00.250Z"), Value::Null, json!("2026-11-20T03:00:00.250001Z")]
+        );
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.5, f64::NAN]));
+        assert_eq!(column_to_json(&floats).unwrap(), vec![json!(1.5), Value::Null]);
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![20_779]));
+        assert_eq!(column_to_json(&dates).unwrap(), vec![json!("2026-11-22")]);
+        let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![Some(-3), None]));
+        assert_eq!(column_to_json(&ints).unwrap(), vec![json!(-3), Value::Null]);
+        assert_eq!(write_keyword("  /* x */ insert into t values (1)").as_deref(), Some("INSERT"));
+        assert_eq!(write_keyword("select 1"), None);
+    }
+}

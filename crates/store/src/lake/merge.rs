@@ -196,7 +196,7 @@ impl Lake {
 }
 
 /// Reads `inputs`, sorts their rows by (source, time) and writes them to `temp`.
-fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, props: WriterProperties) -> Result<(u64, u64)> {
+pub(super) fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, props: WriterProperties) -> Result<(u64, u64)> {
     let mut batches = Vec::new();
     for path in inputs {
         let file = File::open(path).map_err(StoreError::io("open", path))?;

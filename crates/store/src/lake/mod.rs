@@ -622,4 +622,4 @@ pub(crate) fn parquet_rows(path: &Path) -> Result<u64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -518,7 +518,7 @@ mod tests {
         let refs: Vec<&Event> = events.iter().collect();
         let batch = events_to_batch(&refs, &schema);
         let day = batch.column(0).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-        assert_eq!(day.value(0), 20_414); // 2026-11-22
+        assert_eq!(day.value(0), 20_779); // 2026-11-22
         assert_eq!(batch.column(2).as_string::<i32>().value(1), "沪A00002");
         assert_eq!(batch.column(3).null_count(), 2);
     }
@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(aligned.column_by_name("later_attr").unwrap().null_count(), 1);
         assert_eq!(
             aligned.column_by_name("day").unwrap().as_primitive::<datafusion::arrow::datatypes::Date32Type>().value(0),
-            20_414
+            20_779
         );
     }
 }
