@@ -111,6 +111,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Users of a node (`serve` creates none).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// The dead-letter store: records that were refused, with the reason.
     Deadletter {
         #[command(subcommand)]
@@ -142,6 +147,28 @@ enum CityCommand {
         /// small, medium or large (large: 20,000+ devices, 2,000+ grids).
         #[arg(long, default_value = "medium")]
         size: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user to a node's state database.
+    Add {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// admin, analyst, dispatcher, responder, auditor or ingest.
+        #[arg(long)]
+        role: String,
+        /// Password (or set CITYWARD_PASSWORD).
+        #[arg(long, env = "CITYWARD_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Unit the user belongs to.
+        #[arg(long)]
+        unit: Option<String>,
     },
 }
 
@@ -244,6 +271,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sql { data, query, max_rows, json } => runtime()?.block_on(offline::sql(&data, &query, max_rows, json))?,
+        Command::User { command: UserCommand::Add { data, username, role, password, unit } } => {
+            let role = cityward_server::Role::parse(&role)
+                .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest"))?;
+            std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+            let state = cityward_store::SqliteState::open(data.join("state.sqlite3"))?;
+            cityward_server::create_user(&state, &username, &password, role, unit.as_deref())?;
+            println!("User `{username}` ({}) added to {}.", role.as_str(), data.display());
+        }
         Command::Deadletter { command: DeadletterCommand::List { data, limit, channel, pending, json } } => {
             offline::deadletter_list(&data, limit, channel, pending, json)?
         }

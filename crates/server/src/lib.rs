@@ -21,6 +21,7 @@ mod storage;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use auth::create_user;
 pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
 pub use http::{router, ApiError};
 pub use metrics::Metrics;

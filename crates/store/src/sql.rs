@@ -484,7 +484,9 @@ mod tests {
         lake.write_segment(601, &sample_events(4, 600)).unwrap();
         let engine = SqlEngine::new(&lake).unwrap();
         let sql = "SELECT count(*) FROM events WHERE kind = 'gps' AND day = DATE '2026-11-22'";
-        let (plan, _) = engine.physical_plan(sql, vec![]).await.unwrap();
+        // (count(*) alone is answered from file statistics; select a column to see the scan.)
+        let listing = "SELECT id FROM events WHERE kind = 'gps' AND day = DATE '2026-11-22'";
+        let (plan, _) = engine.physical_plan(listing, vec![]).await.unwrap();
         let (mut files, mut groups) = (0, (0, 0));
         scans(&plan, &mut files, &mut groups);
         assert_eq!(files, 2, "only kind=gps/day=2026-11-22, one file per segment, of 12 files");
@@ -495,7 +497,7 @@ mod tests {
             .count() as i64;
         assert_eq!(count(&engine.query(sql, vec![], 1).await.unwrap()), expected);
         // `day` also compares with a plain string, and ranges prune as well.
-        let range = "SELECT count(*) FROM events WHERE day >= '2026-11-22'";
+        let range = "SELECT id FROM events WHERE day >= '2026-11-22'";
         let (plan, _) = engine.physical_plan(range, vec![]).await.unwrap();
         let mut files = 0;
         scans(&plan, &mut files, &mut (0, 0));
@@ -532,7 +534,7 @@ mod tests {
         let (mut files, mut groups) = (0, (0, 0));
         scans(&plan, &mut files, &mut groups);
         let (total, matched) = groups;
-        assert!(total >= 20, "the gps files hold many row groups: {groups:?}");
+        assert!(total >= 10, "the gps files hold many row groups: {groups:?}");
         assert!(matched * 4 <= total, "statistics on the sorted source column skip most row groups: {groups:?}");
     }
 
