@@ -49,7 +49,7 @@ fn batch(client: usize, n: usize, size: usize) -> (Vec<String>, String) {
 }
 
 fn sql_json(data: &Path, query: &str) -> serde_json::Value {
-    let out = cityward().args(["sql", "--json", "--data"]).arg(data).arg(query).output().unwrap();
+    let out = cityward().args(["sql", "--json", "--max-rows", "100000000", "--data"]).arg(data).arg(query).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

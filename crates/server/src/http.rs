@@ -94,6 +94,7 @@ impl FromRequestParts<Arc<Node>> for Caller {
 
 /// All routes of a node.
 pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.config().ingest.max_body_bytes;
     Router::new()
         .route("/", get(console))
         .route("/healthz", get(healthz))
@@ -107,6 +108,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/deadletter/{id}/resubmit", post(resubmit_deadletter))
         .route("/api/v1/sql", post(sql))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
 

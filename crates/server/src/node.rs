@@ -358,6 +358,12 @@ impl Node {
 
     async fn dead_letter(&self, rejects: &[Reject], channel: Channel, origin: &str) {
         let ch = channel.as_str();
+        let origin = match (origin, channel) {
+            ("", Channel::Http) => "POST /api/v1/events",
+            ("", Channel::Mqtt) => "mqtt",
+            ("", Channel::Internal) => "in-process producer",
+            (given, _) => given,
+        };
         for code in RejectCode::ALL {
             let n = rejects.iter().filter(|r| r.code == code).count();
             if n > 0 {

@@ -100,7 +100,7 @@ fn gps(id: &str, lon: f64, lat: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
-    let t = start(|_| {}).await;
+    let t = start(|c| c.ingest.max_body_bytes = 1 << 20).await;
     let city = t.node.city();
     let device = &city.devices[0];
     let (lon, lat) = (device.lon, device.lat);
@@ -190,7 +190,7 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     assert_eq!(status, 403);
 
     // Oversized bodies are refused as a whole with 413.
-    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub), "application/x-ndjson", vec![b' '; 70 << 20]).await;
+    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub), "application/x-ndjson", vec![b' '; (1 << 20) + 4096]).await;
     assert_eq!(status, 413, "{text}");
 
     // Health and metrics.

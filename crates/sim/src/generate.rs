@@ -157,7 +157,6 @@ fn round7(p: Point) -> Point {
 /// The jittered lattice: `(rows + 1) x (cols + 1)` vertices and a centre per cell.
 struct Lattice {
     cols: usize,
-    rows: usize,
     vertices: Vec<Point>,
     centres: Vec<Point>,
 }
@@ -176,7 +175,7 @@ impl Lattice {
                 vertices.push(round7(proj.to_lonlat((x * cos - y * sin, x * sin + y * cos))));
             }
         }
-        let mut lattice = Lattice { cols, rows, vertices, centres: Vec::with_capacity(rows * cols) };
+        let mut lattice = Lattice { cols, vertices, centres: Vec::with_capacity(rows * cols) };
         for r in 0..rows {
             for c in 0..cols {
                 let pts = [lattice.v(r, c), lattice.v(r, c + 1), lattice.v(r + 1, c + 1), lattice.v(r + 1, c)];
@@ -951,5 +950,8 @@ mod tests {
         assert!((15_000.0..30_000.0).contains(&b.width_m()), "{}", b.width_m());
         let c = b.center();
         assert!((c.0 - CENTRE.0).abs() < 0.05 && (c.1 - CENTRE.1).abs() < 0.05);
+        // The simulator drives about a thousand GPS vehicles in it.
+        let config = crate::SimConfig::for_city(&city);
+        assert!((900..=1500).contains(&config.gps_vehicles), "{}", config.gps_vehicles);
     }
 }

@@ -337,7 +337,7 @@ mod tests {
         ];
         let g = RoadGraph::from_roads(&roads);
         assert_eq!(g.node_count(), 4);
-        assert_eq!(g.degree(2), 3);
+        assert_eq!(g.degree(1), 3, "c joins a, b and d");
         let r = g.shortest_path(0, 3).unwrap();
         let line = g.line(&r);
         assert_eq!(line, vec![a, b, c, d]);

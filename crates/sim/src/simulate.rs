@@ -1153,6 +1153,10 @@ fn step_device(d: &mut DevState, t: i64, config: &SimConfig, out: &mut Outbox, r
     if t >= d.next_read {
         let interval = reading(d, t, silent, out, rng);
         d.next_read = t + interval;
+        // An episode about to start brings the next reading forward.
+        if let Some(e) = d.episode.filter(|e| e.start > t) {
+            d.next_read = d.next_read.min(e.start);
+        }
     }
     let mut next = d.next_hb.min(d.next_read);
     if let Some((from, until)) = d.silent {
@@ -1516,4 +1520,314 @@ pub fn simulate_to(city: &City, seed: u64, start: DateTime<Utc>, duration: std::
     write(events, &mut w)?;
     w.flush()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    use super::*;
+    use crate::{generate_city, Size};
+
+    fn run(sim: &mut Simulator, hours: f64) -> Vec<Event> {
+        let end = sim.start() + TimeDelta::milliseconds((hours * HOUR as f64) as i64);
+        let mut events = sim.next_until(end);
+        events.extend(sim.flush());
+        events
+    }
+
+    fn by_source(events: &[Event]) -> BTreeMap<&str, Vec<&Event>> {
+        let mut map: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+        for e in events {
+            map.entry(e.source.as_str()).or_default().push(e);
+        }
+        map
+    }
+
+    /// One simulated hour of a small city, shared by several tests.
+    fn hour() -> &'static (City, Vec<ScriptedIncident>, Vec<VehicleProfile>, Vec<Event>) {
+        static HOUR: std::sync::OnceLock<(City, Vec<ScriptedIncident>, Vec<VehicleProfile>, Vec<Event>)> =
+            std::sync::OnceLock::new();
+        HOUR.get_or_init(|| {
+            let city = generate_city(42, Size::Small);
+            let mut sim = Simulator::new(&city, 9, default_start());
+            let events = run(&mut sim, 1.0);
+            let incidents = sim.incidents().to_vec();
+            let vehicles = sim.vehicles().to_vec();
+            (city, incidents, vehicles, events)
+        })
+    }
+
+    #[test]
+    fn same_seed_same_bytes_however_the_run_is_cut() {
+        let city = generate_city(1, Size::Small);
+        let start = default_start();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let n = simulate_to(&city, 5, start, std::time::Duration::from_secs(900), &mut a).unwrap();
+        simulate_to(&city, 5, start, std::time::Duration::from_secs(900), &mut b).unwrap();
+        assert!(n > 1000, "{n} events");
+        assert_eq!(a, b);
+        assert_eq!(String::from_utf8(a.clone()).unwrap().lines().count() as u64, n);
+
+        // Cutting the run into uneven steps changes nothing.
+        let mut sim = Simulator::new(&city, 5, start);
+        let mut lines = Vec::new();
+        let mut t = start;
+        let end = start + TimeDelta::seconds(900);
+        for step in [1, 7, 45, 180, 3, 600].iter().cycle() {
+            t = (t + TimeDelta::seconds(*step)).min(end);
+            lines.extend(sim.next_until(t).iter().map(Event::to_json_line));
+            if t == end {
+                break;
+            }
+        }
+        lines.extend(sim.flush().iter().map(Event::to_json_line));
+        let joined: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(joined.as_bytes(), a.as_slice());
+
+        let mut other = Vec::new();
+        simulate_to(&city, 6, start, std::time::Duration::from_secs(900), &mut other).unwrap();
+        assert_ne!(other, a, "another seed gives other events");
+    }
+
+    #[test]
+    fn events_are_well_formed_and_ordered_per_source() {
+        let (city, _, _, events) = hour();
+        let mut ids = HashSet::new();
+        let mut latest = 0;
+        let mut out_of_order = 0;
+        let mut kinds = BTreeSet::new();
+        for e in events {
+            assert!(ids.insert(e.id.as_str()), "duplicate id {}", e.id);
+            assert!(e.id.starts_with("sim-9-"));
+            kinds.insert(e.kind.as_str());
+            let (lon, lat) = e.point().expect("every simulated event has a place");
+            assert!(city.contains(lon, lat), "{} at ({lon}, {lat})", e.id);
+            let t = e.time_micros() / 1000;
+            assert!(latest - t <= MAX_DELIVERY_DELAY_MS, "{} is {} ms late", e.id, latest - t);
+            if t < latest {
+                out_of_order += 1;
+            }
+            latest = latest.max(t);
+        }
+        assert!(out_of_order > 0, "delivery jitter reorders events across sources");
+        for (source, list) in by_source(events) {
+            for w in list.windows(2) {
+                assert!(w[0].time <= w[1].time, "{source}: {} after {}", w[1].time, w[0].time);
+            }
+        }
+        for kind in ["gps", "plate_read", "smoke", "gas", "water_level", "door", "heartbeat", "crowd_count"] {
+            assert!(kinds.contains(kind), "no {kind} events");
+        }
+        // Attributes use the names of the built-in kinds.
+        let gps = events.iter().find(|e| e.kind == "gps" && e.attrs.contains_key("route")).unwrap();
+        for attr in ["speed_kmh", "heading", "class", "plate", "route"] {
+            assert!(gps.attrs.contains_key(attr), "gps without {attr}");
+        }
+        let read = events.iter().find(|e| e.kind == "plate_read").unwrap();
+        for attr in ["plate", "confidence", "color", "vehicle_type"] {
+            assert!(read.attrs.contains_key(attr), "plate_read without {attr}");
+        }
+        let registry = cityward_model::KindRegistry::builtin();
+        for e in events.iter().step_by(37) {
+            let schema = registry.get(&e.kind).unwrap();
+            for name in e.attrs.keys() {
+                assert!(schema.attrs.contains_key(name), "{} has undeclared attribute {name}", e.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn heartbeats_come_every_five_minutes_until_a_device_goes_silent() {
+        let (city, incidents, _, events) = hour();
+        let start = default_start();
+        let silent: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = incidents
+            .iter()
+            .filter(|i| i.kind == IncidentKind::DeviceSilent)
+            .map(|i| (i.sources[0].as_str(), (i.time, i.until)))
+            .collect();
+        assert!(silent.len() >= 2);
+        let sources = by_source(events);
+        for d in &city.devices {
+            let list = sources.get(d.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let beats: Vec<&&Event> = list.iter().filter(|e| e.kind == "heartbeat").collect();
+            match silent.get(d.id.as_str()) {
+                Some(&(from, until)) => {
+                    assert!(from < start + TimeDelta::minutes(41));
+                    assert!(list.iter().all(|e| e.time < from || e.time >= until), "{} spoke while silent", d.id);
+                    assert!(!beats.is_empty() && beats.iter().all(|e| e.time < from));
+                }
+                None => {
+                    assert!(beats.len() >= 11, "{}: {} heartbeats in an hour", d.id, beats.len());
+                    for w in beats.windows(2) {
+                        let gap = (w[1].time - w[0].time).num_milliseconds();
+                        assert!((298_000..=302_000).contains(&gap), "{}: heartbeat gap {gap} ms", d.id);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_scripted_incident_shows_in_the_events() {
+        let (city, incidents, _, events) = hour();
+        let sources = by_source(events);
+        let find = |kind| incidents.iter().find(|i| i.kind == kind).unwrap_or_else(|| panic!("no {kind:?}"));
+        let of = |id: &str| sources.get(id).cloned().unwrap_or_default();
+
+        // Fire: a smoke alarm at the origin, then > 60 °C at a neighbour within minutes.
+        let fire = find(IncidentKind::Fire);
+        assert!(fire.sources.len() >= 2, "the fire has neighbours: {:?}", fire.sources);
+        let alarm = of(&fire.sources[0])
+            .into_iter()
+            .find(|e| e.kind == "smoke" && e.attrs["alarm"] == true)
+            .expect("smoke alarm at the origin");
+        assert!(alarm.time >= fire.time && alarm.time <= fire.time + TimeDelta::minutes(2), "alarm at {} for a fire at {}", alarm.time, fire.time);
+        let hot = fire.sources[1..]
+            .iter()
+            .flat_map(|s| of(s))
+            .filter(|e| e.kind == "smoke" && e.attr_f64("temperature_c").unwrap() > 60.0)
+            .map(|e| e.time)
+            .min()
+            .expect("a neighbour above 60 °C");
+        assert!(hot > alarm.time && hot <= alarm.time + TimeDelta::minutes(10), "{hot} vs {}", alarm.time);
+        let (a, b) = (city.device(&fire.sources[0]).unwrap(), city.device(&fire.sources[1]).unwrap());
+        assert!(haversine_m((a.lon, a.lat), (b.lon, b.lat)) <= 400.0);
+
+        // Gas leak: the origin goes into alarm.
+        let gas = find(IncidentKind::GasLeak);
+        assert!(of(&gas.sources[0]).iter().any(|e| e.kind == "gas" && e.attrs["alarm"] == true));
+
+        // Flood: the underpass sensor rises past 0.3 m within 25 minutes.
+        let flood = find(IncidentKind::Flood);
+        let zone = city.zone(flood.zone.as_deref().expect("flood zone")).unwrap();
+        assert_eq!(zone.kind, "underpass");
+        let sensor = city.device(&flood.sources[0]).unwrap();
+        assert!(zone.contains(sensor.lon, sensor.lat));
+        let high = of(&flood.sources[0])
+            .into_iter()
+            .find(|e| e.kind == "water_level" && e.attr_f64("value").unwrap() > 0.3)
+            .expect("water above 0.3 m");
+        assert!(high.time <= flood.time + TimeDelta::minutes(25));
+
+        // Hotlisted vehicle: read by several read points, all listed, after it sets off.
+        let hot = find(IncidentKind::HotlistVehicle);
+        let plate = hot.plate.as_deref().unwrap();
+        assert_eq!(plate, HOTLIST_PLATES[0]);
+        assert!(hotlist_plates().contains(&plate.to_string()));
+        let reads: Vec<&Event> = events.iter().filter(|e| e.kind == "plate_read" && e.attr_str("plate") == Some(plate)).collect();
+        let readers: BTreeSet<&str> = reads.iter().map(|e| e.source.as_str()).collect();
+        assert!(readers.len() >= 2, "read by {readers:?}");
+        assert!(readers.iter().all(|r| hot.sources.iter().any(|s| s == r)));
+        assert!(reads.iter().all(|e| e.time >= hot.time));
+
+        // Crowd: the cameras at the square together count more than its capacity.
+        let crowd = find(IncidentKind::Crowd);
+        let square = city.zone(crowd.zone.as_deref().unwrap()).unwrap();
+        let capacity = square.properties["capacity"].as_f64().unwrap();
+        let mut per_minute: BTreeMap<i64, i64> = BTreeMap::new();
+        for s in &crowd.sources {
+            for e in of(s).into_iter().filter(|e| e.kind == "crowd_count") {
+                *per_minute.entry(e.time.timestamp() / 60).or_default() += e.attrs["count"].as_i64().unwrap();
+            }
+        }
+        let peak = per_minute.values().copied().max().unwrap();
+        assert!(peak as f64 > capacity, "peak {peak} of capacity {capacity}");
+        // No other plate is a hotlisted one.
+        assert!(events
+            .iter()
+            .filter(|e| e.kind == "plate_read" && e.attr_str("plate").is_some_and(|p| HOTLIST_PLATES.contains(&p)))
+            .all(|e| e.attr_str("plate") == Some(plate)));
+    }
+
+    #[test]
+    fn speeds_are_plausible_and_speeders_speed() {
+        let (city, _, vehicles, events) = hour();
+        let sources = by_source(events);
+        let mut speeding_seen = false;
+        for v in vehicles {
+            let fixes = sources.get(v.id.as_str()).unwrap_or_else(|| panic!("{} sent nothing", v.id));
+            assert!(fixes.len() > 100, "{}: {} fixes", v.id, fixes.len());
+            for e in fixes {
+                assert_eq!(e.kind, "gps");
+                assert_eq!(e.attr_str("class"), Some(v.class.as_str()));
+                assert_eq!(e.attr_str("plate"), Some(v.plate.as_str()));
+                let speed = e.attr_f64("speed_kmh").unwrap();
+                assert!((0.0..=115.0).contains(&speed), "{}: {speed} km/h", v.id);
+                if !v.speeder {
+                    assert!(speed <= 80.0, "{} is no speeder but drives {speed}", v.id);
+                } else if !speeding_seen && speed > 0.0 {
+                    // Compare with the limit of the road it is on, where that is unambiguous.
+                    let p = e.point().unwrap();
+                    let mut near: Vec<(f64, f64)> =
+                        city.roads.iter().map(|r| (polyline_distance_m(p, &r.line), r.speed_limit_kmh)).collect();
+                    near.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    if near[0].0 < 10.0 && near[1].0 > 40.0 && speed > near[0].1 * 1.1 {
+                        speeding_seen = true;
+                    }
+                }
+            }
+            // Between fixes at least 5 s apart, the distance fits the speed.
+            for w in fixes.windows(2) {
+                let dt = (w[1].time - w[0].time).num_milliseconds() as f64 / 1000.0;
+                if dt >= 5.0 {
+                    let d = haversine_m(w[0].point().unwrap(), w[1].point().unwrap());
+                    assert!((d - 12.0) / dt <= 120.0 / 3.6, "{}: {d} m in {dt} s", v.id);
+                }
+            }
+        }
+        assert!(speeding_seen, "a speeder exceeds a limit by more than 10 %");
+        assert!(vehicles.iter().any(|v| v.speeder && v.class == VehicleClass::Hazmat));
+    }
+
+    #[test]
+    fn some_drive_too_long_and_some_leave_their_corridor() {
+        let city = generate_city(42, Size::Small);
+        let config = SimConfig { gps_vehicles: 12, background_cars: 0, ..SimConfig::for_city(&city) };
+        let mut sim = Simulator::with_config(&city, 3, default_start(), config);
+        let events = run(&mut sim, 4.6);
+        let sources = by_source(&events);
+        let mut fatigued_seen = false;
+        let mut deviation_seen = false;
+        for v in sim.vehicles() {
+            let fixes = &sources[v.id.as_str()];
+            // Longest stretch of driving without 20 minutes standing still.
+            let mut longest = TimeDelta::zero();
+            let mut driving_since = fixes[0].time;
+            let mut still_since: Option<DateTime<Utc>> = None;
+            for e in fixes {
+                if e.attr_f64("speed_kmh").unwrap() < 1.0 {
+                    let since = *still_since.get_or_insert(e.time);
+                    if e.time - since >= TimeDelta::minutes(20) {
+                        driving_since = e.time;
+                    }
+                } else {
+                    still_since = None;
+                    longest = longest.max(e.time - driving_since);
+                }
+            }
+            if v.class.regulated() {
+                if v.skips_rest {
+                    fatigued_seen |= longest > TimeDelta::hours(4);
+                } else {
+                    assert!(longest <= TimeDelta::hours(4), "{} drove {longest} without rest", v.id);
+                }
+            }
+            if let Some(route) = &v.route {
+                let zone = city.zone(route).unwrap();
+                let half = zone.width_m.unwrap() / 2.0;
+                let off = fixes.iter().filter(|e| !zone.contains(e.lon.unwrap(), e.lat.unwrap())).count();
+                if v.deviator {
+                    deviation_seen |= off > 0;
+                } else {
+                    assert_eq!(off, 0, "{} left its corridor (half width {half} m)", v.id);
+                }
+            }
+        }
+        assert!(fatigued_seen, "a driver who skips rests drives more than 4 h");
+        assert!(deviation_seen, "a deviator leaves its corridor");
+        // The incidents of the second cycle are planned once it starts.
+        assert!(sim.incidents().iter().any(|i| i.time > default_start() + TimeDelta::hours(4)));
+    }
 }

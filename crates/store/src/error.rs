@@ -117,6 +117,34 @@ pub enum StoreError {
         compacted_through: u64,
     },
 
+    /// A WAL segment's sequence range cannot hold its events.
+    #[error(
+        "WAL segment range {first_seq}..={last_seq} cannot hold {events} events; pass the \
+         segment's first and last sequence numbers"
+    )]
+    SegmentRange {
+        /// First sequence number given.
+        first_seq: u64,
+        /// Last sequence number given.
+        last_seq: u64,
+        /// Number of events given.
+        events: usize,
+    },
+
+    /// The lake was opened read-only and cannot be changed.
+    #[error("the lake at `{dir}` was opened read-only (e.g. by `cityward sql` beside a running node); only the node that owns it writes, merges or deletes")]
+    LakeReadOnly {
+        /// The lake directory.
+        dir: PathBuf,
+    },
+
+    /// The caller could not supply the events still only in the WAL.
+    #[error("could not read the events still in the WAL: {message}")]
+    Tail {
+        /// The caller's message.
+        message: String,
+    },
+
     /// The SQL text is not valid or refers to something that does not exist.
     #[error("SQL error: {message}")]
     Sql {
@@ -185,6 +213,9 @@ impl StoreError {
             }
             StoreError::Kinds { .. } | StoreError::Retention { .. } => Status::InvalidInput,
             StoreError::SegmentOverlap { .. } => Status::Conflict,
+            StoreError::SegmentRange { .. } => Status::InvalidInput,
+            StoreError::LakeReadOnly { .. } => Status::Forbidden,
+            StoreError::Tail { .. } => Status::Unavailable,
             StoreError::Sql { .. } | StoreError::ReadOnly { .. } => Status::InvalidInput,
             StoreError::Exhausted { .. } => Status::Unavailable,
             StoreError::Query { .. } | StoreError::Task { .. } => Status::Internal,

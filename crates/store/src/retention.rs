@@ -223,6 +223,7 @@ impl Lake {
     /// is logged (`tracing::info!`) and appended to `DIR/_retention.log`. A crash mid-way
     /// leaves at most a `_trash` directory, which [`Lake::open`] empties.
     pub async fn apply_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<RetentionReport> {
+        self.check_writable()?;
         let _exclusive = self.files_lock.write().await;
         let mut report = self.plan_retention(policy, now)?;
         let trash = self.dir().join(TRASH_DIR);

@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use crate::error::{Result, StoreError};
 use crate::lake::schema::{align_batch, try_events_to_batch, DAY_COLUMN, KIND_COLUMN};
+use crate::lake::manifest::Manifest;
 use crate::lake::{Lake, PARQUET_EXT};
 
 /// Name of the SQL table holding all events.
@@ -82,6 +83,8 @@ pub struct SqlEngine {
     session: SessionConfig,
     runtime: Arc<RuntimeEnv>,
     files_lock: Arc<tokio::sync::RwLock<()>>,
+    manifest: Arc<std::sync::Mutex<Manifest>>,
+    read_only: bool,
 }
 
 impl SqlEngine {
@@ -142,6 +145,8 @@ impl SqlEngine {
             session,
             runtime,
             files_lock: lake.files_lock.clone(),
+            manifest: lake.manifest.clone(),
+            read_only: lake.is_read_only(),
         })
     }
 
@@ -175,6 +180,33 @@ impl SqlEngine {
         Ok(QueryResult { columns, rows, truncated })
     }
 
+    /// [`SqlEngine::query`] over a consistent snapshot: the engine fixes the lake's
+    /// compacted sequence number, calls `read_tail` with it to get the events with higher
+    /// sequence numbers (those still only in the WAL), and runs the query before the lake
+    /// may change. Use this rather than reading the tail first and then calling `query`,
+    /// which double counts a segment that compaction moves in between.
+    ///
+    /// `read_tail(None)` means nothing is compacted yet: every WAL event is in the tail.
+    /// It runs on the calling task and may block briefly on reading the WAL.
+    pub async fn query_with_tail<F, E>(&self, sql: &str, max_rows: usize, read_tail: F) -> Result<QueryResult>
+    where
+        F: FnOnce(Option<u64>) -> std::result::Result<Vec<Event>, E>,
+        E: std::fmt::Display,
+    {
+        let _shared = self.files_lock.read().await;
+        let through = if self.read_only {
+            // Another process owns the lake: read what it last recorded.
+            Manifest::load(&self.dir)?.compacted_through_seq
+        } else {
+            self.manifest.lock().expect("manifest lock").compacted_through_seq
+        };
+        let events = read_tail(through).map_err(|e| StoreError::Tail { message: e.to_string() })?;
+        let tail = if events.is_empty() { Vec::new() } else { vec![self.tail_batch(&events)?] };
+        let (columns, batches) = self.run_locked(sql, tail, Some(max_rows.saturating_add(1))).await?;
+        let (rows, truncated) = batches_to_rows(&batches, max_rows)?;
+        Ok(QueryResult { columns, rows, truncated })
+    }
+
     /// [`SqlEngine::query`] with the WAL tail given as events.
     pub async fn query_events(&self, sql: &str, wal_tail: &[Event], max_rows: usize) -> Result<QueryResult> {
         let tail = if wal_tail.is_empty() { Vec::new() } else { vec![self.tail_batch(wal_tail)?] };
@@ -193,8 +225,18 @@ impl SqlEngine {
     }
 
     async fn run(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>) -> Result<(Vec<String>, Vec<RecordBatch>)> {
-        // Merges and retention replace files only while no query holds this.
+        // Compaction, merges and retention switch files only while no query holds this.
         let _shared = self.files_lock.read().await;
+        self.run_locked(sql, wal_tail, limit).await
+    }
+
+    /// [`SqlEngine::run`] for a caller that holds the files lock.
+    async fn run_locked(
+        &self,
+        sql: &str,
+        wal_tail: Vec<RecordBatch>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         let df = self.dataframe(sql, wal_tail, limit).await?;
         let columns = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         let batches = df.collect().await.map_err(StoreError::from_query)?;
@@ -633,6 +675,80 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(result.rows, vec![vec![json!(11), json!(1), json!(55.5)]]);
+    }
+
+    /// A WAL stand-in: (sequence number, event).
+    fn wal_after(wal: &[(u64, Event)], through: Option<u64>) -> Result<Vec<Event>, String> {
+        Ok(wal.iter().filter(|(seq, _)| through.is_none_or(|t| *seq > t)).map(|(_, e)| e.clone()).collect())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_counts_a_segment_once_while_it_is_compacted() {
+        let (_dir, lake) = lake_with(LakeOptions::default());
+        let lake = Arc::new(lake);
+        let engine = SqlEngine::new(&lake).unwrap();
+        let wal: Vec<(u64, Event)> = (1..).zip(sample_events(13, 400)).collect();
+        lake.write_segment(1, &wal[..100].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).unwrap();
+        let sql = "SELECT count(*) FROM events";
+
+        let mut compactor = None;
+        let result = engine
+            .query_with_tail(sql, 1, |through| {
+                assert_eq!(through, Some(100));
+                let tail = wal_after(&wal, through);
+                // Compaction of the next segment starts while the query is being planned.
+                let lake = lake.clone();
+                let segment: Vec<Event> = wal[100..250].iter().map(|(_, e)| e.clone()).collect();
+                compactor = Some(std::thread::spawn(move || lake.write_segment(101, &segment).unwrap()));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                tail
+            })
+            .await
+            .unwrap();
+        assert_eq!(count(&result), 400);
+        let report = compactor.unwrap().join().unwrap();
+        assert_eq!(report.last_seq, 250);
+        let after = engine.query_with_tail(sql, 1, |through| wal_after(&wal, through)).await.unwrap();
+        assert_eq!(count(&after), 400);
+        assert_eq!(lake.compacted_through(), Some(250));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_lake_is_queried_but_never_changed() {
+        let (dir, owner) = lake_with(LakeOptions::default());
+        let wal: Vec<(u64, Event)> = (1..).zip(sample_events(14, 60)).collect();
+        owner.write_segment(1, &wal[..30].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let in_flight = owner.partition_dir("gps", day).join(".seg-00000000000000000031.parquet.tmp");
+        std::fs::write(&in_flight, b"being written by the node").unwrap();
+
+        let reader = Lake::open_read_only(dir.path(), &KindRegistry::builtin()).unwrap();
+        assert!(in_flight.exists(), "read-only open leaves the owner's files alone");
+        let engine = SqlEngine::new(&reader).unwrap();
+        let sql = "SELECT count(*) FROM events";
+        assert_eq!(count(&engine.query_with_tail(sql, 1, |t| wal_after(&wal, t)).await.unwrap()), 60);
+        // The owner compacts more; the reader follows the manifest on disk.
+        std::fs::remove_file(&in_flight).unwrap();
+        owner.write_segment(31, &wal[30..].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).unwrap();
+        let seen = std::cell::Cell::new(None);
+        let result = engine
+            .query_with_tail(sql, 1, |t| {
+                seen.set(t);
+                wal_after(&wal, t)
+            })
+            .await
+            .unwrap();
+        assert_eq!((count(&result), seen.get()), (60, Some(60)));
+
+        let err = reader.write_segment(61, &sample_events(15, 3)).unwrap_err();
+        assert_eq!(err.status(), Status::Forbidden, "{err}");
+        assert!(reader.merge_small_files().await.is_err());
+        let policy = crate::RetentionPolicy { default: Some(std::time::Duration::from_secs(86_400)), ..Default::default() };
+        let later = parse_time("2027-01-01T00:00:00Z").unwrap();
+        assert!(matches!(reader.apply_retention(&policy, later).await, Err(StoreError::LakeReadOnly { .. })));
+        assert_eq!(reader.plan_retention(&policy, later).unwrap().partitions.len(), 6);
+        let err = engine.query_with_tail(sql, 1, |_| Err::<Vec<Event>, _>("segment 7 unreadable")).await.unwrap_err();
+        assert!(err.to_string().contains("segment 7 unreadable"), "{err}");
     }
 
     #[test]

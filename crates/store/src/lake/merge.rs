@@ -83,6 +83,7 @@ impl Lake {
     /// deletes) waits for running queries to finish. Safe to run again at any time; a crash
     /// at any point loses and duplicates nothing (see `lake/README.md`).
     pub async fn merge_small_files(&self) -> Result<MergeReport> {
+        self.check_writable()?;
         let _one_at_a_time = self.merge_lock.lock().await;
         let mut report = MergeReport::default();
         for job in self.merge_jobs()? {

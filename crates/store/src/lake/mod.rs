@@ -2,7 +2,7 @@
 //! sealed WAL segments. See `README.md` beside this file for the layout and for what
 //! happens at each crash point.
 
-mod manifest;
+pub(crate) mod manifest;
 mod merge;
 pub(crate) mod schema;
 
@@ -206,7 +206,9 @@ pub struct Lake {
     pub(crate) schema: SchemaRef,
     pub(crate) file_schema: SchemaRef,
     pub(crate) options: LakeOptions,
-    manifest: Mutex<Manifest>,
+    pub(crate) manifest: Arc<Mutex<Manifest>>,
+    /// Opened with [`Lake::open_read_only`]: nothing is written or deleted.
+    read_only: bool,
     /// Serialises writers (segments, merges) so the manifest is read-modify-written once at a time.
     write_lock: Mutex<()>,
     /// Held shared by running queries and exclusively while files are deleted or replaced.
@@ -229,10 +231,25 @@ impl Lake {
 
     /// [`Lake::open`] with explicit options.
     pub fn open_with(dir: impl AsRef<Path>, kinds: &KindRegistry, options: LakeOptions) -> Result<Lake> {
-        check_kinds(kinds)?;
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(StoreError::io("create the lake directory", dir))?;
-        let dir = dir.canonicalize().map_err(StoreError::io("resolve", dir))?;
+        let lake = Lake::new(dir, kinds, options, false)?;
+        lake.recover()?;
+        Ok(lake)
+    }
+
+    /// Opens an existing lake for reading only, e.g. for `cityward sql` beside a running
+    /// node: no recovery, no writes; [`Lake::write_segment`], merges and retention fail
+    /// with [`StoreError::LakeReadOnly`]. Queries through it do not wait for the owning
+    /// process's merges and retention, so one that overlaps them may fail and can simply
+    /// be repeated.
+    pub fn open_read_only(dir: impl AsRef<Path>, kinds: &KindRegistry) -> Result<Lake> {
+        Lake::new(dir.as_ref(), kinds, LakeOptions::default(), true)
+    }
+
+    fn new(dir: &Path, kinds: &KindRegistry, options: LakeOptions, read_only: bool) -> Result<Lake> {
+        check_kinds(kinds)?;
+        let dir = dir.canonicalize().map_err(StoreError::io("open the lake directory", dir))?;
         let schema = events_schema(kinds);
         let file_schema = schema::file_schema(&schema);
         let manifest = Manifest::load(&dir)?;
@@ -242,14 +259,33 @@ impl Lake {
             schema,
             file_schema,
             options,
-            manifest: Mutex::new(manifest),
+            manifest: Arc::new(Mutex::new(manifest)),
+            read_only,
             write_lock: Mutex::new(()),
             files_lock: Arc::new(tokio::sync::RwLock::new(())),
             merge_lock: tokio::sync::Mutex::new(()),
             row_cache: Mutex::new(AHashMap::new()),
         };
-        lake.recover()?;
         Ok(lake)
+    }
+
+    /// Fails when the lake was opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match self.read_only {
+            true => Err(StoreError::LakeReadOnly { dir: self.dir.clone() }),
+            false => Ok(()),
+        }
+    }
+
+    /// Takes the files lock exclusively: waits for running queries; new ones wait.
+    ///
+    /// From synchronous code this must run on a blocking thread (`spawn_blocking`) when the
+    /// lock is contended, as tokio's `blocking_write` requires.
+    fn lock_files_blocking(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        match self.files_lock.try_write() {
+            Ok(guard) => guard,
+            Err(_) => self.files_lock.blocking_write(),
+        }
     }
 
     /// The lake directory (absolute).
@@ -267,6 +303,11 @@ impl Lake {
         self.schema.clone()
     }
 
+    /// True when opened with [`Lake::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The options the lake was opened with.
     pub fn options(&self) -> &LakeOptions {
         &self.options
@@ -281,20 +322,37 @@ impl Lake {
 
     /// Writes a sealed WAL segment whose records carry the consecutive sequence numbers
     /// `first_seq ..= first_seq + events.len() - 1`. See [`Lake::write_segment_range`].
+    /// An empty `events` covers no sequence numbers and changes nothing.
     pub fn write_segment(&self, first_seq: u64, events: &[Event]) -> Result<WriteReport> {
-        let last_seq = first_seq + (events.len() as u64).saturating_sub(1);
-        self.write_segment_range(first_seq, last_seq, events)
+        if events.is_empty() {
+            self.check_writable()?;
+            return Ok(WriteReport {
+                first_seq,
+                last_seq: first_seq,
+                events: 0,
+                files: Vec::new(),
+                bytes: 0,
+                already_compacted: false,
+                elapsed: Duration::ZERO,
+            });
+        }
+        self.write_segment_range(first_seq, first_seq + events.len() as u64 - 1, events)
     }
 
     /// Writes the events of the WAL segment holding sequence numbers `first_seq ..= last_seq`
-    /// into the lake, one file per (kind, UTC day), then records `last_seq` in the manifest.
+    /// into the lake, one file per (kind, UTC day), then records `last_seq` in the manifest
+    /// (also when `events` is empty: the range is then known to hold no events).
     ///
     /// Idempotent: the file names depend only on the partition and `first_seq`, and each
     /// file is written under a temporary name and renamed, so writing a segment again after
     /// a crash replaces the same files. A segment the manifest already covers is skipped
     /// (`already_compacted`). Segments must come in sequence order: one that overlaps what
     /// the lake holds fails with [`StoreError::SegmentOverlap`].
+    ///
+    /// Call it from a blocking thread (`tokio::task::spawn_blocking`): it does disk I/O
+    /// and waits for running queries before switching the new files in.
     pub fn write_segment_range(&self, first_seq: u64, last_seq: u64, events: &[Event]) -> Result<WriteReport> {
+        self.check_writable()?;
         let started = Instant::now();
         let _writer = self.write_lock.lock().expect("write lock");
         let mut report = WriteReport {
@@ -316,9 +374,8 @@ impl Lake {
                 return Err(StoreError::SegmentOverlap { first_seq, last_seq, compacted_through: through });
             }
         }
-        if events.is_empty() {
-            report.elapsed = started.elapsed();
-            return Ok(report);
+        if last_seq < first_seq || last_seq - first_seq < (events.len() as u64).saturating_sub(1) {
+            return Err(StoreError::SegmentRange { first_seq, last_seq, events: events.len() });
         }
 
         let mut partitions: AHashMap<(&str, i32), Vec<&Event>> = AHashMap::new();
@@ -333,36 +390,52 @@ impl Lake {
 
         let props = self.writer_properties(first_seq, last_seq);
         let name = segment_file_name(first_seq);
-        for ((kind, day_number), mut rows) in partitions {
-            // A stable sort keeps WAL order among equal keys, so a rewrite is byte-identical.
-            rows.sort_by(|a, b| (a.source.as_str(), a.time).cmp(&(b.source.as_str(), b.time)));
-            let batch = schema::try_events_to_batch(&rows, &self.file_schema)?;
-            let day = day_from_number(day_number);
-            let dir = self.partition_dir(kind, day);
-            fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory", &dir))?;
-            let temp = temp_name(&name);
-            let bytes = write_parquet(&dir.join(&temp), &batch, props.clone())?;
-            let path = dir.join(&name);
-            fs::rename(dir.join(&temp), &path).map_err(StoreError::io("rename into place", &path))?;
-            sync_dir(&dir)?;
-            report.bytes += bytes;
-            report.files.push(WrittenFile { kind: kind.to_string(), day, path, rows: rows.len() as u64, bytes });
-        }
-        // The partition directories may be new: make their entries durable too.
-        for file in &report.files {
-            if let Some(kind_dir) = file.path.parent().and_then(Path::parent) {
-                sync_dir(kind_dir)?;
+        let temp = temp_name(&name);
+        // Phase 1: every partition file under its temporary name, invisible to queries.
+        let written = (|| -> Result<()> {
+            for ((kind, day_number), mut rows) in partitions {
+                // A stable sort keeps WAL order among equal keys, so a rewrite is byte-identical.
+                rows.sort_by(|a, b| (a.source.as_str(), a.time).cmp(&(b.source.as_str(), b.time)));
+                let batch = schema::try_events_to_batch(&rows, &self.file_schema)?;
+                let day = day_from_number(day_number);
+                let dir = self.partition_dir(kind, day);
+                fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory", &dir))?;
+                let path = dir.join(&name);
+                let bytes = write_parquet(&dir.join(&temp), &batch, props.clone())?;
+                report.bytes += bytes;
+                report.files.push(WrittenFile { kind: kind.to_string(), day, path, rows: rows.len() as u64, bytes });
             }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            for file in &report.files {
+                let _ = fs::remove_file(file.path.with_file_name(&temp));
+            }
+            return Err(e);
         }
-        sync_dir(&self.dir)?;
-
+        // Phase 2: switch all files in and record the segment, while no query runs, so a
+        // query sees the segment either in the lake or (by its sequence numbers) in the WAL.
         {
-            let mut manifest = self.manifest.lock().expect("manifest lock");
-            let mut next = manifest.clone();
-            next.compacted_through_seq = Some(last_seq);
-            next.segments_compacted += 1;
-            next.store(&self.dir)?;
-            *manifest = next;
+            let _exclusive = self.lock_files_blocking();
+            for file in &report.files {
+                let dir = file.path.parent().expect("a partition directory");
+                fs::rename(dir.join(&temp), &file.path).map_err(StoreError::io("rename into place", &file.path))?;
+            }
+            let mut synced: ahash::AHashSet<&Path> = ahash::AHashSet::new();
+            for file in &report.files {
+                let day_dir = file.path.parent().expect("a partition directory");
+                // The partition directories may be new: make their entries durable too.
+                for dir in [day_dir, day_dir.parent().expect("a kind directory")] {
+                    if synced.insert(dir) {
+                        sync_dir(dir)?;
+                    }
+                }
+            }
+            sync_dir(&self.dir)?;
+            self.update_manifest(|m| {
+                m.compacted_through_seq = Some(last_seq);
+                m.segments_compacted += 1;
+            })?;
         }
         report.elapsed = started.elapsed();
         tracing::debug!(

@@ -143,6 +143,14 @@ fn rewriting_a_segment_after_a_crash_replaces_the_same_files() {
     let err = lake.write_segment(1000, &sample_events(5, 500)).unwrap_err();
     assert_eq!(err.status(), crate::Status::Conflict, "{err}");
     assert!(matches!(err, StoreError::SegmentOverlap { compacted_through: 1200, .. }));
+    let err = lake.write_segment_range(2000, 2001, &sample_events(9, 3)).unwrap_err();
+    assert!(matches!(err, StoreError::SegmentRange { .. }), "{err}");
+    // An explicit range without events (all records unreadable) still counts as compacted.
+    let empty = lake.write_segment_range(1201, 1210, &[]).unwrap();
+    assert!(empty.files.is_empty());
+    assert_eq!(lake.compacted_through(), Some(1210));
+    assert!(lake.write_segment(1211, &[]).unwrap().files.is_empty());
+    assert_eq!(lake.compacted_through(), Some(1210));
 }
 
 #[test]
