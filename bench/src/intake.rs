@@ -88,14 +88,24 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
             let mut local = Vec::new();
+            // Bodies are built before the clock matters and reused: without ids the node
+            // assigns them, so a repeated body is new events, not duplicates.
             let t = cityward_time(chrono::Utc::now());
+            let bodies: Vec<String> = (0..16)
+                .map(|k| {
+                    let first = counter.fetch_add(batch, Ordering::Relaxed) + k;
+                    let mut body = String::with_capacity(batch as usize * 210);
+                    for i in first..first + batch {
+                        body.push_str(&without_id(&event_line(i, &t)));
+                        body.push('\n');
+                    }
+                    body
+                })
+                .collect();
+            let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
-                let first = counter.fetch_add(batch, Ordering::Relaxed);
-                let mut body = String::with_capacity(batch as usize * 210);
-                for i in first..first + batch {
-                    body.push_str(&event_line(i, &t));
-                    body.push('\n');
-                }
+                let body = &bodies[k % bodies.len()];
+                k += 1;
                 let sent = Instant::now();
                 let mut r = agent.post(&url).header("Content-Type", "application/x-ndjson").send(body.as_bytes()).expect("node reachable");
                 let text = r.body_mut().read_to_string().unwrap_or_default();
@@ -126,6 +136,11 @@ fn main() -> anyhow::Result<()> {
         n as f64 / secs, args.batch, args.clients, pct(0.5), pct(0.99), peak_rss_kib / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+fn without_id(line: &str) -> String {
+    let end = line.find(",\"source\"").expect("id comes first");
+    format!("{{{}", &line[end + 1..])
 }
 
 fn cityward_time(t: chrono::DateTime<chrono::Utc>) -> String {

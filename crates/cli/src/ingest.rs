@@ -54,7 +54,6 @@ struct Batch {
     file: Arc<str>,
     first_line: u64,
     csv: bool,
-    header: Option<Arc<str>>,
     body: Vec<u8>,
 }
 
@@ -106,12 +105,17 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
                                 // The node numbers lines within the request; map back to the file.
                                 let offset = if batch.csv { 1 } else { 0 };
                                 let line = batch.first_line + r["line"].as_u64().unwrap_or(1) - 1 - offset;
-                                bar.println(format!(
+                                let message = format!(
                                     "{}:{line}: {}{}",
                                     batch.file,
                                     r["field"].as_str().map(|f| format!("{f}: ")).unwrap_or_default(),
                                     r["reason"].as_str().unwrap_or("refused")
-                                ));
+                                );
+                                if bar.is_hidden() {
+                                    eprintln!("{message}");
+                                } else {
+                                    bar.println(message);
+                                }
                             }
                         }
                         Err(e) => *failure.lock().expect("lock") = Some(format!("{e:#}")),
@@ -159,7 +163,7 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
             if n == 0 {
                 break;
             }
-            let b = Batch { file: name.clone(), first_line, csv, header: header.clone(), body };
+            let b = Batch { file: name.clone(), first_line, csv, body };
             if tx.send(b).is_err() {
                 break;
             }
@@ -188,7 +192,6 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
 }
 
 fn send(agent: &ureq::Agent, url: &str, token: Option<&str>, batch: &Batch) -> anyhow::Result<Value> {
-    let _ = &batch.header;
     let content_type = if batch.csv { "text/csv" } else { "application/x-ndjson" };
     let mut attempt = 0;
     loop {
@@ -199,10 +202,10 @@ fn send(agent: &ureq::Agent, url: &str, token: Option<&str>, batch: &Batch) -> a
         let result = request.send(&batch.body[..]);
         let mut response = match result {
             Ok(r) => r,
-            Err(e) if attempt < 5 => {
+            // The node may be restarting; batches are idempotent by id, so try again.
+            Err(_) if attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(200 << attempt));
-                let _ = e;
                 continue;
             }
             Err(e) => bail!("cannot reach {url}: {e}; is the node running?"),

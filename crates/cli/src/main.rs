@@ -111,6 +111,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What retention would delete next, and what it deleted.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Users of a node (`serve` creates none).
     User {
         #[command(subcommand)]
@@ -147,6 +152,25 @@ enum CityCommand {
         /// small, medium or large (large: 20,000+ devices, 2,000+ grids).
         #[arg(long, default_value = "medium")]
         size: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// List the lake partitions the next retention run would delete.
+    Plan {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// The node's configuration (for `[lake.retention]`); default: the built-in retention.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List past deletions (from the lake's retention log).
+    Report {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
     },
 }
 
@@ -271,6 +295,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sql { data, query, max_rows, json } => runtime()?.block_on(offline::sql(&data, &query, max_rows, json))?,
+        Command::Retention { command: RetentionCommand::Plan { data, config } } => {
+            let config = match config {
+                Some(path) => cityward_server::NodeConfig::load(&path)?,
+                None => cityward_server::NodeConfig::default(),
+            };
+            offline::retention_plan(&data, &config)?
+        }
+        Command::Retention { command: RetentionCommand::Report { data } } => offline::retention_report(&data)?,
         Command::User { command: UserCommand::Add { data, username, role, password, unit } } => {
             let role = cityward_server::Role::parse(&role)
                 .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest"))?;

@@ -32,7 +32,7 @@ pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyho
     if !data.join("lake").exists() && !data.join("wal").exists() {
         bail!("{} is not a cityward data directory (no lake/ or wal/); pass --data with the node's node.data_dir", data.display());
     }
-    let kinds = cityward_model::KindRegistry::builtin();
+    let kinds = declared_kinds(data)?;
     let lake = cityward_store::Lake::open(data.join("lake"), &kinds)?;
     let tail = wal_tail(&data.join("wal"), lake.compacted_through())?;
     let engine = cityward_store::SqlEngine::new(&lake)?;
@@ -57,6 +57,21 @@ pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyho
         eprintln!("(only the first {max_rows} rows are shown; raise --max-rows)");
     }
     Ok(())
+}
+
+/// The built-in kinds plus those the node declared (written by the node to `DATA/kinds.json`).
+pub fn declared_kinds(data: &Path) -> anyhow::Result<cityward_model::KindRegistry> {
+    let mut kinds = cityward_model::KindRegistry::builtin();
+    let path = data.join("kinds.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let declared: std::collections::BTreeMap<String, cityward_model::KindSchema> =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        for (name, schema) in declared {
+            kinds.declare(name, schema);
+        }
+    }
+    Ok(kinds)
 }
 
 /// Events in WAL segment files after `compacted`, read without opening the WAL for writing.
@@ -108,5 +123,40 @@ pub fn deadletter_list(data: &Path, limit: usize, channel: Option<String>, pendi
     if !json {
         println!("{} of {total} dead letters shown. Correct one and send it again with `cityward deadletter resubmit ID --file FIXED.json`.", page.items.len());
     }
+    Ok(())
+}
+
+fn open_lake(data: &Path) -> anyhow::Result<cityward_store::Lake> {
+    if !data.join("lake").exists() {
+        bail!("{} has no lake/ directory; pass --data with the node's node.data_dir", data.display());
+    }
+    Ok(cityward_store::Lake::open(data.join("lake"), &declared_kinds(data)?)?)
+}
+
+/// `cityward retention plan`.
+pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyhow::Result<()> {
+    let lake = open_lake(data)?;
+    let policy = cityward_store::RetentionPolicy {
+        default: None,
+        classes: config.lake.retention.clone(),
+        kinds: config.lake.retention.clone(),
+    };
+    let report = lake.plan_retention(&policy, Utc::now())?;
+    for p in &report.partitions {
+        println!("{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}", p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep);
+    }
+    println!("The next retention run would delete {} partitions, {} rows.", report.partitions.len(), report.rows());
+    Ok(())
+}
+
+/// `cityward retention report`.
+pub fn retention_report(data: &Path) -> anyhow::Result<()> {
+    let lake = open_lake(data)?;
+    let log = lake.retention_log()?;
+    for entry in &log {
+        let p = &entry.partition;
+        println!("{}\t{}\t{}\t{} rows\t{} bytes\t{} = {}", entry.deleted_at, p.kind, p.day, p.rows, p.bytes, p.rule.rule, p.rule.keep);
+    }
+    println!("{} partitions deleted by retention so far.", log.len());
     Ok(())
 }

@@ -174,3 +174,43 @@ fn city_generation_is_deterministic_and_simulation_is_ordered_per_source() {
         assert!(kinds.contains(kind), "no {kind} events in {kinds:?}");
     }
 }
+
+#[test]
+fn ingest_loads_ndjson_and_csv_and_reports_refused_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let config = dir.path().join("cityward.toml");
+    std::fs::write(&config, format!(
+        "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n",
+        data.display().to_string()
+    )).unwrap();
+    let mut node = start_node(&config, port);
+    let time = cityward_model::format_time(&chrono::Utc::now());
+    let ndjson = dir.path().join("events.ndjson");
+    std::fs::write(&ndjson, format!(
+        "{{\"id\":\"n1\",\"source\":\"d1\",\"kind\":\"door\",\"time\":\"{time}\",\"attrs\":{{\"open\":true}}}}\n\
+         {{\"id\":\"n2\",\"source\":\"d1\",\"kind\":\"door\",\"time\":\"{time}\",\"attrs\":{{\"open\":\"yes\"}}}}\n\
+         {{\"id\":\"n3\",\"source\":\"d1\",\"kind\":\"door\",\"time\":\"{time}\",\"attrs\":{{\"open\":false}}}}\n"
+    )).unwrap();
+    let csv = dir.path().join("reads.csv");
+    std::fs::write(&csv, format!(
+        "id,source,kind,time,lon,lat,plate\nc1,anpr-1,plate_read,{time},121.55,29.87,0042\nc2,anpr-1,plate_read,{time},121.55,29.87,A12345\n"
+    )).unwrap();
+    let out = cityward()
+        .args(["ingest", "--quiet", "--batch", "2", "--to", &format!("http://127.0.0.1:{port}")])
+        .arg(&ndjson)
+        .arg(&csv)
+        .output()
+        .unwrap();
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "refused records make the exit code 2: {stdout} {stderr}");
+    assert!(stdout.contains("4 accepted, 0 duplicates, 1 refused"), "{stdout}");
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("events.ndjson:2: attrs.open"), "the refused line is named: {all}");
+    let plates = sql_json(&data, "SELECT plate FROM events WHERE kind = 'plate_read' ORDER BY id");
+    assert_eq!(plates["rows"], serde_json::json!([["0042"], ["A12345"]]));
+}

@@ -1097,7 +1097,7 @@ fn feature_line(props: &[(&str, Value)], extra: Option<&Map<String, Value>>, geo
         }
     }
     out.push_str("},\"geometry\":");
-    out.push_str(&geometry.to_geojson().to_string());
+    out.push_str(&geometry.to_geojson_string());
     out.push('}');
     out
 }

@@ -707,6 +707,13 @@ impl Geometry {
         json!({"type": ty, "coordinates": coords})
     }
 
+    /// The geometry as compact GeoJSON text with `type` before `coordinates` (the order
+    /// people expect to read; [`Geometry::to_geojson`] gives a map with sorted keys).
+    pub fn to_geojson_string(&self) -> String {
+        let v = self.to_geojson();
+        format!("{{\"type\":\"{}\",\"coordinates\":{}}}", self.type_name(), v["coordinates"])
+    }
+
     /// The GeoJSON type name.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -1128,6 +1135,9 @@ mod tests {
         assert_eq!(p.holes.len(), 1);
         let again = Geometry::from_geojson(&g.to_geojson()).unwrap();
         assert_eq!(again, g);
+        let text = g.to_geojson_string();
+        assert!(text.starts_with("{\"type\":\"Polygon\",\"coordinates\":[[[121.5,29.8],"), "{text}");
+        assert_eq!(Geometry::from_geojson(&serde_json::from_str(&text).unwrap()).unwrap(), g);
 
         let bad: Value = serde_json::from_str(
             r#"{"type":"LineString","coordinates":[[121.5,29.8],[29.8,121.5]]}"#,
@@ -1192,11 +1202,10 @@ mod tests {
             .map(|_| (121.38 + rng.next() * 0.64, 29.78 + rng.next() * 0.54))
             .collect();
         // Lattice vertices and edge midpoints: every one must be in exactly one tile.
-        for r in 0..rows {
-            for c in 0..cols {
-                probes.push(lattice[r][c]);
-                let (a, b) = (lattice[r][c], lattice[r][c + 1]);
-                probes.push(((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0));
+        for row in &lattice[..rows] {
+            for w in row.windows(2) {
+                probes.push(w[0]);
+                probes.push(((w[0].0 + w[1].0) / 2.0, (w[0].1 + w[1].1) / 2.0));
             }
         }
         for &(x, y) in &probes {

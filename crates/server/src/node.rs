@@ -188,6 +188,10 @@ impl Node {
         let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(data.join("state.sqlite3"))?);
         let city = load_city(&config, state.as_ref(), &data.join("city"))?;
         let kinds = config.kind_registry();
+        // Offline tools (`cityward sql --data`) read the lake with the kinds the node declared.
+        let declared = serde_json::to_string_pretty(&config.kinds).map_err(|e| NodeError::Internal(e.to_string()))?;
+        std::fs::write(data.join("kinds.json"), declared)
+            .map_err(|e| NodeError::Internal(format!("cannot write {}: {e}", data.join("kinds.json").display())))?;
         let metrics = Arc::new(Metrics::default());
         let events = EventStore::open(&data, &config, &kinds, metrics.clone()).await?;
         let mut dedup = DedupIndex::new(config.dedup.capacity);

@@ -442,7 +442,7 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     let class_of = |k: usize, is_express: bool| -> (&'static str, f64, &'static str) {
         if is_express {
             ("expressway", 80.0, "Expressway")
-        } else if k % 2 == 0 {
+        } else if k.is_multiple_of(2) {
             ("arterial", 60.0, "Road")
         } else {
             ("secondary", 50.0, "Road")
@@ -547,7 +547,7 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     }
     // Schools, one every few communities, in a cell of the community off the road.
     let mut schools: Vec<(String, Point)> = Vec::new();
-    for (ci, _) in community_ids.iter().enumerate().filter(|(ci, _)| ci % spec.school_every == 0) {
+    for (ci, _) in community_ids.iter().enumerate().filter(|(ci, _)| ci.is_multiple_of(spec.school_every)) {
         let cells_of: Vec<usize> = (0..cells.len()).filter(|&k| cells[k].community == ci).collect();
         let k = cells_of[rng.random_range(0..cells_of.len())];
         let (r, c) = (k / spec.cols, k % spec.cols);

@@ -1544,10 +1544,12 @@ mod tests {
         map
     }
 
+    /// A run: the city, the incidents and vehicles the simulator reports, and the events.
+    type Run = (City, Vec<ScriptedIncident>, Vec<VehicleProfile>, Vec<Event>);
+
     /// One simulated hour of a small city, shared by several tests.
-    fn hour() -> &'static (City, Vec<ScriptedIncident>, Vec<VehicleProfile>, Vec<Event>) {
-        static HOUR: std::sync::OnceLock<(City, Vec<ScriptedIncident>, Vec<VehicleProfile>, Vec<Event>)> =
-            std::sync::OnceLock::new();
+    fn hour() -> &'static Run {
+        static HOUR: std::sync::OnceLock<Run> = std::sync::OnceLock::new();
         HOUR.get_or_init(|| {
             let city = generate_city(42, Size::Small);
             let mut sim = Simulator::new(&city, 9, default_start());

@@ -174,6 +174,9 @@ impl SqlEngine {
     /// Only queries are allowed (`SELECT`, `WITH`, `EXPLAIN`, `DESCRIBE`, `SHOW`); anything
     /// that would create, change or configure fails with [`StoreError::ReadOnly`]. SQL
     /// mistakes fail with [`StoreError::Sql`] carrying DataFusion's message.
+    ///
+    /// When the tail comes from a live WAL, prefer [`SqlEngine::query_with_tail`], which
+    /// reads it under the same snapshot as the lake.
     pub async fn query(&self, sql: &str, wal_tail: Vec<RecordBatch>, max_rows: usize) -> Result<QueryResult> {
         let (columns, batches) = self.run(sql, wal_tail, Some(max_rows.saturating_add(1))).await?;
         let (rows, truncated) = batches_to_rows(&batches, max_rows)?;
@@ -596,6 +599,7 @@ mod tests {
             "COPY (SELECT * FROM events) TO '/tmp/cityward-copy-test.parquet'",
             "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp'",
             "-- sneaky\nDROP VIEW events",
+            "EXPLAIN INSERT INTO events (id) VALUES ('x')",
         ] {
             let err = engine.query(sql, vec![], 10).await.unwrap_err();
             assert!(matches!(err, StoreError::ReadOnly { .. }), "{sql}: {err}");

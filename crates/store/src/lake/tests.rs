@@ -341,4 +341,21 @@ fn throughput() {
         events.len() as f64 / secs / 1e6,
         report.bytes as f64 / events.len() as f64
     );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let engine = crate::SqlEngine::new(&lake).unwrap();
+    for sql in [
+        "SELECT count(*) FROM events",
+        "SELECT count(*) FROM events WHERE source = 'truck-003' AND time > TIMESTAMP '2026-11-22T06:00:00Z'",
+        "SELECT id, time, speed_kmh FROM events WHERE kind = 'gps' AND day = DATE '2026-11-22' AND source = 'truck-003' ORDER BY time DESC LIMIT 10",
+        "SELECT kind, count(*), avg(speed_kmh) FROM events GROUP BY kind",
+        "SELECT * FROM events WHERE plate = '苏E00042' LIMIT 100",
+    ] {
+        for round in 0..2 {
+            let started = Instant::now();
+            let result = runtime.block_on(engine.query(sql, vec![], 1000)).unwrap();
+            if round == 1 {
+                println!("{:>7.1} ms, {:>4} rows: {sql}", started.elapsed().as_secs_f64() * 1e3, result.rows.len());
+            }
+        }
+    }
 }
