@@ -33,7 +33,7 @@ pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyho
         bail!("{} is not a cityward data directory (no lake/ or wal/); pass --data with the node's node.data_dir", data.display());
     }
     let kinds = declared_kinds(data)?;
-    let lake = cityward_store::Lake::open(data.join("lake"), &kinds)?;
+    let lake = cityward_store::Lake::open_read_only(data.join("lake"), &kinds)?;
     let tail = wal_tail(&data.join("wal"), lake.compacted_through())?;
     let engine = cityward_store::SqlEngine::new(&lake)?;
     let result = engine.query_events(query, &tail, max_rows).await?;
@@ -130,7 +130,7 @@ fn open_lake(data: &Path) -> anyhow::Result<cityward_store::Lake> {
     if !data.join("lake").exists() {
         bail!("{} has no lake/ directory; pass --data with the node's node.data_dir", data.display());
     }
-    Ok(cityward_store::Lake::open(data.join("lake"), &declared_kinds(data)?)?)
+    Ok(cityward_store::Lake::open_read_only(data.join("lake"), &declared_kinds(data)?)?)
 }
 
 /// `cityward retention plan`.

@@ -17,7 +17,7 @@
 //! the file, the feature or line, the field and what to do about it.
 //!
 //! Point lookups ([`City::grid_at`], [`City::region_at`], [`City::zones_at`]) go through
-//! [`PolygonIndex`](crate::geo::PolygonIndex) and follow the boundary rule of
+//! [`PolygonIndex`] and follow the boundary rule of
 //! [`crate::geo`]: grids that tile a community give every point to exactly one grid.
 
 use std::collections::HashMap;

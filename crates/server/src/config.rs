@@ -90,9 +90,13 @@ impl Default for WalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeSection {
-    /// How often the WAL is compacted into Parquet (the active segment rolls at least this often).
+    /// Sealed WAL segments are compacted as soon as they fill; the active segment is sealed
+    /// and compacted at least this often.
     #[serde(with = "cityward_model::duration_serde")]
     pub compact_every: Duration,
+    /// How often small Parquet files of a partition are merged into larger ones.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub merge_every: Duration,
     /// How often expired partitions are looked for.
     #[serde(with = "cityward_model::duration_serde")]
     pub retention_every: Duration,
@@ -115,6 +119,7 @@ impl Default for LakeSection {
         .collect();
         LakeSection {
             compact_every: Duration::from_secs(60),
+            merge_every: Duration::from_secs(600),
             retention_every: Duration::from_secs(3600),
             retention,
         }
@@ -266,6 +271,15 @@ mod tests {
         for key in all {
             assert!(DEFAULT_CONFIG_TOML.contains(&key), "`{key}` is missing from default_config.toml");
         }
+    }
+
+    #[test]
+    fn the_configuration_reference_shows_the_current_default() {
+        let reference = include_str!("../../../docs/CONFIGURATION.md");
+        assert!(
+            reference.contains(DEFAULT_CONFIG_TOML),
+            "docs/CONFIGURATION.md is stale: paste the output of `cityward config default` into it"
+        );
     }
 
     #[test]

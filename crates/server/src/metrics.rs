@@ -70,7 +70,8 @@ impl Metrics {
 
     /// The sum over all series of a family.
     pub fn sum(&self, name: &'static str) -> f64 {
-        self.series.lock().expect("metrics lock").iter().filter(|((n, _), _)| *n == name).map(|(_, v)| v).sum()
+        // Folded from +0.0: an empty f64 sum would be -0.0 and print as such.
+        self.series.lock().expect("metrics lock").iter().filter(|((n, _), _)| *n == name).fold(0.0, |acc, (_, v)| acc + v)
     }
 
     /// Renders every series in the Prometheus text exposition format.

@@ -302,36 +302,47 @@ impl Node {
         let mut rejects = rejects;
         let city = self.city();
         let require_registered = &self.config.ingest.require_registered;
-        // Enrich, refuse unregistered sources where required, and reserve ids.
+        // Refuse unregistered sources where required, and enrich (outside any lock).
+        let mut kept = Vec::with_capacity(events.len());
+        for (index, mut event) in events.drain(..).enumerate() {
+            if !require_registered.is_empty() && require_registered.contains(&event.kind) && city.device(&event.source).is_none() {
+                rejects.push(Reject {
+                    line: index as u64 + 1,
+                    field: Some("source".into()),
+                    code: RejectCode::UnregisteredSource,
+                    reason: format!("source `{}` is not in the device registry, which kind `{}` requires; register the device first", event.source, event.kind),
+                    raw: event.to_json_line(),
+                });
+                continue;
+            }
+            cityward_ingest::enrich(&city, &mut event);
+            kept.push((event.id.is_empty(), event));
+        }
+        // Reserve the ids sent: a repeated id is a duplicate, not stored twice. Ids made
+        // here are new by construction and need no check.
         let mut duplicates = 0;
         let mut reserved: Vec<String> = Vec::new();
-        {
-            let mut dedup = self.dedup.lock().expect("dedup lock");
-            let mut kept = Vec::with_capacity(events.len());
-            for (index, mut event) in events.drain(..).enumerate() {
-                if !require_registered.is_empty() && require_registered.contains(&event.kind) && city.device(&event.source).is_none() {
-                    rejects.push(Reject {
-                        line: index as u64 + 1,
-                        field: Some("source".into()),
-                        code: RejectCode::UnregisteredSource,
-                        reason: format!("source `{}` is not in the device registry, which kind `{}` requires; register the device first", event.source, event.kind),
-                        raw: event.to_json_line(),
-                    });
-                    continue;
-                }
-                if event.id.is_empty() {
-                    event.id = new_event_id();
-                } else if !dedup.insert(&event.id) {
-                    duplicates += 1;
-                    continue;
-                } else {
-                    reserved.push(event.id.clone());
-                }
-                cityward_ingest::enrich(&city, &mut event);
-                kept.push(event);
+        for (generated, event) in kept.iter_mut() {
+            if *generated {
+                event.id = new_event_id();
             }
-            events = kept;
         }
+        events = {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            kept.into_iter()
+                .filter_map(|(generated, event)| {
+                    if generated || dedup.insert(&event.id) {
+                        if !generated {
+                            reserved.push(event.id.clone());
+                        }
+                        Some(event)
+                    } else {
+                        duplicates += 1;
+                        None
+                    }
+                })
+                .collect()
+        };
         if !rejects.is_empty() {
             self.dead_letter(&rejects, channel, origin).await;
         }
@@ -535,21 +546,41 @@ fn load_city(config: &NodeConfig, state: &dyn StateStore, own_copy: &std::path::
     crate::citystate::load_city(own_copy)
 }
 
-/// A new event id: time-ordered (48-bit milliseconds) with 80 random bits, in Crockford
-/// base32 like a ULID, so generated ids sort by arrival.
+/// A new event id: 48 bits of milliseconds, a 32-bit random process nonce and a 48-bit
+/// counter, in Crockford base32 like a ULID (26 characters), so generated ids sort by
+/// arrival and are unique without a system call per event.
 pub fn new_event_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let ms = Utc::now().timestamp_millis() as u128;
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).expect("the OS random source works");
-    let mut value = ms << 80;
-    for (i, b) in random.iter().enumerate() {
-        value |= (*b as u128) << (8 * (9 - i));
-    }
+    static NONCE: OnceLock<(u32, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (nonce, start) = *NONCE.get_or_init(|| {
+        let mut bytes = [0u8; 12];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        let nonce = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let start = u64::from_le_bytes(bytes[4..].try_into().expect("8 bytes")) >> 20;
+        (nonce, start)
+    });
+    let count = (start.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))) & ((1 << 48) - 1);
+    let ms = (Utc::now().timestamp_millis() as u128) & ((1 << 48) - 1);
+    let mut value = (ms << 80) | ((nonce as u128) << 48) | count as u128;
     let mut out = [0u8; 26];
-    for i in (0..26).rev() {
-        out[i] = ALPHABET[(value & 31) as usize];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value & 31) as usize];
         value >>= 5;
     }
     String::from_utf8(out.to_vec()).expect("ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_unique_and_ulid_shaped() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_event_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())));
+    }
 }

@@ -236,18 +236,40 @@ pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let compactor = {
         let node = node.clone();
         tokio::spawn(async move {
-            let every = node.config().lake.compact_every;
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
+            // Sealed segments are compacted as soon as they appear (at full load a segment
+            // seals every second or so); the active one is sealed every `compact_every`, so
+            // that quiet streams reach the lake too.
+            let roll_every = node.config().lake.compact_every;
+            let mut last_roll = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                match node.events().compact(true).await {
+                let roll = last_roll.elapsed() >= roll_every;
+                if roll {
+                    last_roll = tokio::time::Instant::now();
+                }
+                match node.events().compact(roll).await {
                     Ok(n) if n > 0 => tracing::debug!(segments = n, "Compacted WAL segments into the lake."),
                     Ok(_) => {}
                     Err(e) => {
                         node.metrics().add("cityward_lake_compaction_errors_total", &[], 1.0);
                         tracing::error!(error = %e, "Compaction failed; it will be retried. The events stay in the WAL.");
                     }
+                }
+            }
+        })
+    };
+    let merger = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            // Each compaction writes one file per (kind, day); quiet streams would leave many
+            // small files, which slow queries. Merge them now and then.
+            let mut tick = tokio::time::interval(node.config().lake.merge_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = node.events().lake().merge_small_files().await {
+                    tracing::error!(error = %e, "Merging small lake files failed; it will be retried.");
                 }
             }
         })
@@ -261,5 +283,5 @@ pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
             }
         }
     });
-    vec![compactor, retention]
+    vec![compactor, merger, retention]
 }

@@ -656,9 +656,14 @@ pub fn generate_city(seed: u64, size: Size) -> City {
                 Value::from("no hazardous goods; the keeper's compound in the middle is excluded"),
             )]),
         });
+        // Beside the first depot, on the side towards the city centre.
         let base = zones.iter().find(|z| z.kind == "depot").map(|z| z.geometry.bbox().center()).unwrap_or(at);
-        let a = square_around(offset_m(base, 400.0, 300.0), 150.0, 100.0);
-        let b = square_around(offset_m(base, -350.0, 350.0), 100.0, 120.0);
+        let proj = LocalProjection::new(base);
+        let (dx, dy) = proj.to_xy(CENTRE);
+        let len = (dx * dx + dy * dy).sqrt().max(1.0);
+        let (ux, uy) = (dx / len, dy / len);
+        let a = square_around(proj.to_lonlat((450.0 * ux - 300.0 * uy, 450.0 * uy + 300.0 * ux)), 150.0, 100.0);
+        let b = square_around(proj.to_lonlat((450.0 * ux + 300.0 * uy, 450.0 * uy - 300.0 * ux)), 100.0, 120.0);
         zones.push(Zone {
             id: "restricted-02".into(),
             name: "Petrochemical storage security area".into(),
@@ -931,6 +936,10 @@ mod tests {
         let graph = RoadGraph::from_roads(&city.roads);
         assert_eq!(graph.largest_component().len(), graph.node_count(), "the network is connected");
         // Squares and depots are on the network.
+        for z in &city.zones {
+            let c = z.geometry.bbox().center();
+            assert!(city.region_at(c.0, c.1, Level::District).is_some(), "{} lies outside the city", z.id);
+        }
         for z in city.zones.iter().filter(|z| z.kind == "square" || z.kind == "depot") {
             let c = z.geometry.bbox().center();
             let (_, d) = graph.nearest_node(c).unwrap();

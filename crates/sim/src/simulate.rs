@@ -52,6 +52,7 @@ use cityward_model::geo::{haversine_m, polyline_distance_m, Geometry, Point};
 use cityward_model::Event;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 use crate::graph::{RoadGraph, Route};
 
@@ -86,7 +87,8 @@ const MIN: i64 = 60 * SEC;
 const HOUR: i64 = 60 * MIN;
 
 /// What a scripted incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// A fire: smoke alarm at the origin, then high temperatures at neighbouring sensors.
     Fire,
@@ -117,13 +119,15 @@ impl IncidentKind {
 }
 
 /// One scripted incident: what, when, where, and the sources whose events show it.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializes to JSON (times in RFC 3339) for a "ground truth" file next to the events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScriptedIncident {
     /// What happens.
     pub kind: IncidentKind,
     /// When it starts.
     pub time: DateTime<Utc>,
-    /// When it is over (a silent device speaks again; a hazard is back to normal).
+    /// When it is over: a silent device speaks again, a hazard is back to normal, a
+    /// hotlisted vehicle has arrived (an estimate).
     pub until: DateTime<Utc>,
     /// Where: the origin device, or the hotlisted vehicle's starting point.
     pub lon: f64,
@@ -139,7 +143,8 @@ pub struct ScriptedIncident {
 }
 
 /// The kind of a simulated vehicle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VehicleClass {
     /// A hazardous-goods tanker (regulated).
     Hazmat,
@@ -171,7 +176,7 @@ impl VehicleClass {
 }
 
 /// A GPS-reporting vehicle and the behaviour the simulator gives it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VehicleProfile {
     /// The `source` of its events, e.g. `hazmat-0003`.
     pub id: String,
@@ -619,6 +624,10 @@ impl Simulator {
     }
 
     fn init_vehicles(&mut self) {
+        if self.world.component.is_empty() {
+            // No roads, no traffic.
+            return;
+        }
         let n = self.config.gps_vehicles;
         let rng = &mut self.rng;
         let world = &self.world;
@@ -894,15 +903,22 @@ impl Simulator {
 
     fn plan_silence(&mut self, cycle_start: i64) {
         let n = ((self.devices.len() as f64 * self.config.silent_fraction).round() as usize).max(2);
-        let pool: Vec<u32> = (0..self.devices.len() as u32).collect();
+        // The read points the hotlisted vehicle will pass stay on, so it is seen.
+        let keep: Vec<&str> = self
+            .incidents
+            .iter()
+            .rev()
+            .find(|i| i.kind == IncidentKind::HotlistVehicle)
+            .map(|i| i.sources.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let pool: Vec<u32> =
+            (0..self.devices.len() as u32).filter(|&i| !keep.contains(&self.devices[i as usize].id.as_str())).collect();
         for _ in 0..n {
             let from = cycle_start + self.rng.random_range(5 * MIN..40 * MIN);
             let until = from + self.rng.random_range(2 * HOUR..3 * HOUR);
             let Some(i) = self.pick_free(&pool, cycle_start) else { return };
             let d = &mut self.devices[i as usize];
             d.silent = Some((from, until));
-            // A battery swap ends the silence.
-            d.episode = None;
             let (at, id) = ((d.lon, d.lat), d.id.clone());
             self.incident(IncidentKind::DeviceSilent, (from, until), at).sources = vec![id];
         }
@@ -1781,6 +1797,27 @@ mod tests {
         }
         assert!(speeding_seen, "a speeder exceeds a limit by more than 10 %");
         assert!(vehicles.iter().any(|v| v.speeder && v.class == VehicleClass::Hazmat));
+    }
+
+    #[test]
+    fn a_city_without_roads_or_zones_still_simulates_its_devices() {
+        let full = generate_city(2, Size::Small);
+        let devices: Vec<_> = full.devices.iter().filter(|d| d.kind == "door" || d.kind == "heartbeat_sensor").cloned().collect();
+        let city = City::from_parts(full.regions.clone(), full.grids.clone(), vec![], vec![], full.units.clone(), devices).unwrap();
+        let mut sim = Simulator::new(&city, 1, default_start());
+        let events = run(&mut sim, 0.5);
+        assert!(sim.vehicles().is_empty());
+        assert!(events.iter().any(|e| e.kind == "heartbeat") && events.iter().any(|e| e.kind == "door"));
+        assert!(sim.incidents().iter().all(|i| i.kind == IncidentKind::DeviceSilent));
+    }
+
+    #[test]
+    fn incidents_serialize_for_a_truth_file() {
+        let (_, incidents, vehicles, _) = hour();
+        let json = serde_json::to_value(&incidents[0]).unwrap();
+        assert!(json["kind"].is_string() && json["time"].as_str().unwrap().starts_with("2026-11-22T"));
+        let json = serde_json::to_value(&vehicles[0]).unwrap();
+        assert!(json["class"].is_string());
     }
 
     #[test]
