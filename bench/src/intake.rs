@@ -127,12 +127,21 @@ fn main() -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     peak_rss_kib = peak_rss_kib.max(hwm_kib(node.id()));
+    // How far compaction got: records still only in the WAL, and rows in Parquet.
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let sum = |name: &str| -> f64 {
+        metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let (lag, lake_rows) = (sum("cityward_lake_lag_records"), sum("cityward_lake_rows"));
     let _ = node.kill();
     let mut l = latencies.lock().unwrap().clone();
     l.sort_unstable();
     let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1000.0;
     let n = accepted.load(Ordering::Relaxed);
-    println!("durable HTTP intake: {n} events in {secs:.1} s = {:.0} events/s; batch {} x {} clients; request latency p50 {:.1} ms, p99 {:.1} ms; node peak RSS {} MiB",
+    println!("durable HTTP intake: {n} events in {secs:.1} s = {:.0} events/s; batch {} x {} clients; request latency p50 {:.1} ms, p99 {:.1} ms; node peak RSS {} MiB; at the end {lake_rows:.0} rows in Parquet, {lag:.0} records not yet compacted",
         n as f64 / secs, args.batch, args.clients, pct(0.5), pct(0.99), peak_rss_kib / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

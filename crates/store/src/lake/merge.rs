@@ -11,15 +11,15 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use datafusion::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::manifest::{sync_dir, PendingMerge};
-use super::schema::{align_batch, SOURCE_COLUMN, TIME_COLUMN};
-use super::{partition_rel_path, temp_name, write_parquet, Lake, LakeFile, PARQUET_EXT};
+use super::schema::align_batch;
+use super::{partition_rel_path, sort_by_source_time, temp_name, write_parquet, Lake, LakeFile, PARQUET_EXT};
 use crate::error::{Result, StoreError};
 
 /// One merge: several small files of a partition replaced by one.
@@ -212,10 +212,7 @@ pub(super) fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, pr
         }
     }
     let all = concat_batches(schema, &batches).map_err(StoreError::arrow("concatenating files to merge"))?;
-    let key = |name: &str| SortColumn { values: all.column(schema.index_of(name).expect("sort column")).clone(), options: None };
-    let order = lexsort_to_indices(&[key(SOURCE_COLUMN), key(TIME_COLUMN)], None)
-        .map_err(StoreError::arrow("sorting rows to merge"))?;
-    let sorted = take_record_batch(&all, &order).map_err(StoreError::arrow("sorting rows to merge"))?;
+    let sorted = sort_by_source_time(&all)?;
     let bytes = write_parquet(temp, &sorted, props)?;
     Ok((sorted.num_rows() as u64, bytes))
 }

@@ -393,10 +393,11 @@ impl Lake {
         let temp = temp_name(&name);
         // Phase 1: every partition file under its temporary name, invisible to queries.
         let written = (|| -> Result<()> {
-            for ((kind, day_number), mut rows) in partitions {
-                // A stable sort keeps WAL order among equal keys, so a rewrite is byte-identical.
-                rows.sort_by(|a, b| (a.source.as_str(), a.time).cmp(&(b.source.as_str(), b.time)));
+            for ((kind, day_number), rows) in partitions {
+                // Converted in WAL order (memory order), then sorted column-wise; the sort is
+                // stable, so a rewrite of the segment gives the same rows in the same order.
                 let batch = schema::try_events_to_batch(&rows, &self.file_schema)?;
+                let batch = sort_by_source_time(&batch)?;
                 let day = day_from_number(day_number);
                 let dir = self.partition_dir(kind, day);
                 fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory", &dir))?;
@@ -540,10 +541,6 @@ impl Lake {
                 "cityward.wal_seq".to_string(),
                 format!("{first_seq}-{last_seq}"),
             )]));
-        // Unique or long values gain nothing from a dictionary.
-        for column in [ID_COLUMN, ATTRS_COLUMN] {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
-        }
         for column in BLOOM_COLUMNS {
             if index(column).is_some() {
                 let path = ColumnPath::from(column);
@@ -685,6 +682,43 @@ pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch, props: WriterPrope
         .map_err(|e| StoreError::io("write", path)(e.into_error()))?;
     file.sync_all().map_err(StoreError::io("sync", path))?;
     file.metadata().map(|m| m.len()).map_err(StoreError::io("read metadata of", path))
+}
+
+/// Sorts a batch of the file schema by `source`, then `time`, keeping the order of equal
+/// rows. Columnar, so much faster than sorting the events, whose strings lie all over the
+/// heap.
+pub(crate) fn sort_by_source_time(batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray, UInt32Array};
+    use datafusion::arrow::compute::take_record_batch;
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+    let column = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| StoreError::Arrow {
+            context: format!("sorting rows: the batch has no `{name}` column"),
+            source: datafusion::arrow::error::ArrowError::SchemaError(name.to_string()),
+        })
+    };
+    let source = column(SOURCE_COLUMN)?.as_string_opt::<i32>().ok_or_else(|| StoreError::Arrow {
+        context: "sorting rows: `source` is not Utf8".into(),
+        source: datafusion::arrow::error::ArrowError::SchemaError(SOURCE_COLUMN.into()),
+    })?;
+    let time = column(TIME_COLUMN)?.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| StoreError::Arrow {
+        context: "sorting rows: `time` is not a microsecond timestamp".into(),
+        source: datafusion::arrow::error::ArrowError::SchemaError(TIME_COLUMN.into()),
+    })?;
+    let times = time.values();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    if source.null_count() == 0 {
+        order.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            source.value(a).cmp(source.value(b)).then(times[a].cmp(&times[b]))
+        });
+    } else {
+        order.sort_by_key(|&i| (source.is_valid(i as usize).then(|| source.value(i as usize)), times[i as usize]));
+    }
+    if order.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(batch.clone());
+    }
+    take_record_batch(batch, &UInt32Array::from(order)).map_err(StoreError::arrow("sorting rows by source and time"))
 }
 
 /// Rows in a Parquet file, from its footer.

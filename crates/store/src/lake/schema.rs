@@ -514,7 +514,7 @@ mod tests {
             Field::new("plate", DataType::Utf8, true),
             Field::new("mystery", DataType::Int64, true),
         ]));
-        let events = vec![gps(1), gps(2)];
+        let events = [gps(1), gps(2)];
         let refs: Vec<&Event> = events.iter().collect();
         let batch = events_to_batch(&refs, &schema);
         let day = batch.column(0).as_primitive::<datafusion::arrow::datatypes::Date32Type>();

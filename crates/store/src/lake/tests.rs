@@ -28,7 +28,7 @@ pub(crate) fn sample_events(seed: usize, n: usize) -> Vec<Event> {
                     .at(121.5, 31.2)
                     .with("plate", format!("苏E{:05}", k % 97))
                     .with("lane", (k % 4) as i64),
-                _ => Event::new(format!("smoke-{:02}", k % 5), "smoke", time).with("alarm", k % 7 == 0),
+                _ => Event::new(format!("smoke-{:02}", k % 5), "smoke", time).with("alarm", k.is_multiple_of(7)),
             };
             event.id = format!("e-{k}");
             event.grid = Some(format!("g{}", k % 4));
@@ -357,5 +357,76 @@ fn throughput() {
                 println!("{:>7.1} ms, {:>4} rows: {sql}", started.elapsed().as_secs_f64() * 1e3, result.rows.len());
             }
         }
+    }
+}
+
+/// Where `write_segment` spends its time (informal, like [`throughput`]).
+#[test]
+#[ignore]
+fn throughput_breakdown() {
+    let kinds = KindRegistry::builtin();
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(lake_dir.path(), &kinds).unwrap();
+    let events = sample_events(98, 1_000_000);
+    let gps: Vec<&Event> = events.iter().filter(|e| e.kind == "gps").collect();
+    let started = Instant::now();
+    let mut sorted = gps.clone();
+    sorted.sort_by(|a, b| (a.source.as_str(), a.time).cmp(&(b.source.as_str(), b.time)));
+    println!("sort {} gps events: {:.3}s", sorted.len(), started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let batch = schema::try_events_to_batch(&sorted, &lake.file_schema).unwrap();
+    println!("convert: {:.3}s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let unsorted = schema::try_events_to_batch(&gps, &lake.file_schema).unwrap();
+    println!("convert in WAL order: {:.3}s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let resorted = sort_by_source_time(&unsorted).unwrap();
+    println!("lexsort + take: {:.3}s ({} rows)", started.elapsed().as_secs_f64(), resorted.num_rows());
+    let base = |props: WriterProperties, label: &str| {
+        let path = lake_dir.path().join(format!("{label}.parquet"));
+        let started = Instant::now();
+        let bytes = write_parquet(&path, &batch, props).unwrap();
+        println!("write {label}: {:.3}s, {:.1} MB", started.elapsed().as_secs_f64(), bytes as f64 / 1e6);
+    };
+    base(lake.writer_properties(1, 2), "lake-properties");
+    base(WriterProperties::builder().set_compression(Compression::SNAPPY).build(), "snappy-defaults");
+    base(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build(),
+        "snappy-page-stats",
+    );
+    let no_bloom = || {
+        let mut b = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(65_536))
+            .set_data_page_row_count_limit(8192);
+        for c in ["id", "attrs"] {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+        }
+        b
+    };
+    base(no_bloom().build(), "no-bloom");
+    base(
+        no_bloom().set_column_dictionary_enabled(ColumnPath::from("attrs"), true).build(),
+        "no-bloom-attrs-dict",
+    );
+    base(
+        no_bloom().set_column_bloom_filter_enabled(ColumnPath::from("id"), true).set_column_bloom_filter_fpp(ColumnPath::from("id"), 0.01).set_column_bloom_filter_max_ndv(ColumnPath::from("id"), 65_536).build(),
+        "bloom-id-only",
+    );
+    base(
+        no_bloom().set_column_bloom_filter_enabled(ColumnPath::from("source"), true).set_column_bloom_filter_fpp(ColumnPath::from("source"), 0.01).set_column_bloom_filter_max_ndv(ColumnPath::from("source"), 65_536).build(),
+        "bloom-source-only",
+    );
+    for column in ["attrs", "id"] {
+        let i = lake.file_schema.index_of(column).unwrap();
+        let one = batch.project(&[i]).unwrap();
+        let path = lake_dir.path().join(format!("{column}.parquet"));
+        let started = Instant::now();
+        let bytes = write_parquet(&path, &one, lake.writer_properties(1, 2)).unwrap();
+        println!("write only {column}: {:.3}s, {:.1} MB", started.elapsed().as_secs_f64(), bytes as f64 / 1e6);
     }
 }
