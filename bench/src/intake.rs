@@ -27,6 +27,9 @@ struct Args {
     /// Client threads.
     #[arg(long, default_value_t = 6)]
     clients: usize,
+    /// Extra TOML appended to the node's configuration (e.g. to change `[wal]` settings).
+    #[arg(long, default_value = "")]
+    extra_config: String,
     /// Instead of the HTTP run, write this many events as NDJSON to --out and exit.
     #[arg(long)]
     write_file: Option<u64>,
@@ -68,8 +71,8 @@ fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = dir.join("cityward.toml");
     std::fs::write(&config, format!(
-        "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n[lake]\ncompact_every = \"5s\"\n[ingest]\nreject_outside_city = false\n",
-        dir.join("data").display().to_string()
+        "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n[lake]\ncompact_every = \"5s\"\n[ingest]\nreject_outside_city = false\n{}\n",
+        dir.join("data").display().to_string(), args.extra_config.replace("\\n", "\n")
     ))?;
     let mut node = Command::new(&args.cityward).args(["serve", "--config"]).arg(&config)
         .env("CITYWARD_LOG", "warn").stdout(Stdio::null()).spawn()?;
