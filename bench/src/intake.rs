@@ -62,20 +62,30 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "{line}")?;
         }
         out.flush()?;
-        println!("wrote {n} events ({:.0} bytes each) to {}", bytes as f64 / n as f64, args.out.display());
+        println!(
+            "wrote {n} events ({:.0} bytes each) to {}",
+            bytes as f64 / n as f64,
+            args.out.display()
+        );
         return Ok(());
     }
 
     let dir = std::env::temp_dir().join(format!("cityward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = dir.join("cityward.toml");
     std::fs::write(&config, format!(
         "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n[lake]\ncompact_every = \"5s\"\n[ingest]\nreject_outside_city = false\n{}\n",
         dir.join("data").display().to_string(), args.extra_config.replace("\\n", "\n")
     ))?;
-    let mut node = Command::new(&args.cityward).args(["serve", "--config"]).arg(&config)
-        .env("CITYWARD_LOG", "warn").stdout(Stdio::null()).spawn()?;
+    let mut node = Command::new(&args.cityward)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CITYWARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -85,40 +95,56 @@ fn main() -> anyhow::Result<()> {
     let accepted = Arc::new(AtomicU64::new(0));
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
     let started = Instant::now();
-    let threads: Vec<_> = (0..args.clients).map(|_| {
-        let (stop, counter, accepted, latencies, url) = (stop.clone(), counter.clone(), accepted.clone(), latencies.clone(), url.clone());
-        let batch = args.batch as u64;
-        std::thread::spawn(move || {
-            let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
-            let mut local = Vec::new();
-            // Bodies are built before the clock matters and reused: without ids the node
-            // assigns them, so a repeated body is new events, not duplicates.
-            let t = cityward_time(chrono::Utc::now());
-            let bodies: Vec<String> = (0..16)
-                .map(|k| {
-                    let first = counter.fetch_add(batch, Ordering::Relaxed) + k;
-                    let mut body = String::with_capacity(batch as usize * 210);
-                    for i in first..first + batch {
-                        body.push_str(&without_id(&event_line(i, &t)));
-                        body.push('\n');
-                    }
-                    body
-                })
-                .collect();
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = &bodies[k % bodies.len()];
-                k += 1;
-                let sent = Instant::now();
-                let mut r = agent.post(&url).header("Content-Type", "application/x-ndjson").send(body.as_bytes()).expect("node reachable");
-                let text = r.body_mut().read_to_string().unwrap_or_default();
-                local.push(sent.elapsed().as_micros() as u32);
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
-            }
-            latencies.lock().unwrap().extend(local);
+    let threads: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (stop, counter, accepted, latencies, url) = (
+                stop.clone(),
+                counter.clone(),
+                accepted.clone(),
+                latencies.clone(),
+                url.clone(),
+            );
+            let batch = args.batch as u64;
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::new_with_config(
+                    ureq::config::Config::builder()
+                        .http_status_as_error(false)
+                        .build(),
+                );
+                let mut local = Vec::new();
+                // Bodies are built before the clock matters and reused: without ids the node
+                // assigns them, so a repeated body is new events, not duplicates.
+                let t = cityward_time(chrono::Utc::now());
+                let bodies: Vec<String> = (0..16)
+                    .map(|k| {
+                        let first = counter.fetch_add(batch, Ordering::Relaxed) + k;
+                        let mut body = String::with_capacity(batch as usize * 210);
+                        for i in first..first + batch {
+                            body.push_str(&without_id(&event_line(i, &t)));
+                            body.push('\n');
+                        }
+                        body
+                    })
+                    .collect();
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = &bodies[k % bodies.len()];
+                    k += 1;
+                    let sent = Instant::now();
+                    let mut r = agent
+                        .post(&url)
+                        .header("Content-Type", "application/x-ndjson")
+                        .send(body.as_bytes())
+                        .expect("node reachable");
+                    let text = r.body_mut().read_to_string().unwrap_or_default();
+                    local.push(sent.elapsed().as_micros() as u32);
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                }
+                latencies.lock().unwrap().extend(local);
+            })
         })
-    }).collect();
+        .collect();
     let mut peak_rss_kib = 0u64;
     while started.elapsed() < Duration::from_secs(args.seconds) {
         std::thread::sleep(Duration::from_millis(500));
@@ -131,12 +157,17 @@ fn main() -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     peak_rss_kib = peak_rss_kib.max(hwm_kib(node.id()));
     // How far compaction got: records still only in the WAL, and rows in Parquet.
-    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call()
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
         .ok()
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .unwrap_or_default();
     let sum = |name: &str| -> f64 {
-        metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     };
     let (lag, lake_rows) = (sum("cityward_lake_lag_records"), sum("cityward_lake_rows"));
     let _ = node.kill();
@@ -162,7 +193,11 @@ fn cityward_time(t: chrono::DateTime<chrono::Utc>) -> String {
 fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 

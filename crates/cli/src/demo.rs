@@ -14,36 +14,59 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
     let (data_dir, _temporary) = match data {
         Some(dir) => (dir, None),
         None => {
-            let tmp = tempfile::Builder::new().prefix("cityward-demo-").tempdir().context("cannot create a temporary data directory")?;
+            let tmp = tempfile::Builder::new()
+                .prefix("cityward-demo-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let city = cityward_sim::generate_city(seed, size);
     let city_dir = data_dir.join("generated-city");
-    city.write(&city_dir).with_context(|| format!("cannot write the demo city to {}", city_dir.display()))?;
+    city.write(&city_dir)
+        .with_context(|| format!("cannot write the demo city to {}", city_dir.display()))?;
 
     let mut config = NodeConfig::default();
     config.node.name = "demo".into();
     config.node.data_dir = data_dir.clone();
-    config.node.listen = listen.parse().with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8080"))?;
+    config.node.listen = listen
+        .parse()
+        .with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8080"))?;
     config.city.dir = Some(city_dir);
     config.auth.open_ingest = true;
     let node = Node::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}; is another demo running? pass --listen 127.0.0.1:8081"))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen}; is another demo running? pass --listen 127.0.0.1:8081"
+            )
+        })?;
 
     for role in Role::ALL {
         // Users survive in a reused --data directory; creating them again is not an error.
         let _ = node.create_user(role.as_str(), "demo", role, None);
     }
-    println!("cityward demo city: {} devices, {} grids, {} roads, {} units.", city.devices.len(), city.grids.len(), city.roads.len(), city.units.len());
+    println!(
+        "cityward demo city: {} devices, {} grids, {} roads, {} units.",
+        city.devices.len(),
+        city.grids.len(),
+        city.roads.len(),
+        city.units.len()
+    );
     println!("  console   http://{listen}/");
     println!("  API       http://{listen}/api/openapi.json");
-    println!("  users     {} — password `demo`", Role::ALL.map(|r| r.as_str()).join(", "));
+    println!(
+        "  users     {} — password `demo`",
+        Role::ALL.map(|r| r.as_str()).join(", ")
+    );
     println!("  data      {}", data_dir.display());
-    println!("  try       cityward sql --data {} \"SELECT kind, count(*) FROM events GROUP BY kind\"", data_dir.display());
+    println!(
+        "  try       cityward sql --data {} \"SELECT kind, count(*) FROM events GROUP BY kind\"",
+        data_dir.display()
+    );
     println!("Simulated events are streaming in; Ctrl-C stops.");
 
     let feeder = {

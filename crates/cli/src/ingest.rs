@@ -36,7 +36,10 @@ pub fn login(base: &str, user: &str, password: &str) -> anyhow::Result<String> {
         bail!("login as `{user}` failed ({status}): {text}");
     }
     let value: Value = serde_json::from_str(&text)?;
-    Ok(value["token"].as_str().context("login answer has no token")?.to_string())
+    Ok(value["token"]
+        .as_str()
+        .context("login answer has no token")?
+        .to_string())
 }
 
 /// Totals of one `cityward ingest` run.
@@ -58,12 +61,27 @@ struct Batch {
 }
 
 /// Loads the files; prints the first refused records and a summary.
-pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch: usize, concurrency: usize, quiet: bool) -> anyhow::Result<Summary> {
+pub fn run(
+    files: &[std::path::PathBuf],
+    base: &str,
+    token: Option<&str>,
+    batch: usize,
+    concurrency: usize,
+    quiet: bool,
+) -> anyhow::Result<Summary> {
     let total_bytes: u64 = files
         .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).with_context(|| format!("cannot read {}", f.display())))
+        .map(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len())
+                .with_context(|| format!("cannot read {}", f.display()))
+        })
         .sum::<anyhow::Result<u64>>()?;
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total_bytes) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_bytes)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
             .expect("valid template"),
@@ -77,24 +95,37 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
     let url = format!("{}/api/v1/events", base.trim_end_matches('/'));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (rx, summary, shown, failure, bar, url) = (rx.clone(), summary.clone(), shown.clone(), failure.clone(), bar.clone(), url.clone());
+            let (rx, summary, shown, failure, bar, url) = (
+                rx.clone(),
+                summary.clone(),
+                shown.clone(),
+                failure.clone(),
+                bar.clone(),
+                url.clone(),
+            );
             let token = token.map(str::to_string);
             std::thread::spawn(move || {
                 let agent = agent();
                 loop {
-                    let Ok(batch) = rx.lock().expect("queue lock").recv() else { return };
+                    let Ok(batch) = rx.lock().expect("queue lock").recv() else {
+                        return;
+                    };
                     if failure.lock().expect("lock").is_some() {
                         continue;
                     }
                     match send(&agent, &url, token.as_deref(), &batch) {
                         Ok(outcome) => {
-                            let rejected = outcome["rejected"].as_array().cloned().unwrap_or_default();
+                            let rejected =
+                                outcome["rejected"].as_array().cloned().unwrap_or_default();
                             {
                                 let mut s = summary.lock().expect("lock");
                                 s.accepted += outcome["accepted"].as_u64().unwrap_or(0);
                                 s.duplicates += outcome["duplicates"].as_u64().unwrap_or(0);
                                 s.rejected += rejected.len() as u64;
-                                bar.set_message(format!("{} accepted, {} refused", s.accepted, s.rejected));
+                                bar.set_message(format!(
+                                    "{} accepted, {} refused",
+                                    s.accepted, s.rejected
+                                ));
                             }
                             let mut shown = shown.lock().expect("lock");
                             for r in rejected {
@@ -104,11 +135,15 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
                                 *shown += 1;
                                 // The node numbers lines within the request; map back to the file.
                                 let offset = if batch.csv { 1 } else { 0 };
-                                let line = batch.first_line + r["line"].as_u64().unwrap_or(1) - 1 - offset;
+                                let line =
+                                    batch.first_line + r["line"].as_u64().unwrap_or(1) - 1 - offset;
                                 let message = format!(
                                     "{}:{line}: {}{}",
                                     batch.file,
-                                    r["field"].as_str().map(|f| format!("{f}: ")).unwrap_or_default(),
+                                    r["field"]
+                                        .as_str()
+                                        .map(|f| format!("{f}: "))
+                                        .unwrap_or_default(),
                                     r["reason"].as_str().unwrap_or("refused")
                                 );
                                 if bar.is_hidden() {
@@ -128,7 +163,9 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
 
     for path in files {
         let name: Arc<str> = path.display().to_string().into();
-        let csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line_no = 0u64;
@@ -163,7 +200,12 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
             if n == 0 {
                 break;
             }
-            let b = Batch { file: name.clone(), first_line, csv, body };
+            let b = Batch {
+                file: name.clone(),
+                first_line,
+                csv,
+                body,
+            };
             if tx.send(b).is_err() {
                 break;
             }
@@ -185,14 +227,31 @@ pub fn run(files: &[std::path::PathBuf], base: &str, token: Option<&str>, batch:
     let records = s.accepted + s.duplicates + s.rejected;
     println!(
         "{} accepted, {} duplicates, {} refused in {:.1} s ({:.0} records/s){}",
-        s.accepted, s.duplicates, s.rejected, secs, records as f64 / secs.max(1e-9),
-        if s.rejected > 0 { "; refused records are in the node's dead-letter store (cityward deadletter list)" } else { "" }
+        s.accepted,
+        s.duplicates,
+        s.rejected,
+        secs,
+        records as f64 / secs.max(1e-9),
+        if s.rejected > 0 {
+            "; refused records are in the node's dead-letter store (cityward deadletter list)"
+        } else {
+            ""
+        }
     );
     Ok(s)
 }
 
-fn send(agent: &ureq::Agent, url: &str, token: Option<&str>, batch: &Batch) -> anyhow::Result<Value> {
-    let content_type = if batch.csv { "text/csv" } else { "application/x-ndjson" };
+fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    token: Option<&str>,
+    batch: &Batch,
+) -> anyhow::Result<Value> {
+    let content_type = if batch.csv {
+        "text/csv"
+    } else {
+        "application/x-ndjson"
+    };
     let mut attempt = 0;
     loop {
         let mut request = agent.post(url).header("Content-Type", content_type);
@@ -211,16 +270,29 @@ fn send(agent: &ureq::Agent, url: &str, token: Option<&str>, batch: &Batch) -> a
             Err(e) => bail!("cannot reach {url}: {e}; is the node running?"),
         };
         let status = response.status().as_u16();
-        let text = response.body_mut().with_config().limit(256 << 20).read_to_string().unwrap_or_default();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .unwrap_or_default();
         match status {
-            200 | 422 => return Ok(serde_json::from_str(&text).context("the node's answer is not JSON")?),
+            200 | 422 => {
+                return serde_json::from_str(&text).context("the node's answer is not JSON")
+            }
             // Overloaded or restarting: the batch is idempotent by id, so send it again.
             503 if attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(200 << attempt));
             }
-            401 | 403 => bail!("the node refused the token ({status}): {text}; pass --token or --user/--password"),
-            _ => bail!("{}:{}: the node answered {status}: {text}", batch.file, batch.first_line),
+            401 | 403 => bail!(
+                "the node refused the token ({status}): {text}; pass --token or --user/--password"
+            ),
+            _ => bail!(
+                "{}:{}: the node answered {status}: {text}",
+                batch.file,
+                batch.first_line
+            ),
         }
     }
 }
@@ -232,7 +304,10 @@ pub fn resubmit(base: &str, token: &str, id: i64, file: Option<&Path>) -> anyhow
         None => Vec::new(),
     };
     let mut response = agent()
-        .post(&format!("{}/api/v1/deadletter/{id}/resubmit", base.trim_end_matches('/')))
+        .post(&format!(
+            "{}/api/v1/deadletter/{id}/resubmit",
+            base.trim_end_matches('/')
+        ))
         .header("Authorization", &format!("Bearer {token}"))
         .header("Content-Type", "application/json")
         .send(&body[..])

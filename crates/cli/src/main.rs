@@ -247,16 +247,27 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CITYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Demo { data, listen, size, seed } => {
+        Command::Demo {
+            data,
+            listen,
+            size,
+            seed,
+        } => {
             let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
             runtime()?.block_on(demo::run(data, &listen, size, seed))?;
         }
@@ -264,59 +275,133 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = cityward_server::NodeConfig::load(&config)?;
             runtime()?.block_on(cityward_server::serve(config))?;
         }
-        Command::Config { command: ConfigCommand::Default } => print!("{}", cityward_server::DEFAULT_CONFIG_TOML),
-        Command::Config { command: ConfigCommand::Check { file } } => {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => print!("{}", cityward_server::DEFAULT_CONFIG_TOML),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
             let config = cityward_server::NodeConfig::load(&file)?;
-            print!("{}", toml::to_string(&config).context("cannot print the configuration")?);
-        }
-        Command::City { command: CityCommand::Generate { out, seed, size } } => {
-            let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
-            let city = cityward_sim::generate_city(seed, size);
-            city.write(&out).with_context(|| format!("cannot write the city to {}", out.display()))?;
-            println!(
-                "Wrote city to {}: {} regions, {} grids, {} zones, {} roads, {} units, {} devices.",
-                out.display(), city.regions.len(), city.grids.len(), city.zones.len(),
-                city.roads.len(), city.units.len(), city.devices.len()
+            print!(
+                "{}",
+                toml::to_string(&config).context("cannot print the configuration")?
             );
         }
-        Command::Simulate { city, duration, out, seed, start } => offline::simulate(&city, &duration, &out, seed, start.as_deref())?,
-        Command::Ingest { files, to, token, user, password, batch, concurrency, quiet } => {
+        Command::City {
+            command: CityCommand::Generate { out, seed, size },
+        } => {
+            let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            let city = cityward_sim::generate_city(seed, size);
+            city.write(&out)
+                .with_context(|| format!("cannot write the city to {}", out.display()))?;
+            println!(
+                "Wrote city to {}: {} regions, {} grids, {} zones, {} roads, {} units, {} devices.",
+                out.display(),
+                city.regions.len(),
+                city.grids.len(),
+                city.zones.len(),
+                city.roads.len(),
+                city.units.len(),
+                city.devices.len()
+            );
+        }
+        Command::Simulate {
+            city,
+            duration,
+            out,
+            seed,
+            start,
+        } => offline::simulate(&city, &duration, &out, seed, start.as_deref())?,
+        Command::Ingest {
+            files,
+            to,
+            token,
+            user,
+            password,
+            batch,
+            concurrency,
+            quiet,
+        } => {
             let token = match (token, user) {
                 (Some(t), _) => Some(t),
                 (None, Some(user)) => {
-                    let password = password.context("--user needs --password or CITYWARD_PASSWORD")?;
+                    let password =
+                        password.context("--user needs --password or CITYWARD_PASSWORD")?;
                     Some(ingest::login(&to, &user, &password)?)
                 }
                 (None, None) => None,
             };
-            let summary = ingest::run(&files, &to, token.as_deref(), batch.max(1), concurrency.max(1), quiet)?;
+            let summary = ingest::run(
+                &files,
+                &to,
+                token.as_deref(),
+                batch.max(1),
+                concurrency.max(1),
+                quiet,
+            )?;
             if summary.rejected > 0 {
                 return Ok(ExitCode::from(2));
             }
         }
-        Command::Sql { data, query, max_rows, json } => runtime()?.block_on(offline::sql(&data, &query, max_rows, json))?,
-        Command::Retention { command: RetentionCommand::Plan { data, config } } => {
+        Command::Sql {
+            data,
+            query,
+            max_rows,
+            json,
+        } => runtime()?.block_on(offline::sql(&data, &query, max_rows, json))?,
+        Command::Retention {
+            command: RetentionCommand::Plan { data, config },
+        } => {
             let config = match config {
                 Some(path) => cityward_server::NodeConfig::load(&path)?,
                 None => cityward_server::NodeConfig::default(),
             };
             offline::retention_plan(&data, &config)?
         }
-        Command::Retention { command: RetentionCommand::Report { data } } => offline::retention_report(&data)?,
-        Command::User { command: UserCommand::Add { data, username, role, password, unit } } => {
+        Command::Retention {
+            command: RetentionCommand::Report { data },
+        } => offline::retention_report(&data)?,
+        Command::User {
+            command:
+                UserCommand::Add {
+                    data,
+                    username,
+                    role,
+                    password,
+                    unit,
+                },
+        } => {
             let role = cityward_server::Role::parse(&role)
                 .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest"))?;
-            std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("cannot create {}", data.display()))?;
             let state = cityward_store::SqliteState::open(data.join("state.sqlite3"))?;
             cityward_server::create_user(&state, &username, &password, role, unit.as_deref())?;
-            println!("User `{username}` ({}) added to {}.", role.as_str(), data.display());
+            println!(
+                "User `{username}` ({}) added to {}.",
+                role.as_str(),
+                data.display()
+            );
         }
-        Command::Deadletter { command: DeadletterCommand::List { data, limit, channel, pending, json } } => {
-            offline::deadletter_list(&data, limit, channel, pending, json)?
-        }
-        Command::Deadletter { command: DeadletterCommand::Resubmit { id, file, to, token } } => {
-            ingest::resubmit(&to, &token, id, file.as_deref())?
-        }
+        Command::Deadletter {
+            command:
+                DeadletterCommand::List {
+                    data,
+                    limit,
+                    channel,
+                    pending,
+                    json,
+                },
+        } => offline::deadletter_list(&data, limit, channel, pending, json)?,
+        Command::Deadletter {
+            command:
+                DeadletterCommand::Resubmit {
+                    id,
+                    file,
+                    to,
+                    token,
+                },
+        } => ingest::resubmit(&to, &token, id, file.as_deref())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,19 +10,33 @@ use cityward_model::{parse_duration, parse_time, City, Event};
 use cityward_store::{DeadLetterFilter, PageRequest, SqliteState, StateStore};
 
 /// `cityward simulate`.
-pub fn simulate(city_dir: &Path, duration: &str, out: &Path, seed: u64, start: Option<&str>) -> anyhow::Result<()> {
-    let city = City::load(city_dir).with_context(|| format!("cannot load the city model from {}", city_dir.display()))?;
+pub fn simulate(
+    city_dir: &Path,
+    duration: &str,
+    out: &Path,
+    seed: u64,
+    start: Option<&str>,
+) -> anyhow::Result<()> {
+    let city = City::load(city_dir)
+        .with_context(|| format!("cannot load the city model from {}", city_dir.display()))?;
     let duration = parse_duration(duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
     let start = match start {
-        Some(s) => parse_time(s).with_context(|| format!("--start `{s}` is not an RFC 3339 time"))?,
+        Some(s) => {
+            parse_time(s).with_context(|| format!("--start `{s}` is not an RFC 3339 time"))?
+        }
         None => Utc::now() - chrono::Duration::from_std(duration)?,
     };
-    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
     let started = std::time::Instant::now();
     let n = cityward_sim::simulate_to(&city, seed, start, duration, &mut writer)?;
     writer.flush()?;
-    println!("Wrote {n} events to {} in {:.1} s.", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "Wrote {n} events to {} in {:.1} s.",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -64,9 +78,11 @@ pub fn declared_kinds(data: &Path) -> anyhow::Result<cityward_model::KindRegistr
     let mut kinds = cityward_model::KindRegistry::builtin();
     let path = data.join("kinds.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let declared: std::collections::BTreeMap<String, cityward_model::KindSchema> =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid", path.display()))?;
         for (name, schema) in declared {
             kinds.declare(name, schema);
         }
@@ -77,33 +93,61 @@ pub fn declared_kinds(data: &Path) -> anyhow::Result<cityward_model::KindRegistr
 /// Events in WAL segment files after `compacted`, read without opening the WAL for writing.
 fn wal_tail(dir: &Path, compacted: Option<u64>) -> anyhow::Result<Vec<Event>> {
     let mut events = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(events) };
-    let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(events);
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
     files.sort();
     for path in files {
-        let segment = cityward_store::SegmentReader::open(&path, cityward_store::CorruptionPolicy::Skip)?;
+        let segment =
+            cityward_store::SegmentReader::open(&path, cityward_store::CorruptionPolicy::Skip)?;
         for record in segment.records() {
             // A torn tail of a segment being written is where a live node is; stop there.
             let Ok((seq, bytes)) = record else { break };
             if compacted.is_some_and(|c| seq <= c) {
                 continue;
             }
-            events.push(serde_json::from_slice(bytes).with_context(|| format!("{}: record {seq} is not an event", path.display()))?);
+            events
+                .push(serde_json::from_slice(bytes).with_context(|| {
+                    format!("{}: record {seq} is not an event", path.display())
+                })?);
         }
     }
     Ok(events)
 }
 
 /// `cityward deadletter list`.
-pub fn deadletter_list(data: &Path, limit: usize, channel: Option<String>, pending: bool, json: bool) -> anyhow::Result<()> {
+pub fn deadletter_list(
+    data: &Path,
+    limit: usize,
+    channel: Option<String>,
+    pending: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let path = data.join("state.sqlite3");
     if !path.exists() {
-        bail!("{} has no state database; pass --data with the node's node.data_dir", data.display());
+        bail!(
+            "{} has no state database; pass --data with the node's node.data_dir",
+            data.display()
+        );
     }
     let state = SqliteState::open(&path)?;
     let channel = channel.map(|c| c.parse()).transpose()?;
-    let filter = DeadLetterFilter { channel, pending_only: pending, ..Default::default() };
-    let page = state.list_dead_letters(&filter, &PageRequest { after: None, limit: limit.min(1000) })?;
+    let filter = DeadLetterFilter {
+        channel,
+        pending_only: pending,
+        ..Default::default()
+    };
+    let page = state.list_dead_letters(
+        &filter,
+        &PageRequest {
+            after: None,
+            limit: limit.min(1000),
+        },
+    )?;
     let total = state.count_dead_letters(&filter)?;
     for letter in &page.items {
         if json {
@@ -128,9 +172,15 @@ pub fn deadletter_list(data: &Path, limit: usize, channel: Option<String>, pendi
 
 fn open_lake(data: &Path) -> anyhow::Result<cityward_store::Lake> {
     if !data.join("lake").exists() {
-        bail!("{} has no lake/ directory; pass --data with the node's node.data_dir", data.display());
+        bail!(
+            "{} has no lake/ directory; pass --data with the node's node.data_dir",
+            data.display()
+        );
     }
-    Ok(cityward_store::Lake::open_read_only(data.join("lake"), &declared_kinds(data)?)?)
+    Ok(cityward_store::Lake::open_read_only(
+        data.join("lake"),
+        &declared_kinds(data)?,
+    )?)
 }
 
 /// `cityward retention plan`.
@@ -143,9 +193,16 @@ pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyh
     };
     let report = lake.plan_retention(&policy, Utc::now())?;
     for p in &report.partitions {
-        println!("{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}", p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep);
+        println!(
+            "{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}",
+            p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep
+        );
     }
-    println!("The next retention run would delete {} partitions, {} rows.", report.partitions.len(), report.rows());
+    println!(
+        "The next retention run would delete {} partitions, {} rows.",
+        report.partitions.len(),
+        report.rows()
+    );
     Ok(())
 }
 
@@ -155,7 +212,10 @@ pub fn retention_report(data: &Path) -> anyhow::Result<()> {
     let log = lake.retention_log()?;
     for entry in &log {
         let p = &entry.partition;
-        println!("{}\t{}\t{}\t{} rows\t{} bytes\t{} = {}", entry.deleted_at, p.kind, p.day, p.rows, p.bytes, p.rule.rule, p.rule.keep);
+        println!(
+            "{}\t{}\t{}\t{} rows\t{} bytes\t{} = {}",
+            entry.deleted_at, p.kind, p.day, p.rows, p.bytes, p.rule.rule, p.rule.keep
+        );
     }
     println!("{} partitions deleted by retention so far.", log.len());
     Ok(())

@@ -13,7 +13,11 @@ fn cityward() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_node(config: &Path, port: u16) -> Child {
@@ -34,7 +38,12 @@ fn start_node(config: &Path, port: u16) -> Child {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build())
+    ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
 }
 
 fn batch(client: usize, n: usize, size: usize) -> (Vec<String>, String) {
@@ -49,8 +58,17 @@ fn batch(client: usize, n: usize, size: usize) -> (Vec<String>, String) {
 }
 
 fn sql_json(data: &Path, query: &str) -> serde_json::Value {
-    let out = cityward().args(["sql", "--json", "--max-rows", "100000000", "--data"]).arg(data).arg(query).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cityward()
+        .args(["sql", "--json", "--max-rows", "100000000", "--data"])
+        .arg(data)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -82,9 +100,15 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
                 while !stop.load(Ordering::Relaxed) {
                     let (ids, body) = batch(client, n, 500);
                     n += 1;
-                    match agent.post(&url).header("Content-Type", "application/x-ndjson").send(body.as_bytes()) {
+                    match agent
+                        .post(&url)
+                        .header("Content-Type", "application/x-ndjson")
+                        .send(body.as_bytes())
+                    {
                         Ok(mut r) if r.status() == 200 => {
-                            let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                            let v: serde_json::Value =
+                                serde_json::from_str(&r.body_mut().read_to_string().unwrap())
+                                    .unwrap();
                             assert_eq!(v["accepted"].as_u64(), Some(500), "{v}");
                             acked.lock().unwrap().extend(ids);
                         }
@@ -95,7 +119,9 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
                     }
                     sent.push(String::new());
                 }
-                sent.into_iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()
+                sent.into_iter()
+                    .filter(|b| !b.is_empty())
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -103,55 +129,118 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
     node.kill().unwrap(); // SIGKILL
     node.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
-    let unacked: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let unacked: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 1500, "only {} events were acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() >= 1500,
+        "only {} events were acknowledged before the kill",
+        acked.len()
+    );
 
     // Restart: recovery, then the clients' retries are harmless duplicates or new events.
     let mut node = start_node(&config, port);
     let agent = agent();
     let first_acked_batch = batch(0, 0, 500).1;
-    let mut r = agent.post(&url).header("Content-Type", "application/x-ndjson").send(first_acked_batch.as_bytes()).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(0), Some(500)), "re-sent batch must be recognised: {v}");
+    let mut r = agent
+        .post(&url)
+        .header("Content-Type", "application/x-ndjson")
+        .send(first_acked_batch.as_bytes())
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(500)),
+        "re-sent batch must be recognised: {v}"
+    );
     for body in &unacked {
-        let r = agent.post(&url).header("Content-Type", "application/x-ndjson").send(body.as_bytes()).unwrap();
+        let r = agent
+            .post(&url)
+            .header("Content-Type", "application/x-ndjson")
+            .send(body.as_bytes())
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     node.kill().unwrap();
     node.wait().unwrap();
 
-    let counts = sql_json(&data, "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events");
-    let (n, ids) = (counts["rows"][0][0].as_u64().unwrap(), counts["rows"][0][1].as_u64().unwrap());
+    let counts = sql_json(
+        &data,
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events",
+    );
+    let (n, ids) = (
+        counts["rows"][0][0].as_u64().unwrap(),
+        counts["rows"][0][1].as_u64().unwrap(),
+    );
     assert_eq!(n, ids, "some event is stored twice");
     let stored = sql_json(&data, "SELECT id FROM events");
-    let stored: std::collections::HashSet<String> =
-        stored["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap().to_string()).collect();
+    let stored: std::collections::HashSet<String> = stored["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
 }
 
 #[test]
 fn city_generation_is_deterministic_and_simulation_is_ordered_per_source() {
     let dir = tempfile::tempdir().unwrap();
     for out in ["a", "b"] {
-        let status = cityward().args(["city", "generate", "--seed", "11", "--size", "small", "--out"]).arg(dir.path().join(out)).status().unwrap();
+        let status = cityward()
+            .args([
+                "city", "generate", "--seed", "11", "--size", "small", "--out",
+            ])
+            .arg(dir.path().join(out))
+            .status()
+            .unwrap();
         assert!(status.success());
     }
-    for file in ["regions.geojson", "grids.geojson", "zones.geojson", "roads.geojson", "devices.csv", "units.csv"] {
+    for file in [
+        "regions.geojson",
+        "grids.geojson",
+        "zones.geojson",
+        "roads.geojson",
+        "devices.csv",
+        "units.csv",
+    ] {
         let a = std::fs::read(dir.path().join("a").join(file)).unwrap();
         assert!(!a.is_empty(), "{file} is empty");
-        assert_eq!(a, std::fs::read(dir.path().join("b").join(file)).unwrap(), "{file} differs for the same seed");
+        assert_eq!(
+            a,
+            std::fs::read(dir.path().join("b").join(file)).unwrap(),
+            "{file} differs for the same seed"
+        );
     }
     let events = dir.path().join("events.ndjson");
     let out = cityward()
-        .args(["simulate", "--duration", "20m", "--start", "2026-11-22T00:00:00Z", "--city"])
+        .args([
+            "simulate",
+            "--duration",
+            "20m",
+            "--start",
+            "2026-11-22T00:00:00Z",
+            "--city",
+        ])
         .arg(dir.path().join("a"))
         .arg("--out")
         .arg(&events)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut last: std::collections::HashMap<String, String> = Default::default();
     let mut kinds = std::collections::BTreeSet::new();
     let mut out_of_order = 0;
@@ -169,7 +258,10 @@ fn city_generation_is_deterministic_and_simulation_is_ordered_per_source() {
         last.insert(event.source.clone(), time);
         kinds.insert(event.kind);
     }
-    assert!(out_of_order > 0, "arrival should be slightly out of order across sources");
+    assert!(
+        out_of_order > 0,
+        "arrival should be slightly out of order across sources"
+    );
     for kind in ["gps", "heartbeat", "plate_read"] {
         assert!(kinds.contains(kind), "no {kind} events in {kinds:?}");
     }
@@ -181,10 +273,14 @@ fn ingest_loads_ndjson_and_csv_and_reports_refused_lines() {
     let data = dir.path().join("data");
     let port = free_port();
     let config = dir.path().join("cityward.toml");
-    std::fs::write(&config, format!(
-        "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n",
-        data.display().to_string()
-    )).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
     let mut node = start_node(&config, port);
     let time = cityward_model::format_time(&chrono::Utc::now());
     let ndjson = dir.path().join("events.ndjson");
@@ -198,7 +294,14 @@ fn ingest_loads_ndjson_and_csv_and_reports_refused_lines() {
         "id,source,kind,time,lon,lat,plate\nc1,anpr-1,plate_read,{time},121.55,29.87,0042\nc2,anpr-1,plate_read,{time},121.55,29.87,A12345\n"
     )).unwrap();
     let out = cityward()
-        .args(["ingest", "--quiet", "--batch", "2", "--to", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "ingest",
+            "--quiet",
+            "--batch",
+            "2",
+            "--to",
+            &format!("http://127.0.0.1:{port}"),
+        ])
         .arg(&ndjson)
         .arg(&csv)
         .output()
@@ -207,10 +310,23 @@ fn ingest_loads_ndjson_and_csv_and_reports_refused_lines() {
     node.wait().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "refused records make the exit code 2: {stdout} {stderr}");
-    assert!(stdout.contains("4 accepted, 0 duplicates, 1 refused"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused records make the exit code 2: {stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("4 accepted, 0 duplicates, 1 refused"),
+        "{stdout}"
+    );
     let all = format!("{stdout}{stderr}");
-    assert!(all.contains("events.ndjson:2: attrs.open"), "the refused line is named: {all}");
-    let plates = sql_json(&data, "SELECT plate FROM events WHERE kind = 'plate_read' ORDER BY id");
+    assert!(
+        all.contains("events.ndjson:2: attrs.open"),
+        "the refused line is named: {all}"
+    );
+    let plates = sql_json(
+        &data,
+        "SELECT plate FROM events WHERE kind = 'plate_read' ORDER BY id",
+    );
     assert_eq!(plates["rows"], serde_json::json!([["0042"], ["A12345"]]));
 }

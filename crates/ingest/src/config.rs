@@ -18,7 +18,10 @@ pub struct IngestConfig {
     #[serde(with = "cityward_model::duration_serde")]
     pub max_future: Duration,
     /// How far back an event time may be; unset accepts any history (imports, replays).
-    #[serde(with = "cityward_model::duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "cityward_model::duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_past: Option<Duration>,
     /// Refuse places outside the city's extent (plus `bounds_margin_deg`).
     pub reject_outside_city: bool,
@@ -43,9 +46,20 @@ impl Default for IngestConfig {
             reject_outside_city: true,
             bounds_margin_deg: 0.05,
             personal_fields: [
-                "face", "face_image", "face_feature", "face_features", "face_template",
-                "face_embedding", "biometric", "person_id", "person_name", "id_card",
-                "id_card_number", "identity_number", "passport_number", "resident_id",
+                "face",
+                "face_image",
+                "face_feature",
+                "face_features",
+                "face_template",
+                "face_embedding",
+                "biometric",
+                "person_id",
+                "person_name",
+                "id_card",
+                "id_card_number",
+                "identity_number",
+                "passport_number",
+                "resident_id",
             ]
             .iter()
             .map(|s| s.to_string())

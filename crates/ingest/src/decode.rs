@@ -36,7 +36,10 @@ pub enum BodyError {
 }
 
 /// Returns the body decompressed when it starts with the gzip magic bytes, else as is.
-pub fn gunzip_if_needed(body: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, BodyError> {
+pub fn gunzip_if_needed(
+    body: &[u8],
+    limit: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, BodyError> {
     if body.len() >= 2 && body[0] == 0x1f && body[1] == 0x8b {
         let mut out = Vec::with_capacity(body.len() * 4);
         let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
@@ -53,7 +56,11 @@ pub fn gunzip_if_needed(body: &[u8], limit: usize) -> Result<std::borrow::Cow<'_
 }
 
 /// Decodes a JSON array or NDJSON body (already decompressed) and validates each record.
-pub fn decode_json_body(body: &[u8], validator: &Validator, now: DateTime<Utc>) -> Result<Decoded, BodyError> {
+pub fn decode_json_body(
+    body: &[u8],
+    validator: &Validator,
+    now: DateTime<Utc>,
+) -> Result<Decoded, BodyError> {
     let text = std::str::from_utf8(body).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?;
     let mut decoded = Decoded::default();
     let trimmed = text.trim_start();
@@ -69,7 +76,10 @@ pub fn decode_json_body(body: &[u8], validator: &Validator, now: DateTime<Utc>) 
         if line.trim().is_empty() {
             continue;
         }
-        push(&mut decoded, validator.validate_json(line, index as u64 + 1, now));
+        push(
+            &mut decoded,
+            validator.validate_json(line, index as u64 + 1, now),
+        );
     }
     Ok(decoded)
 }
@@ -82,7 +92,11 @@ fn push(decoded: &mut Decoded, result: Result<Event, Reject>) {
 }
 
 fn line_of(text: &str, offset: usize) -> u64 {
-    text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() as u64 + 1
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
+        + 1
 }
 
 /// Splits the top level of a JSON array into element texts with their starting lines,
@@ -159,8 +173,13 @@ pub fn decode_csv<R: Read>(reader: R, validator: &Validator, now: DateTime<Utc>)
     let headers = match csv.headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            decoded.rejects.push(Reject::new(1, None, RejectCode::Malformed,
-                format!("the CSV header row could not be read: {e}"), ""));
+            decoded.rejects.push(Reject::new(
+                1,
+                None,
+                RejectCode::Malformed,
+                format!("the CSV header row could not be read: {e}"),
+                "",
+            ));
             return decoded;
         }
     };
@@ -172,28 +191,53 @@ pub fn decode_csv<R: Read>(reader: R, validator: &Validator, now: DateTime<Utc>)
             Ok(true) => {
                 let raw = record.iter().collect::<Vec<_>>().join(",");
                 if record.len() != headers.len() {
-                    decoded.rejects.push(Reject::new(line, None, RejectCode::Malformed, format!(
-                        "row has {} cells but the header has {}", record.len(), headers.len()), &raw));
+                    decoded.rejects.push(Reject::new(
+                        line,
+                        None,
+                        RejectCode::Malformed,
+                        format!(
+                            "row has {} cells but the header has {}",
+                            record.len(),
+                            headers.len()
+                        ),
+                        &raw,
+                    ));
                     continue;
                 }
                 let value = csv_row_to_value(&headers, &record, validator.kinds());
-                push(&mut decoded, validator.validate_value(value, line, now).map_err(|mut r| {
-                    r.raw = raw;
-                    r
-                }));
+                push(
+                    &mut decoded,
+                    validator.validate_value(value, line, now).map_err(|mut r| {
+                        r.raw = raw;
+                        r
+                    }),
+                );
             }
             Err(e) => {
-                decoded.rejects.push(Reject::new(line, None, RejectCode::Malformed,
-                    format!("row could not be read as CSV: {e}"), ""));
+                decoded.rejects.push(Reject::new(
+                    line,
+                    None,
+                    RejectCode::Malformed,
+                    format!("row could not be read as CSV: {e}"),
+                    "",
+                ));
             }
         }
     }
     decoded
 }
 
-fn csv_row_to_value(headers: &csv::StringRecord, record: &csv::StringRecord, kinds: &KindRegistry) -> Value {
+fn csv_row_to_value(
+    headers: &csv::StringRecord,
+    record: &csv::StringRecord,
+    kinds: &KindRegistry,
+) -> Value {
     // A declared string attribute stays text even when it looks like a number (plates, codes).
-    let kind = headers.iter().position(|h| h == "kind").and_then(|i| record.get(i)).and_then(|k| kinds.get(k));
+    let kind = headers
+        .iter()
+        .position(|h| h == "kind")
+        .and_then(|i| record.get(i))
+        .and_then(|k| kinds.get(k));
     let mut object = Map::new();
     let mut attrs = Map::new();
     for (name, cell) in headers.iter().zip(record.iter()) {
@@ -217,7 +261,11 @@ fn csv_row_to_value(headers: &csv::StringRecord, record: &csv::StringRecord, kin
                 let declared_text = kind
                     .and_then(|k| k.attrs.get(name))
                     .is_some_and(|spec| spec.ty == AttrType::String);
-                let value = if declared_text { Value::String(cell.to_string()) } else { typed_cell(cell) };
+                let value = if declared_text {
+                    Value::String(cell.to_string())
+                } else {
+                    typed_cell(cell)
+                };
                 attrs.insert(name.to_string(), value);
             }
         }

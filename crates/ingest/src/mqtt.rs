@@ -122,14 +122,20 @@ impl TopicMapping {
     /// Checks the mapping itself, naming the problem for the configuration's author.
     pub fn check(&self) -> Result<(), String> {
         if self.kind.is_none() && self.kind_field.is_none() {
-            return Err(format!("mqtt topic `{}`: set `kind` or `kind_field`", self.filter));
+            return Err(format!(
+                "mqtt topic `{}`: set `kind` or `kind_field`",
+                self.filter
+            ));
         }
         if self.qos > 1 {
             return Err(format!("mqtt topic `{}`: qos must be 0 or 1", self.filter));
         }
         if let Some(crs) = &self.crs {
             if cityward_model::Crs::parse(crs).is_none() {
-                return Err(format!("mqtt topic `{}`: crs `{crs}` is not one of wgs84, gcj02, bd09", self.filter));
+                return Err(format!(
+                    "mqtt topic `{}`: crs `{crs}` is not one of wgs84, gcj02, bd09",
+                    self.filter
+                ));
             }
         }
         Ok(())
@@ -138,20 +144,30 @@ impl TopicMapping {
     /// Maps one message to wire-format records (a payload may be one object or an array).
     ///
     /// An `Err` names what in the payload did not fit the mapping.
-    pub fn map(&self, topic: &str, payload: &[u8], arrival: DateTime<Utc>) -> Vec<Result<Value, String>> {
+    pub fn map(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        arrival: DateTime<Utc>,
+    ) -> Vec<Result<Value, String>> {
         let parsed: Value = match serde_json::from_slice(payload) {
             Ok(v) => v,
             Err(e) => return vec![Err(format!("payload on `{topic}` is not JSON: {e}"))],
         };
         match parsed {
-            Value::Array(items) => items.into_iter().map(|item| self.map_one(topic, item, arrival)).collect(),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| self.map_one(topic, item, arrival))
+                .collect(),
             item => vec![self.map_one(topic, item, arrival)],
         }
     }
 
     fn map_one(&self, topic: &str, item: Value, arrival: DateTime<Utc>) -> Result<Value, String> {
         let Value::Object(mut fields) = item else {
-            return Err(format!("payload on `{topic}` must be a JSON object or an array of objects"));
+            return Err(format!(
+                "payload on `{topic}` must be a JSON object or an array of objects"
+            ));
         };
         let mut out = Map::new();
         let source = match self.source_topic_level {
@@ -159,17 +175,22 @@ impl TopicMapping {
                 .split('/')
                 .nth(level)
                 .map(|s| Value::String(s.to_string()))
-                .ok_or_else(|| format!("topic `{topic}` has no level {level} to take the source from"))?,
-            None => fields
-                .remove(&self.source_field)
-                .ok_or_else(|| format!("payload on `{topic}` has no `{}` field for the source", self.source_field))?,
+                .ok_or_else(|| {
+                    format!("topic `{topic}` has no level {level} to take the source from")
+                })?,
+            None => fields.remove(&self.source_field).ok_or_else(|| {
+                format!(
+                    "payload on `{topic}` has no `{}` field for the source",
+                    self.source_field
+                )
+            })?,
         };
         out.insert("source".into(), stringify(source));
         let kind = match (&self.kind, &self.kind_field) {
             (Some(kind), _) => Value::String(kind.clone()),
-            (None, Some(field)) => fields
-                .remove(field)
-                .ok_or_else(|| format!("payload on `{topic}` has no `{field}` field for the kind"))?,
+            (None, Some(field)) => fields.remove(field).ok_or_else(|| {
+                format!("payload on `{topic}` has no `{field}` field for the kind")
+            })?,
             (None, None) => return Err("mapping has neither kind nor kind_field".into()),
         };
         out.insert("kind".into(), kind);
@@ -185,14 +206,21 @@ impl TopicMapping {
                 ))
             }
         };
-        out.insert("time".into(), Value::String(cityward_model::format_time(&time)));
+        out.insert(
+            "time".into(),
+            Value::String(cityward_model::format_time(&time)),
+        );
         if let Some(id) = fields.remove(&self.id_field) {
             out.insert("id".into(), stringify(id));
         }
         for (from, to) in [(&self.lon_field, "lon"), (&self.lat_field, "lat")] {
             if let Some(v) = fields.remove(from) {
                 let number = match &v {
-                    Value::String(s) => s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number),
+                    Value::String(s) => s
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number),
                     Value::Number(_) => Some(v.clone()),
                     _ => None,
                 }

@@ -8,7 +8,8 @@ fn now() -> chrono::DateTime<Utc> {
 }
 
 fn validator() -> Validator {
-    Validator::new(KindRegistry::builtin(), &IngestConfig::default()).with_bounds((121.0, 29.5, 122.0, 30.2))
+    Validator::new(KindRegistry::builtin(), &IngestConfig::default())
+        .with_bounds((121.0, 29.5, 122.0, 30.2))
 }
 
 const GOOD: &str = r#"{"id":"a","source":"truck-1","kind":"gps","time":"2026-11-22T03:00:00Z","lon":121.55,"lat":29.87,"attrs":{"speed_kmh":50}}"#;
@@ -27,12 +28,19 @@ fn ndjson_keeps_good_records_next_to_bad_ones() {
     assert_eq!(decoded.rejects[0].code, RejectCode::Malformed);
     assert_eq!(decoded.rejects[1].line, 4);
     assert_eq!(decoded.rejects[1].field.as_deref(), Some("lon"));
-    assert!(decoded.rejects[1].reason.contains("number"), "{}", decoded.rejects[1].reason);
+    assert!(
+        decoded.rejects[1].reason.contains("number"),
+        "{}",
+        decoded.rejects[1].reason
+    );
 }
 
 #[test]
 fn json_array_elements_are_judged_one_by_one() {
-    let body = format!("[\n  {GOOD},\n  {{\"source\": 5, \"kind\":\"gps\"}},\n  {}\n]", GOOD.replace("\"a\"", "\"c\""));
+    let body = format!(
+        "[\n  {GOOD},\n  {{\"source\": 5, \"kind\":\"gps\"}},\n  {}\n]",
+        GOOD.replace("\"a\"", "\"c\"")
+    );
     let decoded = decode_json_body(body.as_bytes(), &validator(), now()).unwrap();
     assert_eq!(decoded.events.len(), 2);
     assert_eq!(decoded.events[1].id, "c");
@@ -49,30 +57,85 @@ fn gzip_bodies_are_recognised() {
     let compressed = gz.finish().unwrap();
     let plain = gunzip_if_needed(&compressed, 1 << 20).unwrap();
     assert_eq!(&*plain, GOOD.as_bytes());
-    assert!(matches!(gunzip_if_needed(&compressed, 10), Err(BodyError::TooLarge { .. })));
-    assert!(matches!(gunzip_if_needed(&[0x1f, 0x8b, 1, 2, 3], 100), Err(BodyError::Gzip(_))));
+    assert!(matches!(
+        gunzip_if_needed(&compressed, 10),
+        Err(BodyError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        gunzip_if_needed(&[0x1f, 0x8b, 1, 2, 3], 100),
+        Err(BodyError::Gzip(_))
+    ));
 }
 
 #[test]
 fn each_kind_of_bad_input_names_field_and_reason() {
     let v = validator();
     let cases = [
-        (r#"{"source":"s","time":"2026-11-22T03:00:00Z"}"#, Some("kind"), RejectCode::MissingField),
-        (r#"{"source":"s","kind":"teleport","time":"2026-11-22T03:00:00Z"}"#, Some("kind"), RejectCode::UnknownKind),
-        (r#"{"source":"s","kind":"smoke","time":"yesterday"}"#, Some("time"), RejectCode::InvalidField),
-        (r#"{"source":"s","kind":"smoke","time":"2027-01-01T00:00:00Z"}"#, Some("time"), RejectCode::TimeOutOfRange),
-        (r#"{"source":"s","kind":"gps","time":"2026-11-22T03:00:00Z","lon":2.35,"lat":48.85}"#, Some("lon"), RejectCode::OutsideCity),
-        (r#"{"source":"s","kind":"gps","time":"2026-11-22T03:00:00Z"}"#, Some("lon"), RejectCode::MissingField),
-        (r#"{"source":"s","kind":"plate_read","time":"2026-11-22T03:00:00Z","lon":121.5,"lat":29.9}"#, Some("attrs.plate"), RejectCode::MissingField),
-        (r#"{"source":"s","kind":"door","time":"2026-11-22T03:00:00Z","attrs":{"open":"yes"}}"#, Some("attrs.open"), RejectCode::InvalidField),
-        (r#"{"source":"s","kind":"video_event","time":"2026-11-22T03:00:00Z","attrs":{"event_type":"x","face_image":"AAAA"}}"#, Some("attrs.face_image"), RejectCode::PersonalData),
-        (r#"{"source":"s","kind":"video_event","time":"2026-11-22T03:00:00Z","person_id":"p1"}"#, Some("person_id"), RejectCode::PersonalData),
-        (r#"{"source":"s","kind":"smoke","time":"2026-11-22T03:00:00Z","colour":"red"}"#, Some("colour"), RejectCode::InvalidField),
+        (
+            r#"{"source":"s","time":"2026-11-22T03:00:00Z"}"#,
+            Some("kind"),
+            RejectCode::MissingField,
+        ),
+        (
+            r#"{"source":"s","kind":"teleport","time":"2026-11-22T03:00:00Z"}"#,
+            Some("kind"),
+            RejectCode::UnknownKind,
+        ),
+        (
+            r#"{"source":"s","kind":"smoke","time":"yesterday"}"#,
+            Some("time"),
+            RejectCode::InvalidField,
+        ),
+        (
+            r#"{"source":"s","kind":"smoke","time":"2027-01-01T00:00:00Z"}"#,
+            Some("time"),
+            RejectCode::TimeOutOfRange,
+        ),
+        (
+            r#"{"source":"s","kind":"gps","time":"2026-11-22T03:00:00Z","lon":2.35,"lat":48.85}"#,
+            Some("lon"),
+            RejectCode::OutsideCity,
+        ),
+        (
+            r#"{"source":"s","kind":"gps","time":"2026-11-22T03:00:00Z"}"#,
+            Some("lon"),
+            RejectCode::MissingField,
+        ),
+        (
+            r#"{"source":"s","kind":"plate_read","time":"2026-11-22T03:00:00Z","lon":121.5,"lat":29.9}"#,
+            Some("attrs.plate"),
+            RejectCode::MissingField,
+        ),
+        (
+            r#"{"source":"s","kind":"door","time":"2026-11-22T03:00:00Z","attrs":{"open":"yes"}}"#,
+            Some("attrs.open"),
+            RejectCode::InvalidField,
+        ),
+        (
+            r#"{"source":"s","kind":"video_event","time":"2026-11-22T03:00:00Z","attrs":{"event_type":"x","face_image":"AAAA"}}"#,
+            Some("attrs.face_image"),
+            RejectCode::PersonalData,
+        ),
+        (
+            r#"{"source":"s","kind":"video_event","time":"2026-11-22T03:00:00Z","person_id":"p1"}"#,
+            Some("person_id"),
+            RejectCode::PersonalData,
+        ),
+        (
+            r#"{"source":"s","kind":"smoke","time":"2026-11-22T03:00:00Z","colour":"red"}"#,
+            Some("colour"),
+            RejectCode::InvalidField,
+        ),
         (r#"[1,2]"#, None, RejectCode::Malformed),
     ];
     for (text, field, code) in cases {
         let reject = v.validate_json(text, 7, now()).unwrap_err();
-        assert_eq!((reject.field.as_deref(), reject.code), (field, code), "{text}: {}", reject.reason);
+        assert_eq!(
+            (reject.field.as_deref(), reject.code),
+            (field, code),
+            "{text}: {}",
+            reject.reason
+        );
         assert_eq!(reject.line, 7);
         assert_eq!(reject.raw, text);
         assert!(reject.reason.len() > 15, "{}", reject.reason);
@@ -94,13 +157,19 @@ fn gcj02_places_are_stored_as_wgs84() {
     );
     let event = validator().validate_json(&text, 1, now()).unwrap();
     let (lon, lat) = event.point().unwrap();
-    assert!((lon - 121.55).abs() < 1e-8 && (lat - 29.87).abs() < 1e-8, "{lon} {lat}");
+    assert!(
+        (lon - 121.55).abs() < 1e-8 && (lat - 29.87).abs() < 1e-8,
+        "{lon} {lat}"
+    );
     assert!(event.crs.is_wgs84());
 }
 
 #[test]
 fn oversized_records_are_refused_alone() {
-    let config = IngestConfig { max_record_bytes: 200, ..IngestConfig::default() };
+    let config = IngestConfig {
+        max_record_bytes: 200,
+        ..IngestConfig::default()
+    };
     let v = Validator::new(KindRegistry::builtin(), &config);
     let big = format!(
         r#"{{"source":"s","kind":"smoke","time":"2026-11-22T03:00:00Z","attrs":{{"note":"{}"}}}}"#,

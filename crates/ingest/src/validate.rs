@@ -83,7 +83,13 @@ pub struct Reject {
 }
 
 impl Reject {
-    pub(crate) fn new(line: u64, field: Option<&str>, code: RejectCode, reason: String, raw: &str) -> Self {
+    pub(crate) fn new(
+        line: u64,
+        field: Option<&str>,
+        code: RejectCode,
+        reason: String,
+        raw: &str,
+    ) -> Self {
         const MAX_RAW: usize = 64 * 1024;
         let raw = if raw.len() > MAX_RAW {
             let mut end = MAX_RAW;
@@ -94,7 +100,13 @@ impl Reject {
         } else {
             raw.to_string()
         };
-        Reject { line, field: field.map(str::to_string), code, reason, raw }
+        Reject {
+            line,
+            field: field.map(str::to_string),
+            code,
+            reason,
+            raw,
+        }
     }
 }
 
@@ -142,8 +154,14 @@ impl Validator {
             kinds,
             bounds: None,
             max_future: ChronoDuration::from_std(config.max_future).unwrap_or(ChronoDuration::MAX),
-            max_past: config.max_past.map(|d| ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)),
-            personal_fields: config.personal_fields.iter().map(|f| f.to_ascii_lowercase()).collect(),
+            max_past: config
+                .max_past
+                .map(|d| ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)),
+            personal_fields: config
+                .personal_fields
+                .iter()
+                .map(|f| f.to_ascii_lowercase())
+                .collect(),
             allow_personal: config.allow_personal_data,
             max_record_bytes: config.max_record_bytes,
         }
@@ -161,7 +179,12 @@ impl Validator {
     }
 
     /// Validates one JSON record (`text`, found at `line`), converting its place to WGS84.
-    pub fn validate_json(&self, text: &str, line: u64, now: DateTime<Utc>) -> Result<Event, Reject> {
+    pub fn validate_json(
+        &self,
+        text: &str,
+        line: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Event, Reject> {
         if text.len() > self.max_record_bytes {
             return Err(Reject::new(
                 line,
@@ -176,23 +199,42 @@ impl Validator {
             ));
         }
         match serde_json::from_str::<Wire>(text) {
-            Ok(wire) => self.from_wire(wire, line, now, text),
+            Ok(wire) => self.event_of_wire(wire, line, now, text),
             // The fast path failed: find out which field, for a message a person can act on.
             Err(_) => self.explain(text, line, now),
         }
     }
 
-    fn from_wire(&self, wire: Wire, line: u64, now: DateTime<Utc>, text: &str) -> Result<Event, Reject> {
+    fn event_of_wire(
+        &self,
+        wire: Wire,
+        line: u64,
+        now: DateTime<Utc>,
+        text: &str,
+    ) -> Result<Event, Reject> {
         let crs = match wire.crs.as_deref() {
             None => Crs::Wgs84,
             Some(c) => Crs::parse(c).ok_or_else(|| {
-                Reject::new(line, Some("crs"), RejectCode::InvalidField,
-                    format!("crs `{c}` is not one of wgs84, gcj02, bd09"), text)
+                Reject::new(
+                    line,
+                    Some("crs"),
+                    RejectCode::InvalidField,
+                    format!("crs `{c}` is not one of wgs84, gcj02, bd09"),
+                    text,
+                )
             })?,
         };
         let time = parse_time(&wire.time).ok_or_else(|| {
-            Reject::new(line, Some("time"), RejectCode::InvalidField,
-                format!("`{}` is not an RFC 3339 time; write e.g. 2026-11-22T03:00:00.250Z", wire.time), text)
+            Reject::new(
+                line,
+                Some("time"),
+                RejectCode::InvalidField,
+                format!(
+                    "`{}` is not an RFC 3339 time; write e.g. 2026-11-22T03:00:00.250Z",
+                    wire.time
+                ),
+                text,
+            )
         })?;
         let event = Event {
             id: wire.id.map(|c| c.into_owned()).unwrap_or_default(),
@@ -210,28 +252,48 @@ impl Validator {
     }
 
     /// Validates a record given as a JSON value (from CSV or an MQTT mapping).
-    pub fn validate_value(&self, value: Value, line: u64, now: DateTime<Utc>) -> Result<Event, Reject> {
+    pub fn validate_value(
+        &self,
+        value: Value,
+        line: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Event, Reject> {
         let text = value.to_string();
         self.validate_json(&text, line, now)
     }
 
     /// Explains why `text` does not fit the wire format.
     fn explain(&self, text: &str, line: u64, now: DateTime<Utc>) -> Result<Event, Reject> {
-        let reject = |field: Option<&str>, code, reason: String| Err(Reject::new(line, field, code, reason, text));
+        let reject = |field: Option<&str>, code, reason: String| {
+            Err(Reject::new(line, field, code, reason, text))
+        };
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                return reject(None, RejectCode::Malformed,
-                    format!("not valid JSON ({e}); each record must be one JSON object"))
+                return reject(
+                    None,
+                    RejectCode::Malformed,
+                    format!("not valid JSON ({e}); each record must be one JSON object"),
+                )
             }
         };
         let Value::Object(object) = value else {
-            return reject(None, RejectCode::Malformed,
-                format!("a record must be a JSON object, found {}", json_type(&value)));
+            return reject(
+                None,
+                RejectCode::Malformed,
+                format!(
+                    "a record must be a JSON object, found {}",
+                    json_type(&value)
+                ),
+            );
         };
         if !self.allow_personal {
             if let Some(field) = object.keys().find(|k| self.is_personal(k)) {
-                return reject(Some(field), RejectCode::PersonalData, personal_reason(field));
+                return reject(
+                    Some(field),
+                    RejectCode::PersonalData,
+                    personal_reason(field),
+                );
             }
         }
         for key in object.keys() {
@@ -243,36 +305,62 @@ impl Validator {
         for (field, want) in [("source", "string"), ("kind", "string"), ("time", "string")] {
             match object.get(field) {
                 None | Some(Value::Null) => {
-                    return reject(Some(field), RejectCode::MissingField, format!("`{field}` is required"))
+                    return reject(
+                        Some(field),
+                        RejectCode::MissingField,
+                        format!("`{field}` is required"),
+                    )
                 }
                 Some(Value::String(_)) => {}
                 Some(other) => {
-                    let hint = if field == "time" { " in RFC 3339, e.g. 2026-11-22T03:00:00.250Z" } else { "" };
-                    return reject(Some(field), RejectCode::InvalidField,
-                        format!("`{field}` must be a {want}{hint}, found {}", json_type(other)));
+                    let hint = if field == "time" {
+                        " in RFC 3339, e.g. 2026-11-22T03:00:00.250Z"
+                    } else {
+                        ""
+                    };
+                    return reject(
+                        Some(field),
+                        RejectCode::InvalidField,
+                        format!(
+                            "`{field}` must be a {want}{hint}, found {}",
+                            json_type(other)
+                        ),
+                    );
                 }
             }
         }
         for (field, want) in [("id", "string"), ("crs", "string")] {
             if let Some(v) = object.get(field) {
                 if !v.is_string() && !v.is_null() {
-                    return reject(Some(field), RejectCode::InvalidField,
-                        format!("`{field}` must be a {want}, found {}", json_type(v)));
+                    return reject(
+                        Some(field),
+                        RejectCode::InvalidField,
+                        format!("`{field}` must be a {want}, found {}", json_type(v)),
+                    );
                 }
             }
         }
         for field in ["lon", "lat"] {
             if let Some(v) = object.get(field) {
                 if !v.is_number() && !v.is_null() {
-                    return reject(Some(field), RejectCode::InvalidField,
-                        format!("`{field}` must be a number of degrees, found {}", json_type(v)));
+                    return reject(
+                        Some(field),
+                        RejectCode::InvalidField,
+                        format!(
+                            "`{field}` must be a number of degrees, found {}",
+                            json_type(v)
+                        ),
+                    );
                 }
             }
         }
         if let Some(v) = object.get("attrs") {
             if !v.is_object() && !v.is_null() {
-                return reject(Some("attrs"), RejectCode::InvalidField,
-                    format!("`attrs` must be an object, found {}", json_type(v)));
+                return reject(
+                    Some("attrs"),
+                    RejectCode::InvalidField,
+                    format!("`attrs` must be an object, found {}", json_type(v)),
+                );
             }
         }
         // Everything is of the right shape after all (e.g. `attrs: null`): drop the nulls and read it.
@@ -280,8 +368,12 @@ impl Validator {
         object.retain(|_, v| !v.is_null());
         let normalised = Value::Object(object).to_string();
         match serde_json::from_str::<Wire>(&normalised) {
-            Ok(wire) => self.from_wire(wire, line, now, text),
-            Err(e) => reject(None, RejectCode::Malformed, format!("record could not be read: {e}")),
+            Ok(wire) => self.event_of_wire(wire, line, now, text),
+            Err(e) => reject(
+                None,
+                RejectCode::Malformed,
+                format!("record could not be read: {e}"),
+            ),
         }
     }
 
@@ -291,19 +383,37 @@ impl Validator {
     }
 
     /// Semantic checks on a record of the right shape; converts the place to WGS84.
-    fn check(&self, mut event: Event, line: u64, now: DateTime<Utc>, text: &str) -> Result<Event, Reject> {
-        let reject = |field: &str, code, reason: String| Reject::new(line, Some(field), code, reason, text);
+    fn check(
+        &self,
+        mut event: Event,
+        line: u64,
+        now: DateTime<Utc>,
+        text: &str,
+    ) -> Result<Event, Reject> {
+        let reject =
+            |field: &str, code, reason: String| Reject::new(line, Some(field), code, reason, text);
         if !self.allow_personal {
             if let Some(field) = event.attrs.keys().find(|k| self.is_personal(k)) {
-                return Err(reject(&format!("attrs.{field}"), RejectCode::PersonalData, personal_reason(field)));
+                return Err(reject(
+                    &format!("attrs.{field}"),
+                    RejectCode::PersonalData,
+                    personal_reason(field),
+                ));
             }
         }
         if event.source.is_empty() || event.source.len() > 256 {
-            return Err(reject("source", RejectCode::InvalidField,
-                "`source` must be 1 to 256 characters".into()));
+            return Err(reject(
+                "source",
+                RejectCode::InvalidField,
+                "`source` must be 1 to 256 characters".into(),
+            ));
         }
         if event.id.len() > 128 {
-            return Err(reject("id", RejectCode::InvalidField, "`id` must be at most 128 characters".into()));
+            return Err(reject(
+                "id",
+                RejectCode::InvalidField,
+                "`id` must be at most 128 characters".into(),
+            ));
         }
         let Some(schema) = self.kinds.get(&event.kind) else {
             let known: Vec<&str> = self.kinds.names().collect();
@@ -312,11 +422,15 @@ impl Validator {
                 event.kind, known.join(", "))));
         };
         if event.time > now + self.max_future {
-            return Err(reject("time", RejectCode::TimeOutOfRange, format!(
+            return Err(reject(
+                "time",
+                RejectCode::TimeOutOfRange,
+                format!(
                 "time {} is more than {} ahead of the node's clock ({}); check the device's clock",
                 cityward_model::format_time(&event.time),
                 cityward_model::format_duration(self.max_future.to_std().unwrap_or_default()),
-                cityward_model::format_time(&now))));
+                cityward_model::format_time(&now)),
+            ));
         }
         if let Some(max_past) = self.max_past {
             if event.time < now - max_past {
@@ -328,10 +442,18 @@ impl Validator {
         match (event.lon, event.lat) {
             (Some(lon), Some(lat)) => {
                 if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                    return Err(reject("lon", RejectCode::InvalidField, format!("lon {lon} is not between -180 and 180")));
+                    return Err(reject(
+                        "lon",
+                        RejectCode::InvalidField,
+                        format!("lon {lon} is not between -180 and 180"),
+                    ));
                 }
                 if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-                    return Err(reject("lat", RejectCode::InvalidField, format!("lat {lat} is not between -90 and 90")));
+                    return Err(reject(
+                        "lat",
+                        RejectCode::InvalidField,
+                        format!("lat {lat} is not between -90 and 90"),
+                    ));
                 }
                 let (wlon, wlat) = event.crs.to_wgs84(lon, lat);
                 if let Some((x0, y0, x1, y1)) = self.bounds {
@@ -346,18 +468,40 @@ impl Validator {
                 event.crs = Crs::Wgs84;
             }
             (None, None) if schema.place == Place::Required => {
-                return Err(reject("lon", RejectCode::MissingField, format!(
-                    "kind `{}` needs a place: give `lon` and `lat`", event.kind)));
+                return Err(reject(
+                    "lon",
+                    RejectCode::MissingField,
+                    format!("kind `{}` needs a place: give `lon` and `lat`", event.kind),
+                ));
             }
             (None, None) => {}
-            (Some(_), None) => return Err(reject("lat", RejectCode::MissingField, "`lon` is given without `lat`".into())),
-            (None, Some(_)) => return Err(reject("lon", RejectCode::MissingField, "`lat` is given without `lon`".into())),
+            (Some(_), None) => {
+                return Err(reject(
+                    "lat",
+                    RejectCode::MissingField,
+                    "`lon` is given without `lat`".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(reject(
+                    "lon",
+                    RejectCode::MissingField,
+                    "`lat` is given without `lon`".into(),
+                ))
+            }
         }
         for (name, spec) in &schema.attrs {
             match event.attrs.get(name) {
                 None | Some(Value::Null) if spec.required => {
-                    return Err(reject(&format!("attrs.{name}"), RejectCode::MissingField, format!(
-                        "kind `{}` requires attribute `{name}` ({})", event.kind, spec.ty.name())));
+                    return Err(reject(
+                        &format!("attrs.{name}"),
+                        RejectCode::MissingField,
+                        format!(
+                            "kind `{}` requires attribute `{name}` ({})",
+                            event.kind,
+                            spec.ty.name()
+                        ),
+                    ));
                 }
                 None | Some(Value::Null) => {}
                 Some(value) => {
@@ -368,9 +512,16 @@ impl Validator {
                         AttrType::Bool => value.is_boolean(),
                     };
                     if !ok {
-                        return Err(reject(&format!("attrs.{name}"), RejectCode::InvalidField, format!(
-                            "attribute `{name}` of kind `{}` must be a {}, found {}",
-                            event.kind, spec.ty.name(), json_type(value))));
+                        return Err(reject(
+                            &format!("attrs.{name}"),
+                            RejectCode::InvalidField,
+                            format!(
+                                "attribute `{name}` of kind `{}` must be a {}, found {}",
+                                event.kind,
+                                spec.ty.name(),
+                                json_type(value)
+                            ),
+                        ));
                     }
                 }
             }

@@ -162,7 +162,10 @@ pub struct Zone {
 impl Zone {
     /// Whether the zone is a line with a width rather than an area.
     pub fn is_corridor(&self) -> bool {
-        !matches!(self.geometry, Geometry::Polygon(_) | Geometry::MultiPolygon(_))
+        !matches!(
+            self.geometry,
+            Geometry::Polygon(_) | Geometry::MultiPolygon(_)
+        )
     }
 
     /// Whether the point is in the zone: inside the area (boundary rule of [`crate::geo`]),
@@ -300,7 +303,12 @@ fn field_suffix(field: &str) -> String {
     }
 }
 
-fn invalid(file: &str, location: impl Into<String>, field: &str, message: impl Into<String>) -> CityError {
+fn invalid(
+    file: &str,
+    location: impl Into<String>,
+    field: &str,
+    message: impl Into<String>,
+) -> CityError {
     CityError::Invalid {
         file: file.to_string(),
         location: location.into(),
@@ -422,7 +430,15 @@ impl City {
         units: Vec<Unit>,
         devices: Vec<Device>,
     ) -> Result<City, CityError> {
-        City::build(regions, grids, zones, roads, units, devices, &Lines::default())
+        City::build(
+            regions,
+            grids,
+            zones,
+            roads,
+            units,
+            devices,
+            &Lines::default(),
+        )
     }
 
     fn build(
@@ -434,24 +450,38 @@ impl City {
         mut devices: Vec<Device>,
         lines: &Lines,
     ) -> Result<City, CityError> {
-        let device_line = |i: usize| format!("line {}", lines.devices.get(i).copied().unwrap_or(i + 2));
+        let device_line =
+            |i: usize| format!("line {}", lines.devices.get(i).copied().unwrap_or(i + 2));
         let unit_line = |i: usize| format!("line {}", lines.units.get(i).copied().unwrap_or(i + 2));
 
-        let region_ids = unique_ids(files::REGIONS, regions.iter().map(|r| r.id.as_str()), |i, id| {
-            feature_location(i, id)
+        let region_ids = unique_ids(
+            files::REGIONS,
+            regions.iter().map(|r| r.id.as_str()),
+            |i, id| feature_location(i, id),
+        )?;
+        let grid_ids = unique_ids(
+            files::GRIDS,
+            grids.iter().map(|g| g.id.as_str()),
+            |i, id| feature_location(i, id),
+        )?;
+        let zone_ids = unique_ids(
+            files::ZONES,
+            zones.iter().map(|z| z.id.as_str()),
+            |i, id| feature_location(i, id),
+        )?;
+        let road_ids = unique_ids(
+            files::ROADS,
+            roads.iter().map(|r| r.id.as_str()),
+            |i, id| feature_location(i, id),
+        )?;
+        let unit_ids = unique_ids(files::UNITS, units.iter().map(|u| u.id.as_str()), |i, _| {
+            unit_line(i)
         })?;
-        let grid_ids = unique_ids(files::GRIDS, grids.iter().map(|g| g.id.as_str()), |i, id| {
-            feature_location(i, id)
-        })?;
-        let zone_ids = unique_ids(files::ZONES, zones.iter().map(|z| z.id.as_str()), |i, id| {
-            feature_location(i, id)
-        })?;
-        let road_ids = unique_ids(files::ROADS, roads.iter().map(|r| r.id.as_str()), |i, id| {
-            feature_location(i, id)
-        })?;
-        let unit_ids = unique_ids(files::UNITS, units.iter().map(|u| u.id.as_str()), |i, _| unit_line(i))?;
-        let device_ids =
-            unique_ids(files::DEVICES, devices.iter().map(|d| d.id.as_str()), |i, _| device_line(i))?;
+        let device_ids = unique_ids(
+            files::DEVICES,
+            devices.iter().map(|d| d.id.as_str()),
+            |i, _| device_line(i),
+        )?;
 
         for (i, r) in regions.iter().enumerate() {
             let loc = || feature_location(i, &r.id);
@@ -503,7 +533,11 @@ impl City {
                     files::GRIDS,
                     feature_location(i, &g.id),
                     "region",
-                    format!("region `{}` does not exist; give the id of a community in {}", g.region, files::REGIONS),
+                    format!(
+                        "region `{}` does not exist; give the id of a community in {}",
+                        g.region,
+                        files::REGIONS
+                    ),
                 ));
             }
         }
@@ -554,18 +588,28 @@ impl City {
                         format!("the chain of parent units starting at `{}` loops; the chain must end at a unit without parent", u.id),
                     ));
                 }
-                cur = unit_ids.get(p).and_then(|&j| units[j as usize].parent_unit.as_deref());
+                cur = unit_ids
+                    .get(p)
+                    .and_then(|&j| units[j as usize].parent_unit.as_deref());
             }
         }
 
-        let grid_index = PolygonIndex::new(grids.iter().enumerate().map(|(i, g)| (g.area.clone(), i as u32)));
+        let grid_index = PolygonIndex::new(
+            grids
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.area.clone(), i as u32)),
+        );
         for (i, d) in devices.iter_mut().enumerate() {
             if !(-180.0..=180.0).contains(&d.lon) || !(-90.0..=90.0).contains(&d.lat) {
                 return Err(invalid(
                     files::DEVICES,
                     device_line(i),
                     "lon",
-                    format!("({}, {}) is not a WGS84 position; give lon then lat in degrees", d.lon, d.lat),
+                    format!(
+                        "({}, {}) is not a WGS84 position; give lon then lat in degrees",
+                        d.lon, d.lat
+                    ),
                 ));
             }
             if d.grid.is_empty() {
@@ -597,7 +641,10 @@ impl City {
                         files::DEVICES,
                         device_line(i),
                         "owner_unit",
-                        format!("unit `{u}` does not exist; give a unit id from {} or leave it empty", files::UNITS),
+                        format!(
+                            "unit `{u}` does not exist; give a unit id from {} or leave it empty",
+                            files::UNITS
+                        ),
                     ));
                 }
             }
@@ -635,7 +682,9 @@ impl City {
                 }
             }
         }
-        let bbox = regions.iter().fold(BBox::EMPTY, |b, r| b.union(&r.area.bbox()));
+        let bbox = regions
+            .iter()
+            .fold(BBox::EMPTY, |b, r| b.union(&r.area.bbox()));
 
         Ok(City {
             regions,
@@ -664,14 +713,20 @@ impl City {
     /// The output is deterministic: the same city always gives byte-identical files, one
     /// feature per line in the GeoJSON files.
     pub fn write(&self, dir: &Path) -> Result<(), CityError> {
-        fs::create_dir_all(dir).map_err(|source| CityError::Write { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| CityError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let regions = self.regions.iter().map(|r| {
             feature_line(
                 &[
                     ("id", Value::from(r.id.as_str())),
                     ("name", Value::from(r.name.as_str())),
                     ("level", Value::from(r.level.as_str())),
-                    ("parent", r.parent.as_deref().map_or(Value::Null, Value::from)),
+                    (
+                        "parent",
+                        r.parent.as_deref().map_or(Value::Null, Value::from),
+                    ),
                 ],
                 None,
                 &area_geometry(&r.area),
@@ -680,7 +735,10 @@ impl City {
         write_file(dir, files::REGIONS, &feature_collection(regions))?;
         let grids = self.grids.iter().map(|g| {
             feature_line(
-                &[("id", Value::from(g.id.as_str())), ("region", Value::from(g.region.as_str()))],
+                &[
+                    ("id", Value::from(g.id.as_str())),
+                    ("region", Value::from(g.region.as_str())),
+                ],
                 None,
                 &area_geometry(&g.area),
             )
@@ -716,7 +774,14 @@ impl City {
         for d in &self.devices {
             csv_row(
                 &mut devices,
-                &[&d.id, &d.kind, &d.lon.to_string(), &d.lat.to_string(), &d.grid, d.owner_unit.as_deref().unwrap_or("")],
+                &[
+                    &d.id,
+                    &d.kind,
+                    &d.lon.to_string(),
+                    &d.lat.to_string(),
+                    &d.grid,
+                    d.owner_unit.as_deref().unwrap_or(""),
+                ],
             );
         }
         write_file(dir, files::DEVICES, &devices)?;
@@ -816,7 +881,9 @@ impl City {
     /// The administrative unit of a region: the first unit whose `region` is the region and
     /// whose `kind` is the region's level (`community`, `street` or `district`).
     pub fn unit_for_region(&self, region: &str) -> Option<&Unit> {
-        self.admin_units.get(region).map(|&i| &self.units[i as usize])
+        self.admin_units
+            .get(region)
+            .map(|&i| &self.units[i as usize])
     }
 
     /// The unit responsible for a grid: the administrative unit of the grid's region, or of
@@ -862,14 +929,22 @@ fn unique_ids<'a>(
     let mut map: HashMap<String, u32> = HashMap::new();
     for (i, id) in ids.enumerate() {
         if id.is_empty() {
-            return Err(invalid(file, location(i, id), "id", "the id is empty; every record needs a unique id"));
+            return Err(invalid(
+                file,
+                location(i, id),
+                "id",
+                "the id is empty; every record needs a unique id",
+            ));
         }
         if let Some(first) = map.insert(id.to_string(), i as u32) {
             return Err(invalid(
                 file,
                 location(i, id),
                 "id",
-                format!("id `{id}` is used twice (also by {}); ids must be unique", location(first as usize, id)),
+                format!(
+                    "id `{id}` is used twice (also by {}); ids must be unique",
+                    location(first as usize, id)
+                ),
             ));
         }
     }
@@ -901,7 +976,9 @@ impl Feature {
         match self.props.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            None | Some(Value::Null) => Err(self.err(name, "missing; add it to the feature's properties")),
+            None | Some(Value::Null) => {
+                Err(self.err(name, "missing; add it to the feature's properties"))
+            }
             Some(other) => Err(self.err(name, format!("expected a string, found {other}"))),
         }
     }
@@ -932,7 +1009,11 @@ impl Feature {
             return Err(self.err("geometry", "missing; every feature needs a geometry"));
         }
         Geometry::from_geojson(&self.geometry).map_err(|e| {
-            let field = if e.path.is_empty() { "geometry".to_string() } else { format!("geometry.{}", e.path) };
+            let field = if e.path.is_empty() {
+                "geometry".to_string()
+            } else {
+                format!("geometry.{}", e.path)
+            };
             self.err(&field, e.message)
         })
     }
@@ -940,7 +1021,13 @@ impl Feature {
     fn area(&self) -> Result<MultiPolygon, CityError> {
         let g = self.geometry()?;
         g.to_multi_polygon().ok_or_else(|| {
-            self.err("geometry", format!("expected a Polygon or MultiPolygon, found a {}", g.type_name()))
+            self.err(
+                "geometry",
+                format!(
+                    "expected a Polygon or MultiPolygon, found a {}",
+                    g.type_name()
+                ),
+            )
         })
     }
 }
@@ -954,7 +1041,11 @@ fn read_text(dir: &Path, file: &str) -> Result<Option<String>, CityError> {
     }
 }
 
-fn read_features(dir: &Path, file: &'static str, required: bool) -> Result<Vec<Feature>, CityError> {
+fn read_features(
+    dir: &Path,
+    file: &'static str,
+    required: bool,
+) -> Result<Vec<Feature>, CityError> {
     let Some(text) = read_text(dir, file)? else {
         if required {
             return Err(CityError::Read {
@@ -974,20 +1065,42 @@ fn read_features(dir: &Path, file: &'static str, required: bool) -> Result<Vec<F
     })?;
     let whole = "whole file";
     if root.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
-        return Err(invalid(file, whole, "type", "expected a GeoJSON object with \"type\": \"FeatureCollection\""));
+        return Err(invalid(
+            file,
+            whole,
+            "type",
+            "expected a GeoJSON object with \"type\": \"FeatureCollection\"",
+        ));
     }
     let Some(Value::Array(features)) = root.get("features") else {
-        return Err(invalid(file, whole, "features", "expected an array of features"));
+        return Err(invalid(
+            file,
+            whole,
+            "features",
+            "expected an array of features",
+        ));
     };
     let mut out = Vec::with_capacity(features.len());
     for (index, f) in features.iter().enumerate() {
         let Some(obj) = f.as_object() else {
-            return Err(invalid(file, feature_location(index, ""), "", "expected a GeoJSON Feature object"));
+            return Err(invalid(
+                file,
+                feature_location(index, ""),
+                "",
+                "expected a GeoJSON Feature object",
+            ));
         };
         let props = match obj.get("properties") {
             Some(Value::Object(m)) => m.clone(),
             None | Some(Value::Null) => Map::new(),
-            Some(_) => return Err(invalid(file, feature_location(index, ""), "properties", "expected an object")),
+            Some(_) => {
+                return Err(invalid(
+                    file,
+                    feature_location(index, ""),
+                    "properties",
+                    "expected an object",
+                ))
+            }
         };
         let id = match props.get("id").or_else(|| obj.get("id")) {
             Some(Value::String(s)) => s.clone(),
@@ -1017,7 +1130,11 @@ fn parse_region(f: Feature) -> Result<Region, CityError> {
 }
 
 fn parse_grid(f: Feature) -> Result<Grid, CityError> {
-    Ok(Grid { id: f.string("id")?, region: f.string("region")?, area: f.area()? })
+    Ok(Grid {
+        id: f.string("id")?,
+        region: f.string("region")?,
+        area: f.area()?,
+    })
 }
 
 fn parse_zone(f: Feature) -> Result<Zone, CityError> {
@@ -1044,19 +1161,29 @@ fn parse_zone(f: Feature) -> Result<Zone, CityError> {
 fn parse_road(f: Feature) -> Result<Road, CityError> {
     let line = match f.geometry()? {
         Geometry::LineString(l) => l,
-        g => return Err(f.err("geometry", format!("a road is a LineString, found a {}", g.type_name()))),
+        g => {
+            return Err(f.err(
+                "geometry",
+                format!("a road is a LineString, found a {}", g.type_name()),
+            ))
+        }
     };
     let speed = f
         .opt_number("speed_limit_kmh")?
         .ok_or_else(|| f.err("speed_limit_kmh", "missing; give the posted limit in km/h"))?;
     if speed <= 0.0 || !speed.is_finite() {
-        return Err(f.err("speed_limit_kmh", format!("{speed} is not a speed limit; give km/h above 0")));
+        return Err(f.err(
+            "speed_limit_kmh",
+            format!("{speed} is not a speed limit; give km/h above 0"),
+        ));
     }
     Ok(Road {
         id: f.string("id")?,
         name: f.opt_string("name")?.unwrap_or_default(),
         speed_limit_kmh: speed,
-        class: f.opt_string("class")?.unwrap_or_else(|| "local".to_string()),
+        class: f
+            .opt_string("class")?
+            .unwrap_or_else(|| "local".to_string()),
         line,
     })
 }
@@ -1076,7 +1203,11 @@ fn area_geometry(area: &MultiPolygon) -> Geometry {
     }
 }
 
-fn feature_line(props: &[(&str, Value)], extra: Option<&Map<String, Value>>, geometry: &Geometry) -> String {
+fn feature_line(
+    props: &[(&str, Value)],
+    extra: Option<&Map<String, Value>>,
+    geometry: &Geometry,
+) -> String {
     let mut out = String::from("{\"type\":\"Feature\",\"properties\":{");
     let mut first = true;
     let mut push = |k: &str, v: &Value, out: &mut String| {
@@ -1187,7 +1318,12 @@ fn parse_csv(file: &str, text: &str) -> Result<Vec<(usize, Vec<String>)>, CityEr
         }
     }
     if in_quotes {
-        return Err(invalid(file, format!("line {record_line}"), "", "a quoted field is not closed; add the closing quote"));
+        return Err(invalid(
+            file,
+            format!("line {record_line}"),
+            "",
+            "a quoted field is not closed; add the closing quote",
+        ));
     }
     if !at_record_start {
         fields.push(field);
@@ -1216,10 +1352,18 @@ fn csv_row(out: &mut String, fields: &[&str]) {
 
 /// Reads a CSV file with the given columns (in any order; extra columns are ignored) into
 /// rows of those columns, with their line numbers. A missing file gives no rows.
-fn read_table(dir: &Path, file: &str, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>, CityError> {
-    let Some(text) = read_text(dir, file)? else { return Ok(Vec::new()) };
+fn read_table(
+    dir: &Path,
+    file: &str,
+    columns: &[&str],
+) -> Result<Vec<(usize, Vec<String>)>, CityError> {
+    let Some(text) = read_text(dir, file)? else {
+        return Ok(Vec::new());
+    };
     let mut records = parse_csv(file, &text)?.into_iter();
-    let Some((header_line, header)) = records.next() else { return Ok(Vec::new()) };
+    let Some((header_line, header)) = records.next() else {
+        return Ok(Vec::new());
+    };
     let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     let mut positions = Vec::with_capacity(columns.len());
     for col in columns {
@@ -1230,7 +1374,10 @@ fn read_table(dir: &Path, file: &str, columns: &[&str]) -> Result<Vec<(usize, Ve
                     file,
                     format!("line {header_line}"),
                     col,
-                    format!("the header has no column `{col}`; the header must name the columns {}", columns.join(",")),
+                    format!(
+                        "the header has no column `{col}`; the header must name the columns {}",
+                        columns.join(",")
+                    ),
                 ))
             }
         }
@@ -1242,10 +1389,20 @@ fn read_table(dir: &Path, file: &str, columns: &[&str]) -> Result<Vec<(usize, Ve
                     file,
                     format!("line {line}"),
                     "",
-                    format!("{} fields, but the header has {}; quote fields that contain commas", fields.len(), header.len()),
+                    format!(
+                        "{} fields, but the header has {}; quote fields that contain commas",
+                        fields.len(),
+                        header.len()
+                    ),
                 ));
             }
-            Ok((line, positions.iter().map(|&p| fields[p].trim().to_string()).collect()))
+            Ok((
+                line,
+                positions
+                    .iter()
+                    .map(|&p| fields[p].trim().to_string())
+                    .collect(),
+            ))
         })
         .collect()
 }
@@ -1259,7 +1416,11 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 fn read_units(dir: &Path, lines: &mut Vec<usize>) -> Result<Vec<Unit>, CityError> {
-    let rows = read_table(dir, files::UNITS, &["id", "name", "kind", "region", "parent_unit"])?;
+    let rows = read_table(
+        dir,
+        files::UNITS,
+        &["id", "name", "kind", "region", "parent_unit"],
+    )?;
     let mut units = Vec::with_capacity(rows.len());
     for (line, mut f) in rows {
         let parent_unit = non_empty(f.pop().unwrap_or_default());
@@ -1271,24 +1432,47 @@ fn read_units(dir: &Path, lines: &mut Vec<usize>) -> Result<Vec<Unit>, CityError
             return Err(invalid(files::UNITS, format!("line {line}"), "kind", "empty; give city, district, street, community, fire, police, maintenance or a kind of your own"));
         }
         lines.push(line);
-        units.push(Unit { id, name, kind, region, parent_unit });
+        units.push(Unit {
+            id,
+            name,
+            kind,
+            region,
+            parent_unit,
+        });
     }
     Ok(units)
 }
 
 fn read_devices(dir: &Path, lines: &mut Vec<usize>) -> Result<Vec<Device>, CityError> {
-    let rows = read_table(dir, files::DEVICES, &["id", "kind", "lon", "lat", "grid", "owner_unit"])?;
+    let rows = read_table(
+        dir,
+        files::DEVICES,
+        &["id", "kind", "lon", "lat", "grid", "owner_unit"],
+    )?;
     let mut devices = Vec::with_capacity(rows.len());
     for (line, f) in rows {
         let coord = |i: usize, name: &str| {
-            f[i].parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
-                invalid(files::DEVICES, format!("line {line}"), name, format!("`{}` is not a number in degrees", f[i]))
-            })
+            f[i].parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    invalid(
+                        files::DEVICES,
+                        format!("line {line}"),
+                        name,
+                        format!("`{}` is not a number in degrees", f[i]),
+                    )
+                })
         };
         let lon = coord(2, "lon")?;
         let lat = coord(3, "lat")?;
         if f[1].is_empty() {
-            return Err(invalid(files::DEVICES, format!("line {line}"), "kind", "empty; give the device kind, e.g. smoke or anpr"));
+            return Err(invalid(
+                files::DEVICES,
+                format!("line {line}"),
+                "kind",
+                "empty; give the device kind, e.g. smoke or anpr",
+            ));
         }
         lines.push(line);
         devices.push(Device {
@@ -1311,7 +1495,8 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("cityward-city-{name}-{}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("cityward-city-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&p);
             TempDir(p)
         }
@@ -1336,12 +1521,36 @@ mod tests {
             area,
         };
         let regions = vec![
-            region("d1", Level::District, None, rect(121.50, 29.80, 121.60, 29.90)),
-            region("d1-s1", Level::Street, Some("d1"), rect(121.50, 29.80, 121.60, 29.90)),
-            region("d1-s1-c1", Level::Community, Some("d1-s1"), rect(121.50, 29.80, 121.55, 29.90)),
-            region("d1-s1-c2", Level::Community, Some("d1-s1"), rect(121.55, 29.80, 121.60, 29.90)),
+            region(
+                "d1",
+                Level::District,
+                None,
+                rect(121.50, 29.80, 121.60, 29.90),
+            ),
+            region(
+                "d1-s1",
+                Level::Street,
+                Some("d1"),
+                rect(121.50, 29.80, 121.60, 29.90),
+            ),
+            region(
+                "d1-s1-c1",
+                Level::Community,
+                Some("d1-s1"),
+                rect(121.50, 29.80, 121.55, 29.90),
+            ),
+            region(
+                "d1-s1-c2",
+                Level::Community,
+                Some("d1-s1"),
+                rect(121.55, 29.80, 121.60, 29.90),
+            ),
         ];
-        let grid = |id: &str, region: &str, area| Grid { id: id.into(), region: region.into(), area };
+        let grid = |id: &str, region: &str, area| Grid {
+            id: id.into(),
+            region: region.into(),
+            area,
+        };
         let grids = vec![
             grid("g1", "d1-s1-c1", rect(121.50, 29.80, 121.55, 29.85)),
             grid("g2", "d1-s1-c1", rect(121.50, 29.85, 121.55, 29.90)),
@@ -1356,8 +1565,18 @@ mod tests {
                 name: "Tianyi Square, \"the\" square".into(),
                 kind: "square".into(),
                 geometry: Geometry::Polygon(Polygon::new(
-                    vec![(121.51, 29.81), (121.54, 29.81), (121.54, 29.84), (121.51, 29.84)],
-                    vec![vec![(121.52, 29.82), (121.53, 29.82), (121.53, 29.83), (121.52, 29.83)]],
+                    vec![
+                        (121.51, 29.81),
+                        (121.54, 29.81),
+                        (121.54, 29.84),
+                        (121.51, 29.84),
+                    ],
+                    vec![vec![
+                        (121.52, 29.82),
+                        (121.53, 29.82),
+                        (121.53, 29.83),
+                        (121.52, 29.83),
+                    ]],
                 )),
                 width_m: None,
                 properties: props,
@@ -1393,8 +1612,22 @@ mod tests {
             unit("fire-d1", "fire", Some("d1"), Some("u-d1")),
         ];
         let devices = vec![
-            Device { id: "smoke-1".into(), kind: "smoke".into(), lon: 121.52, lat: 29.86, grid: "g2".into(), owner_unit: Some("u-c1".into()) },
-            Device { id: "gas-1".into(), kind: "gas".into(), lon: 121.57, lat: 29.82, grid: String::new(), owner_unit: None },
+            Device {
+                id: "smoke-1".into(),
+                kind: "smoke".into(),
+                lon: 121.52,
+                lat: 29.86,
+                grid: "g2".into(),
+                owner_unit: Some("u-c1".into()),
+            },
+            Device {
+                id: "gas-1".into(),
+                kind: "gas".into(),
+                lon: 121.57,
+                lat: 29.82,
+                grid: String::new(),
+                owner_unit: None,
+            },
         ];
         City::from_parts(regions, grids, zones, roads, units, devices).unwrap()
     }
@@ -1407,13 +1640,27 @@ mod tests {
         // On the shared edge between g1 and g3 the eastern grid wins.
         assert_eq!(city.grid_at(121.55, 29.82).unwrap().id, "g3");
         assert!(city.grid_at(121.7, 29.82).is_none());
-        assert_eq!(city.region_at(121.58, 29.82, Level::Community).unwrap().id, "d1-s1-c2");
-        assert_eq!(city.region_at(121.58, 29.82, Level::District).unwrap().id, "d1");
+        assert_eq!(
+            city.region_at(121.58, 29.82, Level::Community).unwrap().id,
+            "d1-s1-c2"
+        );
+        assert_eq!(
+            city.region_at(121.58, 29.82, Level::District).unwrap().id,
+            "d1"
+        );
         // The device with an empty grid got the grid at its position.
         assert_eq!(city.device("gas-1").unwrap().grid, "g3");
-        let zones: Vec<&str> = city.zones_at(121.515, 29.86).iter().map(|z| z.id.as_str()).collect();
+        let zones: Vec<&str> = city
+            .zones_at(121.515, 29.86)
+            .iter()
+            .map(|z| z.id.as_str())
+            .collect();
         assert_eq!(zones, ["corridor-1"]);
-        let zones: Vec<&str> = city.zones_at(121.515, 29.815).iter().map(|z| z.id.as_str()).collect();
+        let zones: Vec<&str> = city
+            .zones_at(121.515, 29.815)
+            .iter()
+            .map(|z| z.id.as_str())
+            .collect();
         assert_eq!(zones, ["square-1"]);
         assert!(city.zones_at(121.525, 29.825).is_empty(), "inside the hole");
         assert!(city.contains(121.60, 29.905));
@@ -1423,7 +1670,11 @@ mod tests {
     #[test]
     fn units_escalate_up_the_chain() {
         let city = tiny();
-        let chain: Vec<&str> = city.unit_chain("u-c1").iter().map(|u| u.id.as_str()).collect();
+        let chain: Vec<&str> = city
+            .unit_chain("u-c1")
+            .iter()
+            .map(|u| u.id.as_str())
+            .collect();
         assert_eq!(chain, ["u-c1", "u-d1-s1", "u-d1", "u-city"]);
         assert_eq!(city.grid_unit("g1").unwrap().id, "u-c1");
         // Community c2 has no unit of its own: its street answers.
@@ -1441,7 +1692,10 @@ mod tests {
         let first = fs::read(dir.0.join(files::ZONES)).unwrap();
         loaded.write(&dir.0).unwrap();
         assert_eq!(fs::read(dir.0.join(files::ZONES)).unwrap(), first);
-        assert_eq!(loaded.zone("square-1").unwrap().properties["capacity"], 2000);
+        assert_eq!(
+            loaded.zone("square-1").unwrap().properties["capacity"],
+            2000
+        );
         assert_eq!(loaded.unit("u-c1").unwrap().name, "u-c1, office");
     }
 
@@ -1452,30 +1706,56 @@ mod tests {
         city.write(&dir.0).unwrap();
 
         let regions = fs::read_to_string(dir.0.join(files::REGIONS)).unwrap();
-        fs::write(dir.0.join(files::REGIONS), regions.replace("\"level\":\"street\"", "\"level\":\"town\"")).unwrap();
+        fs::write(
+            dir.0.join(files::REGIONS),
+            regions.replace("\"level\":\"street\"", "\"level\":\"town\""),
+        )
+        .unwrap();
         let err = City::load(&dir.0).unwrap_err().to_string();
-        assert!(err.contains("regions.geojson") && err.contains("feature 1 (id `d1-s1`)") && err.contains("`level`"), "{err}");
+        assert!(
+            err.contains("regions.geojson")
+                && err.contains("feature 1 (id `d1-s1`)")
+                && err.contains("`level`"),
+            "{err}"
+        );
         assert!(err.contains("district, street or community"), "{err}");
         fs::write(dir.0.join(files::REGIONS), regions).unwrap();
 
         let devices = fs::read_to_string(dir.0.join(files::DEVICES)).unwrap();
         fs::write(dir.0.join(files::DEVICES), devices.replace(",g3,", ",g9,")).unwrap();
         let err = City::load(&dir.0).unwrap_err().to_string();
-        assert!(err.contains("devices.csv, line 3, field `grid`: grid `g9` does not exist"), "{err}");
-        fs::write(dir.0.join(files::DEVICES), devices.replace("121.57", "east")).unwrap();
+        assert!(
+            err.contains("devices.csv, line 3, field `grid`: grid `g9` does not exist"),
+            "{err}"
+        );
+        fs::write(
+            dir.0.join(files::DEVICES),
+            devices.replace("121.57", "east"),
+        )
+        .unwrap();
         let err = City::load(&dir.0).unwrap_err().to_string();
         assert!(err.contains("line 3, field `lon`"), "{err}");
         fs::write(dir.0.join(files::DEVICES), devices).unwrap();
 
         let zones = fs::read_to_string(dir.0.join(files::ZONES)).unwrap();
-        fs::write(dir.0.join(files::ZONES), zones.replace(",\"width_m\":100", "")).unwrap();
+        fs::write(
+            dir.0.join(files::ZONES),
+            zones.replace(",\"width_m\":100", ""),
+        )
+        .unwrap();
         let err = City::load(&dir.0).unwrap_err().to_string();
-        assert!(err.contains("zones.geojson, feature 1 (id `corridor-1`), field `width_m`"), "{err}");
+        assert!(
+            err.contains("zones.geojson, feature 1 (id `corridor-1`), field `width_m`"),
+            "{err}"
+        );
         fs::write(dir.0.join(files::ZONES), zones).unwrap();
 
         fs::remove_file(dir.0.join(files::GRIDS)).unwrap();
         let err = City::load(&dir.0).unwrap_err().to_string();
-        assert!(err.contains("grids.geojson") && err.contains("cityward city generate"), "{err}");
+        assert!(
+            err.contains("grids.geojson") && err.contains("cityward city generate"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1483,25 +1763,52 @@ mod tests {
         let city = tiny();
         let mut units = city.units.clone();
         units[0].parent_unit = Some("u-c1".into());
-        let err = City::from_parts(city.regions.clone(), city.grids.clone(), vec![], vec![], units, vec![])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("units.csv, line 2, field `parent_unit`") && err.contains("loops"), "{err}");
+        let err = City::from_parts(
+            city.regions.clone(),
+            city.grids.clone(),
+            vec![],
+            vec![],
+            units,
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("units.csv, line 2, field `parent_unit`") && err.contains("loops"),
+            "{err}"
+        );
         let mut regions = city.regions.clone();
         regions[3].parent = Some("d1".into());
-        let err = City::from_parts(regions, vec![], vec![], vec![], vec![], vec![]).unwrap_err().to_string();
-        assert!(err.contains("must be a street, but `d1` is a district"), "{err}");
+        let err = City::from_parts(regions, vec![], vec![], vec![], vec![], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("must be a street, but `d1` is a district"),
+            "{err}"
+        );
         let mut grids = city.grids.clone();
         grids.push(grids[0].clone());
-        let err = City::from_parts(city.regions.clone(), grids, vec![], vec![], vec![], vec![]).unwrap_err().to_string();
-        assert!(err.contains("feature 4 (id `g1`)") && err.contains("used twice"), "{err}");
+        let err = City::from_parts(city.regions.clone(), grids, vec![], vec![], vec![], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feature 4 (id `g1`)") && err.contains("used twice"),
+            "{err}"
+        );
     }
 
     #[test]
     fn csv_handles_quotes_and_blank_lines() {
-        let rows = parse_csv("x.csv", "a,b\r\n\"1,2\",\"say \"\"hi\"\"\"\n\n3,\"multi\nline\"\n4,5").unwrap();
+        let rows = parse_csv(
+            "x.csv",
+            "a,b\r\n\"1,2\",\"say \"\"hi\"\"\"\n\n3,\"multi\nline\"\n4,5",
+        )
+        .unwrap();
         assert_eq!(rows.len(), 4);
-        assert_eq!(rows[1], (2, vec!["1,2".to_string(), "say \"hi\"".to_string()]));
+        assert_eq!(
+            rows[1],
+            (2, vec!["1,2".to_string(), "say \"hi\"".to_string()])
+        );
         assert_eq!(rows[2].0, 4);
         assert_eq!(rows[3], (6, vec!["4".to_string(), "5".to_string()]));
         assert!(parse_csv("x.csv", "a,\"b\n").is_err());

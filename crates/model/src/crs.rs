@@ -49,7 +49,7 @@ impl Crs {
 }
 
 const KRASOVSKY_A: f64 = 6_378_245.0;
-const KRASOVSKY_EE: f64 = 0.006_693_421_622_965_943_23;
+const KRASOVSKY_EE: f64 = 0.006_693_421_622_965_943;
 const BD_X_PI: f64 = std::f64::consts::PI * 3000.0 / 180.0;
 
 /// GCJ-02 leaves positions outside mainland China unchanged; this is the usual rough box.
@@ -164,11 +164,20 @@ mod tests {
     #[test]
     fn forward_transforms_match_published_reference_points() {
         let gcj = wgs84_to_gcj02(116.404, 39.915);
-        assert!(close(gcj, (116.41024449916938, 39.91640428150164), 1e-12), "{gcj:?}");
+        assert!(
+            close(gcj, (116.41024449916938, 39.91640428150164), 1e-12),
+            "{gcj:?}"
+        );
         let bd = gcj02_to_bd09(116.404, 39.915);
-        assert!(close(bd, (116.41036949371029, 39.92133699351021), 1e-12), "{bd:?}");
+        assert!(
+            close(bd, (116.41036949371029, 39.92133699351021), 1e-12),
+            "{bd:?}"
+        );
         let back = bd09_to_gcj02_one_step(116.404, 39.915);
-        assert!(close(back, (116.39762729119315, 39.90865673957631), 1e-12), "{back:?}");
+        assert!(
+            close(back, (116.39762729119315, 39.90865673957631), 1e-12),
+            "{back:?}"
+        );
         // The refined inverse stays within the one-step formula's error of it.
         assert!(close(bd09_to_gcj02(116.404, 39.915), back, 2e-5));
     }
@@ -178,7 +187,10 @@ mod tests {
         // The published one-step inverse is off by up to ~2 m; ours must be within that
         // of it, and exact under the forward transform.
         let wgs = gcj02_to_wgs84(116.404, 39.915);
-        assert!(close(wgs, (116.39775550083061, 39.91359571849836), 3e-5), "{wgs:?}");
+        assert!(
+            close(wgs, (116.39775550083061, 39.91359571849836), 3e-5),
+            "{wgs:?}"
+        );
         assert!(close(wgs84_to_gcj02(wgs.0, wgs.1), (116.404, 39.915), 1e-9));
     }
 

@@ -162,7 +162,10 @@ pub fn point_along(line: &[Point], distance_m: f64) -> Option<Point> {
         let len = haversine_m(w[0], w[1]);
         if left <= len && len > 0.0 {
             let t = left / len;
-            return Some((w[0].0 + t * (w[1].0 - w[0].0), w[0].1 + t * (w[1].1 - w[0].1)));
+            return Some((
+                w[0].0 + t * (w[1].0 - w[0].0),
+                w[0].1 + t * (w[1].1 - w[0].1),
+            ));
         }
         left -= len;
     }
@@ -193,7 +196,12 @@ impl BBox {
 
     /// A box from its edges.
     pub fn new(min_lon: f64, min_lat: f64, max_lon: f64, max_lat: f64) -> Self {
-        BBox { min_lon, min_lat, max_lon, max_lat }
+        BBox {
+            min_lon,
+            min_lat,
+            max_lon,
+            max_lat,
+        }
     }
 
     /// The smallest box holding all the points ([`BBox::EMPTY`] for none).
@@ -243,7 +251,10 @@ impl BBox {
 
     /// The centre of the box.
     pub fn center(&self) -> Point {
-        ((self.min_lon + self.max_lon) / 2.0, (self.min_lat + self.max_lat) / 2.0)
+        (
+            (self.min_lon + self.max_lon) / 2.0,
+            (self.min_lat + self.max_lat) / 2.0,
+        )
     }
 
     /// The box grown by `deg` degrees on every side.
@@ -309,7 +320,9 @@ fn crosses(x: f64, y: f64, a: Point, b: Point) -> bool {
 /// Crossing parity of one closed ring (the closing edge is implied).
 fn ring_parity(ring: &[Point], x: f64, y: f64) -> bool {
     let mut inside = false;
-    let Some(&last) = ring.last() else { return false };
+    let Some(&last) = ring.last() else {
+        return false;
+    };
     let mut prev = last;
     for &p in ring {
         if crosses(x, y, prev, p) {
@@ -368,7 +381,10 @@ impl Polygon {
     pub fn new(exterior: Vec<Point>, holes: Vec<Vec<Point>>) -> Self {
         Polygon {
             exterior: orient(open_ring(exterior), true),
-            holes: holes.into_iter().map(|h| orient(open_ring(h), false)).collect(),
+            holes: holes
+                .into_iter()
+                .map(|h| orient(open_ring(h), false))
+                .collect(),
         }
     }
 
@@ -439,7 +455,9 @@ impl Polygon {
         }
         if a2.abs() < 1e-9 {
             let n = xy.len() as f64;
-            let mean = xy.iter().fold((0.0, 0.0), |acc, p| (acc.0 + p.0 / n, acc.1 + p.1 / n));
+            let mean = xy
+                .iter()
+                .fold((0.0, 0.0), |acc, p| (acc.0 + p.0 / n, acc.1 + p.1 / n));
             return proj.to_lonlat(mean);
         }
         proj.to_lonlat((cx / (3.0 * a2), cy / (3.0 * a2)))
@@ -454,7 +472,11 @@ impl Polygon {
             return Some(c);
         }
         let b = self.bbox();
-        for lat in [c.1, (b.min_lat + b.max_lat) / 2.0, b.min_lat * 0.75 + b.max_lat * 0.25] {
+        for lat in [
+            c.1,
+            (b.min_lat + b.max_lat) / 2.0,
+            b.min_lat * 0.75 + b.max_lat * 0.25,
+        ] {
             let mut xs: Vec<f64> = Vec::new();
             for ring in self.rings() {
                 let mut prev = *ring.last()?;
@@ -496,7 +518,9 @@ impl MultiPolygon {
 
     /// The bounding box of all parts.
     pub fn bbox(&self) -> BBox {
-        self.polygons.iter().fold(BBox::EMPTY, |b, p| b.union(&p.bbox()))
+        self.polygons
+            .iter()
+            .fold(BBox::EMPTY, |b, p| b.union(&p.bbox()))
     }
 
     /// Whether the point is inside any part (boundary rule in the module docs).
@@ -560,7 +584,10 @@ impl fmt::Display for GeoJsonError {
 impl std::error::Error for GeoJsonError {}
 
 fn gerr(path: impl Into<String>, message: impl Into<String>) -> GeoJsonError {
-    GeoJsonError { path: path.into(), message: message.into() }
+    GeoJsonError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 fn parse_position(v: &Value, path: &str) -> Result<Point, GeoJsonError> {
@@ -577,10 +604,16 @@ fn parse_position(v: &Value, path: &str) -> Result<Point, GeoJsonError> {
         .as_f64()
         .ok_or_else(|| gerr(format!("{path}[1]"), "latitude must be a number"))?;
     if !(-180.0..=180.0).contains(&lon) {
-        return Err(gerr(path, format!("longitude {lon} is outside -180..180; positions are [lon, lat]")));
+        return Err(gerr(
+            path,
+            format!("longitude {lon} is outside -180..180; positions are [lon, lat]"),
+        ));
     }
     if !(-90.0..=90.0).contains(&lat) {
-        return Err(gerr(path, format!("latitude {lat} is outside -90..90; positions are [lon, lat], not [lat, lon]")));
+        return Err(gerr(
+            path,
+            format!("latitude {lat} is outside -90..90; positions are [lon, lat], not [lat, lon]"),
+        ));
     }
     Ok((lon, lat))
 }
@@ -610,7 +643,10 @@ fn parse_polygon(v: &Value, path: &str) -> Result<Polygon, GeoJsonError> {
         let rpath = format!("{path}[{i}]");
         let ring = open_ring(parse_line(r, &rpath)?);
         if ring.len() < 3 {
-            return Err(gerr(rpath, "a ring needs at least three distinct positions"));
+            return Err(gerr(
+                rpath,
+                "a ring needs at least three distinct positions",
+            ));
         }
         rings.push(ring);
     }
@@ -619,7 +655,8 @@ fn parse_polygon(v: &Value, path: &str) -> Result<Polygon, GeoJsonError> {
 }
 
 fn array<'a>(v: &'a Value, path: &str, what: &str) -> Result<&'a Vec<Value>, GeoJsonError> {
-    v.as_array().ok_or_else(|| gerr(path, format!("expected an array of {what}")))
+    v.as_array()
+        .ok_or_else(|| gerr(path, format!("expected an array of {what}")))
 }
 
 fn position_json(p: Point) -> Value {
@@ -648,9 +685,12 @@ impl Geometry {
     /// Accepts Point, LineString, MultiLineString, Polygon and MultiPolygon. Rings may be
     /// given closed (as GeoJSON requires) or open; a third coordinate is ignored.
     pub fn from_geojson(v: &Value) -> Result<Geometry, GeoJsonError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| gerr("", "a geometry must be an object with `type` and `coordinates`"))?;
+        let obj = v.as_object().ok_or_else(|| {
+            gerr(
+                "",
+                "a geometry must be an object with `type` and `coordinates`",
+            )
+        })?;
         let ty = obj
             .get("type")
             .and_then(Value::as_str)
@@ -695,9 +735,10 @@ impl Geometry {
         let (ty, coords) = match self {
             Geometry::Point(p) => ("Point", position_json(*p)),
             Geometry::LineString(l) => ("LineString", line_json(l)),
-            Geometry::MultiLineString(ls) => {
-                ("MultiLineString", Value::Array(ls.iter().map(|l| line_json(l)).collect()))
-            }
+            Geometry::MultiLineString(ls) => (
+                "MultiLineString",
+                Value::Array(ls.iter().map(|l| line_json(l)).collect()),
+            ),
             Geometry::Polygon(p) => ("Polygon", polygon_json(p)),
             Geometry::MultiPolygon(mp) => (
                 "MultiPolygon",
@@ -711,7 +752,11 @@ impl Geometry {
     /// people expect to read; [`Geometry::to_geojson`] gives a map with sorted keys).
     pub fn to_geojson_string(&self) -> String {
         let v = self.to_geojson();
-        format!("{{\"type\":\"{}\",\"coordinates\":{}}}", self.type_name(), v["coordinates"])
+        format!(
+            "{{\"type\":\"{}\",\"coordinates\":{}}}",
+            self.type_name(),
+            v["coordinates"]
+        )
     }
 
     /// The GeoJSON type name.
@@ -852,13 +897,18 @@ impl<T> PolygonIndex<T> {
                 }
                 index.parts.push((edge_start, index.edges.len() as u32));
             }
-            index.item_parts.push((part_start, index.parts.len() as u32));
+            index
+                .item_parts
+                .push((part_start, index.parts.len() as u32));
             let bbox = area.bbox();
             index.extent = index.extent.union(&bbox);
             index.item_bbox.push(bbox);
             index.values.push(value);
         }
-        assert!(index.values.len() < COVERS as usize, "too many polygons for one index");
+        assert!(
+            index.values.len() < COVERS as usize,
+            "too many polygons for one index"
+        );
         index.build_buckets();
         index
     }
@@ -944,12 +994,19 @@ impl<T> PolygonIndex<T> {
     /// The inclusive bucket range covering a box (clamped to the grid).
     fn cell_range(&self, b: &BBox) -> (usize, usize, usize, usize) {
         let col = |lon: f64| {
-            (((lon - self.extent.min_lon) * self.inv_w).floor().max(0.0) as usize).min(self.cols - 1)
+            (((lon - self.extent.min_lon) * self.inv_w).floor().max(0.0) as usize)
+                .min(self.cols - 1)
         };
         let row = |lat: f64| {
-            (((lat - self.extent.min_lat) * self.inv_h).floor().max(0.0) as usize).min(self.rows - 1)
+            (((lat - self.extent.min_lat) * self.inv_h).floor().max(0.0) as usize)
+                .min(self.rows - 1)
         };
-        (col(b.min_lon), row(b.min_lat), col(b.max_lon), row(b.max_lat))
+        (
+            col(b.min_lon),
+            row(b.min_lat),
+            col(b.max_lon),
+            row(b.max_lat),
+        )
     }
 
     #[inline]
@@ -1003,7 +1060,8 @@ impl<T> PolygonIndex<T> {
 
     /// Values of the polygons containing the point, in insertion order.
     pub fn containing(&self, lon: f64, lat: f64) -> impl Iterator<Item = &T> + '_ {
-        self.containing_indices(lon, lat).map(move |i| &self.values[i])
+        self.containing_indices(lon, lat)
+            .map(move |i| &self.values[i])
     }
 
     /// The value of the first polygon (in insertion order) containing the point.
@@ -1045,7 +1103,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
@@ -1064,7 +1125,10 @@ mod tests {
     #[test]
     fn bearing_points_the_right_way() {
         let o = (121.5, 29.8);
-        assert!(bearing_deg(o, offset_m(o, 0.0, 100.0)) < 0.01 || bearing_deg(o, offset_m(o, 0.0, 100.0)) > 359.99);
+        assert!(
+            bearing_deg(o, offset_m(o, 0.0, 100.0)) < 0.01
+                || bearing_deg(o, offset_m(o, 0.0, 100.0)) > 359.99
+        );
         assert!((bearing_deg(o, offset_m(o, 100.0, 0.0)) - 90.0).abs() < 0.01);
         assert!((bearing_deg(o, offset_m(o, 0.0, -100.0)) - 180.0).abs() < 0.01);
         assert!((bearing_deg(o, offset_m(o, -100.0, 0.0)) - 270.0).abs() < 0.01);
@@ -1087,7 +1151,13 @@ mod tests {
     #[test]
     fn holes_are_outside() {
         let poly = Polygon::new(
-            vec![(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0), (0.0, 0.0)],
+            vec![
+                (0.0, 0.0),
+                (10.0, 0.0),
+                (10.0, 10.0),
+                (0.0, 10.0),
+                (0.0, 0.0),
+            ],
             vec![vec![(4.0, 4.0), (6.0, 4.0), (6.0, 6.0), (4.0, 6.0)]],
         );
         assert!(poly.contains(1.0, 1.0));
@@ -1105,7 +1175,14 @@ mod tests {
         let d = Polygon::new(vec![(1.3, 1.0), (2.0, 1.0), (2.0, 2.0), (1.0, 2.0)], vec![]);
         let tiles = [a, b, c, d];
         let mut rng = Lcg(7);
-        let mut probes = vec![(1.3, 1.0), (1.0, 0.5), (0.5, 1.0), (1.5, 1.0), (1.15, 0.5), (1.0, 1.5)];
+        let mut probes = vec![
+            (1.3, 1.0),
+            (1.0, 0.5),
+            (0.5, 1.0),
+            (1.5, 1.0),
+            (1.15, 0.5),
+            (1.0, 1.5),
+        ];
         for _ in 0..2000 {
             // Points exactly on the slanted edges and on the horizontal one.
             let t = rng.next();
@@ -1131,13 +1208,21 @@ mod tests {
         )
         .unwrap();
         let g = Geometry::from_geojson(&v).unwrap();
-        let Geometry::Polygon(p) = &g else { panic!("{g:?}") };
+        let Geometry::Polygon(p) = &g else {
+            panic!("{g:?}")
+        };
         assert_eq!(p.holes.len(), 1);
         let again = Geometry::from_geojson(&g.to_geojson()).unwrap();
         assert_eq!(again, g);
         let text = g.to_geojson_string();
-        assert!(text.starts_with("{\"type\":\"Polygon\",\"coordinates\":[[[121.5,29.8],"), "{text}");
-        assert_eq!(Geometry::from_geojson(&serde_json::from_str(&text).unwrap()).unwrap(), g);
+        assert!(
+            text.starts_with("{\"type\":\"Polygon\",\"coordinates\":[[[121.5,29.8],"),
+            "{text}"
+        );
+        assert_eq!(
+            Geometry::from_geojson(&serde_json::from_str(&text).unwrap()).unwrap(),
+            g
+        );
 
         let bad: Value = serde_json::from_str(
             r#"{"type":"LineString","coordinates":[[121.5,29.8],[29.8,121.5]]}"#,
@@ -1158,7 +1243,10 @@ mod tests {
         let ring = v["coordinates"][0].as_array().unwrap();
         assert_eq!(ring.len(), 5);
         assert_eq!(ring[0], ring[4]);
-        let pts: Vec<Point> = ring.iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())).collect();
+        let pts: Vec<Point> = ring
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect();
         assert!(ring_signed_area2(&pts[..4]) > 0.0);
         assert_eq!(pts[0], (0.0, 0.0));
         let with_hole = Polygon::new(
@@ -1177,23 +1265,44 @@ mod tests {
         let mut lattice = vec![vec![(0.0, 0.0); cols + 1]; rows + 1];
         for (r, row) in lattice.iter_mut().enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
-                let jx = if c == 0 || c == cols { 0.0 } else { (rng.next() - 0.5) * 0.004 };
-                let jy = if r == 0 || r == rows { 0.0 } else { (rng.next() - 0.5) * 0.004 };
+                let jx = if c == 0 || c == cols {
+                    0.0
+                } else {
+                    (rng.next() - 0.5) * 0.004
+                };
+                let jy = if r == 0 || r == rows {
+                    0.0
+                } else {
+                    (rng.next() - 0.5) * 0.004
+                };
                 *v = (121.4 + c as f64 * 0.01 + jx, 29.8 + r as f64 * 0.01 + jy);
             }
         }
         let mut items: Vec<(MultiPolygon, usize)> = Vec::new();
         for r in 0..rows {
             for c in 0..cols {
-                let ring = vec![lattice[r][c], lattice[r][c + 1], lattice[r + 1][c + 1], lattice[r + 1][c]];
+                let ring = vec![
+                    lattice[r][c],
+                    lattice[r][c + 1],
+                    lattice[r + 1][c + 1],
+                    lattice[r + 1][c],
+                ];
                 items.push((Polygon::new(ring, vec![]).into(), items.len()));
             }
         }
         let big = Polygon::new(
-            vec![(121.45, 29.85), (121.75, 29.83), (121.8, 30.1), (121.5, 30.2)],
+            vec![
+                (121.45, 29.85),
+                (121.75, 29.83),
+                (121.8, 30.1),
+                (121.5, 30.2),
+            ],
             vec![vec![(121.55, 29.95), (121.65, 29.95), (121.6, 30.05)]],
         );
-        items.push((MultiPolygon::new(vec![big, square(121.9, 30.0, 121.95, 30.2)]), items.len()));
+        items.push((
+            MultiPolygon::new(vec![big, square(121.9, 30.0, 121.95, 30.2)]),
+            items.len(),
+        ));
         let brute = items.clone();
         let index = PolygonIndex::new(items);
         assert_eq!(index.len(), cols * rows + 1);
@@ -1209,10 +1318,17 @@ mod tests {
             }
         }
         for &(x, y) in &probes {
-            let want: Vec<usize> = brute.iter().filter(|(mp, _)| mp.contains(x, y)).map(|(_, v)| *v).collect();
+            let want: Vec<usize> = brute
+                .iter()
+                .filter(|(mp, _)| mp.contains(x, y))
+                .map(|(_, v)| *v)
+                .collect();
             let got: Vec<usize> = index.containing(x, y).copied().collect();
             assert_eq!(got, want, "at ({x}, {y})");
-            let in_lattice = x > 121.4 && x < 121.4 + cols as f64 * 0.01 - 1e-12 && y > 29.8 && y < 29.8 + rows as f64 * 0.01 - 1e-12;
+            let in_lattice = x > 121.4
+                && x < 121.4 + cols as f64 * 0.01 - 1e-12
+                && y > 29.8
+                && y < 29.8 + rows as f64 * 0.01 - 1e-12;
             if in_lattice {
                 let tiles = got.iter().filter(|&&v| v < cols * rows).count();
                 assert_eq!(tiles, 1, "({x}, {y}) lies in {tiles} lattice tiles");

@@ -89,43 +89,134 @@ impl KindRegistry {
             class: class.to_string(),
             attrs: attrs
                 .iter()
-                .map(|(name, ty, required)| (name.to_string(), AttrSpec { ty: *ty, required: *required }))
+                .map(|(name, ty, required)| {
+                    (
+                        name.to_string(),
+                        AttrSpec {
+                            ty: *ty,
+                            required: *required,
+                        },
+                    )
+                })
                 .collect(),
         };
         let req = Place::Required;
         let opt = Place::Optional;
         let mut kinds = BTreeMap::new();
-        kinds.insert("gps".into(), kind(req, "vehicle_gps", &[
-            ("speed_kmh", Number, false), ("heading", Number, false), ("class", String, false),
-            ("plate", String, false), ("route", String, false),
-        ]));
-        kinds.insert("plate_read".into(), kind(req, "plate_read", &[
-            ("plate", String, true), ("confidence", Number, false), ("color", String, false),
-            ("vehicle_type", String, false), ("lane", Integer, false), ("direction", String, false),
-        ]));
-        kinds.insert("smoke".into(), kind(opt, "sensor", &[
-            ("value", Number, false), ("alarm", Bool, false), ("temperature_c", Number, false),
-        ]));
-        kinds.insert("gas".into(), kind(opt, "sensor", &[
-            ("value", Number, false), ("alarm", Bool, false), ("gas", String, false),
-        ]));
-        kinds.insert("water_level".into(), kind(opt, "sensor", &[("value", Number, true)]));
+        kinds.insert(
+            "gps".into(),
+            kind(
+                req,
+                "vehicle_gps",
+                &[
+                    ("speed_kmh", Number, false),
+                    ("heading", Number, false),
+                    ("class", String, false),
+                    ("plate", String, false),
+                    ("route", String, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "plate_read".into(),
+            kind(
+                req,
+                "plate_read",
+                &[
+                    ("plate", String, true),
+                    ("confidence", Number, false),
+                    ("color", String, false),
+                    ("vehicle_type", String, false),
+                    ("lane", Integer, false),
+                    ("direction", String, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "smoke".into(),
+            kind(
+                opt,
+                "sensor",
+                &[
+                    ("value", Number, false),
+                    ("alarm", Bool, false),
+                    ("temperature_c", Number, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "gas".into(),
+            kind(
+                opt,
+                "sensor",
+                &[
+                    ("value", Number, false),
+                    ("alarm", Bool, false),
+                    ("gas", String, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "water_level".into(),
+            kind(opt, "sensor", &[("value", Number, true)]),
+        );
         kinds.insert("door".into(), kind(opt, "sensor", &[("open", Bool, true)]));
-        kinds.insert("temperature".into(), kind(opt, "sensor", &[("value", Number, true)]));
-        kinds.insert("heartbeat".into(), kind(opt, "device_health", &[
-            ("battery", Number, false), ("rssi", Number, false), ("tamper", Bool, false),
-        ]));
-        kinds.insert("crowd_count".into(), kind(opt, "sensor", &[("count", Integer, true)]));
-        kinds.insert("traffic_flow".into(), kind(opt, "traffic", &[
-            ("speed_kmh", Number, false), ("volume", Integer, false), ("occupancy", Number, false),
-            ("segment", String, false),
-        ]));
-        kinds.insert("video_event".into(), kind(opt, "video_event", &[
-            ("event_type", String, true), ("confidence", Number, false), ("clip_url", String, false),
-        ]));
-        kinds.insert("citizen_report".into(), kind(opt, "citizen_report", &[
-            ("service_code", String, false), ("description", String, false),
-        ]));
+        kinds.insert(
+            "temperature".into(),
+            kind(opt, "sensor", &[("value", Number, true)]),
+        );
+        kinds.insert(
+            "heartbeat".into(),
+            kind(
+                opt,
+                "device_health",
+                &[
+                    ("battery", Number, false),
+                    ("rssi", Number, false),
+                    ("tamper", Bool, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "crowd_count".into(),
+            kind(opt, "sensor", &[("count", Integer, true)]),
+        );
+        kinds.insert(
+            "traffic_flow".into(),
+            kind(
+                opt,
+                "traffic",
+                &[
+                    ("speed_kmh", Number, false),
+                    ("volume", Integer, false),
+                    ("occupancy", Number, false),
+                    ("segment", String, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "video_event".into(),
+            kind(
+                opt,
+                "video_event",
+                &[
+                    ("event_type", String, true),
+                    ("confidence", Number, false),
+                    ("clip_url", String, false),
+                ],
+            ),
+        );
+        kinds.insert(
+            "citizen_report".into(),
+            kind(
+                opt,
+                "citizen_report",
+                &[
+                    ("service_code", String, false),
+                    ("description", String, false),
+                ],
+            ),
+        );
         KindRegistry { kinds }
     }
 
@@ -153,14 +244,12 @@ impl KindRegistry {
         for (kind, schema) in &self.kinds {
             for (name, spec) in &schema.attrs {
                 match columns.get(name.as_str()) {
-                    Some((ty, other)) if *ty != spec.ty => {
-                        return Err(format!(
-                            "attribute `{name}` is a {} in kind `{other}` but a {} in kind `{kind}`; \
+                    Some((ty, other)) if *ty != spec.ty => return Err(format!(
+                        "attribute `{name}` is a {} in kind `{other}` but a {} in kind `{kind}`; \
                              give it one type or rename it in one of the kinds",
-                            ty.name(),
-                            spec.ty.name()
-                        ))
-                    }
+                        ty.name(),
+                        spec.ty.name()
+                    )),
                     Some(_) => {}
                     None => {
                         columns.insert(name, (spec.ty, kind));
@@ -168,7 +257,10 @@ impl KindRegistry {
                 }
             }
         }
-        Ok(columns.into_iter().map(|(n, (t, _))| (n.to_string(), t)).collect())
+        Ok(columns
+            .into_iter()
+            .map(|(n, (t, _))| (n.to_string(), t))
+            .collect())
     }
 }
 
@@ -180,9 +272,22 @@ mod tests {
     fn builtin_kinds_have_consistent_attribute_types() {
         let registry = KindRegistry::builtin();
         let columns = registry.attribute_columns().unwrap();
-        assert!(columns.iter().any(|(n, t)| n == "plate" && *t == AttrType::String));
-        for kind in ["gps", "plate_read", "smoke", "gas", "water_level", "door", "heartbeat",
-                     "crowd_count", "traffic_flow", "video_event", "citizen_report"] {
+        assert!(columns
+            .iter()
+            .any(|(n, t)| n == "plate" && *t == AttrType::String));
+        for kind in [
+            "gps",
+            "plate_read",
+            "smoke",
+            "gas",
+            "water_level",
+            "door",
+            "heartbeat",
+            "crowd_count",
+            "traffic_flow",
+            "video_event",
+            "citizen_report",
+        ] {
             assert!(registry.get(kind).is_some(), "{kind}");
         }
     }
@@ -191,7 +296,13 @@ mod tests {
     fn conflicting_attribute_types_are_named() {
         let mut registry = KindRegistry::builtin();
         let mut schema = registry.get("door").unwrap().clone();
-        schema.attrs.insert("plate".into(), AttrSpec { ty: AttrType::Integer, required: false });
+        schema.attrs.insert(
+            "plate".into(),
+            AttrSpec {
+                ty: AttrType::Integer,
+                required: false,
+            },
+        );
         registry.declare("gate", schema);
         let err = registry.attribute_columns().unwrap_err();
         assert!(err.contains("`plate`") && err.contains("gate"), "{err}");

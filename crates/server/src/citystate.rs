@@ -14,11 +14,18 @@ use crate::node::NodeError;
 
 /// Writes `city` to `dir` and mirrors it into the state store.
 pub fn save_city(state: &dyn StateStore, city: &City, dir: &Path) -> Result<(), NodeError> {
-    city.write(dir).map_err(|e| NodeError::Internal(format!("cannot keep the city model in {}: {e}", dir.display())))?;
+    city.write(dir).map_err(|e| {
+        NodeError::Internal(format!(
+            "cannot keep the city model in {}: {e}",
+            dir.display()
+        ))
+    })?;
     for layer in Layer::ALL {
         let path = dir.join(format!("{}.geojson", layer.as_str()));
-        let text = std::fs::read_to_string(&path).map_err(|e| NodeError::Internal(format!("cannot read {}: {e}", path.display())))?;
-        let collection: Value = serde_json::from_str(&text).map_err(|e| NodeError::Internal(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| NodeError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        let collection: Value = serde_json::from_str(&text)
+            .map_err(|e| NodeError::Internal(format!("{}: {e}", path.display())))?;
         let rows: Vec<FeatureRow> = collection["features"]
             .as_array()
             .map(|features| {
@@ -26,7 +33,10 @@ pub fn save_city(state: &dyn StateStore, city: &City, dir: &Path) -> Result<(), 
                     .iter()
                     .map(|f| FeatureRow {
                         layer,
-                        id: f["properties"]["id"].as_str().map(str::to_string).unwrap_or_else(|| f["properties"]["id"].to_string()),
+                        id: f["properties"]["id"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| f["properties"]["id"].to_string()),
                         properties: f["properties"].clone(),
                         geometry: f["geometry"].clone(),
                     })
@@ -73,8 +83,13 @@ fn non_empty(s: &str) -> Option<String> {
 /// Loads the node's copy of the city model, or an empty city when there is none yet.
 pub fn load_city(dir: &Path) -> Result<City, NodeError> {
     if dir.join("regions.geojson").exists() {
-        City::load(dir).map_err(|e| NodeError::Internal(format!("the node's copy of the city model is unreadable: {e}")))
+        City::load(dir).map_err(|e| {
+            NodeError::Internal(format!(
+                "the node's copy of the city model is unreadable: {e}"
+            ))
+        })
     } else {
-        City::from_parts(vec![], vec![], vec![], vec![], vec![], vec![]).map_err(|e| NodeError::Internal(e.to_string()))
+        City::from_parts(vec![], vec![], vec![], vec![], vec![], vec![])
+            .map_err(|e| NodeError::Internal(e.to_string()))
     }
 }

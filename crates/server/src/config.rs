@@ -82,7 +82,10 @@ pub struct WalSection {
 
 impl Default for WalSection {
     fn default() -> Self {
-        WalSection { segment_bytes: 64 * 1024 * 1024, queue_depth: 1024 }
+        WalSection {
+            segment_bytes: 64 * 1024 * 1024,
+            queue_depth: 1024,
+        }
     }
 }
 
@@ -139,7 +142,10 @@ pub struct DedupSection {
 
 impl Default for DedupSection {
     fn default() -> Self {
-        DedupSection { capacity: 10_000_000, reload_window: Duration::from_secs(86_400) }
+        DedupSection {
+            capacity: 10_000_000,
+            reload_window: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -156,7 +162,10 @@ pub struct AuthSection {
 
 impl Default for AuthSection {
     fn default() -> Self {
-        AuthSection { token_ttl: Duration::from_secs(12 * 3600), open_ingest: false }
+        AuthSection {
+            token_ttl: Duration::from_secs(12 * 3600),
+            open_ingest: false,
+        }
     }
 }
 
@@ -166,14 +175,19 @@ mod duration_map {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         map.iter()
             .map(|(k, v)| (k.clone(), cityward_model::format_duration(*v)))
             .collect::<BTreeMap<_, _>>()
             .serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
         BTreeMap::<String, String>::deserialize(d)?
             .into_iter()
             .map(|(k, v)| {
@@ -209,20 +223,28 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config: NodeConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
-        config
-            .check()
-            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(config)
     }
 
     /// Cross-field checks that serde cannot express.
     pub fn check(&self) -> Result<(), String> {
         if !["community", "street", "city"].contains(&self.node.role.as_str()) {
-            return Err(format!("node.role `{}` must be community, street or city", self.node.role));
+            return Err(format!(
+                "node.role `{}` must be community, street or city",
+                self.node.role
+            ));
         }
         for topic in &self.mqtt.topics {
             topic.check()?;
@@ -269,7 +291,10 @@ mod tests {
         let mut all = Vec::new();
         keys("", &value, &mut all);
         for key in all {
-            assert!(DEFAULT_CONFIG_TOML.contains(&key), "`{key}` is missing from default_config.toml");
+            assert!(
+                DEFAULT_CONFIG_TOML.contains(&key),
+                "`{key}` is missing from default_config.toml"
+            );
         }
     }
 
@@ -284,7 +309,8 @@ mod tests {
 
     #[test]
     fn unknown_settings_are_refused_with_their_name() {
-        let err = toml::from_str::<NodeConfig>("[node]\nlisten_addr = \"0.0.0.0:1\"\n").unwrap_err();
+        let err =
+            toml::from_str::<NodeConfig>("[node]\nlisten_addr = \"0.0.0.0:1\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
     }
 
@@ -306,7 +332,10 @@ mod tests {
         )
         .unwrap();
         config.check().unwrap();
-        assert_eq!(config.lake.retention["plate_read"], Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            config.lake.retention["plate_read"],
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(config.mqtt.topics[0].rename["ppm"], "value");
     }
 }

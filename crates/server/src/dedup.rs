@@ -50,7 +50,12 @@ impl DedupIndex {
     /// An empty index remembering at most `capacity` ids.
     pub fn new(capacity: usize) -> Self {
         DedupIndex {
-            hasher: ahash::RandomState::with_seeds(0x6369_7479, 0x7761_7264, 0x6465_6475, 0x7021_0001),
+            hasher: ahash::RandomState::with_seeds(
+                0x6369_7479,
+                0x7761_7264,
+                0x6465_6475,
+                0x7021_0001,
+            ),
             seen: HashSet::with_hasher(BuildNoHash),
             order: VecDeque::new(),
             capacity: capacity.max(1),

@@ -26,23 +26,37 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn unauthorized() -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized",
-            "this call needs `Authorization: Bearer TOKEN`; get a token from POST /api/v1/login")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs `Authorization: Bearer TOKEN`; get a token from POST /api/v1/login",
+        )
     }
 
     fn forbidden(role: Role, need: &str) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden",
-            format!("role `{}` may not do this; it needs {need}", role.as_str()))
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("role `{}` may not do this; it needs {need}", role.as_str()),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
 }
 
@@ -83,11 +97,16 @@ impl FromRequestParts<Arc<Node>> for Caller {
         let node = node.clone();
         let user = tokio::task::spawn_blocking(move || node.authenticate(&token))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
             .map_err(ApiError::from)?;
         user.map(Caller).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized",
-                "the token is unknown or expired; log in again at POST /api/v1/login")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token is unknown or expired; log in again at POST /api/v1/login",
+            )
         })
     }
 }
@@ -105,7 +124,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/events", post(post_events))
         .route("/api/v1/deadletter", get(list_deadletter))
         .route("/api/v1/deadletter/{id}", get(get_deadletter))
-        .route("/api/v1/deadletter/{id}/resubmit", post(resubmit_deadletter))
+        .route(
+            "/api/v1/deadletter/{id}/resubmit",
+            post(resubmit_deadletter),
+        )
         .route("/api/v1/sql", post(sql))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -113,7 +135,11 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; the API is described at /api/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path; the API is described at /api/openapi.json",
+    )
 }
 
 async fn console() -> Html<&'static str> {
@@ -122,17 +148,29 @@ async fn console() -> Html<&'static str> {
 
 async fn healthz(State(node): State<Arc<Node>>) -> Response {
     let health = node.health();
-    let status = if health["status"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if health["status"] == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(health)).into_response()
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.refresh_gauges();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -143,20 +181,31 @@ struct LoginBody {
 
 async fn login(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input",
-            format!("login body must be {{\"username\": …, \"password\": …}}: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("login body must be {{\"username\": …, \"password\": …}}: {e}"),
+        )
     })?;
     let token = tokio::task::spawn_blocking(move || node.login(&body.username, &body.password))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    Ok(Json(json!({"token": token.token, "role": token.role.as_str(), "expires_at": token.expires_at})))
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(Json(
+        json!({"token": token.token, "role": token.role.as_str(), "expires_at": token.expires_at}),
+    ))
 }
 
 async fn status(State(node): State<Arc<Node>>, _caller: Caller) -> Json<Value> {
     Json(node.status())
 }
 
-async fn post_events(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn post_events(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if !node.config().auth.open_ingest {
         let mut parts = axum::http::Request::new(()).into_parts().0;
         parts.headers = headers.clone();
@@ -170,7 +219,8 @@ async fn post_events(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/csv"));
     let outcome = node.ingest_body(&body, Channel::Http, csv).await?;
-    let status = if outcome.accepted == 0 && outcome.duplicates == 0 && !outcome.rejected.is_empty() {
+    let status = if outcome.accepted == 0 && outcome.duplicates == 0 && !outcome.rejected.is_empty()
+    {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -191,9 +241,18 @@ async fn list_deadletter(
     Caller(user): Caller,
     Query(q): Query<DeadletterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    require(
+        &user,
+        &[Role::Admin, Role::Analyst],
+        "role `admin` or `analyst`",
+    )?;
     let page = tokio::task::spawn_blocking(move || {
-        node.deadletters(q.cursor, q.limit.unwrap_or(100).min(1000), q.channel, q.pending.unwrap_or(false))
+        node.deadletters(
+            q.cursor,
+            q.limit.unwrap_or(100).min(1000),
+            q.channel,
+            q.pending.unwrap_or(false),
+        )
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
@@ -205,10 +264,16 @@ async fn get_deadletter(
     Caller(user): Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    require(
+        &user,
+        &[Role::Admin, Role::Analyst],
+        "role `admin` or `analyst`",
+    )?;
     let item = tokio::task::spawn_blocking(move || node.deadletter(id))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(Json(item))
 }
 
@@ -218,9 +283,17 @@ async fn resubmit_deadletter(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&user, &[Role::Admin, Role::Analyst], "role `admin` or `analyst`")?;
+    require(
+        &user,
+        &[Role::Admin, Role::Analyst],
+        "role `admin` or `analyst`",
+    )?;
     let outcome = node.resubmit(id, &body).await?;
-    let status = if outcome.accepted + outcome.duplicates > 0 { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if outcome.accepted + outcome.duplicates > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     Ok((status, Json(outcome)).into_response())
 }
 
@@ -231,12 +304,22 @@ struct SqlBody {
     max_rows: Option<usize>,
 }
 
-async fn sql(State(node): State<Arc<Node>>, Caller(user): Caller, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn sql(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     require(&user, &[Role::Admin], "role `admin`")?;
     let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("body must be {{\"sql\": \"SELECT …\"}}: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("body must be {{\"sql\": \"SELECT …\"}}: {e}"),
+        )
     })?;
-    let result = node.sql(&body.sql, body.max_rows.unwrap_or(10_000).min(1_000_000)).await?;
+    let result = node
+        .sql(&body.sql, body.max_rows.unwrap_or(10_000).min(1_000_000))
+        .await?;
     Ok(Json(result))
 }
 

@@ -39,7 +39,9 @@ pub async fn serve_on(
     let app = router(node.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, role = %node.config().node.role, "Node is listening.");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     for task in background {
         task.abort();
     }
@@ -53,9 +55,13 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let listen = config.node.listen;
     let node = Node::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        NodeError::Unavailable(format!("cannot listen on {listen}: {e}; is another process using it? set node.listen"))
+        NodeError::Unavailable(format!(
+            "cannot listen on {listen}: {e}; is another process using it? set node.listen"
+        ))
     })?;
-    serve_on(node, listener, shutdown_signal()).await.map_err(|e| NodeError::Internal(e.to_string()))
+    serve_on(node, listener, shutdown_signal())
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -84,7 +90,10 @@ pub async fn shutdown_signal() {
 fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = storage::start_background(node.clone());
     if node.config().mqtt.enabled {
-        tasks.push(tokio::spawn(mqtt::run(node.clone(), node.config().mqtt.clone())));
+        tasks.push(tokio::spawn(mqtt::run(
+            node.clone(),
+            node.config().mqtt.clone(),
+        )));
     }
     tasks
 }

@@ -15,31 +15,181 @@ struct Family {
 }
 
 const FAMILIES: &[(&str, Family)] = &[
-    ("cityward_ingest_events_received_total", Family { help: "Records received, by channel.", kind: "counter" }),
-    ("cityward_ingest_events_accepted_total", Family { help: "Events written to the WAL, by channel and kind.", kind: "counter" }),
-    ("cityward_ingest_events_rejected_total", Family { help: "Records refused, by channel and reason.", kind: "counter" }),
-    ("cityward_ingest_events_duplicate_total", Family { help: "Events whose id was already stored, by channel.", kind: "counter" }),
-    ("cityward_ingest_batches_total", Family { help: "Batches handled, by channel.", kind: "counter" }),
-    ("cityward_deadletter_records_total", Family { help: "Records written to the dead-letter store.", kind: "counter" }),
-    ("cityward_http_requests_total", Family { help: "HTTP requests, by route and status class.", kind: "counter" }),
-    ("cityward_mqtt_messages_total", Family { help: "MQTT messages received.", kind: "counter" }),
-    ("cityward_mqtt_connected", Family { help: "1 while the MQTT subscriber is connected.", kind: "gauge" }),
-    ("cityward_wal_written_bytes_total", Family { help: "Bytes appended to the WAL.", kind: "counter" }),
-    ("cityward_wal_records_total", Family { help: "Records appended to the WAL.", kind: "counter" }),
-    ("cityward_wal_fsyncs_total", Family { help: "fsync calls of the WAL writer.", kind: "counter" }),
-    ("cityward_wal_fsync_latency_last_microseconds", Family { help: "Latency of the last WAL fsync.", kind: "gauge" }),
-    ("cityward_wal_fsync_latency_max_microseconds", Family { help: "Largest WAL fsync latency since start.", kind: "gauge" }),
-    ("cityward_wal_fsync_latency_avg_microseconds", Family { help: "Mean WAL fsync latency since start.", kind: "gauge" }),
-    ("cityward_wal_disk_bytes", Family { help: "Bytes of WAL segments on disk.", kind: "gauge" }),
-    ("cityward_wal_segments", Family { help: "WAL segment files on disk.", kind: "gauge" }),
-    ("cityward_lake_files", Family { help: "Parquet files in the lake, by kind.", kind: "gauge" }),
-    ("cityward_lake_rows", Family { help: "Rows in the lake, by kind.", kind: "gauge" }),
-    ("cityward_lake_bytes", Family { help: "Bytes of Parquet in the lake, by kind.", kind: "gauge" }),
-    ("cityward_lake_compactions_total", Family { help: "WAL segments compacted into the lake.", kind: "counter" }),
-    ("cityward_lake_compaction_errors_total", Family { help: "Compaction attempts that failed.", kind: "counter" }),
-    ("cityward_lake_lag_records", Family { help: "Records in the WAL not yet compacted into the lake.", kind: "gauge" }),
-    ("cityward_lake_retention_deleted_rows_total", Family { help: "Rows deleted by retention.", kind: "counter" }),
-    ("cityward_dedup_ids", Family { help: "Event ids remembered for duplicate detection.", kind: "gauge" }),
+    (
+        "cityward_ingest_events_received_total",
+        Family {
+            help: "Records received, by channel.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_ingest_events_accepted_total",
+        Family {
+            help: "Events written to the WAL, by channel and kind.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_ingest_events_rejected_total",
+        Family {
+            help: "Records refused, by channel and reason.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_ingest_events_duplicate_total",
+        Family {
+            help: "Events whose id was already stored, by channel.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_ingest_batches_total",
+        Family {
+            help: "Batches handled, by channel.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_deadletter_records_total",
+        Family {
+            help: "Records written to the dead-letter store.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_http_requests_total",
+        Family {
+            help: "HTTP requests, by route and status class.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_mqtt_messages_total",
+        Family {
+            help: "MQTT messages received.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_mqtt_connected",
+        Family {
+            help: "1 while the MQTT subscriber is connected.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_wal_written_bytes_total",
+        Family {
+            help: "Bytes appended to the WAL.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_wal_records_total",
+        Family {
+            help: "Records appended to the WAL.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_wal_fsyncs_total",
+        Family {
+            help: "fsync calls of the WAL writer.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_wal_fsync_latency_last_microseconds",
+        Family {
+            help: "Latency of the last WAL fsync.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_wal_fsync_latency_max_microseconds",
+        Family {
+            help: "Largest WAL fsync latency since start.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_wal_fsync_latency_avg_microseconds",
+        Family {
+            help: "Mean WAL fsync latency since start.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_wal_disk_bytes",
+        Family {
+            help: "Bytes of WAL segments on disk.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_wal_segments",
+        Family {
+            help: "WAL segment files on disk.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_lake_files",
+        Family {
+            help: "Parquet files in the lake, by kind.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_lake_rows",
+        Family {
+            help: "Rows in the lake, by kind.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_lake_bytes",
+        Family {
+            help: "Bytes of Parquet in the lake, by kind.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_lake_compactions_total",
+        Family {
+            help: "WAL segments compacted into the lake.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_lake_compaction_errors_total",
+        Family {
+            help: "Compaction attempts that failed.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_lake_lag_records",
+        Family {
+            help: "Records in the WAL not yet compacted into the lake.",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_lake_retention_deleted_rows_total",
+        Family {
+            help: "Rows deleted by retention.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_dedup_ids",
+        Family {
+            help: "Event ids remembered for duplicate detection.",
+            kind: "gauge",
+        },
+    ),
 ];
 
 /// All metrics of a node.
@@ -51,27 +201,51 @@ pub struct Metrics {
 impl Metrics {
     /// Adds `by` to a counter with the given labels (`[("kind", "gps")]`).
     pub fn add(&self, name: &'static str, labels: &[(&str, &str)], by: f64) {
-        debug_assert!(FAMILIES.iter().any(|(n, _)| *n == name), "undeclared metric {name}");
+        debug_assert!(
+            FAMILIES.iter().any(|(n, _)| *n == name),
+            "undeclared metric {name}"
+        );
         let key = (name, render_labels(labels));
-        *self.series.lock().expect("metrics lock").entry(key).or_insert(0.0) += by;
+        *self
+            .series
+            .lock()
+            .expect("metrics lock")
+            .entry(key)
+            .or_insert(0.0) += by;
     }
 
     /// Sets a gauge.
     pub fn set(&self, name: &'static str, labels: &[(&str, &str)], value: f64) {
-        debug_assert!(FAMILIES.iter().any(|(n, _)| *n == name), "undeclared metric {name}");
-        self.series.lock().expect("metrics lock").insert((name, render_labels(labels)), value);
+        debug_assert!(
+            FAMILIES.iter().any(|(n, _)| *n == name),
+            "undeclared metric {name}"
+        );
+        self.series
+            .lock()
+            .expect("metrics lock")
+            .insert((name, render_labels(labels)), value);
     }
 
     /// The current value of one series (for tests and the status page).
     pub fn get(&self, name: &'static str, labels: &[(&str, &str)]) -> f64 {
         let key = (name, render_labels(labels));
-        self.series.lock().expect("metrics lock").get(&key).copied().unwrap_or(0.0)
+        self.series
+            .lock()
+            .expect("metrics lock")
+            .get(&key)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// The sum over all series of a family.
     pub fn sum(&self, name: &'static str) -> f64 {
         // Folded from +0.0: an empty f64 sum would be -0.0 and print as such.
-        self.series.lock().expect("metrics lock").iter().filter(|((n, _), _)| *n == name).fold(0.0, |acc, (_, v)| acc + v)
+        self.series
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .fold(0.0, |acc, (_, v)| acc + v)
     }
 
     /// Renders every series in the Prometheus text exposition format.
@@ -82,7 +256,10 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {}", family.help);
             let _ = writeln!(out, "# TYPE {name} {}", family.kind);
             let mut any = false;
-            for ((_, labels), value) in series.range((*name, String::new())..).take_while(|((n, _), _)| n == name) {
+            for ((_, labels), value) in series
+                .range((*name, String::new())..)
+                .take_while(|((n, _), _)| n == name)
+            {
                 any = true;
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
@@ -103,7 +280,10 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
         if i > 0 {
             out.push(',');
         }
-        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let escaped = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(out, "{k}=\"{escaped}\"");
     }
     out.push('}');
@@ -117,12 +297,25 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.add("cityward_ingest_events_accepted_total", &[("channel", "http"), ("kind", "gps")], 3.0);
-        m.add("cityward_ingest_events_accepted_total", &[("channel", "http"), ("kind", "gps")], 2.0);
+        m.add(
+            "cityward_ingest_events_accepted_total",
+            &[("channel", "http"), ("kind", "gps")],
+            3.0,
+        );
+        m.add(
+            "cityward_ingest_events_accepted_total",
+            &[("channel", "http"), ("kind", "gps")],
+            2.0,
+        );
         m.set("cityward_wal_disk_bytes", &[], 1024.0);
         let text = m.render();
         assert!(text.contains("# TYPE cityward_ingest_events_accepted_total counter"));
-        assert!(text.contains("cityward_ingest_events_accepted_total{channel=\"http\",kind=\"gps\"} 5\n"), "{text}");
+        assert!(
+            text.contains(
+                "cityward_ingest_events_accepted_total{channel=\"http\",kind=\"gps\"} 5\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("cityward_wal_disk_bytes 1024\n"));
         assert_eq!(m.sum("cityward_ingest_events_accepted_total"), 5.0);
     }

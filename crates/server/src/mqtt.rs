@@ -36,7 +36,11 @@ pub async fn run(node: Arc<Node>, config: MqttConfig) {
                 metrics.set("cityward_mqtt_connected", &[], 1.0);
                 tracing::info!(host = %config.host, port = config.port, session_present = ack.session_present, "Connected to the MQTT broker.");
                 for topic in &config.topics {
-                    let qos = if topic.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                    let qos = if topic.qos == 0 {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
                     if let Err(e) = client.subscribe(&topic.filter, qos).await {
                         tracing::error!(filter = %topic.filter, error = %e, "Could not subscribe.");
                     }
@@ -59,7 +63,12 @@ pub async fn run(node: Arc<Node>, config: MqttConfig) {
 }
 
 /// Takes messages in batches (whatever has arrived), stores them, then acknowledges them.
-async fn process(node: Arc<Node>, config: MqttConfig, client: AsyncClient, mut rx: mpsc::Receiver<Publish>) {
+async fn process(
+    node: Arc<Node>,
+    config: MqttConfig,
+    client: AsyncClient,
+    mut rx: mpsc::Receiver<Publish>,
+) {
     let mut batch: Vec<Publish> = Vec::with_capacity(1024);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -69,18 +78,29 @@ async fn process(node: Arc<Node>, config: MqttConfig, client: AsyncClient, mut r
                 Err(_) => break,
             }
         }
-        node.metrics().add("cityward_mqtt_messages_total", &[], batch.len() as f64);
+        node.metrics()
+            .add("cityward_mqtt_messages_total", &[], batch.len() as f64);
         let now = Utc::now();
         let mut records = Vec::with_capacity(batch.len());
         for (i, publish) in batch.iter().enumerate() {
             let line = i as u64 + 1;
-            match config.topics.iter().find(|t| topic_matches(&t.filter, &publish.topic)) {
+            match config
+                .topics
+                .iter()
+                .find(|t| topic_matches(&t.filter, &publish.topic))
+            {
                 Some(mapping) => {
                     for record in mapping.map(&publish.topic, &publish.payload, now) {
                         records.push((line, record.map_err(|reason| (reason, raw(publish)))));
                     }
                 }
-                None => records.push((line, Err((format!("no mapping matches topic `{}`", publish.topic), raw(publish))))),
+                None => records.push((
+                    line,
+                    Err((
+                        format!("no mapping matches topic `{}`", publish.topic),
+                        raw(publish),
+                    )),
+                )),
             }
         }
         let origin = batch.first().map(|p| p.topic.clone()).unwrap_or_default();

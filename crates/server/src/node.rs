@@ -72,7 +72,14 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor, Role::Ingest];
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Analyst,
+        Role::Dispatcher,
+        Role::Responder,
+        Role::Auditor,
+        Role::Ingest,
+    ];
 
     /// The role's name.
     pub fn as_str(self) -> &'static str {
@@ -154,13 +161,19 @@ impl From<cityward_store::StateError> for NodeError {
     fn from(e: cityward_store::StateError) -> Self {
         use cityward_store::Status;
         match e.status() {
-            Status::InvalidInput | Status::Conflict | Status::Forbidden => NodeError::Invalid(e.to_string()),
+            Status::InvalidInput | Status::Conflict | Status::Forbidden => {
+                NodeError::Invalid(e.to_string())
+            }
             Status::NotFound => NodeError::NotFound(e.to_string()),
             Status::Unavailable => NodeError::Unavailable(e.to_string()),
             Status::Internal => NodeError::Internal(e.to_string()),
         }
     }
 }
+
+/// A record mapped from a transport's message: the wire-format value, or why it could not
+/// be mapped together with its raw text.
+pub type MappedRecord = Result<Value, (String, String)>;
 
 /// One running node.
 pub struct Node {
@@ -183,19 +196,29 @@ impl Node {
         config.check().map_err(NodeError::Invalid)?;
         let data = config.node.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|e| {
-            NodeError::Internal(format!("cannot create data directory {}: {e}; check permissions or set node.data_dir", data.display()))
+            NodeError::Internal(format!(
+                "cannot create data directory {}: {e}; check permissions or set node.data_dir",
+                data.display()
+            ))
         })?;
         let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(data.join("state.sqlite3"))?);
         let city = load_city(&config, state.as_ref(), &data.join("city"))?;
         let kinds = config.kind_registry();
         // Offline tools (`cityward sql --data`) read the lake with the kinds the node declared.
-        let declared = serde_json::to_string_pretty(&config.kinds).map_err(|e| NodeError::Internal(e.to_string()))?;
-        std::fs::write(data.join("kinds.json"), declared)
-            .map_err(|e| NodeError::Internal(format!("cannot write {}: {e}", data.join("kinds.json").display())))?;
+        let declared = serde_json::to_string_pretty(&config.kinds)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        std::fs::write(data.join("kinds.json"), declared).map_err(|e| {
+            NodeError::Internal(format!(
+                "cannot write {}: {e}",
+                data.join("kinds.json").display()
+            ))
+        })?;
         let metrics = Arc::new(Metrics::default());
         let events = EventStore::open(&data, &config, &kinds, metrics.clone()).await?;
         let mut dedup = DedupIndex::new(config.dedup.capacity);
-        let reloaded = events.recent_ids(config.dedup.reload_window, config.dedup.capacity).await?;
+        let reloaded = events
+            .recent_ids(config.dedup.reload_window, config.dedup.capacity)
+            .await?;
         for id in &reloaded {
             dedup.insert(id);
         }
@@ -243,7 +266,11 @@ impl Node {
 
     /// Replaces the city model (stored in the state database; takes effect for new events).
     pub fn set_city(&self, city: City) -> Result<(), NodeError> {
-        crate::citystate::save_city(self.state.as_ref(), &city, &self.config.node.data_dir.join("city"))?;
+        crate::citystate::save_city(
+            self.state.as_ref(),
+            &city,
+            &self.config.node.data_dir.join("city"),
+        )?;
         let validator = build_validator(&self.config, &self.kinds, &city);
         *self.validator.write().expect("validator lock") = Arc::new(validator);
         *self.city.write().expect("city lock") = Arc::new(city);
@@ -258,7 +285,12 @@ impl Node {
 
     /// Decodes, validates and stores a JSON array or NDJSON body, or CSV with a header row
     /// when `csv`; gzip is recognised by its magic bytes.
-    pub async fn ingest_body(&self, body: &[u8], channel: Channel, csv: bool) -> Result<IngestOutcome, NodeError> {
+    pub async fn ingest_body(
+        &self,
+        body: &[u8],
+        channel: Channel,
+        csv: bool,
+    ) -> Result<IngestOutcome, NodeError> {
         let limit = self.config.ingest.max_body_bytes;
         let body = cityward_ingest::gunzip_if_needed(body, limit).map_err(|e| match e {
             cityward_ingest::BodyError::TooLarge { .. } => NodeError::TooLarge(e.to_string()),
@@ -268,14 +300,20 @@ impl Node {
         let decoded = if csv {
             cityward_ingest::decode_csv(&body[..], &validator, Utc::now())
         } else {
-            cityward_ingest::decode_json_body(&body, &validator, Utc::now()).map_err(|e| NodeError::Invalid(e.to_string()))?
+            cityward_ingest::decode_json_body(&body, &validator, Utc::now())
+                .map_err(|e| NodeError::Invalid(e.to_string()))?
         };
         self.ingest_decoded(decoded, channel, "").await
     }
 
     /// Validates records already turned into JSON values (MQTT mappings), then stores them.
     /// An `Err` record carries the reason it could not be mapped and its raw text.
-    pub async fn ingest_values(&self, records: Vec<(u64, Result<Value, (String, String)>)>, channel: Channel, origin: &str) -> Result<IngestOutcome, NodeError> {
+    pub async fn ingest_values(
+        &self,
+        records: Vec<(u64, MappedRecord)>,
+        channel: Channel,
+        origin: &str,
+    ) -> Result<IngestOutcome, NodeError> {
         let validator = self.validator.read().expect("validator lock").clone();
         let now = Utc::now();
         let mut decoded = Decoded::default();
@@ -283,29 +321,63 @@ impl Node {
             match record.map(|v| validator.validate_value(v, line, now)) {
                 Ok(Ok(event)) => decoded.events.push(event),
                 Ok(Err(reject)) => decoded.rejects.push(reject),
-                Err((reason, raw)) => decoded.rejects.push(Reject { line, field: None, code: RejectCode::Malformed, reason, raw }),
+                Err((reason, raw)) => decoded.rejects.push(Reject {
+                    line,
+                    field: None,
+                    code: RejectCode::Malformed,
+                    reason,
+                    raw,
+                }),
             }
         }
         self.ingest_decoded(decoded, channel, origin).await
     }
 
     /// Stores already valid events (in-process producers such as the demo's simulator).
-    pub async fn ingest_events(&self, events: Vec<Event>, channel: Channel) -> Result<IngestOutcome, NodeError> {
-        self.ingest_decoded(Decoded { events, rejects: Vec::new() }, channel, "").await
+    pub async fn ingest_events(
+        &self,
+        events: Vec<Event>,
+        channel: Channel,
+    ) -> Result<IngestOutcome, NodeError> {
+        self.ingest_decoded(
+            Decoded {
+                events,
+                rejects: Vec::new(),
+            },
+            channel,
+            "",
+        )
+        .await
     }
 
-    async fn ingest_decoded(&self, decoded: Decoded, channel: Channel, origin: &str) -> Result<IngestOutcome, NodeError> {
-        let Decoded { mut events, rejects } = decoded;
+    async fn ingest_decoded(
+        &self,
+        decoded: Decoded,
+        channel: Channel,
+        origin: &str,
+    ) -> Result<IngestOutcome, NodeError> {
+        let Decoded {
+            mut events,
+            rejects,
+        } = decoded;
         let ch = channel.as_str();
-        self.metrics.add("cityward_ingest_batches_total", &[("channel", ch)], 1.0);
-        self.metrics.add("cityward_ingest_events_received_total", &[("channel", ch)], (events.len() + rejects.len()) as f64);
+        self.metrics
+            .add("cityward_ingest_batches_total", &[("channel", ch)], 1.0);
+        self.metrics.add(
+            "cityward_ingest_events_received_total",
+            &[("channel", ch)],
+            (events.len() + rejects.len()) as f64,
+        );
         let mut rejects = rejects;
         let city = self.city();
         let require_registered = &self.config.ingest.require_registered;
         // Refuse unregistered sources where required, and enrich (outside any lock).
         let mut kept = Vec::with_capacity(events.len());
         for (index, mut event) in events.drain(..).enumerate() {
-            if !require_registered.is_empty() && require_registered.contains(&event.kind) && city.device(&event.source).is_none() {
+            if !require_registered.is_empty()
+                && require_registered.contains(&event.kind)
+                && city.device(&event.source).is_none()
+            {
                 rejects.push(Reject {
                     line: index as u64 + 1,
                     field: Some("source".into()),
@@ -347,7 +419,11 @@ impl Node {
             self.dead_letter(&rejects, channel, origin).await;
         }
         if duplicates > 0 {
-            self.metrics.add("cityward_ingest_events_duplicate_total", &[("channel", ch)], duplicates as f64);
+            self.metrics.add(
+                "cityward_ingest_events_duplicate_total",
+                &[("channel", ch)],
+                duplicates as f64,
+            );
         }
         let accepted = events.len();
         if accepted > 0 {
@@ -364,11 +440,19 @@ impl Node {
                 *per_kind.entry(event.kind.as_str()).or_default() += 1;
             }
             for (kind, n) in per_kind {
-                self.metrics.add("cityward_ingest_events_accepted_total", &[("channel", ch), ("kind", kind)], n as f64);
+                self.metrics.add(
+                    "cityward_ingest_events_accepted_total",
+                    &[("channel", ch), ("kind", kind)],
+                    n as f64,
+                );
             }
             let _ = self.bus.send(Arc::new(events));
         }
-        Ok(IngestOutcome { accepted, duplicates, rejected: rejects })
+        Ok(IngestOutcome {
+            accepted,
+            duplicates,
+            rejected: rejects,
+        })
     }
 
     async fn dead_letter(&self, rejects: &[Reject], channel: Channel, origin: &str) {
@@ -382,7 +466,11 @@ impl Node {
         for code in RejectCode::ALL {
             let n = rejects.iter().filter(|r| r.code == code).count();
             if n > 0 {
-                self.metrics.add("cityward_ingest_events_rejected_total", &[("channel", ch), ("reason", code.as_str())], n as f64);
+                self.metrics.add(
+                    "cityward_ingest_events_rejected_total",
+                    &[("channel", ch), ("reason", code.as_str())],
+                    n as f64,
+                );
             }
         }
         let rows: Vec<cityward_store::NewDeadLetter> = rejects
@@ -404,24 +492,47 @@ impl Node {
         let state = self.state.clone();
         let n = rows.len();
         match tokio::task::spawn_blocking(move || state.insert_dead_letters(&rows)).await {
-            Ok(Ok(_)) => self.metrics.add("cityward_deadletter_records_total", &[], n as f64),
-            Ok(Err(e)) => tracing::error!(error = %e, records = n, "Could not write rejected records to the dead-letter store."),
+            Ok(Ok(_)) => self
+                .metrics
+                .add("cityward_deadletter_records_total", &[], n as f64),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, records = n, "Could not write rejected records to the dead-letter store.")
+            }
             Err(e) => tracing::error!(error = %e, "Dead-letter task failed."),
         }
     }
 
     /// Lists dead letters, newest first.
-    pub fn deadletters(&self, cursor: Option<String>, limit: usize, channel: Option<String>, pending_only: bool) -> Result<Value, NodeError> {
+    pub fn deadletters(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+        channel: Option<String>,
+        pending_only: bool,
+    ) -> Result<Value, NodeError> {
         let channel = channel.map(|c| c.parse()).transpose()?;
-        let filter = cityward_store::DeadLetterFilter { channel, pending_only, ..Default::default() };
-        let page = self.state.list_dead_letters(&filter, &cityward_store::PageRequest { after: cursor, limit })?;
+        let filter = cityward_store::DeadLetterFilter {
+            channel,
+            pending_only,
+            ..Default::default()
+        };
+        let page = self.state.list_dead_letters(
+            &filter,
+            &cityward_store::PageRequest {
+                after: cursor,
+                limit,
+            },
+        )?;
         Ok(json!({"items": page.items, "next": page.next}))
     }
 
     /// One dead letter.
     pub fn deadletter(&self, id: i64) -> Result<Value, NodeError> {
-        let item = self.state.dead_letter(id)?.ok_or_else(|| not_found_letter(id))?;
-        Ok(serde_json::to_value(item).map_err(|e| NodeError::Internal(e.to_string()))?)
+        let item = self
+            .state
+            .dead_letter(id)?
+            .ok_or_else(|| not_found_letter(id))?;
+        serde_json::to_value(item).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
     /// Re-submits a dead letter: `body` is the corrected record (empty: the stored one as is).
@@ -431,14 +542,34 @@ impl Node {
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))??
             .ok_or_else(|| not_found_letter(id))?;
-        let record = if body.iter().all(u8::is_ascii_whitespace) { letter.raw.as_bytes().to_vec() } else { body.to_vec() };
-        let validator = self.validator.read().expect("validator lock").clone();
-        let text = String::from_utf8(record).map_err(|_| NodeError::Invalid("the corrected record is not UTF-8".into()))?;
-        let outcome = match validator.validate_json(text.trim(), letter.line.unwrap_or(1), Utc::now()) {
-            Ok(event) => self.ingest_decoded(Decoded { events: vec![event], rejects: vec![] }, Channel::Http, &format!("deadletter:{id}")).await?,
-            // Still wrong: answer why, without filing a second dead letter for the same record.
-            Err(reject) => IngestOutcome { accepted: 0, duplicates: 0, rejected: vec![reject] },
+        let record = if body.iter().all(u8::is_ascii_whitespace) {
+            letter.raw.as_bytes().to_vec()
+        } else {
+            body.to_vec()
         };
+        let validator = self.validator.read().expect("validator lock").clone();
+        let text = String::from_utf8(record)
+            .map_err(|_| NodeError::Invalid("the corrected record is not UTF-8".into()))?;
+        let outcome =
+            match validator.validate_json(text.trim(), letter.line.unwrap_or(1), Utc::now()) {
+                Ok(event) => {
+                    self.ingest_decoded(
+                        Decoded {
+                            events: vec![event],
+                            rejects: vec![],
+                        },
+                        Channel::Http,
+                        &format!("deadletter:{id}"),
+                    )
+                    .await?
+                }
+                // Still wrong: answer why, without filing a second dead letter for the same record.
+                Err(reject) => IngestOutcome {
+                    accepted: 0,
+                    duplicates: 0,
+                    rejected: vec![reject],
+                },
+            };
         if outcome.accepted + outcome.duplicates > 0 {
             let state = self.state.clone();
             tokio::task::spawn_blocking(move || state.mark_resubmitted(&[id], Utc::now()))
@@ -451,12 +582,17 @@ impl Node {
     /// Runs a read-only SQL query over the lake and the WAL tail.
     pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<Value, NodeError> {
         let result = self.events.sql(sql, max_rows).await?;
-        Ok(serde_json::to_value(result).map_err(|e| NodeError::Internal(e.to_string()))?)
+        serde_json::to_value(result).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
     /// Checks a password and opens a session.
     pub fn login(&self, username: &str, password: &str) -> Result<Token, NodeError> {
-        crate::auth::login(self.state.as_ref(), username, password, self.config.auth.token_ttl)
+        crate::auth::login(
+            self.state.as_ref(),
+            username,
+            password,
+            self.config.auth.token_ttl,
+        )
     }
 
     /// The user behind a bearer token, if it is valid.
@@ -465,7 +601,13 @@ impl Node {
     }
 
     /// Creates a user (e.g. the demo's users).
-    pub fn create_user(&self, username: &str, password: &str, role: Role, unit: Option<&str>) -> Result<(), NodeError> {
+    pub fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: Role,
+        unit: Option<&str>,
+    ) -> Result<(), NodeError> {
         crate::auth::create_user(self.state.as_ref(), username, password, role, unit)
     }
 
@@ -522,7 +664,9 @@ impl Node {
 }
 
 fn not_found_letter(id: i64) -> NodeError {
-    NodeError::NotFound(format!("dead letter {id} does not exist; list them with GET /api/v1/deadletter"))
+    NodeError::NotFound(format!(
+        "dead letter {id} does not exist; list them with GET /api/v1/deadletter"
+    ))
 }
 
 fn build_validator(config: &NodeConfig, kinds: &KindRegistry, city: &City) -> Validator {
@@ -536,7 +680,11 @@ fn build_validator(config: &NodeConfig, kinds: &KindRegistry, city: &City) -> Va
     }
 }
 
-fn load_city(config: &NodeConfig, state: &dyn StateStore, own_copy: &std::path::Path) -> Result<City, NodeError> {
+fn load_city(
+    config: &NodeConfig,
+    state: &dyn StateStore,
+    own_copy: &std::path::Path,
+) -> Result<City, NodeError> {
     if let Some(dir) = &config.city.dir {
         let city = City::load(dir).map_err(|e| NodeError::Invalid(e.to_string()))?;
         crate::citystate::save_city(state, &city, own_copy)?;
@@ -581,6 +729,8 @@ mod tests {
     fn generated_ids_are_unique_and_ulid_shaped() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_event_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())));
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())));
     }
 }

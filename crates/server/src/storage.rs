@@ -31,15 +31,23 @@ fn internal(what: &str) -> impl Fn(cityward_store::StoreError) -> NodeError + '_
 
 impl EventStore {
     /// Opens (recovering) the WAL under `DATA/wal` and the lake under `DATA/lake`.
-    pub async fn open(data: &Path, config: &NodeConfig, kinds: &KindRegistry, metrics: Arc<Metrics>) -> Result<EventStore, NodeError> {
+    pub async fn open(
+        data: &Path,
+        config: &NodeConfig,
+        kinds: &KindRegistry,
+        metrics: Arc<Metrics>,
+    ) -> Result<EventStore, NodeError> {
         let mut wal_config = WalConfig::new(data.join("wal"));
         wal_config.segment_bytes = config.wal.segment_bytes;
-        let wal = Wal::open(wal_config).map_err(|e| NodeError::Internal(format!("cannot open the WAL: {e}")))?;
+        let wal = Wal::open(wal_config)
+            .map_err(|e| NodeError::Internal(format!("cannot open the WAL: {e}")))?;
         let recovery = wal.recovery_report();
         if let Some(torn) = &recovery.torn_tail {
             tracing::warn!(torn = ?torn, "WAL tail was torn by a crash and cut; nothing acknowledged was lost.");
         }
-        let lake = Arc::new(Lake::open(data.join("lake"), kinds).map_err(internal("cannot open the lake"))?);
+        let lake = Arc::new(
+            Lake::open(data.join("lake"), kinds).map_err(internal("cannot open the lake"))?,
+        );
         let sql = SqlEngine::new(&lake).map_err(internal("cannot start the SQL engine"))?;
         let store = EventStore {
             writer: wal.writer(),
@@ -65,7 +73,9 @@ impl EventStore {
             .map(|e| serde_json::to_vec(e).expect("an Event always serializes"))
             .collect();
         self.writer.append(records).await.map_err(|e| {
-            NodeError::Unavailable(format!("the write-ahead log cannot take writes: {e}; the batch was not stored, retry it"))
+            NodeError::Unavailable(format!(
+                "the write-ahead log cannot take writes: {e}; the batch was not stored, retry it"
+            ))
         })?;
         Ok(())
     }
@@ -77,18 +87,32 @@ impl EventStore {
     }
 
     /// Ids of events newer than `window` (WAL tail and lake), at most `limit`.
-    pub async fn recent_ids(&self, window: Duration, limit: usize) -> Result<Vec<String>, NodeError> {
+    pub async fn recent_ids(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, NodeError> {
         let mut ids: Vec<String> = self.wal_tail()?.into_iter().map(|e| e.id).collect();
-        let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
+        let since =
+            Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
         let query = format!(
             "SELECT id FROM events WHERE time >= TIMESTAMP '{}' LIMIT {limit}",
             since.format("%Y-%m-%dT%H:%M:%S")
         );
-        let result = self.sql.query(&query, Vec::new(), limit).await.map_err(internal("cannot reload ids from the lake"))?;
-        ids.extend(result.rows.into_iter().filter_map(|mut row| match row.pop() {
-            Some(serde_json::Value::String(id)) => Some(id),
-            _ => None,
-        }));
+        let result = self
+            .sql
+            .query(&query, Vec::new(), limit)
+            .await
+            .map_err(internal("cannot reload ids from the lake"))?;
+        ids.extend(
+            result
+                .rows
+                .into_iter()
+                .filter_map(|mut row| match row.pop() {
+                    Some(serde_json::Value::String(id)) => Some(id),
+                    _ => None,
+                }),
+        );
         ids.truncate(limit);
         Ok(ids)
     }
@@ -97,11 +121,16 @@ impl EventStore {
     pub async fn compact(&self, roll: bool) -> Result<usize, NodeError> {
         let _one = self.compacting.lock().await;
         if roll && self.reader.active_segment().records > 0 {
-            self.writer.roll().await.map_err(|e| NodeError::Internal(format!("cannot roll the WAL: {e}")))?;
+            self.writer
+                .roll()
+                .await
+                .map_err(|e| NodeError::Internal(format!("cannot roll the WAL: {e}")))?;
         }
         let mut compacted = 0;
         for segment in self.reader.sealed_segments() {
-            let Some(last) = segment.last_seq else { continue };
+            let Some(last) = segment.last_seq else {
+                continue;
+            };
             if self.lake.compacted_through().is_some_and(|c| c >= last) {
                 let _ = self.reader.delete_through(last);
                 continue;
@@ -111,14 +140,18 @@ impl EventStore {
             let seg = segment.clone();
             tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
                 let events = read_segment(&reader, &seg)?;
-                lake.write_segment_range(seg.first_seq, last, &events).map_err(internal("compaction failed"))?;
-                reader.delete_through(last).map_err(|e| NodeError::Internal(format!("cannot delete compacted WAL segment: {e}")))?;
+                lake.write_segment_range(seg.first_seq, last, &events)
+                    .map_err(internal("compaction failed"))?;
+                reader.delete_through(last).map_err(|e| {
+                    NodeError::Internal(format!("cannot delete compacted WAL segment: {e}"))
+                })?;
                 Ok(())
             })
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))??;
             compacted += 1;
-            self.metrics.add("cityward_lake_compactions_total", &[], 1.0);
+            self.metrics
+                .add("cityward_lake_compactions_total", &[], 1.0);
         }
         Ok(compacted)
     }
@@ -126,9 +159,17 @@ impl EventStore {
     /// Deletes expired lake partitions; returns the number of rows deleted.
     pub async fn enforce_retention(&self) -> Result<u64, NodeError> {
         let policy = self.retention_policy();
-        let report = self.lake.apply_retention(&policy, Utc::now()).await.map_err(internal("retention failed"))?;
+        let report = self
+            .lake
+            .apply_retention(&policy, Utc::now())
+            .await
+            .map_err(internal("retention failed"))?;
         let rows = report.rows();
-        self.metrics.add("cityward_lake_retention_deleted_rows_total", &[], rows as f64);
+        self.metrics.add(
+            "cityward_lake_retention_deleted_rows_total",
+            &[],
+            rows as f64,
+        );
         Ok(rows)
     }
 
@@ -143,12 +184,19 @@ impl EventStore {
     }
 
     /// Runs a read-only query over the lake and the WAL tail.
-    pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<cityward_store::QueryResult, NodeError> {
+    pub async fn sql(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<cityward_store::QueryResult, NodeError> {
         let tail = self.wal_tail()?;
-        self.sql.query_events(sql, &tail, max_rows).await.map_err(|e| match e.status() {
-            cityward_store::Status::InvalidInput => NodeError::Invalid(e.to_string()),
-            _ => NodeError::Internal(e.to_string()),
-        })
+        self.sql
+            .query_events(sql, &tail, max_rows)
+            .await
+            .map_err(|e| match e.status() {
+                cityward_store::Status::InvalidInput => NodeError::Invalid(e.to_string()),
+                _ => NodeError::Internal(e.to_string()),
+            })
     }
 
     /// `Err(reason)` once the WAL writer has failed.
@@ -164,12 +212,28 @@ impl EventStore {
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         let w = self.writer.stats();
-        m.set("cityward_wal_written_bytes_total", &[], w.bytes_written as f64);
+        m.set(
+            "cityward_wal_written_bytes_total",
+            &[],
+            w.bytes_written as f64,
+        );
         m.set("cityward_wal_records_total", &[], w.records_written as f64);
         m.set("cityward_wal_fsyncs_total", &[], w.fsyncs as f64);
-        m.set("cityward_wal_fsync_latency_last_microseconds", &[], w.last_fsync_us as f64);
-        m.set("cityward_wal_fsync_latency_max_microseconds", &[], w.max_fsync_us as f64);
-        m.set("cityward_wal_fsync_latency_avg_microseconds", &[], w.avg_fsync_us as f64);
+        m.set(
+            "cityward_wal_fsync_latency_last_microseconds",
+            &[],
+            w.last_fsync_us as f64,
+        );
+        m.set(
+            "cityward_wal_fsync_latency_max_microseconds",
+            &[],
+            w.max_fsync_us as f64,
+        );
+        m.set(
+            "cityward_wal_fsync_latency_avg_microseconds",
+            &[],
+            w.avg_fsync_us as f64,
+        );
         m.set("cityward_wal_disk_bytes", &[], w.disk_bytes as f64);
         m.set("cityward_wal_segments", &[], w.segments as f64);
         let compacted = self.lake.compacted_through();
@@ -204,11 +268,17 @@ impl EventStore {
     }
 }
 
-fn read_segment(reader: &WalReader, segment: &cityward_store::SegmentInfo) -> Result<Vec<Event>, NodeError> {
-    let seg = reader.open_segment(segment).map_err(|e| NodeError::Internal(format!("cannot read WAL segment: {e}")))?;
+fn read_segment(
+    reader: &WalReader,
+    segment: &cityward_store::SegmentInfo,
+) -> Result<Vec<Event>, NodeError> {
+    let seg = reader
+        .open_segment(segment)
+        .map_err(|e| NodeError::Internal(format!("cannot read WAL segment: {e}")))?;
     let mut events = Vec::with_capacity(segment.records as usize);
     for record in seg.records() {
-        let (seq, bytes) = record.map_err(|e| NodeError::Internal(format!("WAL segment unreadable: {e}")))?;
+        let (seq, bytes) =
+            record.map_err(|e| NodeError::Internal(format!("WAL segment unreadable: {e}")))?;
         events.push(decode_record(seq, bytes)?);
     }
     Ok(events)
@@ -221,14 +291,18 @@ fn read_events(reader: &WalReader, from: u64) -> Result<Vec<Event>, NodeError> {
         Err(e) => return Err(NodeError::Internal(format!("cannot read the WAL: {e}"))),
     };
     let mut events = Vec::new();
-    while let Some((seq, bytes)) = cursor.next_record().map_err(|e| NodeError::Internal(format!("WAL unreadable: {e}")))? {
+    while let Some((seq, bytes)) = cursor
+        .next_record()
+        .map_err(|e| NodeError::Internal(format!("WAL unreadable: {e}")))?
+    {
         events.push(decode_record(seq, bytes)?);
     }
     Ok(events)
 }
 
 fn decode_record(seq: u64, bytes: &[u8]) -> Result<Event, NodeError> {
-    serde_json::from_slice(bytes).map_err(|e| NodeError::Internal(format!("WAL record {seq} is not an event: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| NodeError::Internal(format!("WAL record {seq} is not an event: {e}")))
 }
 
 /// Starts the compactor and the retention task.
@@ -249,10 +323,13 @@ pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
                     last_roll = tokio::time::Instant::now();
                 }
                 match node.events().compact(roll).await {
-                    Ok(n) if n > 0 => tracing::debug!(segments = n, "Compacted WAL segments into the lake."),
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(segments = n, "Compacted WAL segments into the lake.")
+                    }
                     Ok(_) => {}
                     Err(e) => {
-                        node.metrics().add("cityward_lake_compaction_errors_total", &[], 1.0);
+                        node.metrics()
+                            .add("cityward_lake_compaction_errors_total", &[], 1.0);
                         tracing::error!(error = %e, "Compaction failed; it will be retried. The events stay in the WAL.");
                     }
                 }

@@ -25,16 +25,24 @@ async fn start(mutate: impl FnOnce(&mut NodeConfig)) -> TestNode {
     config.city.dir = Some(city_dir);
     mutate(&mut config);
     let node = Node::open(config).await.unwrap();
-    node.create_user("admin", "admin-pass", Role::Admin, None).unwrap();
-    node.create_user("sensorhub", "ingest-pass", Role::Ingest, None).unwrap();
-    node.create_user("duty", "duty-pass", Role::Dispatcher, None).unwrap();
+    node.create_user("admin", "admin-pass", Role::Admin, None)
+        .unwrap();
+    node.create_user("sensorhub", "ingest-pass", Role::Ingest, None)
+        .unwrap();
+    node.create_user("duty", "duty-pass", Role::Dispatcher, None)
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(cityward_server::serve_on(node.clone(), listener, async {
         let _ = stopped.await;
     }));
-    TestNode { node, base, _dir: dir, stop: Some(stop) }
+    TestNode {
+        node,
+        base,
+        _dir: dir,
+        stop: Some(stop),
+    }
 }
 
 impl Drop for TestNode {
@@ -46,11 +54,21 @@ impl Drop for TestNode {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build())
+    ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .build(),
+    )
 }
 
 /// A blocking HTTP call run off the async runtime.
-async fn call(method: &'static str, url: String, token: Option<String>, content_type: &'static str, body: Vec<u8>) -> (u16, String) {
+async fn call(
+    method: &'static str,
+    url: String,
+    token: Option<String>,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let agent = agent();
         let mut response = match method {
@@ -70,22 +88,42 @@ async fn call(method: &'static str, url: String, token: Option<String>, content_
             }
         };
         let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap_or_default())
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
     })
     .await
     .unwrap()
 }
 
 async fn login(base: &str, user: &str, password: &str) -> String {
-    let (status, body) = call("POST", format!("{base}/api/v1/login"), None, "application/json",
-        json!({"username": user, "password": password}).to_string().into_bytes()).await;
+    let (status, body) = call(
+        "POST",
+        format!("{base}/api/v1/login"),
+        None,
+        "application/json",
+        json!({"username": user, "password": password})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_string()
+    serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn sql(base: &str, token: &str, query: &str) -> Value {
-    let (status, body) = call("POST", format!("{base}/api/v1/sql"), Some(token.into()), "application/json",
-        json!({"sql": query}).to_string().into_bytes()).await;
+    let (status, body) = call(
+        "POST",
+        format!("{base}/api/v1/sql"),
+        Some(token.into()),
+        "application/json",
+        json!({"sql": query}).to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -95,7 +133,10 @@ fn now_rfc3339() -> String {
 }
 
 fn gps(id: &str, lon: f64, lat: f64) -> String {
-    format!(r#"{{"id":"{id}","source":"truck-1","kind":"gps","time":"{}","lon":{lon},"lat":{lat},"attrs":{{"speed_kmh":42.5,"class":"hazmat"}}}}"#, now_rfc3339())
+    format!(
+        r#"{{"id":"{id}","source":"truck-1","kind":"gps","time":"{}","lon":{lon},"lat":{lat},"attrs":{{"speed_kmh":42.5,"class":"hazmat"}}}}"#,
+        now_rfc3339()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,12 +145,23 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     let city = t.node.city();
     let device = &city.devices[0];
     let (lon, lat) = (device.lon, device.lat);
-    let expected_grid = city.grid_at(lon, lat).expect("a device lies in a grid").id.clone();
+    let expected_grid = city
+        .grid_at(lon, lat)
+        .expect("a device lies in a grid")
+        .id
+        .clone();
     let admin = login(&t.base, "admin", "admin-pass").await;
     let hub = login(&t.base, "sensorhub", "ingest-pass").await;
 
     // No token, wrong role.
-    let (status, body) = call("POST", format!("{}/api/v1/events", t.base), None, "application/x-ndjson", gps("x", lon, lat).into_bytes()).await;
+    let (status, body) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        None,
+        "application/x-ndjson",
+        gps("x", lon, lat).into_bytes(),
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"code\":\"unauthorized\""));
 
@@ -119,16 +171,26 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
         format!(r#"{{"id":"e2","source":"cam-9","kind":"video_event","time":"{}","attrs":{{"event_type":"loitering","face_image":"AAAA"}}}}"#, now_rfc3339()),
         format!(r#"{{"id":"e3","source":"s","kind":"teleport","time":"{}"}}"#, now_rfc3339()),
         gps("e4", 2.35, 48.85),
-        format!(r#"{{"id":"e5","source":"s","kind":"smoke","time":"2099-01-01T00:00:00Z"}}"#),
+        r#"{"id":"e5","source":"s","kind":"smoke","time":"2099-01-01T00:00:00Z"}"#.to_string(),
         gps("e6", lon, lat),
     ]
     .join("\n");
-    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub.clone()), "application/x-ndjson", body.into_bytes()).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub.clone()),
+        "application/x-ndjson",
+        body.into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let outcome: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(outcome["accepted"], 2);
     let rejected = outcome["rejected"].as_array().unwrap();
-    let lines: Vec<u64> = rejected.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = rejected
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, vec![2, 3, 4, 5, 6]);
     assert_eq!(rejected[1]["code"], "personal_data");
     assert_eq!(rejected[1]["field"], "attrs.face_image");
@@ -136,34 +198,80 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     assert_eq!(rejected[4]["field"], "time");
 
     // The refused records are in the dead-letter store, newest first, with their reasons.
-    let (status, text) = call("GET", format!("{}/api/v1/deadletter?limit=10", t.base), Some(admin.clone()), "", vec![]).await;
+    let (status, text) = call(
+        "GET",
+        format!("{}/api/v1/deadletter?limit=10", t.base),
+        Some(admin.clone()),
+        "",
+        vec![],
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let letters: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(letters["items"].as_array().unwrap().len(), 5);
-    let outside = letters["items"].as_array().unwrap().iter().find(|l| l["line"] == 5).unwrap().clone();
-    assert!(outside["reason"].as_str().unwrap().contains("outside the city"));
+    let outside = letters["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["line"] == 5)
+        .unwrap()
+        .clone();
+    assert!(outside["reason"]
+        .as_str()
+        .unwrap()
+        .contains("outside the city"));
     // A dispatcher may not read them.
     let duty = login(&t.base, "duty", "duty-pass").await;
-    let (status, _) = call("GET", format!("{}/api/v1/deadletter", t.base), Some(duty.clone()), "", vec![]).await;
+    let (status, _) = call(
+        "GET",
+        format!("{}/api/v1/deadletter", t.base),
+        Some(duty.clone()),
+        "",
+        vec![],
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Corrected and re-submitted, it is stored.
-    let (status, text) = call("POST", format!("{}/api/v1/deadletter/{}/resubmit", t.base, outside["id"]), Some(admin.clone()),
-        "application/json", gps("e4", lon, lat).into_bytes()).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/deadletter/{}/resubmit", t.base, outside["id"]),
+        Some(admin.clone()),
+        "application/json",
+        gps("e4", lon, lat).into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
 
     // Repeating ids stores nothing twice; the answer says so.
     let again = format!("{}\n{}\n", gps("e1", lon, lat), gps("e7", lon, lat));
-    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub.clone()), "application/x-ndjson", again.into_bytes()).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub.clone()),
+        "application/x-ndjson",
+        again.into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200);
     let outcome: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!((outcome["accepted"].as_u64(), outcome["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (outcome["accepted"].as_u64(), outcome["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // A JSON array, gzip-compressed.
     let array = format!("[{}, {}]", gps("e8", lon, lat), gps("e9", lon, lat));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(array.as_bytes()).unwrap();
-    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub.clone()), "application/json", gz.finish().unwrap()).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub.clone()),
+        "application/json",
+        gz.finish().unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["accepted"], 2);
 
@@ -177,34 +285,74 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     assert!(t.node.events().compact(true).await.unwrap() >= 1);
     let after = sql(&t.base, &admin, q).await;
     assert_eq!(after["rows"], result["rows"]);
-    let typed = sql(&t.base, &admin, "SELECT speed_kmh, class FROM events WHERE id = 'e9'").await;
+    let typed = sql(
+        &t.base,
+        &admin,
+        "SELECT speed_kmh, class FROM events WHERE id = 'e9'",
+    )
+    .await;
     assert_eq!(typed["rows"][0], json!([42.5, "hazmat"]));
-    assert!(t.node.events().lake().files().unwrap().iter().any(|f| f.kind == "gps"));
+    assert!(t
+        .node
+        .events()
+        .lake()
+        .files()
+        .unwrap()
+        .iter()
+        .any(|f| f.kind == "gps"));
 
     // SQL is read-only and admin-only.
-    let (status, text) = call("POST", format!("{}/api/v1/sql", t.base), Some(admin.clone()), "application/json",
-        json!({"sql": "DROP TABLE events"}).to_string().into_bytes()).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/sql", t.base),
+        Some(admin.clone()),
+        "application/json",
+        json!({"sql": "DROP TABLE events"}).to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(status, 400, "{text}");
-    let (status, _) = call("POST", format!("{}/api/v1/sql", t.base), Some(duty), "application/json",
-        json!({"sql": "SELECT 1"}).to_string().into_bytes()).await;
+    let (status, _) = call(
+        "POST",
+        format!("{}/api/v1/sql", t.base),
+        Some(duty),
+        "application/json",
+        json!({"sql": "SELECT 1"}).to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Oversized bodies are refused as a whole with 413.
-    let (status, text) = call("POST", format!("{}/api/v1/events", t.base), Some(hub), "application/x-ndjson", vec![b' '; (1 << 20) + 4096]).await;
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub),
+        "application/x-ndjson",
+        vec![b' '; (1 << 20) + 4096],
+    )
+    .await;
     assert_eq!(status, 413, "{text}");
 
     // Health and metrics.
     let (status, text) = call("GET", format!("{}/healthz", t.base), None, "", vec![]).await;
     assert_eq!(status, 200, "{text}");
     let (_, metrics) = call("GET", format!("{}/metrics", t.base), None, "", vec![]).await;
-    assert!(metrics.contains("cityward_ingest_events_accepted_total{channel=\"http\",kind=\"gps\"} 6"), "{metrics}");
-    assert!(metrics.contains("cityward_ingest_events_rejected_total{channel=\"http\",reason=\"personal_data\"} 1"));
+    assert!(
+        metrics.contains("cityward_ingest_events_accepted_total{channel=\"http\",kind=\"gps\"} 6"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "cityward_ingest_events_rejected_total{channel=\"http\",reason=\"personal_data\"} 1"
+    ));
     assert!(metrics.contains("cityward_ingest_events_duplicate_total{channel=\"http\"} 1"));
     assert!(metrics.contains("cityward_wal_fsyncs_total"));
 }
 
 fn broker_up() -> bool {
-    let up = std::net::TcpStream::connect_timeout(&"127.0.0.1:1883".parse().unwrap(), Duration::from_millis(300)).is_ok();
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:1883".parse().unwrap(),
+        Duration::from_millis(300),
+    )
+    .is_ok();
     if !up && std::env::var("CITYWARD_REQUIRE_SERVICES").is_ok() {
         panic!("Mosquitto is not listening on 127.0.0.1:1883; .ci/run starts it");
     }
@@ -240,27 +388,53 @@ async fn mqtt_messages_are_mapped_stored_and_acknowledged() {
     })
     .await;
     let city = t.node.city();
-    let device = city.devices.iter().find(|d| d.kind == "gas").unwrap_or(&city.devices[0]).clone();
+    let device = city
+        .devices
+        .iter()
+        .find(|d| d.kind == "gas")
+        .unwrap_or(&city.devices[0])
+        .clone();
     let (glon, glat) = cityward_model::wgs84_to_gcj02(device.lon, device.lat);
     let admin = login(&t.base, "admin", "admin-pass").await;
     // Wait for the subscription, then publish with the real command-line client.
     let mut stored = false;
     for attempt in 0..40 {
         let ts = chrono::Utc::now().timestamp_millis();
-        let payload = format!(r#"{{"id":"mq-{attempt}","ts":{ts},"ppm":412.5,"lng":{glon},"lat":{glat},"alarm":true}}"#);
+        let payload = format!(
+            r#"{{"id":"mq-{attempt}","ts":{ts},"ppm":412.5,"lng":{glon},"lat":{glat},"alarm":true}}"#
+        );
         let topic = format!("{prefix}/gas/{}/data", device.id);
         let ok = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", &topic, "-m", &payload])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "1883",
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                &payload,
+            ])
             .status()
             .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
         assert!(ok.success());
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let r = sql(&t.base, &admin, "SELECT source, value, alarm, lon, lat, unit FROM events WHERE kind = 'gas'").await;
+        let r = sql(
+            &t.base,
+            &admin,
+            "SELECT source, value, alarm, lon, lat, unit FROM events WHERE kind = 'gas'",
+        )
+        .await;
         if let Some(row) = r["rows"].as_array().and_then(|rows| rows.first()) {
             assert_eq!(row[0], device.id.as_str());
             assert_eq!(row[1], 412.5);
             assert_eq!(row[2], true);
-            assert!((row[3].as_f64().unwrap() - device.lon).abs() < 1e-7, "stored in WGS84: {row}");
+            assert!(
+                (row[3].as_f64().unwrap() - device.lon).abs() < 1e-7,
+                "stored in WGS84: {row}"
+            );
             assert!((row[4].as_f64().unwrap() - device.lat).abs() < 1e-7);
             assert_eq!(row[5].as_str(), device.owner_unit.as_deref());
             stored = true;
@@ -270,11 +444,30 @@ async fn mqtt_messages_are_mapped_stored_and_acknowledged() {
     assert!(stored, "no MQTT message reached the lake");
     // A payload that does not fit the mapping goes to the dead-letter store, channel mqtt.
     let topic = format!("{prefix}/gas/{}/data", device.id);
-    std::process::Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-q", "1", "-t", &topic, "-m", "{\"ppm\": 1}"]).status().unwrap();
+    std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-m",
+            "{\"ppm\": 1}",
+        ])
+        .status()
+        .unwrap();
     let mut found = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, text) = call("GET", format!("{}/api/v1/deadletter?channel=mqtt", t.base), Some(admin.clone()), "", vec![]).await;
+        let (_, text) = call(
+            "GET",
+            format!("{}/api/v1/deadletter?channel=mqtt", t.base),
+            Some(admin.clone()),
+            "",
+            vec![],
+        )
+        .await;
         let v: Value = serde_json::from_str(&text).unwrap();
         if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
             assert!(item["reason"].as_str().unwrap().contains("`ts`"), "{item}");

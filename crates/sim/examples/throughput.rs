@@ -10,10 +10,15 @@ use cityward_model::city::Level;
 use cityward_sim::{default_start, generate_city, Simulator, Size};
 
 fn main() {
-    let size: Size = std::env::args().nth(1).as_deref().unwrap_or("large").parse().unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
+    let size: Size = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("large")
+        .parse()
+        .unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2)
+        });
 
     let t = Instant::now();
     let city = generate_city(1, size);
@@ -37,20 +42,42 @@ fn main() {
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let points: Vec<(f64, f64)> = (0..1_000_000)
-        .map(|_| (b.min_lon + next() * (b.max_lon - b.min_lon), b.min_lat + next() * (b.max_lat - b.min_lat)))
+        .map(|_| {
+            (
+                b.min_lon + next() * (b.max_lon - b.min_lon),
+                b.min_lat + next() * (b.max_lat - b.min_lat),
+            )
+        })
         .collect();
     let t = Instant::now();
-    let hits = points.iter().filter(|p| city.grid_at(p.0, p.1).is_some()).count();
+    let hits = points
+        .iter()
+        .filter(|p| city.grid_at(p.0, p.1).is_some())
+        .count();
     let secs = t.elapsed().as_secs_f64();
-    println!("grid_at: {:.1} M lookups/s over {} grids ({hits} hits)", points.len() as f64 / secs / 1e6, city.grids.len());
+    println!(
+        "grid_at: {:.1} M lookups/s over {} grids ({hits} hits)",
+        points.len() as f64 / secs / 1e6,
+        city.grids.len()
+    );
     let t = Instant::now();
-    let hits = points.iter().filter(|p| city.region_at(p.0, p.1, Level::District).is_some()).count();
+    let hits = points
+        .iter()
+        .filter(|p| city.region_at(p.0, p.1, Level::District).is_some())
+        .count();
     let secs = t.elapsed().as_secs_f64();
-    println!("region_at(district): {:.1} M lookups/s ({hits} hits)", points.len() as f64 / secs / 1e6);
+    println!(
+        "region_at(district): {:.1} M lookups/s ({hits} hits)",
+        points.len() as f64 / secs / 1e6
+    );
 
     let t = Instant::now();
     let mut sim = Simulator::new(&city, 1, default_start());
-    println!("simulator setup: {:.2} s, {} GPS vehicles", t.elapsed().as_secs_f64(), sim.vehicles().len());
+    println!(
+        "simulator setup: {:.2} s, {} GPS vehicles",
+        t.elapsed().as_secs_f64(),
+        sim.vehicles().len()
+    );
     let t = Instant::now();
     let mut events = 0usize;
     let mut bytes = 0usize;

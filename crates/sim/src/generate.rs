@@ -16,7 +16,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use cityward_model::city::{City, Device, Grid, Level, Region, Road, Unit, Zone};
-use cityward_model::geo::{offset_m, BBox, Geometry, LocalProjection, MultiPolygon, Point, Polygon};
+use cityward_model::geo::{
+    offset_m, BBox, Geometry, LocalProjection, MultiPolygon, Point, Polygon,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
@@ -64,7 +66,9 @@ impl FromStr for Size {
             "small" => Ok(Size::Small),
             "medium" => Ok(Size::Medium),
             "large" => Ok(Size::Large),
-            _ => Err(format!("`{s}` is not a city size; use small, medium or large")),
+            _ => Err(format!(
+                "`{s}` is not a city size; use small, medium or large"
+            )),
         }
     }
 }
@@ -172,13 +176,24 @@ impl Lattice {
             for c in 0..=cols {
                 let x = (c as f64 - cols as f64 / 2.0 + rng.random_range(-0.2..0.2)) * cell;
                 let y = (r as f64 - rows as f64 / 2.0 + rng.random_range(-0.2..0.2)) * cell;
-                vertices.push(round7(proj.to_lonlat((x * cos - y * sin, x * sin + y * cos))));
+                vertices.push(round7(
+                    proj.to_lonlat((x * cos - y * sin, x * sin + y * cos)),
+                ));
             }
         }
-        let mut lattice = Lattice { cols, vertices, centres: Vec::with_capacity(rows * cols) };
+        let mut lattice = Lattice {
+            cols,
+            vertices,
+            centres: Vec::with_capacity(rows * cols),
+        };
         for r in 0..rows {
             for c in 0..cols {
-                let pts = [lattice.v(r, c), lattice.v(r, c + 1), lattice.v(r + 1, c + 1), lattice.v(r + 1, c)];
+                let pts = [
+                    lattice.v(r, c),
+                    lattice.v(r, c + 1),
+                    lattice.v(r + 1, c + 1),
+                    lattice.v(r + 1, c),
+                ];
                 let lon = pts.iter().map(|p| p.0).sum::<f64>() / 4.0;
                 let lat = pts.iter().map(|p| p.1).sum::<f64>() / 4.0;
                 lattice.centres.push(round7((lon, lat)));
@@ -196,7 +211,15 @@ impl Lattice {
     }
 
     fn cell_polygon(&self, r: usize, c: usize) -> Polygon {
-        Polygon::new(vec![self.v(r, c), self.v(r, c + 1), self.v(r + 1, c + 1), self.v(r + 1, c)], Vec::new())
+        Polygon::new(
+            vec![
+                self.v(r, c),
+                self.v(r, c + 1),
+                self.v(r + 1, c + 1),
+                self.v(r + 1, c),
+            ],
+            Vec::new(),
+        )
     }
 
     /// The outline of a block of cells, counter-clockwise through every lattice vertex on it.
@@ -232,7 +255,8 @@ fn split_len(len: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let k = k.clamp(1, len.max(1));
     let mut cuts = vec![0];
     for i in 1..k {
-        let ideal = i as f64 * len as f64 / k as f64 + rng.random_range(-0.25..0.25) * len as f64 / k as f64;
+        let ideal = i as f64 * len as f64 / k as f64
+            + rng.random_range(-0.25..0.25) * len as f64 / k as f64;
         let lo = cuts[i - 1] + 1;
         let hi = len - (k - i);
         cuts.push((ideal.round() as usize).clamp(lo, hi));
@@ -248,7 +272,12 @@ fn partition(b: Block, split: (usize, usize), rng: &mut ChaCha8Rng) -> Vec<Block
     for w in split_len(b.c1 - b.c0, split.0, rng) {
         let mut r0 = b.r0;
         for h in split_len(b.r1 - b.r0, split.1, rng) {
-            out.push(Block { c0, c1: c0 + w, r0, r1: r0 + h });
+            out.push(Block {
+                c0,
+                c1: c0 + w,
+                r0,
+                r1: r0 + h,
+            });
             r0 += h;
         }
         c0 += w;
@@ -260,7 +289,10 @@ fn partition(b: Block, split: (usize, usize), rng: &mut ChaCha8Rng) -> Vec<Block
 fn point_in(poly: &Polygon, rng: &mut ChaCha8Rng) -> Point {
     let b = poly.bbox();
     for _ in 0..100 {
-        let p = round7((rng.random_range(b.min_lon..b.max_lon), rng.random_range(b.min_lat..b.max_lat)));
+        let p = round7((
+            rng.random_range(b.min_lon..b.max_lon),
+            rng.random_range(b.min_lat..b.max_lat),
+        ));
         if poly.contains(p.0, p.1) {
             return p;
         }
@@ -275,7 +307,10 @@ fn square_around(p: Point, half_w: f64, half_h: f64) -> Polygon {
 }
 
 fn props(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// Everything the generator knows about a cell.
@@ -318,7 +353,12 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     let mut regions: Vec<Region> = Vec::new();
     let mut grids: Vec<Grid> = Vec::new();
     let mut cells: Vec<Option<CellInfo>> = (0..spec.cols * spec.rows).map(|_| None).collect();
-    let whole = Block { c0: 0, c1: spec.cols, r0: 0, r1: spec.rows };
+    let whole = Block {
+        c0: 0,
+        c1: spec.cols,
+        r0: 0,
+        r1: spec.rows,
+    };
     let mut district_ids = Vec::new();
     let mut street_ids = Vec::new();
     let mut community_ids = Vec::new();
@@ -327,9 +367,15 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     let mut street_names = Vec::new();
     let mut district_names = Vec::new();
     let mut community_names = Vec::new();
-    for (di, db) in partition(whole, spec.districts, &mut rng).into_iter().enumerate() {
+    for (di, db) in partition(whole, spec.districts, &mut rng)
+        .into_iter()
+        .enumerate()
+    {
         let did = format!("d{}", di + 1);
-        let dname = DISTRICTS.get(di).map(|s| s.to_string()).unwrap_or_else(|| names.make(&mut rng));
+        let dname = DISTRICTS
+            .get(di)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| names.make(&mut rng));
         regions.push(Region {
             id: did.clone(),
             name: format!("{dname} District"),
@@ -340,7 +386,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         let district = district_ids.len();
         district_ids.push(did.clone());
         district_names.push(dname);
-        for (si, sb) in partition(db, spec.streets, &mut rng).into_iter().enumerate() {
+        for (si, sb) in partition(db, spec.streets, &mut rng)
+            .into_iter()
+            .enumerate()
+        {
             let sid = format!("{did}-s{}", si + 1);
             let sname = names.make(&mut rng);
             regions.push(Region {
@@ -354,7 +403,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             street_ids.push(sid.clone());
             street_names.push(sname);
             street_district.push(district);
-            for (ci, cb) in partition(sb, spec.communities, &mut rng).into_iter().enumerate() {
+            for (ci, cb) in partition(sb, spec.communities, &mut rng)
+                .into_iter()
+                .enumerate()
+            {
                 let cid = format!("{sid}-c{}", ci + 1);
                 let cname = names.make(&mut rng);
                 regions.push(Region {
@@ -372,7 +424,12 @@ pub fn generate_city(seed: u64, size: Size) -> City {
                 for r in cb.r0..cb.r1 {
                     for c in cb.c0..cb.c1 {
                         gi += 1;
-                        cells[r * spec.cols + c] = Some(CellInfo { grid: grids.len(), community, street, district });
+                        cells[r * spec.cols + c] = Some(CellInfo {
+                            grid: grids.len(),
+                            community,
+                            street,
+                            district,
+                        });
                         grids.push(Grid {
                             id: format!("{cid}-g{gi}"),
                             region: cid.clone(),
@@ -383,7 +440,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             }
         }
     }
-    let cells: Vec<CellInfo> = cells.into_iter().map(|c| c.expect("the partition covers every cell")).collect();
+    let cells: Vec<CellInfo> = cells
+        .into_iter()
+        .map(|c| c.expect("the partition covers every cell"))
+        .collect();
     let cell = |r: usize, c: usize| &cells[r * spec.cols + c];
 
     // --- Units ---------------------------------------------------------------------------
@@ -401,44 +461,111 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         region: region.map(Into::into),
         parent_unit: Some(parent.into()),
     };
-    units.push(unit("fire-city".into(), "Ningbo Fire and Rescue Command".into(), "fire", None, "unit-city"));
-    units.push(unit("police-city".into(), "Ningbo Public Security Command".into(), "police", None, "unit-city"));
+    units.push(unit(
+        "fire-city".into(),
+        "Ningbo Fire and Rescue Command".into(),
+        "fire",
+        None,
+        "unit-city",
+    ));
+    units.push(unit(
+        "police-city".into(),
+        "Ningbo Public Security Command".into(),
+        "police",
+        None,
+        "unit-city",
+    ));
     for (d, did) in district_ids.iter().enumerate() {
         let n = &district_names[d];
-        units.push(unit(format!("unit-{did}"), format!("{n} District Office"), "district", Some(did), "unit-city"));
-        units.push(unit(format!("fire-{did}"), format!("{n} Fire Brigade"), "fire", Some(did), "fire-city"));
-        units.push(unit(format!("police-{did}"), format!("{n} Public Security Bureau"), "police", Some(did), "police-city"));
-        units.push(unit(format!("maint-{did}"), format!("{n} Municipal Maintenance"), "maintenance", Some(did), &format!("unit-{did}")));
+        units.push(unit(
+            format!("unit-{did}"),
+            format!("{n} District Office"),
+            "district",
+            Some(did),
+            "unit-city",
+        ));
+        units.push(unit(
+            format!("fire-{did}"),
+            format!("{n} Fire Brigade"),
+            "fire",
+            Some(did),
+            "fire-city",
+        ));
+        units.push(unit(
+            format!("police-{did}"),
+            format!("{n} Public Security Bureau"),
+            "police",
+            Some(did),
+            "police-city",
+        ));
+        units.push(unit(
+            format!("maint-{did}"),
+            format!("{n} Municipal Maintenance"),
+            "maintenance",
+            Some(did),
+            &format!("unit-{did}"),
+        ));
     }
     for (s, sid) in street_ids.iter().enumerate() {
         let did = &district_ids[street_district[s]];
         let n = &street_names[s];
-        units.push(unit(format!("unit-{sid}"), format!("{n} Street Office"), "street", Some(sid), &format!("unit-{did}")));
-        units.push(unit(format!("police-{sid}"), format!("{n} Police Station"), "police", Some(sid), &format!("police-{did}")));
+        units.push(unit(
+            format!("unit-{sid}"),
+            format!("{n} Street Office"),
+            "street",
+            Some(sid),
+            &format!("unit-{did}"),
+        ));
+        units.push(unit(
+            format!("police-{sid}"),
+            format!("{n} Police Station"),
+            "police",
+            Some(sid),
+            &format!("police-{did}"),
+        ));
     }
     for (c, cid) in community_ids.iter().enumerate() {
         let sid = &street_ids[community_street[c]];
         let n = &community_names[c];
-        units.push(unit(format!("unit-{cid}"), format!("{n} Community Committee"), "community", Some(cid), &format!("unit-{sid}")));
+        units.push(unit(
+            format!("unit-{cid}"),
+            format!("{n} Community Committee"),
+            "community",
+            Some(cid),
+            &format!("unit-{sid}"),
+        ));
     }
 
     // --- Roads ---------------------------------------------------------------------------
     let arterial_cols: Vec<usize> = (1..spec.cols).step_by(4).collect();
     let arterial_rows: Vec<usize> = (1..spec.rows).step_by(4).collect();
     let middle = |lines: &[usize], n: usize| {
-        *lines.iter().min_by_key(|&&l| (l as i64 - n as i64 / 2).abs()).expect("at least one arterial")
+        *lines
+            .iter()
+            .min_by_key(|&&l| (l as i64 - n as i64 / 2).abs())
+            .expect("at least one arterial")
     };
     let express_col = middle(&arterial_cols, spec.cols);
     let express_row = middle(&arterial_rows, spec.rows);
     let mut roads: Vec<Road> = Vec::new();
     let mut arterial_names = ARTERIALS.iter();
     let mut road_name = |rng: &mut ChaCha8Rng, names: &mut NameMaker| {
-        arterial_names.next().map(|s| s.to_string()).unwrap_or_else(|| names.make(rng))
+        arterial_names
+            .next()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| names.make(rng))
     };
-    let push_road = |roads: &mut Vec<Road>, name: String, class: &str, speed: f64, line: Vec<Point>| {
-        let id = format!("road-{:04}", roads.len() + 1);
-        roads.push(Road { id, name, speed_limit_kmh: speed, class: class.into(), line });
-    };
+    let push_road =
+        |roads: &mut Vec<Road>, name: String, class: &str, speed: f64, line: Vec<Point>| {
+            let id = format!("road-{:04}", roads.len() + 1);
+            roads.push(Road {
+                id,
+                name,
+                speed_limit_kmh: speed,
+                class: class.into(),
+                line,
+            });
+        };
     let class_of = |k: usize, is_express: bool| -> (&'static str, f64, &'static str) {
         if is_express {
             ("expressway", 80.0, "Expressway")
@@ -451,15 +578,30 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     for (k, &r) in arterial_rows.iter().enumerate() {
         let (class, speed, suffix) = class_of(k, r == express_row);
         let name = format!("{} {suffix}", road_name(&mut rng, &mut names));
-        push_road(&mut roads, name, class, speed, (0..spec.cols).map(|c| lattice.centre(r, c)).collect());
+        push_road(
+            &mut roads,
+            name,
+            class,
+            speed,
+            (0..spec.cols).map(|c| lattice.centre(r, c)).collect(),
+        );
     }
     for (k, &c) in arterial_cols.iter().enumerate() {
         let (class, speed, suffix) = class_of(k, c == express_col);
         let name = format!("{} {suffix}", road_name(&mut rng, &mut names));
-        push_road(&mut roads, name, class, speed, (0..spec.rows).map(|r| lattice.centre(r, c)).collect());
+        push_road(
+            &mut roads,
+            name,
+            class,
+            speed,
+            (0..spec.rows).map(|r| lattice.centre(r, c)).collect(),
+        );
     }
     let stops = |lines: &[usize], n: usize| {
-        let mut s: Vec<usize> = std::iter::once(0).chain(lines.iter().copied()).chain(std::iter::once(n - 1)).collect();
+        let mut s: Vec<usize> = std::iter::once(0)
+            .chain(lines.iter().copied())
+            .chain(std::iter::once(n - 1))
+            .collect();
         s.dedup();
         s
     };
@@ -470,7 +612,13 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             if rng.random_bool(0.5) {
                 let speed = if rng.random_bool(0.5) { 30.0 } else { 40.0 };
                 let name = format!("{} Lane", names.make(&mut rng));
-                push_road(&mut roads, name, "local", speed, (w[0]..=w[1]).map(|c| lattice.centre(r, c)).collect());
+                push_road(
+                    &mut roads,
+                    name,
+                    "local",
+                    speed,
+                    (w[0]..=w[1]).map(|c| lattice.centre(r, c)).collect(),
+                );
             }
         }
     }
@@ -479,12 +627,22 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             if rng.random_bool(0.5) {
                 let speed = if rng.random_bool(0.5) { 30.0 } else { 40.0 };
                 let name = format!("{} Lane", names.make(&mut rng));
-                push_road(&mut roads, name, "local", speed, (w[0]..=w[1]).map(|r| lattice.centre(r, c)).collect());
+                push_road(
+                    &mut roads,
+                    name,
+                    "local",
+                    speed,
+                    (w[0]..=w[1]).map(|r| lattice.centre(r, c)).collect(),
+                );
             }
         }
     }
     let graph = RoadGraph::from_roads(&roads);
-    let node_of = |r: usize, c: usize| graph.node_at(lattice.centre(r, c)).expect("arterial cells are road nodes");
+    let node_of = |r: usize, c: usize| {
+        graph
+            .node_at(lattice.centre(r, c))
+            .expect("arterial cells are road nodes")
+    };
 
     // --- Zones ---------------------------------------------------------------------------
     let mut zones: Vec<Zone> = Vec::new();
@@ -492,7 +650,12 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     let pick = |rng: &mut ChaCha8Rng, v: &[usize]| v[rng.random_range(0..v.len())];
 
     // Depots at the ends of arterial lines, on the city's edges.
-    let sides = [("north", "North"), ("south", "South"), ("east", "East"), ("west", "West")];
+    let sides = [
+        ("north", "North"),
+        ("south", "South"),
+        ("east", "East"),
+        ("west", "West"),
+    ];
     let mut depots: Vec<(String, u32)> = Vec::new();
     for k in 0..spec.depots {
         let (side, side_name) = sides[k % 4];
@@ -505,7 +668,11 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         if !used_cells.insert((r, c)) {
             continue;
         }
-        let id = if k < 4 { format!("depot-{side}") } else { format!("depot-{side}-{}", k / 4 + 1) };
+        let id = if k < 4 {
+            format!("depot-{side}")
+        } else {
+            format!("depot-{side}-{}", k / 4 + 1)
+        };
         let name = if k < 4 {
             format!("{side_name} Hazardous Goods Depot")
         } else {
@@ -517,7 +684,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             kind: "depot".into(),
             geometry: Geometry::Polygon(square_around(lattice.centre(r, c), 110.0, 110.0)),
             width_m: None,
-            properties: props(&[("hazmat_class", Value::from(if k % 2 == 0 { "3" } else { "2.1" }))]),
+            properties: props(&[(
+                "hazmat_class",
+                Value::from(if k % 2 == 0 { "3" } else { "2.1" }),
+            )]),
         });
         depots.push((id, node_of(r, c)));
     }
@@ -547,13 +717,27 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     }
     // Schools, one every few communities, in a cell of the community off the road.
     let mut schools: Vec<(String, Point)> = Vec::new();
-    for (ci, _) in community_ids.iter().enumerate().filter(|(ci, _)| ci.is_multiple_of(spec.school_every)) {
-        let cells_of: Vec<usize> = (0..cells.len()).filter(|&k| cells[k].community == ci).collect();
+    for (ci, _) in community_ids
+        .iter()
+        .enumerate()
+        .filter(|(ci, _)| ci.is_multiple_of(spec.school_every))
+    {
+        let cells_of: Vec<usize> = (0..cells.len())
+            .filter(|&k| cells[k].community == ci)
+            .collect();
         let k = cells_of[rng.random_range(0..cells_of.len())];
         let (r, c) = (k / spec.cols, k % spec.cols);
-        let at = round7(offset_m(lattice.centre(r, c), spec.cell_m * 0.18, spec.cell_m * 0.18));
+        let at = round7(offset_m(
+            lattice.centre(r, c),
+            spec.cell_m * 0.18,
+            spec.cell_m * 0.18,
+        ));
         let id = format!("school-{:02}", schools.len() + 1);
-        let kind = if schools.len() % 3 == 2 { "Middle" } else { "Primary" };
+        let kind = if schools.len() % 3 == 2 {
+            "Middle"
+        } else {
+            "Primary"
+        };
         zones.push(Zone {
             id: id.clone(),
             name: format!("{} {kind} School", community_names[ci]),
@@ -568,7 +752,9 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     let component = graph.largest_component();
     for k in 0..spec.bus_routes.min(schools.len()) {
         let (ref school, at) = schools[(k * 7) % schools.len()];
-        let Some((school_node, _)) = graph.nearest_node(at) else { continue };
+        let Some((school_node, _)) = graph.nearest_node(at) else {
+            continue;
+        };
         let mut start = None;
         for _ in 0..200 {
             let n = component[rng.random_range(0..component.len())];
@@ -586,7 +772,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
                 kind: "corridor".into(),
                 geometry: Geometry::LineString(graph.line(&route)),
                 width_m: Some(100.0),
-                properties: props(&[("vehicle_class", Value::from("school_bus")), ("school", Value::from(school.as_str()))]),
+                properties: props(&[
+                    ("vehicle_class", Value::from("school_bus")),
+                    ("school", Value::from(school.as_str())),
+                ]),
             });
         }
     }
@@ -597,7 +786,11 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             crossings.push((r, c));
         }
     }
-    let mut free: Vec<(usize, usize)> = crossings.iter().copied().filter(|rc| !used_cells.contains(rc)).collect();
+    let mut free: Vec<(usize, usize)> = crossings
+        .iter()
+        .copied()
+        .filter(|rc| !used_cells.contains(rc))
+        .collect();
     let mut squares: Vec<(String, Point)> = Vec::new();
     for k in 0..spec.squares {
         if free.is_empty() {
@@ -607,7 +800,11 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         used_cells.insert((r, c));
         let at = lattice.centre(r, c);
         let id = format!("square-{:02}", k + 1);
-        let name = if k == 0 { "Tianyi Square".to_string() } else { format!("{} Square", names.make(&mut rng)) };
+        let name = if k == 0 {
+            "Tianyi Square".to_string()
+        } else {
+            format!("{} Square", names.make(&mut rng))
+        };
         let capacity = 1500 + 500 * rng.random_range(0..8);
         zones.push(Zone {
             id: id.clone(),
@@ -628,7 +825,11 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         used_cells.insert((r, c));
         let at = lattice.centre(r, c);
         let id = format!("underpass-{:02}", k + 1);
-        let road = roads.iter().find(|rd| rd.line.contains(&at)).map(|rd| rd.name.clone()).unwrap_or_default();
+        let road = roads
+            .iter()
+            .find(|rd| rd.line.contains(&at))
+            .map(|rd| rd.name.clone())
+            .unwrap_or_default();
         zones.push(Zone {
             id: id.clone(),
             name: format!("{road} Underpass"),
@@ -641,7 +842,10 @@ pub fn generate_city(seed: u64, size: Size) -> City {
     }
     // Restricted areas: a ring with a hole, and a two-part area by the first depot.
     {
-        let (r, c) = (rng.random_range(1..spec.rows - 1), rng.random_range(1..spec.cols - 1));
+        let (r, c) = (
+            rng.random_range(1..spec.rows - 1),
+            rng.random_range(1..spec.cols - 1),
+        );
         let at = lattice.centre(r, c);
         let outer = square_around(at, spec.cell_m * 1.2, spec.cell_m * 1.2);
         let inner = square_around(at, spec.cell_m * 0.4, spec.cell_m * 0.4);
@@ -657,13 +861,25 @@ pub fn generate_city(seed: u64, size: Size) -> City {
             )]),
         });
         // Beside the first depot, on the side towards the city centre.
-        let base = zones.iter().find(|z| z.kind == "depot").map(|z| z.geometry.bbox().center()).unwrap_or(at);
+        let base = zones
+            .iter()
+            .find(|z| z.kind == "depot")
+            .map(|z| z.geometry.bbox().center())
+            .unwrap_or(at);
         let proj = LocalProjection::new(base);
         let (dx, dy) = proj.to_xy(CENTRE);
         let len = (dx * dx + dy * dy).sqrt().max(1.0);
         let (ux, uy) = (dx / len, dy / len);
-        let a = square_around(proj.to_lonlat((450.0 * ux - 300.0 * uy, 450.0 * uy + 300.0 * ux)), 150.0, 100.0);
-        let b = square_around(proj.to_lonlat((450.0 * ux + 300.0 * uy, 450.0 * uy - 300.0 * ux)), 100.0, 120.0);
+        let a = square_around(
+            proj.to_lonlat((450.0 * ux - 300.0 * uy, 450.0 * uy + 300.0 * ux)),
+            150.0,
+            100.0,
+        );
+        let b = square_around(
+            proj.to_lonlat((450.0 * ux + 300.0 * uy, 450.0 * uy - 300.0 * ux)),
+            100.0,
+            120.0,
+        );
         zones.push(Zone {
             id: "restricted-02".into(),
             name: "Petrochemical storage security area".into(),
@@ -724,10 +940,16 @@ pub fn generate_city(seed: u64, size: Size) -> City {
         if grids[g].area.contains(p.0, p.1) {
             return g;
         }
-        grids.iter().position(|gr| gr.area.contains(p.0, p.1)).unwrap_or(g)
+        grids
+            .iter()
+            .position(|gr| gr.area.contains(p.0, p.1))
+            .unwrap_or(g)
     };
     let street_of_grid = |g: usize| {
-        let k = cells.iter().position(|ci| ci.grid == g).expect("every grid is a cell");
+        let k = cells
+            .iter()
+            .position(|ci| ci.grid == g)
+            .expect("every grid is a cell");
         cells[k].street
     };
     for &(r, c) in &crossings {
@@ -794,7 +1016,8 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("cityward-gen-{name}-{}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("cityward-gen-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             TempDir(p)
         }
@@ -810,7 +1033,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
             })
             .collect();
         out.sort();
@@ -859,7 +1085,12 @@ mod tests {
             for poly in &r.area.polygons {
                 for _ in 0..20 {
                     let p = point_in(poly, &mut rng);
-                    assert!(parent.area.contains(p.0, p.1), "{} pokes out of {}", r.id, parent.id);
+                    assert!(
+                        parent.area.contains(p.0, p.1),
+                        "{} pokes out of {}",
+                        r.id,
+                        parent.id
+                    );
                 }
             }
         }
@@ -875,22 +1106,36 @@ mod tests {
         let b = city.bbox();
         let mut inside = 0;
         for _ in 0..5000 {
-            let (x, y) = (rng.random_range(b.min_lon..b.max_lon), rng.random_range(b.min_lat..b.max_lat));
-            let districts = city.regions.iter().filter(|r| r.level == Level::District && r.area.contains(x, y)).count();
+            let (x, y) = (
+                rng.random_range(b.min_lon..b.max_lon),
+                rng.random_range(b.min_lat..b.max_lat),
+            );
+            let districts = city
+                .regions
+                .iter()
+                .filter(|r| r.level == Level::District && r.area.contains(x, y))
+                .count();
             assert!(districts <= 1);
             if districts == 0 {
                 continue;
             }
             inside += 1;
             for level in Level::ALL {
-                let n = city.regions.iter().filter(|r| r.level == level && r.area.contains(x, y)).count();
+                let n = city
+                    .regions
+                    .iter()
+                    .filter(|r| r.level == level && r.area.contains(x, y))
+                    .count();
                 assert_eq!(n, 1, "({x}, {y}) in {n} regions of level {level}");
             }
             let n = city.grids.iter().filter(|g| g.area.contains(x, y)).count();
             assert_eq!(n, 1, "({x}, {y}) in {n} grids");
             let grid = city.grid_at(x, y).unwrap();
             let community = city.region_at(x, y, Level::Community).unwrap();
-            assert_eq!(grid.region, community.id, "the grid's community is the community at the point");
+            assert_eq!(
+                grid.region, community.id,
+                "the grid's community is the community at the point"
+            );
         }
         assert!(inside > 3000);
     }
@@ -898,15 +1143,32 @@ mod tests {
     #[test]
     fn devices_sit_in_their_grid_and_have_owners() {
         let city = generate_city(3, Size::Small);
-        assert!((200..1000).contains(&city.devices.len()), "{} devices", city.devices.len());
+        assert!(
+            (200..1000).contains(&city.devices.len()),
+            "{} devices",
+            city.devices.len()
+        );
         for d in &city.devices {
-            let g = city.grid_at(d.lon, d.lat).unwrap_or_else(|| panic!("{} is in no grid", d.id));
+            let g = city
+                .grid_at(d.lon, d.lat)
+                .unwrap_or_else(|| panic!("{} is in no grid", d.id));
             assert_eq!(g.id, d.grid, "{}", d.id);
             let owner = d.owner_unit.as_deref().unwrap();
             assert!(city.unit(owner).is_some(), "{owner}");
         }
-        for kind in ["smoke", "gas", "door", "heartbeat_sensor", "anpr", "crowd_camera", "water_level"] {
-            assert!(city.devices.iter().any(|d| d.kind == kind), "no {kind} device");
+        for kind in [
+            "smoke",
+            "gas",
+            "door",
+            "heartbeat_sensor",
+            "anpr",
+            "crowd_camera",
+            "water_level",
+        ] {
+            assert!(
+                city.devices.iter().any(|d| d.kind == kind),
+                "no {kind} device"
+            );
         }
         // Every community escalates to the city.
         for r in city.regions.iter().filter(|r| r.level == Level::Community) {
@@ -920,27 +1182,53 @@ mod tests {
     #[test]
     fn zones_roads_and_network_are_usable() {
         let city = generate_city(5, Size::Small);
-        for kind in ["depot", "corridor", "school", "square", "underpass", "restricted"] {
+        for kind in [
+            "depot",
+            "corridor",
+            "school",
+            "square",
+            "underpass",
+            "restricted",
+        ] {
             assert!(city.zones.iter().any(|z| z.kind == kind), "no {kind} zone");
         }
         assert!(city.zone("depot-north").is_some() && city.zone("depot-south").is_some());
-        let holed = city.zones.iter().any(|z| matches!(&z.geometry, Geometry::Polygon(p) if !p.holes.is_empty()));
+        let holed = city
+            .zones
+            .iter()
+            .any(|z| matches!(&z.geometry, Geometry::Polygon(p) if !p.holes.is_empty()));
         assert!(holed, "a restricted area has a hole");
         for z in city.zones.iter().filter(|z| z.kind == "corridor") {
             assert!(z.width_m.unwrap() > 0.0);
             assert!(matches!(z.geometry, Geometry::LineString(_)));
         }
         for r in &city.roads {
-            assert!((30.0..=80.0).contains(&r.speed_limit_kmh), "{}", r.speed_limit_kmh);
+            assert!(
+                (30.0..=80.0).contains(&r.speed_limit_kmh),
+                "{}",
+                r.speed_limit_kmh
+            );
         }
         let graph = RoadGraph::from_roads(&city.roads);
-        assert_eq!(graph.largest_component().len(), graph.node_count(), "the network is connected");
+        assert_eq!(
+            graph.largest_component().len(),
+            graph.node_count(),
+            "the network is connected"
+        );
         // Squares and depots are on the network.
         for z in &city.zones {
             let c = z.geometry.bbox().center();
-            assert!(city.region_at(c.0, c.1, Level::District).is_some(), "{} lies outside the city", z.id);
+            assert!(
+                city.region_at(c.0, c.1, Level::District).is_some(),
+                "{} lies outside the city",
+                z.id
+            );
         }
-        for z in city.zones.iter().filter(|z| z.kind == "square" || z.kind == "depot") {
+        for z in city
+            .zones
+            .iter()
+            .filter(|z| z.kind == "square" || z.kind == "depot")
+        {
             let c = z.geometry.bbox().center();
             let (_, d) = graph.nearest_node(c).unwrap();
             assert!(d < 5.0, "{} is {d} m from the network", z.id);
@@ -951,16 +1239,28 @@ mod tests {
     fn large_city_is_large() {
         let city = generate_city(1, Size::Large);
         assert!(city.grids.len() >= 2000, "{} grids", city.grids.len());
-        assert!(city.devices.len() >= 20_000, "{} devices", city.devices.len());
+        assert!(
+            city.devices.len() >= 20_000,
+            "{} devices",
+            city.devices.len()
+        );
         let medium = generate_city(1, Size::Medium);
         assert!(medium.devices.len() > 1000 && medium.devices.len() < city.devices.len());
         // About 20 km across, centred on Ningbo.
         let b = city.bbox();
-        assert!((15_000.0..30_000.0).contains(&b.width_m()), "{}", b.width_m());
+        assert!(
+            (15_000.0..30_000.0).contains(&b.width_m()),
+            "{}",
+            b.width_m()
+        );
         let c = b.center();
         assert!((c.0 - CENTRE.0).abs() < 0.05 && (c.1 - CENTRE.1).abs() < 0.05);
         // The simulator drives about a thousand GPS vehicles in it.
         let config = crate::SimConfig::for_city(&city);
-        assert!((900..=1500).contains(&config.gps_vehicles), "{}", config.gps_vehicles);
+        assert!(
+            (900..=1500).contains(&config.gps_vehicles),
+            "{}",
+            config.gps_vehicles
+        );
     }
 }

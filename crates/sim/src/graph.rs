@@ -10,7 +10,10 @@ use cityward_model::geo::{bearing_deg, haversine_m, polyline_distance_m, LocalPr
 const NODE_QUANTUM: f64 = 1e7;
 
 fn key(p: Point) -> (i64, i64) {
-    ((p.0 * NODE_QUANTUM).round() as i64, (p.1 * NODE_QUANTUM).round() as i64)
+    (
+        (p.0 * NODE_QUANTUM).round() as i64,
+        (p.1 * NODE_QUANTUM).round() as i64,
+    )
 }
 
 /// One directed arc of the road graph (every road segment gives one arc each way).
@@ -85,8 +88,22 @@ impl RoadGraph {
                         let (pa, pb) = (nodes[a as usize], nodes[n as usize]);
                         let length_m = haversine_m(pa, pb).max(0.1);
                         let speed_limit_kmh = road.speed_limit_kmh.max(1.0);
-                        arcs.push(Arc { from: a, to: n, road: r as u32, length_m, speed_limit_kmh, heading: bearing_deg(pa, pb) });
-                        arcs.push(Arc { from: n, to: a, road: r as u32, length_m, speed_limit_kmh, heading: bearing_deg(pb, pa) });
+                        arcs.push(Arc {
+                            from: a,
+                            to: n,
+                            road: r as u32,
+                            length_m,
+                            speed_limit_kmh,
+                            heading: bearing_deg(pa, pb),
+                        });
+                        arcs.push(Arc {
+                            from: n,
+                            to: a,
+                            road: r as u32,
+                            length_m,
+                            speed_limit_kmh,
+                            heading: bearing_deg(pb, pa),
+                        });
                     }
                 }
                 prev = Some(n);
@@ -108,8 +125,19 @@ impl RoadGraph {
         let origin = nodes.first().copied().unwrap_or((0.0, 0.0));
         let proj = LocalProjection::new(origin);
         let xy = nodes.iter().map(|p| proj.to_xy(*p)).collect();
-        let max_speed_mps = arcs.iter().map(|a| a.speed_limit_kmh / 3.6).fold(1.0, f64::max);
-        RoadGraph { ids, nodes, xy, arcs, first, out, max_speed_mps }
+        let max_speed_mps = arcs
+            .iter()
+            .map(|a| a.speed_limit_kmh / 3.6)
+            .fold(1.0, f64::max);
+        RoadGraph {
+            ids,
+            nodes,
+            xy,
+            arcs,
+            first,
+            out,
+            max_speed_mps,
+        }
     }
 
     /// Number of nodes.
@@ -144,7 +172,11 @@ impl RoadGraph {
 
     /// Number of distinct neighbours of a node (3 or more at an intersection).
     pub fn degree(&self, n: u32) -> usize {
-        let mut to: Vec<u32> = self.arcs_from(n).iter().map(|&a| self.arcs[a as usize].to).collect();
+        let mut to: Vec<u32> = self
+            .arcs_from(n)
+            .iter()
+            .map(|&a| self.arcs[a as usize].to)
+            .collect();
         to.sort_unstable();
         to.dedup();
         to.len()
@@ -153,10 +185,9 @@ impl RoadGraph {
     /// The arc the other way along the same road segment.
     pub fn reverse(&self, a: u32) -> Option<u32> {
         let arc = &self.arcs[a as usize];
-        self.arcs_from(arc.to)
-            .iter()
-            .copied()
-            .find(|&b| self.arcs[b as usize].to == arc.from && self.arcs[b as usize].road == arc.road)
+        self.arcs_from(arc.to).iter().copied().find(|&b| {
+            self.arcs[b as usize].to == arc.from && self.arcs[b as usize].road == arc.road
+        })
     }
 
     /// The arc from `from` to `to`, if they are adjacent (the fastest when several roads
@@ -166,7 +197,11 @@ impl RoadGraph {
             .iter()
             .copied()
             .filter(|&a| self.arcs[a as usize].to == to)
-            .min_by(|&a, &b| self.arcs[a as usize].time_s().total_cmp(&self.arcs[b as usize].time_s()))
+            .min_by(|&a, &b| {
+                self.arcs[a as usize]
+                    .time_s()
+                    .total_cmp(&self.arcs[b as usize].time_s())
+            })
     }
 
     /// The node nearest to a point, with its distance in metres.
@@ -194,7 +229,8 @@ impl RoadGraph {
         let target = self.xy[to as usize];
         let h = |v: u32| {
             let p = self.xy[v as usize];
-            ((p.0 - target.0).powi(2) + (p.1 - target.1).powi(2)).sqrt() / self.max_speed_mps * 0.999
+            ((p.0 - target.0).powi(2) + (p.1 - target.1).powi(2)).sqrt() / self.max_speed_mps
+                * 0.999
         };
         let mut dist = vec![f64::INFINITY; n];
         let mut via: Vec<u32> = vec![u32::MAX; n];
@@ -234,12 +270,21 @@ impl RoadGraph {
     pub fn route(&self, arcs: Vec<u32>) -> Route {
         let length_m = arcs.iter().map(|&a| self.arcs[a as usize].length_m).sum();
         let time_s = arcs.iter().map(|&a| self.arcs[a as usize].time_s()).sum();
-        Route { arcs, length_m, time_s }
+        Route {
+            arcs,
+            length_m,
+            time_s,
+        }
     }
 
     /// The same route driven the other way, when every segment can be driven back.
     pub fn reversed(&self, route: &Route) -> Option<Route> {
-        let arcs = route.arcs.iter().rev().map(|&a| self.reverse(a)).collect::<Option<Vec<_>>>()?;
+        let arcs = route
+            .arcs
+            .iter()
+            .rev()
+            .map(|&a| self.reverse(a))
+            .collect::<Option<Vec<_>>>()?;
         Some(self.route(arcs))
     }
 
@@ -249,7 +294,12 @@ impl RoadGraph {
         if let Some(&a) = route.arcs.first() {
             line.push(self.nodes[self.arcs[a as usize].from as usize]);
         }
-        line.extend(route.arcs.iter().map(|&a| self.nodes[self.arcs[a as usize].to as usize]));
+        line.extend(
+            route
+                .arcs
+                .iter()
+                .map(|&a| self.nodes[self.arcs[a as usize].to as usize]),
+        );
         line
     }
 
@@ -304,7 +354,9 @@ impl RoadGraph {
                 best = (size, id);
             }
         }
-        (0..n as u32).filter(|&v| comp[v as usize] == best.1).collect()
+        (0..n as u32)
+            .filter(|&v| comp[v as usize] == best.1)
+            .collect()
     }
 
     /// Distance in metres from a point to a route's polyline.
@@ -319,7 +371,13 @@ mod tests {
     use cityward_model::geo::offset_m;
 
     fn road(id: &str, speed: f64, line: Vec<Point>) -> Road {
-        Road { id: id.into(), name: id.into(), speed_limit_kmh: speed, class: "local".into(), line }
+        Road {
+            id: id.into(),
+            name: id.into(),
+            speed_limit_kmh: speed,
+            class: "local".into(),
+            line,
+        }
     }
 
     #[test]
@@ -345,7 +403,11 @@ mod tests {
         let back = g.reversed(&r).unwrap();
         assert_eq!(g.line(&back), vec![d, c, b, a]);
         let along = g.route_along(&[a, c, d], 5.0).unwrap();
-        assert_eq!(g.line(&along), vec![a, c, d], "adjacent vertices use the arc between them");
+        assert_eq!(
+            g.line(&along),
+            vec![a, c, d],
+            "adjacent vertices use the arc between them"
+        );
         assert_eq!(g.largest_component().len(), 4);
     }
 }

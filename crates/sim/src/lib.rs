@@ -19,6 +19,7 @@ mod simulate;
 pub use generate::{generate_city, Size, CENTRE};
 pub use graph::{Arc, RoadGraph, Route};
 pub use simulate::{
-    default_start, hotlist_plates, simulate_to, IncidentKind, ScriptedIncident, SimConfig, Simulator,
-    VehicleClass, VehicleProfile, DEFAULT_START, HOTLIST_PLATES, INCIDENT_CYCLE_S, MAX_DELIVERY_DELAY_MS,
+    default_start, hotlist_plates, simulate_to, IncidentKind, ScriptedIncident, SimConfig,
+    Simulator, VehicleClass, VehicleProfile, DEFAULT_START, HOTLIST_PLATES, INCIDENT_CYCLE_S,
+    MAX_DELIVERY_DELAY_MS,
 };

@@ -6,21 +6,49 @@ use std::collections::BTreeSet;
 use rand::Rng;
 
 /// District names of Ningbo, used in order; more districts get generated names.
-pub(crate) const DISTRICTS: &[&str] = &["Haishu", "Jiangbei", "Yinzhou", "Zhenhai", "Beilun", "Fenghua", "Cixi", "Yuyao"];
+pub(crate) const DISTRICTS: &[&str] = &[
+    "Haishu", "Jiangbei", "Yinzhou", "Zhenhai", "Beilun", "Fenghua", "Cixi", "Yuyao",
+];
 
 /// Well-known road names, used for arterials in order.
 pub(crate) const ARTERIALS: &[&str] = &[
-    "Zhongshan", "Jiefang", "Tiantong", "Baizhang", "Siming", "Kangzhuang", "Yaojiang", "Ningchuan",
-    "Shounan", "Canghai", "Huancheng", "Jiangnan", "Dongqian", "Xueshi", "Changchun", "Renmin",
-    "Liyuan", "Qianhe", "Tongtu", "Century", "Fenghua", "Ningnan", "Huaishu", "Qixin",
-    "Xinhe", "Zhongxing", "Wangchun", "Jiangdong", "Luojiang", "Hongtang",
+    "Zhongshan",
+    "Jiefang",
+    "Tiantong",
+    "Baizhang",
+    "Siming",
+    "Kangzhuang",
+    "Yaojiang",
+    "Ningchuan",
+    "Shounan",
+    "Canghai",
+    "Huancheng",
+    "Jiangnan",
+    "Dongqian",
+    "Xueshi",
+    "Changchun",
+    "Renmin",
+    "Liyuan",
+    "Qianhe",
+    "Tongtu",
+    "Century",
+    "Fenghua",
+    "Ningnan",
+    "Huaishu",
+    "Qixin",
+    "Xinhe",
+    "Zhongxing",
+    "Wangchun",
+    "Jiangdong",
+    "Luojiang",
+    "Hongtang",
 ];
 
 const SYLLABLES: &[&str] = &[
-    "bai", "yun", "gu", "lou", "dong", "sheng", "xi", "men", "nan", "bei", "jiang", "xia",
-    "wang", "chun", "duan", "tang", "shi", "qi", "li", "she", "hai", "yue", "hu", "shan",
-    "ming", "feng", "he", "lin", "qing", "an", "xin", "hua", "long", "quan", "song", "zhu",
-    "mei", "tao", "yang", "cheng", "kang", "ning", "fu", "de", "jin", "yin", "bao", "tian",
+    "bai", "yun", "gu", "lou", "dong", "sheng", "xi", "men", "nan", "bei", "jiang", "xia", "wang",
+    "chun", "duan", "tang", "shi", "qi", "li", "she", "hai", "yue", "hu", "shan", "ming", "feng",
+    "he", "lin", "qing", "an", "xin", "hua", "long", "quan", "song", "zhu", "mei", "tao", "yang",
+    "cheng", "kang", "ning", "fu", "de", "jin", "yin", "bao", "tian",
 ];
 
 /// Hands out unique names made of two or three syllables.
@@ -30,7 +58,9 @@ pub(crate) struct NameMaker {
 
 impl NameMaker {
     pub(crate) fn new() -> Self {
-        NameMaker { used: BTreeSet::new() }
+        NameMaker {
+            used: BTreeSet::new(),
+        }
     }
 
     /// Marks a name as taken.
@@ -47,7 +77,12 @@ impl NameMaker {
                 name.push_str(SYLLABLES[rng.random_range(0..SYLLABLES.len())]);
             }
             let mut chars = name.chars();
-            let name: String = chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect();
+            let name: String = chars
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+                .collect();
             if self.used.insert(name.clone()) {
                 return name;
             }

@@ -171,7 +171,10 @@ impl VehicleClass {
     }
 
     fn regulated(self) -> bool {
-        matches!(self, VehicleClass::Hazmat | VehicleClass::Heavy | VehicleClass::SchoolBus)
+        matches!(
+            self,
+            VehicleClass::Hazmat | VehicleClass::Heavy | VehicleClass::SchoolBus
+        )
     }
 }
 
@@ -214,7 +217,12 @@ impl SimConfig {
     /// one) and twice as many background cars.
     pub fn for_city(city: &City) -> SimConfig {
         let gps = (city.grids.len() / 3).clamp(20, 1500);
-        SimConfig { gps_vehicles: gps, background_cars: 2 * gps, heartbeat_interval_s: 300, silent_fraction: 0.01 }
+        SimConfig {
+            gps_vehicles: gps,
+            background_cars: 2 * gps,
+            heartbeat_interval_s: 300,
+            silent_fraction: 0.01,
+        }
     }
 }
 
@@ -391,7 +399,11 @@ impl Outbox {
         let arrival = (t + delay).max(*last_arrival);
         *last_arrival = arrival;
         event.id = format!("sim-{}-{}", self.seed, self.seq);
-        self.pending.push(Reverse(Pending { arrival, seq: self.seq, event }));
+        self.pending.push(Reverse(Pending {
+            arrival,
+            seq: self.seq,
+            event,
+        }));
         self.seq += 1;
     }
 }
@@ -458,16 +470,24 @@ fn new_plate(rng: &mut ChaCha8Rng, class: VehicleClass) -> (String, &'static str
     loop {
         let (plate, color, vtype) = match class {
             VehicleClass::Patrol => {
-                let digits: String = (0..4).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+                let digits: String = (0..4)
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                    .collect();
                 (format!("浙B{digits}警"), "white", "car")
             }
             VehicleClass::Car if rng.random_bool(0.15) => {
-                let rest: String = (0..5).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+                let rest: String = (0..5)
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                    .collect();
                 let prefix = if rng.random_bool(0.9) { "浙B" } else { "浙A" };
                 (format!("{prefix}D{rest}"), "green", "car")
             }
             _ => {
-                let prefix = if rng.random_bool(if class == VehicleClass::Car { 0.88 } else { 0.7 }) {
+                let prefix = if rng.random_bool(if class == VehicleClass::Car {
+                    0.88
+                } else {
+                    0.7
+                }) {
                     "浙B"
                 } else {
                     ["浙A", "沪A", "苏E", "皖A", "浙D"][rng.random_range(0..5)]
@@ -516,7 +536,12 @@ impl Simulator {
     }
 
     /// A simulator with an explicit configuration.
-    pub fn with_config(city: &City, seed: u64, start: DateTime<Utc>, config: SimConfig) -> Simulator {
+    pub fn with_config(
+        city: &City,
+        seed: u64,
+        start: DateTime<Utc>,
+        config: SimConfig,
+    ) -> Simulator {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_445f_5349);
         let world = build_world(city);
         let mut sim = Simulator {
@@ -525,7 +550,12 @@ impl Simulator {
             world,
             vehicles: Vec::new(),
             devices: Vec::new(),
-            out: Outbox { seed, start, seq: 0, pending: BinaryHeap::new() },
+            out: Outbox {
+                seed,
+                start,
+                seq: 0,
+                pending: BinaryHeap::new(),
+            },
             queue: BinaryHeap::new(),
             incidents: Vec::new(),
             profiles: Vec::new(),
@@ -598,7 +628,14 @@ impl Simulator {
                 if v.wake != t {
                     return;
                 }
-                if let Some(next) = step_vehicle(v, t, &self.world, &mut self.devices, &mut self.out, &mut self.rng) {
+                if let Some(next) = step_vehicle(
+                    v,
+                    t,
+                    &self.world,
+                    &mut self.devices,
+                    &mut self.out,
+                    &mut self.rng,
+                ) {
                     v.wake = next;
                     self.queue.push(Reverse((next, TAG_VEHICLE, idx)));
                 }
@@ -631,10 +668,12 @@ impl Simulator {
         let n = self.config.gps_vehicles;
         let rng = &mut self.rng;
         let world = &self.world;
-        let hazmat_corridors: Vec<usize> =
-            (0..world.corridors.len()).filter(|&c| world.corridors[c].class == VehicleClass::Hazmat).collect();
-        let bus_corridors: Vec<usize> =
-            (0..world.corridors.len()).filter(|&c| world.corridors[c].class == VehicleClass::SchoolBus).collect();
+        let hazmat_corridors: Vec<usize> = (0..world.corridors.len())
+            .filter(|&c| world.corridors[c].class == VehicleClass::Hazmat)
+            .collect();
+        let bus_corridors: Vec<usize> = (0..world.corridors.len())
+            .filter(|&c| world.corridors[c].class == VehicleClass::SchoolBus)
+            .collect();
         let mut counts = [0usize; 5];
         for k in 0..n + self.config.background_cars {
             let class = if k >= n {
@@ -661,7 +700,8 @@ impl Simulator {
             let (plate, color, vtype) = new_plate(rng, class);
             // The first hazmat tankers get one behaviour each, so every city shows them.
             let first = class == VehicleClass::Hazmat && nth <= 3;
-            let speeder = class != VehicleClass::Car && ((first && nth == 1) || rng.random_bool(0.12));
+            let speeder =
+                class != VehicleClass::Car && ((first && nth == 1) || rng.random_bool(0.12));
             let deviator = matches!(class, VehicleClass::Hazmat | VehicleClass::SchoolBus)
                 && ((first && nth == 2) || rng.random_bool(0.15));
             let fatigued = matches!(class, VehicleClass::Hazmat | VehicleClass::Heavy)
@@ -674,8 +714,12 @@ impl Simulator {
                 VehicleClass::Car => 0,
             };
             let corridor = match class {
-                VehicleClass::Hazmat if !hazmat_corridors.is_empty() => Some(hazmat_corridors[(nth - 1) % hazmat_corridors.len()]),
-                VehicleClass::SchoolBus if !bus_corridors.is_empty() => Some(bus_corridors[(nth - 1) % bus_corridors.len()]),
+                VehicleClass::Hazmat if !hazmat_corridors.is_empty() => {
+                    Some(hazmat_corridors[(nth - 1) % hazmat_corridors.len()])
+                }
+                VehicleClass::SchoolBus if !bus_corridors.is_empty() => {
+                    Some(bus_corridors[(nth - 1) % bus_corridors.len()])
+                }
                 _ => None,
             };
             let comp = &world.component;
@@ -685,14 +729,25 @@ impl Simulator {
                     let cor = &world.corridors[c];
                     // Deviators start at the corridor's start so their first (detour) trip
                     // comes early; the others anywhere along it.
-                    let k0 = if deviator { 0 } else { rng.random_range(0..cor.there.arcs.len()) };
+                    let k0 = if deviator {
+                        0
+                    } else {
+                        rng.random_range(0..cor.there.arcs.len())
+                    };
                     let node = world.graph.arc(cor.there.arcs[k0]).from;
                     let plan = if deviator {
                         detour(world, c, true, node, rng).unwrap_or_else(|| cor.there.arcs.clone())
                     } else {
                         cor.there.arcs[k0..].to_vec()
                     };
-                    (Mission::Shuttle { corridor: c, forward: true }, node, plan)
+                    (
+                        Mission::Shuttle {
+                            corridor: c,
+                            forward: true,
+                        },
+                        node,
+                        plan,
+                    )
                 }
                 None => {
                     let radius_m = match class {
@@ -716,7 +771,11 @@ impl Simulator {
                 gps,
                 hotlist: false,
                 fix_ms,
-                next_fix: if gps { rng.random_range(0..fix_ms) } else { i64::MAX },
+                next_fix: if gps {
+                    rng.random_range(0..fix_ms)
+                } else {
+                    i64::MAX
+                },
                 plan,
                 step: 0,
                 arc: None,
@@ -750,7 +809,8 @@ impl Simulator {
                     fix_interval_s: fix_ms as f64 / 1000.0,
                 });
             }
-            self.queue.push(Reverse((v.wake, TAG_VEHICLE, self.vehicles.len() as u32)));
+            self.queue
+                .push(Reverse((v.wake, TAG_VEHICLE, self.vehicles.len() as u32)));
             self.vehicles.push(v);
         }
     }
@@ -768,7 +828,12 @@ impl Simulator {
     }
 
     /// Records an incident of `kind` between `start` and `end` at a point.
-    fn incident(&mut self, kind: IncidentKind, (start, end): (i64, i64), at: Point) -> &mut ScriptedIncident {
+    fn incident(
+        &mut self,
+        kind: IncidentKind,
+        (start, end): (i64, i64),
+        at: Point,
+    ) -> &mut ScriptedIncident {
         self.incidents.push(ScriptedIncident {
             kind,
             time: self.out.time(start),
@@ -789,13 +854,25 @@ impl Simulator {
 
     fn give_episode(&mut self, i: u32, kind: EpisodeKind, start: i64, fast_for: i64, end: i64) {
         let d = &mut self.devices[i as usize];
-        d.episode = Some(Episode { kind, start, fast_until: start + fast_for, end });
+        d.episode = Some(Episode {
+            kind,
+            start,
+            fast_until: start + fast_for,
+            end,
+        });
         d.next_read = d.next_read.min(start);
         self.reschedule_device(i, start);
     }
 
     /// Up to `max` devices from `pool` within `radius_m` of device `origin`, nearest first.
-    fn neighbours(&self, pool: &[u32], origin: u32, radius_m: f64, max: usize, from: i64) -> Vec<u32> {
+    fn neighbours(
+        &self,
+        pool: &[u32],
+        origin: u32,
+        radius_m: f64,
+        max: usize,
+        from: i64,
+    ) -> Vec<u32> {
         let o = &self.devices[origin as usize];
         let mut near: Vec<(f64, u32)> = pool
             .iter()
@@ -811,7 +888,11 @@ impl Simulator {
     }
 
     fn pick_free(&mut self, pool: &[u32], from: i64) -> Option<u32> {
-        let free: Vec<u32> = pool.iter().copied().filter(|&i| self.free(i, from)).collect();
+        let free: Vec<u32> = pool
+            .iter()
+            .copied()
+            .filter(|&i| self.free(i, from))
+            .collect();
         if free.is_empty() {
             return None;
         }
@@ -823,7 +904,9 @@ impl Simulator {
         // Prefer an origin with neighbours, so the spread is visible.
         let mut origin = None;
         for _ in 0..50 {
-            let Some(o) = self.pick_free(&pool, start) else { break };
+            let Some(o) = self.pick_free(&pool, start) else {
+                break;
+            };
             if !self.neighbours(&pool, o, 400.0, 1, start).is_empty() {
                 origin = Some(o);
                 break;
@@ -840,13 +923,18 @@ impl Simulator {
         }
         let d = &self.devices[o as usize];
         let at = (d.lon, d.lat);
-        let sources = std::iter::once(o).chain(near).map(|i| self.devices[i as usize].id.clone()).collect();
+        let sources = std::iter::once(o)
+            .chain(near)
+            .map(|i| self.devices[i as usize].id.clone())
+            .collect();
         self.incident(IncidentKind::Fire, (start, end), at).sources = sources;
     }
 
     fn plan_gas(&mut self, start: i64) {
         let pool = self.world.gas.clone();
-        let Some(o) = self.pick_free(&pool, start) else { return };
+        let Some(o) = self.pick_free(&pool, start) else {
+            return;
+        };
         let near = self.neighbours(&pool, o, 300.0, 2, start);
         let end = start + 75 * MIN;
         let peak = self.rng.random_range(35.0..60.0);
@@ -857,18 +945,39 @@ impl Simulator {
         }
         let d = &self.devices[o as usize];
         let at = (d.lon, d.lat);
-        let sources = std::iter::once(o).chain(near).map(|i| self.devices[i as usize].id.clone()).collect();
-        self.incident(IncidentKind::GasLeak, (start, end), at).sources = sources;
+        let sources = std::iter::once(o)
+            .chain(near)
+            .map(|i| self.devices[i as usize].id.clone())
+            .collect();
+        self.incident(IncidentKind::GasLeak, (start, end), at)
+            .sources = sources;
     }
 
     fn plan_flood(&mut self, start: i64) {
-        let in_underpass: Vec<u32> = self.world.water.iter().filter(|(_, z)| z.is_some()).map(|(i, _)| *i).collect();
-        let pool = if in_underpass.is_empty() { self.world.water.iter().map(|(i, _)| *i).collect() } else { in_underpass };
-        let Some(o) = self.pick_free(&pool, start) else { return };
+        let in_underpass: Vec<u32> = self
+            .world
+            .water
+            .iter()
+            .filter(|(_, z)| z.is_some())
+            .map(|(i, _)| *i)
+            .collect();
+        let pool = if in_underpass.is_empty() {
+            self.world.water.iter().map(|(i, _)| *i).collect()
+        } else {
+            in_underpass
+        };
+        let Some(o) = self.pick_free(&pool, start) else {
+            return;
+        };
         let peak = self.rng.random_range(0.55..0.8);
         let end = start + 95 * MIN;
         self.give_episode(o, EpisodeKind::Flood { peak }, start, 95 * MIN, end);
-        let zone = self.world.water.iter().find(|(i, _)| *i == o).and_then(|(_, z)| z.clone());
+        let zone = self
+            .world
+            .water
+            .iter()
+            .find(|(i, _)| *i == o)
+            .and_then(|(_, z)| z.clone());
         let d = &self.devices[o as usize];
         let (at, id) = ((d.lon, d.lat), d.id.clone());
         let incident = self.incident(IncidentKind::Flood, (start, end), at);
@@ -895,7 +1004,10 @@ impl Simulator {
         }
         let d = &self.devices[cams[0] as usize];
         let at = (d.lon, d.lat);
-        let sources = cams.iter().map(|&i| self.devices[i as usize].id.clone()).collect();
+        let sources = cams
+            .iter()
+            .map(|&i| self.devices[i as usize].id.clone())
+            .collect();
         let incident = self.incident(IncidentKind::Crowd, (start, end), at);
         incident.zone = Some(zone);
         incident.sources = sources;
@@ -911,16 +1023,20 @@ impl Simulator {
             .find(|i| i.kind == IncidentKind::HotlistVehicle)
             .map(|i| i.sources.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        let pool: Vec<u32> =
-            (0..self.devices.len() as u32).filter(|&i| !keep.contains(&self.devices[i as usize].id.as_str())).collect();
+        let pool: Vec<u32> = (0..self.devices.len() as u32)
+            .filter(|&i| !keep.contains(&self.devices[i as usize].id.as_str()))
+            .collect();
         for _ in 0..n {
             let from = cycle_start + self.rng.random_range(5 * MIN..40 * MIN);
             let until = from + self.rng.random_range(2 * HOUR..3 * HOUR);
-            let Some(i) = self.pick_free(&pool, cycle_start) else { return };
+            let Some(i) = self.pick_free(&pool, cycle_start) else {
+                return;
+            };
             let d = &mut self.devices[i as usize];
             d.silent = Some((from, until));
             let (at, id) = ((d.lon, d.lat), d.id.clone());
-            self.incident(IncidentKind::DeviceSilent, (from, until), at).sources = vec![id];
+            self.incident(IncidentKind::DeviceSilent, (from, until), at)
+                .sources = vec![id];
         }
     }
 
@@ -937,7 +1053,9 @@ impl Simulator {
             if a == b {
                 continue;
             }
-            let Some(route) = self.world.graph.shortest_path(a, b) else { continue };
+            let Some(route) = self.world.graph.shortest_path(a, b) else {
+                continue;
+            };
             let mut passed: Vec<u32> = vec![a];
             passed.extend(route.arcs.iter().map(|&arc| self.world.graph.arc(arc).to));
             passed.retain(|n| !self.world.anpr_at[*n as usize].is_empty());
@@ -948,14 +1066,20 @@ impl Simulator {
                 break;
             }
         }
-        let Some((_, route, passed)) = best else { return };
+        let Some((_, route, passed)) = best else {
+            return;
+        };
         let first = self.world.graph.arc(route.arcs[0]).from;
         let plate = HOTLIST_PLATES[cycle % HOTLIST_PLATES.len()].to_string();
         // Reads at the departure node happen only on arrival, so list the others.
         let sources: Vec<String> = passed
             .iter()
             .filter(|&&n| n != first)
-            .flat_map(|&n| self.world.anpr_at[n as usize].iter().map(|&d| self.devices[d as usize].id.clone()))
+            .flat_map(|&n| {
+                self.world.anpr_at[n as usize]
+                    .iter()
+                    .map(|&d| self.devices[d as usize].id.clone())
+            })
             .collect();
         let travel = (route.time_s / 0.8 * 1000.0) as i64;
         let at = self.world.graph.node(first);
@@ -990,7 +1114,8 @@ impl Simulator {
             wake: start,
             last_arrival: i64::MIN,
         };
-        self.queue.push(Reverse((start, TAG_VEHICLE, self.vehicles.len() as u32)));
+        self.queue
+            .push(Reverse((start, TAG_VEHICLE, self.vehicles.len() as u32)));
         self.vehicles.push(v);
         let incident = self.incident(IncidentKind::HotlistVehicle, (start, start + travel), at);
         incident.sources = sources;
@@ -1011,7 +1136,10 @@ fn build_world(city: &City) -> World {
         match d.kind.as_str() {
             "anpr" => {
                 let node = graph.node_at((d.lon, d.lat)).or_else(|| {
-                    graph.nearest_node((d.lon, d.lat)).filter(|(_, dist)| *dist <= 30.0).map(|(n, _)| n)
+                    graph
+                        .nearest_node((d.lon, d.lat))
+                        .filter(|(_, dist)| *dist <= 30.0)
+                        .map(|(n, _)| n)
                 });
                 if let Some(n) = node {
                     anpr_at[n as usize].push(i);
@@ -1020,15 +1148,27 @@ fn build_world(city: &City) -> World {
             "smoke" => smoke.push(i),
             "gas" => gas.push(i),
             "water_level" => {
-                let zone = city.zones_at(d.lon, d.lat).into_iter().find(|z| z.kind == "underpass").map(|z| z.id.clone());
+                let zone = city
+                    .zones_at(d.lon, d.lat)
+                    .into_iter()
+                    .find(|z| z.kind == "underpass")
+                    .map(|z| z.id.clone());
                 water.push((i, zone));
             }
             "crowd_camera" => {
-                if let Some(z) = city.zones_at(d.lon, d.lat).into_iter().find(|z| z.kind == "square") {
+                if let Some(z) = city
+                    .zones_at(d.lon, d.lat)
+                    .into_iter()
+                    .find(|z| z.kind == "square")
+                {
                     match squares.iter_mut().find(|(id, _, _)| *id == z.id) {
                         Some(s) => s.2.push(i),
                         None => {
-                            let capacity = z.properties.get("capacity").and_then(|v| v.as_f64()).unwrap_or(2000.0);
+                            let capacity = z
+                                .properties
+                                .get("capacity")
+                                .and_then(|v| v.as_f64())
+                                .unwrap_or(2000.0);
                             squares.push((z.id.clone(), capacity, vec![i]));
                         }
                     }
@@ -1037,7 +1177,9 @@ fn build_world(city: &City) -> World {
             _ => {}
         }
     }
-    let anpr_nodes: Vec<u32> = (0..graph.node_count() as u32).filter(|&n| !anpr_at[n as usize].is_empty()).collect();
+    let anpr_nodes: Vec<u32> = (0..graph.node_count() as u32)
+        .filter(|&n| !anpr_at[n as usize].is_empty())
+        .collect();
     let mut corridors = Vec::new();
     let in_component = {
         let mut v = vec![false; graph.node_count()];
@@ -1047,9 +1189,15 @@ fn build_world(city: &City) -> World {
         v
     };
     for z in city.zones.iter().filter(|z| z.kind == "corridor") {
-        let Geometry::LineString(line) = &z.geometry else { continue };
-        let Some(there) = graph.route_along(line, 30.0) else { continue };
-        let Some(back) = graph.reversed(&there) else { continue };
+        let Geometry::LineString(line) = &z.geometry else {
+            continue;
+        };
+        let Some(there) = graph.route_along(line, 30.0) else {
+            continue;
+        };
+        let Some(back) = graph.reversed(&there) else {
+            continue;
+        };
         if there.arcs.is_empty() || !in_component[graph.arc(there.arcs[0]).from as usize] {
             continue;
         }
@@ -1062,12 +1210,33 @@ fn build_world(city: &City) -> World {
             .copied()
             .filter(|&n| (500.0..1500.0).contains(&polyline_distance_m(graph.node(n), line)))
             .collect();
-        corridors.push(Corridor { zone: z.id.clone(), class, there, back, detours });
+        corridors.push(Corridor {
+            zone: z.id.clone(),
+            class,
+            there,
+            back,
+            detours,
+        });
     }
-    World { graph, component, anpr_at, corridors, smoke, gas, water, squares, anpr_nodes }
+    World {
+        graph,
+        component,
+        anpr_at,
+        corridors,
+        smoke,
+        gas,
+        water,
+        squares,
+        anpr_nodes,
+    }
 }
 
-fn init_devices(city: &City, world: &World, config: &SimConfig, rng: &mut ChaCha8Rng) -> Vec<DevState> {
+fn init_devices(
+    city: &City,
+    world: &World,
+    config: &SimConfig,
+    rng: &mut ChaCha8Rng,
+) -> Vec<DevState> {
     let hb = config.heartbeat_interval_s as i64 * SEC;
     let mut cams_at: Vec<f64> = vec![0.0; city.devices.len()];
     for (_, capacity, cams) in &world.squares {
@@ -1096,7 +1265,11 @@ fn init_devices(city: &City, world: &World, config: &SimConfig, rng: &mut ChaCha
                 DevKind::Other => i64::MAX,
             };
             let next_hb = rng.random_range(0..hb);
-            let battery = if rng.random_bool(0.03) { rng.random_range(5.0..20.0) } else { rng.random_range(35.0..100.0) };
+            let battery = if rng.random_bool(0.03) {
+                rng.random_range(5.0..20.0)
+            } else {
+                rng.random_range(35.0..100.0)
+            };
             DevState {
                 id: d.id.clone(),
                 kind,
@@ -1136,10 +1309,18 @@ fn diurnal(hour: f64) -> f64 {
     if !(6.0..23.0).contains(&hour) {
         return 0.08;
     }
-    0.15 + 0.85 * (std::f64::consts::PI * (hour - 6.0) / 17.0).sin().powf(0.7) * if hour > 17.0 { 1.0 } else { 0.8 }
+    0.15 + 0.85
+        * (std::f64::consts::PI * (hour - 6.0) / 17.0).sin().powf(0.7)
+        * if hour > 17.0 { 1.0 } else { 0.8 }
 }
 
-fn step_device(d: &mut DevState, t: i64, config: &SimConfig, out: &mut Outbox, rng: &mut ChaCha8Rng) -> i64 {
+fn step_device(
+    d: &mut DevState,
+    t: i64,
+    config: &SimConfig,
+    out: &mut Outbox,
+    rng: &mut ChaCha8Rng,
+) -> i64 {
     let hb = config.heartbeat_interval_s as i64 * SEC;
     if let Some(e) = d.episode {
         if t > e.end {
@@ -1194,7 +1375,10 @@ fn reading(d: &mut DevState, t: i64, silent: bool, out: &mut Outbox, rng: &mut C
     let time = out.time(t);
     let (event, interval) = match d.kind {
         DevKind::Smoke => {
-            let (mut value, mut temp) = (d.baseline + rng.random_range(0.0..0.1), d.temp_base + rng.random_range(-0.4..0.4));
+            let (mut value, mut temp) = (
+                d.baseline + rng.random_range(0.0..0.1),
+                d.temp_base + rng.random_range(-0.4..0.4),
+            );
             match ep.map(|e| e.kind) {
                 Some(EpisodeKind::FireOrigin) => {
                     let f = fade(tau, 1500.0, 2100.0);
@@ -1218,8 +1402,12 @@ fn reading(d: &mut DevState, t: i64, silent: bool, out: &mut Outbox, rng: &mut C
         DevKind::Gas => {
             let mut value = d.baseline + rng.random_range(0.0..0.8);
             match ep.map(|e| e.kind) {
-                Some(EpisodeKind::GasOrigin { peak }) => value += peak * ramp(tau, 0.0, 360.0) * fade(tau, 1800.0, 2400.0),
-                Some(EpisodeKind::GasNearby { peak }) => value += peak * ramp(tau, 120.0, 600.0) * fade(tau, 1800.0, 2400.0),
+                Some(EpisodeKind::GasOrigin { peak }) => {
+                    value += peak * ramp(tau, 0.0, 360.0) * fade(tau, 1800.0, 2400.0)
+                }
+                Some(EpisodeKind::GasNearby { peak }) => {
+                    value += peak * ramp(tau, 120.0, 600.0) * fade(tau, 1800.0, 2400.0)
+                }
                 _ => {}
             }
             let e = Event::new(d.id.clone(), "gas", time)
@@ -1234,20 +1422,30 @@ fn reading(d: &mut DevState, t: i64, silent: bool, out: &mut Outbox, rng: &mut C
             if let Some(EpisodeKind::Flood { peak }) = ep.map(|e| e.kind) {
                 value += peak * ramp(tau, 0.0, 1800.0) * fade(tau, 3000.0, 5400.0);
             }
-            let e = Event::new(d.id.clone(), "water_level", time).at(d.lon, d.lat).with("value", round_to(value, 3));
+            let e = Event::new(d.id.clone(), "water_level", time)
+                .at(d.lon, d.lat)
+                .with("value", round_to(value, 3));
             (Some(e), if fast { MIN } else { 5 * MIN })
         }
         DevKind::Camera => {
-            let mut count = d.crowd_scale * diurnal(local_hour(out, t)) * rng.random_range(0.8..1.2);
+            let mut count =
+                d.crowd_scale * diurnal(local_hour(out, t)) * rng.random_range(0.8..1.2);
             if let Some(EpisodeKind::Crowd { extra }) = ep.map(|e| e.kind) {
-                count += extra * ramp(tau, 0.0, 1200.0) * fade(tau, 2400.0, 3600.0) * rng.random_range(0.95..1.05);
+                count += extra
+                    * ramp(tau, 0.0, 1200.0)
+                    * fade(tau, 2400.0, 3600.0)
+                    * rng.random_range(0.95..1.05);
             }
-            let e = Event::new(d.id.clone(), "crowd_count", time).at(d.lon, d.lat).with("count", count.round() as i64);
+            let e = Event::new(d.id.clone(), "crowd_count", time)
+                .at(d.lon, d.lat)
+                .with("count", count.round() as i64);
             (Some(e), MIN)
         }
         DevKind::Door => {
             d.door_open = !d.door_open;
-            let e = Event::new(d.id.clone(), "door", time).at(d.lon, d.lat).with("open", d.door_open);
+            let e = Event::new(d.id.clone(), "door", time)
+                .at(d.lon, d.lat)
+                .with("open", d.door_open);
             let next = if d.door_open {
                 if rng.random_bool(0.03) {
                     rng.random_range(15 * MIN..45 * MIN)
@@ -1272,7 +1470,13 @@ fn reading(d: &mut DevState, t: i64, silent: bool, out: &mut Outbox, rng: &mut C
 }
 
 /// A detour for corridor `c` from `from` to the far end: via a node well off the corridor.
-fn detour(world: &World, c: usize, forward: bool, from: u32, rng: &mut ChaCha8Rng) -> Option<Vec<u32>> {
+fn detour(
+    world: &World,
+    c: usize,
+    forward: bool,
+    from: u32,
+    rng: &mut ChaCha8Rng,
+) -> Option<Vec<u32>> {
     let cor = &world.corridors[c];
     if cor.detours.is_empty() {
         return None;
@@ -1334,7 +1538,11 @@ fn next_trip(v: &mut Vehicle, world: &World, rng: &mut ChaCha8Rng) -> (Stop, i64
             let start = world.graph.arc(normal.arcs[0]).from;
             v.plan = if v.node != start {
                 // Not at the corridor's end (e.g. a loaded city with odd geometry): go there.
-                world.graph.shortest_path(v.node, start).map(|r| r.arcs).unwrap_or_default()
+                world
+                    .graph
+                    .shortest_path(v.node, start)
+                    .map(|r| r.arcs)
+                    .unwrap_or_default()
             } else if v.deviator && rng.random_bool(0.35) {
                 detour(world, corridor, forward, v.node, rng).unwrap_or_else(|| normal.arcs.clone())
             } else {
@@ -1365,14 +1573,25 @@ fn next_trip(v: &mut Vehicle, world: &World, rng: &mut ChaCha8Rng) -> (Stop, i64
                     break;
                 }
             }
-            v.plan = world.graph.shortest_path(v.node, dest).map(|r| r.arcs).unwrap_or_default();
+            v.plan = world
+                .graph
+                .shortest_path(v.node, dest)
+                .map(|r| r.arcs)
+                .unwrap_or_default();
             let dwell = match v.class {
                 VehicleClass::Car => rng.random_range(SEC..20 * SEC),
                 VehicleClass::Patrol => rng.random_range(MIN..6 * MIN),
                 _ if v.fatigued => rng.random_range(2 * MIN..8 * MIN),
                 _ => rng.random_range(5 * MIN..15 * MIN),
             };
-            (if v.class == VehicleClass::Car { Stop::Hidden } else { Stop::Dwell }, dwell)
+            (
+                if v.class == VehicleClass::Car {
+                    Stop::Hidden
+                } else {
+                    Stop::Dwell
+                },
+                dwell,
+            )
         }
         Mission::Through => {
             v.parked = true;
@@ -1387,14 +1606,23 @@ fn vehicle_position(v: &Vehicle, t: i64, world: &World) -> Point {
         Some(a) if v.stop.is_none() => {
             let arc = world.graph.arc(a);
             let (p, q) = (world.graph.node(arc.from), world.graph.node(arc.to));
-            let f = ((t - v.arc_from) as f64 / (v.arc_to - v.arc_from).max(1) as f64).clamp(0.0, 1.0);
+            let f =
+                ((t - v.arc_from) as f64 / (v.arc_to - v.arc_from).max(1) as f64).clamp(0.0, 1.0);
             (p.0 + f * (q.0 - p.0), p.1 + f * (q.1 - p.1))
         }
         _ => world.graph.node(v.node),
     }
 }
 
-fn plate_reads(v: &Vehicle, t: i64, node: u32, world: &World, devices: &mut [DevState], out: &mut Outbox, rng: &mut ChaCha8Rng) {
+fn plate_reads(
+    v: &Vehicle,
+    t: i64,
+    node: u32,
+    world: &World,
+    devices: &mut [DevState],
+    out: &mut Outbox,
+    rng: &mut ChaCha8Rng,
+) {
     for &di in &world.anpr_at[node as usize] {
         if !v.hotlist && rng.random_bool(0.05) {
             continue; // missed read
@@ -1421,7 +1649,14 @@ fn plate_reads(v: &Vehicle, t: i64, node: u32, world: &World, devices: &mut [Dev
 }
 
 /// Advances a vehicle to time `t`, emitting its events; returns its next wake-up.
-fn step_vehicle(v: &mut Vehicle, t: i64, world: &World, devices: &mut [DevState], out: &mut Outbox, rng: &mut ChaCha8Rng) -> Option<i64> {
+fn step_vehicle(
+    v: &mut Vehicle,
+    t: i64,
+    world: &World,
+    devices: &mut [DevState],
+    out: &mut Outbox,
+    rng: &mut ChaCha8Rng,
+) -> Option<i64> {
     if v.parked {
         return None;
     }
@@ -1437,11 +1672,12 @@ fn step_vehicle(v: &mut Vehicle, t: i64, world: &World, devices: &mut [DevState]
             let regulated = v.class.regulated();
             if v.step >= v.plan.len() {
                 let (kind, dwell) = next_trip(v, world, rng);
-                let (kind, dwell) = if regulated && !v.fatigued && driven >= v.rest_after && dwell < 20 * MIN {
-                    (Stop::Rest, rng.random_range(20 * MIN..35 * MIN))
-                } else {
-                    (kind, dwell)
-                };
+                let (kind, dwell) =
+                    if regulated && !v.fatigued && driven >= v.rest_after && dwell < 20 * MIN {
+                        (Stop::Rest, rng.random_range(20 * MIN..35 * MIN))
+                    } else {
+                        (kind, dwell)
+                    };
                 v.stop = Some((kind, t, t + dwell));
                 if v.parked {
                     return None;
@@ -1484,9 +1720,20 @@ fn step_vehicle(v: &mut Vehicle, t: i64, world: &World, devices: &mut [DevState]
     if v.gps && t >= v.next_fix {
         let p = vehicle_position(v, t, world);
         let moving = v.stop.is_none();
-        let p = cityward_model::geo::offset_m(p, rng.random_range(-3.0..3.0), rng.random_range(-3.0..3.0));
-        let speed = if moving { (v.speed_kmh * rng.random_range(0.98..1.02)).max(0.0) } else { 0.0 };
-        let heading = (v.heading + rng.random_range(-2.0..2.0)).rem_euclid(360.0).round() % 360.0;
+        let p = cityward_model::geo::offset_m(
+            p,
+            rng.random_range(-3.0..3.0),
+            rng.random_range(-3.0..3.0),
+        );
+        let speed = if moving {
+            (v.speed_kmh * rng.random_range(0.98..1.02)).max(0.0)
+        } else {
+            0.0
+        };
+        let heading = (v.heading + rng.random_range(-2.0..2.0))
+            .rem_euclid(360.0)
+            .round()
+            % 360.0;
         let mut event = Event::new(v.id.clone(), "gps", out.time(t))
             .at(r6(p.0), r6(p.1))
             .with("speed_kmh", round_to(speed, 1))
@@ -1498,19 +1745,33 @@ fn step_vehicle(v: &mut Vehicle, t: i64, world: &World, devices: &mut [DevState]
         }
         out.send(rng, t, &mut v.last_arrival, event);
         let parked = matches!(v.stop, Some((Stop::Dwell | Stop::Rest, _, _)));
-        v.next_fix = t + if parked { v.fix_ms.max(60 * SEC) } else { v.fix_ms };
+        v.next_fix = t + if parked {
+            v.fix_ms.max(60 * SEC)
+        } else {
+            v.fix_ms
+        };
     }
     let motion = match v.stop {
         Some((_, _, until)) => until,
         None => v.arc_to,
     };
-    let next = if v.gps { motion.min(v.next_fix) } else { motion };
+    let next = if v.gps {
+        motion.min(v.next_fix)
+    } else {
+        motion
+    };
     Some(next.max(t + 1))
 }
 
 /// Simulates a city for `duration` from `start` and writes the events as NDJSON (one
 /// [`Event::to_json_line`] per line, in arrival order). Returns the number of events.
-pub fn simulate_to(city: &City, seed: u64, start: DateTime<Utc>, duration: std::time::Duration, writer: impl Write) -> io::Result<u64> {
+pub fn simulate_to(
+    city: &City,
+    seed: u64,
+    start: DateTime<Utc>,
+    duration: std::time::Duration,
+    writer: impl Write,
+) -> io::Result<u64> {
     let mut sim = Simulator::new(city, seed, start);
     let end = TimeDelta::from_std(duration)
         .ok()
@@ -1586,7 +1847,10 @@ mod tests {
         simulate_to(&city, 5, start, std::time::Duration::from_secs(900), &mut b).unwrap();
         assert!(n > 1000, "{n} events");
         assert_eq!(a, b);
-        assert_eq!(String::from_utf8(a.clone()).unwrap().lines().count() as u64, n);
+        assert_eq!(
+            String::from_utf8(a.clone()).unwrap().lines().count() as u64,
+            n
+        );
 
         // Cutting the run into uneven steps changes nothing.
         let mut sim = Simulator::new(&city, 5, start);
@@ -1605,7 +1869,14 @@ mod tests {
         assert_eq!(joined.as_bytes(), a.as_slice());
 
         let mut other = Vec::new();
-        simulate_to(&city, 6, start, std::time::Duration::from_secs(900), &mut other).unwrap();
+        simulate_to(
+            &city,
+            6,
+            start,
+            std::time::Duration::from_secs(900),
+            &mut other,
+        )
+        .unwrap();
         assert_ne!(other, a, "another seed gives other events");
     }
 
@@ -1623,23 +1894,48 @@ mod tests {
             let (lon, lat) = e.point().expect("every simulated event has a place");
             assert!(city.contains(lon, lat), "{} at ({lon}, {lat})", e.id);
             let t = e.time_micros() / 1000;
-            assert!(latest - t <= MAX_DELIVERY_DELAY_MS, "{} is {} ms late", e.id, latest - t);
+            assert!(
+                latest - t <= MAX_DELIVERY_DELAY_MS,
+                "{} is {} ms late",
+                e.id,
+                latest - t
+            );
             if t < latest {
                 out_of_order += 1;
             }
             latest = latest.max(t);
         }
-        assert!(out_of_order > 0, "delivery jitter reorders events across sources");
+        assert!(
+            out_of_order > 0,
+            "delivery jitter reorders events across sources"
+        );
         for (source, list) in by_source(events) {
             for w in list.windows(2) {
-                assert!(w[0].time <= w[1].time, "{source}: {} after {}", w[1].time, w[0].time);
+                assert!(
+                    w[0].time <= w[1].time,
+                    "{source}: {} after {}",
+                    w[1].time,
+                    w[0].time
+                );
             }
         }
-        for kind in ["gps", "plate_read", "smoke", "gas", "water_level", "door", "heartbeat", "crowd_count"] {
+        for kind in [
+            "gps",
+            "plate_read",
+            "smoke",
+            "gas",
+            "water_level",
+            "door",
+            "heartbeat",
+            "crowd_count",
+        ] {
             assert!(kinds.contains(kind), "no {kind} events");
         }
         // Attributes use the names of the built-in kinds.
-        let gps = events.iter().find(|e| e.kind == "gps" && e.attrs.contains_key("route")).unwrap();
+        let gps = events
+            .iter()
+            .find(|e| e.kind == "gps" && e.attrs.contains_key("route"))
+            .unwrap();
         for attr in ["speed_kmh", "heading", "class", "plate", "route"] {
             assert!(gps.attrs.contains_key(attr), "gps without {attr}");
         }
@@ -1651,7 +1947,11 @@ mod tests {
         for e in events.iter().step_by(37) {
             let schema = registry.get(&e.kind).unwrap();
             for name in e.attrs.keys() {
-                assert!(schema.attrs.contains_key(name), "{} has undeclared attribute {name}", e.kind);
+                assert!(
+                    schema.attrs.contains_key(name),
+                    "{} has undeclared attribute {name}",
+                    e.kind
+                );
             }
         }
     }
@@ -1673,14 +1973,27 @@ mod tests {
             match silent.get(d.id.as_str()) {
                 Some(&(from, until)) => {
                     assert!(from < start + TimeDelta::minutes(41));
-                    assert!(list.iter().all(|e| e.time < from || e.time >= until), "{} spoke while silent", d.id);
+                    assert!(
+                        list.iter().all(|e| e.time < from || e.time >= until),
+                        "{} spoke while silent",
+                        d.id
+                    );
                     assert!(!beats.is_empty() && beats.iter().all(|e| e.time < from));
                 }
                 None => {
-                    assert!(beats.len() >= 11, "{}: {} heartbeats in an hour", d.id, beats.len());
+                    assert!(
+                        beats.len() >= 11,
+                        "{}: {} heartbeats in an hour",
+                        d.id,
+                        beats.len()
+                    );
                     for w in beats.windows(2) {
                         let gap = (w[1].time - w[0].time).num_milliseconds();
-                        assert!((298_000..=302_000).contains(&gap), "{}: heartbeat gap {gap} ms", d.id);
+                        assert!(
+                            (298_000..=302_000).contains(&gap),
+                            "{}: heartbeat gap {gap} ms",
+                            d.id
+                        );
                     }
                 }
             }
@@ -1691,17 +2004,31 @@ mod tests {
     fn every_scripted_incident_shows_in_the_events() {
         let (city, incidents, _, events) = hour();
         let sources = by_source(events);
-        let find = |kind| incidents.iter().find(|i| i.kind == kind).unwrap_or_else(|| panic!("no {kind:?}"));
+        let find = |kind| {
+            incidents
+                .iter()
+                .find(|i| i.kind == kind)
+                .unwrap_or_else(|| panic!("no {kind:?}"))
+        };
         let of = |id: &str| sources.get(id).cloned().unwrap_or_default();
 
         // Fire: a smoke alarm at the origin, then > 60 °C at a neighbour within minutes.
         let fire = find(IncidentKind::Fire);
-        assert!(fire.sources.len() >= 2, "the fire has neighbours: {:?}", fire.sources);
+        assert!(
+            fire.sources.len() >= 2,
+            "the fire has neighbours: {:?}",
+            fire.sources
+        );
         let alarm = of(&fire.sources[0])
             .into_iter()
             .find(|e| e.kind == "smoke" && e.attrs["alarm"] == true)
             .expect("smoke alarm at the origin");
-        assert!(alarm.time >= fire.time && alarm.time <= fire.time + TimeDelta::minutes(2), "alarm at {} for a fire at {}", alarm.time, fire.time);
+        assert!(
+            alarm.time >= fire.time && alarm.time <= fire.time + TimeDelta::minutes(2),
+            "alarm at {} for a fire at {}",
+            alarm.time,
+            fire.time
+        );
         let hot = fire.sources[1..]
             .iter()
             .flat_map(|s| of(s))
@@ -1709,17 +2036,28 @@ mod tests {
             .map(|e| e.time)
             .min()
             .expect("a neighbour above 60 °C");
-        assert!(hot > alarm.time && hot <= alarm.time + TimeDelta::minutes(10), "{hot} vs {}", alarm.time);
-        let (a, b) = (city.device(&fire.sources[0]).unwrap(), city.device(&fire.sources[1]).unwrap());
+        assert!(
+            hot > alarm.time && hot <= alarm.time + TimeDelta::minutes(10),
+            "{hot} vs {}",
+            alarm.time
+        );
+        let (a, b) = (
+            city.device(&fire.sources[0]).unwrap(),
+            city.device(&fire.sources[1]).unwrap(),
+        );
         assert!(haversine_m((a.lon, a.lat), (b.lon, b.lat)) <= 400.0);
 
         // Gas leak: the origin goes into alarm.
         let gas = find(IncidentKind::GasLeak);
-        assert!(of(&gas.sources[0]).iter().any(|e| e.kind == "gas" && e.attrs["alarm"] == true));
+        assert!(of(&gas.sources[0])
+            .iter()
+            .any(|e| e.kind == "gas" && e.attrs["alarm"] == true));
 
         // Flood: the underpass sensor rises past 0.3 m within 25 minutes.
         let flood = find(IncidentKind::Flood);
-        let zone = city.zone(flood.zone.as_deref().expect("flood zone")).unwrap();
+        let zone = city
+            .zone(flood.zone.as_deref().expect("flood zone"))
+            .unwrap();
         assert_eq!(zone.kind, "underpass");
         let sensor = city.device(&flood.sources[0]).unwrap();
         assert!(zone.contains(sensor.lon, sensor.lat));
@@ -1734,7 +2072,10 @@ mod tests {
         let plate = hot.plate.as_deref().unwrap();
         assert_eq!(plate, HOTLIST_PLATES[0]);
         assert!(hotlist_plates().contains(&plate.to_string()));
-        let reads: Vec<&Event> = events.iter().filter(|e| e.kind == "plate_read" && e.attr_str("plate") == Some(plate)).collect();
+        let reads: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.kind == "plate_read" && e.attr_str("plate") == Some(plate))
+            .collect();
         let readers: BTreeSet<&str> = reads.iter().map(|e| e.source.as_str()).collect();
         assert!(readers.len() >= 2, "read by {readers:?}");
         assert!(readers.iter().all(|r| hot.sources.iter().any(|s| s == r)));
@@ -1747,7 +2088,8 @@ mod tests {
         let mut per_minute: BTreeMap<i64, i64> = BTreeMap::new();
         for s in &crowd.sources {
             for e in of(s).into_iter().filter(|e| e.kind == "crowd_count") {
-                *per_minute.entry(e.time.timestamp() / 60).or_default() += e.attrs["count"].as_i64().unwrap();
+                *per_minute.entry(e.time.timestamp() / 60).or_default() +=
+                    e.attrs["count"].as_i64().unwrap();
             }
         }
         let peak = per_minute.values().copied().max().unwrap();
@@ -1755,7 +2097,9 @@ mod tests {
         // No other plate is a hotlisted one.
         assert!(events
             .iter()
-            .filter(|e| e.kind == "plate_read" && e.attr_str("plate").is_some_and(|p| HOTLIST_PLATES.contains(&p)))
+            .filter(|e| e.kind == "plate_read"
+                && e.attr_str("plate")
+                    .is_some_and(|p| HOTLIST_PLATES.contains(&p)))
             .all(|e| e.attr_str("plate") == Some(plate)));
     }
 
@@ -1765,7 +2109,9 @@ mod tests {
         let sources = by_source(events);
         let mut speeding_seen = false;
         for v in vehicles {
-            let fixes = sources.get(v.id.as_str()).unwrap_or_else(|| panic!("{} sent nothing", v.id));
+            let fixes = sources
+                .get(v.id.as_str())
+                .unwrap_or_else(|| panic!("{} sent nothing", v.id));
             assert!(fixes.len() > 100, "{}: {} fixes", v.id, fixes.len());
             for e in fixes {
                 assert_eq!(e.kind, "gps");
@@ -1778,8 +2124,11 @@ mod tests {
                 } else if !speeding_seen && speed > 0.0 {
                     // Compare with the limit of the road it is on, where that is unambiguous.
                     let p = e.point().unwrap();
-                    let mut near: Vec<(f64, f64)> =
-                        city.roads.iter().map(|r| (polyline_distance_m(p, &r.line), r.speed_limit_kmh)).collect();
+                    let mut near: Vec<(f64, f64)> = city
+                        .roads
+                        .iter()
+                        .map(|r| (polyline_distance_m(p, &r.line), r.speed_limit_kmh))
+                        .collect();
                     near.sort_by(|a, b| a.0.total_cmp(&b.0));
                     if near[0].0 < 10.0 && near[1].0 > 40.0 && speed > near[0].1 * 1.1 {
                         speeding_seen = true;
@@ -1796,26 +2145,48 @@ mod tests {
             }
         }
         assert!(speeding_seen, "a speeder exceeds a limit by more than 10 %");
-        assert!(vehicles.iter().any(|v| v.speeder && v.class == VehicleClass::Hazmat));
+        assert!(vehicles
+            .iter()
+            .any(|v| v.speeder && v.class == VehicleClass::Hazmat));
     }
 
     #[test]
     fn a_city_without_roads_or_zones_still_simulates_its_devices() {
         let full = generate_city(2, Size::Small);
-        let devices: Vec<_> = full.devices.iter().filter(|d| d.kind == "door" || d.kind == "heartbeat_sensor").cloned().collect();
-        let city = City::from_parts(full.regions.clone(), full.grids.clone(), vec![], vec![], full.units.clone(), devices).unwrap();
+        let devices: Vec<_> = full
+            .devices
+            .iter()
+            .filter(|d| d.kind == "door" || d.kind == "heartbeat_sensor")
+            .cloned()
+            .collect();
+        let city = City::from_parts(
+            full.regions.clone(),
+            full.grids.clone(),
+            vec![],
+            vec![],
+            full.units.clone(),
+            devices,
+        )
+        .unwrap();
         let mut sim = Simulator::new(&city, 1, default_start());
         let events = run(&mut sim, 0.5);
         assert!(sim.vehicles().is_empty());
-        assert!(events.iter().any(|e| e.kind == "heartbeat") && events.iter().any(|e| e.kind == "door"));
-        assert!(sim.incidents().iter().all(|i| i.kind == IncidentKind::DeviceSilent));
+        assert!(
+            events.iter().any(|e| e.kind == "heartbeat") && events.iter().any(|e| e.kind == "door")
+        );
+        assert!(sim
+            .incidents()
+            .iter()
+            .all(|i| i.kind == IncidentKind::DeviceSilent));
     }
 
     #[test]
     fn incidents_serialize_for_a_truth_file() {
         let (_, incidents, vehicles, _) = hour();
         let json = serde_json::to_value(&incidents[0]).unwrap();
-        assert!(json["kind"].is_string() && json["time"].as_str().unwrap().starts_with("2026-11-22T"));
+        assert!(
+            json["kind"].is_string() && json["time"].as_str().unwrap().starts_with("2026-11-22T")
+        );
         let json = serde_json::to_value(&vehicles[0]).unwrap();
         assert!(json["class"].is_string());
     }
@@ -1823,7 +2194,11 @@ mod tests {
     #[test]
     fn some_drive_too_long_and_some_leave_their_corridor() {
         let city = generate_city(42, Size::Small);
-        let config = SimConfig { gps_vehicles: 12, background_cars: 0, ..SimConfig::for_city(&city) };
+        let config = SimConfig {
+            gps_vehicles: 12,
+            background_cars: 0,
+            ..SimConfig::for_city(&city)
+        };
         let mut sim = Simulator::with_config(&city, 3, default_start(), config);
         let events = run(&mut sim, 4.6);
         let sources = by_source(&events);
@@ -1850,13 +2225,20 @@ mod tests {
                 if v.skips_rest {
                     fatigued_seen |= longest > TimeDelta::hours(4);
                 } else {
-                    assert!(longest <= TimeDelta::hours(4), "{} drove {longest} without rest", v.id);
+                    assert!(
+                        longest <= TimeDelta::hours(4),
+                        "{} drove {longest} without rest",
+                        v.id
+                    );
                 }
             }
             if let Some(route) = &v.route {
                 let zone = city.zone(route).unwrap();
                 let half = zone.width_m.unwrap() / 2.0;
-                let off = fixes.iter().filter(|e| !zone.contains(e.lon.unwrap(), e.lat.unwrap())).count();
+                let off = fixes
+                    .iter()
+                    .filter(|e| !zone.contains(e.lon.unwrap(), e.lat.unwrap()))
+                    .count();
                 if v.deviator {
                     deviation_seen |= off > 0;
                 } else {
@@ -1864,9 +2246,15 @@ mod tests {
                 }
             }
         }
-        assert!(fatigued_seen, "a driver who skips rests drives more than 4 h");
+        assert!(
+            fatigued_seen,
+            "a driver who skips rests drives more than 4 h"
+        );
         assert!(deviation_seen, "a deviator leaves its corridor");
         // The incidents of the second cycle are planned once it starts.
-        assert!(sim.incidents().iter().any(|i| i.time > default_start() + TimeDelta::hours(4)));
+        assert!(sim
+            .incidents()
+            .iter()
+            .any(|i| i.time > default_start() + TimeDelta::hours(4)));
     }
 }
