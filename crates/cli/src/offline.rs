@@ -48,9 +48,13 @@ pub async fn sql(data: &Path, query: &str, max_rows: usize, json: bool) -> anyho
     }
     let kinds = declared_kinds(data)?;
     let lake = cityward_store::Lake::open_read_only(data.join("lake"), &kinds)?;
-    let tail = wal_tail(&data.join("wal"), lake.compacted_through())?;
     let engine = cityward_store::SqlEngine::new(&lake)?;
-    let result = engine.query_events(query, &tail, max_rows).await?;
+    let wal_dir = data.join("wal");
+    // The engine pins the lake's extent and asks for the WAL records above it, so a node
+    // compacting meanwhile never makes a segment count twice.
+    let result = engine
+        .query_with_tail(query, max_rows, |through| wal_tail(&wal_dir, through))
+        .await?;
     if json {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());

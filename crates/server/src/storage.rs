@@ -189,9 +189,13 @@ impl EventStore {
         sql: &str,
         max_rows: usize,
     ) -> Result<cityward_store::QueryResult, NodeError> {
-        let tail = self.wal_tail()?;
+        // The engine pins how far the lake reaches and asks for the WAL records above it,
+        // so a compaction running meanwhile never counts a segment twice.
+        let reader = self.reader.clone();
         self.sql
-            .query_events(sql, &tail, max_rows)
+            .query_with_tail(sql, max_rows, |through| {
+                read_events(&reader, through.map_or(0, |s| s + 1))
+            })
             .await
             .map_err(|e| match e.status() {
                 cityward_store::Status::InvalidInput => NodeError::Invalid(e.to_string()),
