@@ -74,17 +74,18 @@ pub struct CitySection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalSection {
-    /// Segment size at which the log rolls to a new file, in bytes.
+    /// Segment size at which the log rolls to a new file, in bytes. A sealed segment is
+    /// compacted into Parquet in one piece, so this also bounds the compactor's memory.
     pub segment_bytes: u64,
-    /// Appends waiting for the writer before callers are held back.
-    pub queue_depth: usize,
+    /// Bytes of appends waiting for the writer before new ones are held back (back-pressure).
+    pub queue_bytes: u64,
 }
 
 impl Default for WalSection {
     fn default() -> Self {
         WalSection {
-            segment_bytes: 64 * 1024 * 1024,
-            queue_depth: 1024,
+            segment_bytes: 32 * 1024 * 1024,
+            queue_bytes: 32 * 1024 * 1024,
         }
     }
 }

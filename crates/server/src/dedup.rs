@@ -6,14 +6,17 @@
 //! million ids the chance is about one in two hundred thousand, and the ids of generated
 //! events (no `id` sent) are never checked.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 
 /// A bounded set of recently seen event ids.
 pub struct DedupIndex {
     hasher: ahash::RandomState,
     seen: HashSet<u64, BuildNoHash>,
-    order: VecDeque<u64>,
+    /// Insertion order as a ring, oldest at `next` once full: sized once, so memory never
+    /// doubles while growing.
+    order: Vec<u64>,
+    next: usize,
     capacity: usize,
 }
 
@@ -56,8 +59,10 @@ impl DedupIndex {
                 0x6465_6475,
                 0x7021_0001,
             ),
-            seen: HashSet::with_hasher(BuildNoHash),
-            order: VecDeque::new(),
+            // Sized up front: growing a table of millions copies it while both live.
+            seen: HashSet::with_capacity_and_hasher(capacity.max(1), BuildNoHash),
+            order: Vec::with_capacity(capacity.max(1)),
+            next: 0,
             capacity: capacity.max(1),
         }
     }
@@ -72,23 +77,21 @@ impl DedupIndex {
         if !self.seen.insert(key) {
             return false;
         }
-        self.order.push_back(key);
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() < self.capacity {
+            self.order.push(key);
+        } else {
+            let old = std::mem::replace(&mut self.order[self.next], key);
+            self.seen.remove(&old);
+            self.next = (self.next + 1) % self.capacity;
         }
         true
     }
 
-    /// Forgets `id` (used when the write it was reserved for failed).
+    /// Forgets `id` (used when the write it was reserved for failed). Its slot in the ring
+    /// stays until it is reused; evicting a key that is no longer there is harmless.
     pub fn remove(&mut self, id: &str) {
         let key = self.key(id);
-        if self.seen.remove(&key) {
-            if let Some(pos) = self.order.iter().rposition(|k| *k == key) {
-                self.order.remove(pos);
-            }
-        }
+        self.seen.remove(&key);
     }
 
     /// Number of ids remembered.

@@ -39,6 +39,7 @@ impl EventStore {
     ) -> Result<EventStore, NodeError> {
         let mut wal_config = WalConfig::new(data.join("wal"));
         wal_config.segment_bytes = config.wal.segment_bytes;
+        wal_config.queue_bytes = config.wal.queue_bytes;
         let wal = Wal::open(wal_config)
             .map_err(|e| NodeError::Internal(format!("cannot open the WAL: {e}")))?;
         let recovery = wal.recovery_report();

@@ -706,15 +706,25 @@ pub(crate) fn sort_by_source_time(batch: &RecordBatch) -> Result<RecordBatch> {
         source: datafusion::arrow::error::ArrowError::SchemaError(TIME_COLUMN.into()),
     })?;
     let times = time.values();
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    if source.null_count() == 0 {
-        order.sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            source.value(a).cmp(source.value(b)).then(times[a].cmp(&times[b]))
-        });
-    } else {
-        order.sort_by_key(|&i| (source.is_valid(i as usize).then(|| source.value(i as usize)), times[i as usize]));
+    // Sources repeat (a few thousand devices and vehicles per segment): rank the distinct
+    // ones once, then sort rows by (rank, time) as integers instead of comparing strings
+    // row against row. Nulls rank first, as `Option` orders them.
+    let mut ranks: AHashMap<Option<&str>, u32> = AHashMap::new();
+    let row_source = |i: usize| source.is_valid(i).then(|| source.value(i));
+    for i in 0..batch.num_rows() {
+        let next = ranks.len() as u32;
+        ranks.entry(row_source(i)).or_insert(next);
     }
+    let mut distinct: Vec<Option<&str>> = ranks.keys().copied().collect();
+    distinct.sort_unstable();
+    for (rank, key) in distinct.iter().enumerate() {
+        ranks.insert(*key, rank as u32);
+    }
+    let mut keyed: Vec<(u32, i64, u32)> = (0..batch.num_rows())
+        .map(|i| (ranks[&row_source(i)], times[i], i as u32))
+        .collect();
+    keyed.sort_unstable();
+    let order: Vec<u32> = keyed.into_iter().map(|(_, _, i)| i).collect();
     if order.windows(2).all(|w| w[0] < w[1]) {
         return Ok(batch.clone());
     }
