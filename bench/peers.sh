@@ -32,7 +32,7 @@ TOML
 CITYWARD_LOG=warn $bin/cityward serve --config "$work/cityward.toml" & node=$!
 until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
 start=$(date +%s.%N)
-$bin/cityward ingest --quiet --to "http://127.0.0.1:$port" --batch 5000 --concurrency 4 "$work/events.ndjson"
+$bin/cityward ingest --quiet --to "http://127.0.0.1:$port" --batch ${BATCH:-5000} --concurrency ${CONCURRENCY:-4} "$work/events.ndjson"
 end=$(date +%s.%N)
 rss=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$node/status)
 kill $node; wait $node 2>/dev/null || true
