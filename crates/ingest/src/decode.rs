@@ -14,8 +14,33 @@ use crate::validate::{Reject, RejectCode, Validator};
 pub struct Decoded {
     /// Valid events, in the order they appeared.
     pub events: Vec<Event>,
+    /// The line (or record number) of each event in `events`, for later refusals.
+    pub lines: Vec<u64>,
     /// Refused records.
     pub rejects: Vec<Reject>,
+}
+
+impl Decoded {
+    /// Events from an in-process producer, numbered 1, 2, … as their lines.
+    pub fn from_events(events: Vec<Event>) -> Self {
+        let lines = (1..=events.len() as u64).collect();
+        Decoded {
+            events,
+            lines,
+            rejects: Vec::new(),
+        }
+    }
+
+    /// Adds the outcome of validating the record at `line`.
+    pub fn push(&mut self, line: u64, result: Result<Event, Reject>) {
+        match result {
+            Ok(event) => {
+                self.events.push(event);
+                self.lines.push(line);
+            }
+            Err(reject) => self.rejects.push(reject),
+        }
+    }
 }
 
 /// Why a whole body could not be read at all.
@@ -67,7 +92,7 @@ pub fn decode_json_body(
     if trimmed.starts_with('[') {
         let offset = text.len() - trimmed.len();
         for (line, record) in split_json_array(&text[offset..], line_of(text, offset)) {
-            push(&mut decoded, validator.validate_json(record, line, now));
+            decoded.push(line, validator.validate_json(record, line, now));
         }
         return Ok(decoded);
     }
@@ -76,19 +101,10 @@ pub fn decode_json_body(
         if line.trim().is_empty() {
             continue;
         }
-        push(
-            &mut decoded,
-            validator.validate_json(line, index as u64 + 1, now),
-        );
+        let line_no = index as u64 + 1;
+        decoded.push(line_no, validator.validate_json(line, line_no, now));
     }
     Ok(decoded)
-}
-
-fn push(decoded: &mut Decoded, result: Result<Event, Reject>) {
-    match result {
-        Ok(event) => decoded.events.push(event),
-        Err(reject) => decoded.rejects.push(reject),
-    }
 }
 
 fn line_of(text: &str, offset: usize) -> u64 {
@@ -205,8 +221,8 @@ pub fn decode_csv<R: Read>(reader: R, validator: &Validator, now: DateTime<Utc>)
                     continue;
                 }
                 let value = csv_row_to_value(&headers, &record, validator.kinds());
-                push(
-                    &mut decoded,
+                decoded.push(
+                    line,
                     validator.validate_value(value, line, now).map_err(|mut r| {
                         r.raw = raw;
                         r

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -111,6 +111,28 @@ impl FromRequestParts<Arc<Node>> for Caller {
     }
 }
 
+/// A request body, or the API error for one that could not be read (too large, cut off).
+pub struct Body(Result<Bytes, ApiError>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Body(Bytes::from_request(request, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, "too_large",
+                    "the body is larger than ingest.max_body_bytes; send smaller batches or raise the limit")
+            } else {
+                ApiError::new(status, "invalid_input", format!("the body could not be read: {rejection}"))
+            }
+        })))
+    }
+}
+
 /// All routes of a node.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config().ingest.max_body_bytes;
@@ -179,7 +201,8 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn login(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let body = body.0?;
     let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -204,8 +227,9 @@ async fn status(State(node): State<Arc<Node>>, _caller: Caller) -> Json<Value> {
 async fn post_events(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = body.0?;
     if !node.config().auth.open_ingest {
         let mut parts = axum::http::Request::new(()).into_parts().0;
         parts.headers = headers.clone();
@@ -281,8 +305,9 @@ async fn resubmit_deadletter(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
     Path(id): Path<i64>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = body.0?;
     require(
         &user,
         &[Role::Admin, Role::Analyst],
@@ -307,8 +332,9 @@ struct SqlBody {
 async fn sql(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.0?;
     require(&user, &[Role::Admin], "role `admin`")?;
     let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

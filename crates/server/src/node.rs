@@ -319,8 +319,7 @@ impl Node {
         let mut decoded = Decoded::default();
         for (line, record) in records {
             match record.map(|v| validator.validate_value(v, line, now)) {
-                Ok(Ok(event)) => decoded.events.push(event),
-                Ok(Err(reject)) => decoded.rejects.push(reject),
+                Ok(result) => decoded.push(line, result),
                 Err((reason, raw)) => decoded.rejects.push(Reject {
                     line,
                     field: None,
@@ -339,15 +338,8 @@ impl Node {
         events: Vec<Event>,
         channel: Channel,
     ) -> Result<IngestOutcome, NodeError> {
-        self.ingest_decoded(
-            Decoded {
-                events,
-                rejects: Vec::new(),
-            },
-            channel,
-            "",
-        )
-        .await
+        self.ingest_decoded(Decoded::from_events(events), channel, "")
+            .await
     }
 
     async fn ingest_decoded(
@@ -358,6 +350,7 @@ impl Node {
     ) -> Result<IngestOutcome, NodeError> {
         let Decoded {
             mut events,
+            lines,
             rejects,
         } = decoded;
         let ch = channel.as_str();
@@ -373,13 +366,13 @@ impl Node {
         let require_registered = &self.config.ingest.require_registered;
         // Refuse unregistered sources where required, and enrich (outside any lock).
         let mut kept = Vec::with_capacity(events.len());
-        for (index, mut event) in events.drain(..).enumerate() {
+        for (line, mut event) in lines.into_iter().zip(events.drain(..)) {
             if !require_registered.is_empty()
                 && require_registered.contains(&event.kind)
                 && city.device(&event.source).is_none()
             {
                 rejects.push(Reject {
-                    line: index as u64 + 1,
+                    line,
                     field: Some("source".into()),
                     code: RejectCode::UnregisteredSource,
                     reason: format!("source `{}` is not in the device registry, which kind `{}` requires; register the device first", event.source, event.kind),
@@ -554,10 +547,7 @@ impl Node {
             match validator.validate_json(text.trim(), letter.line.unwrap_or(1), Utc::now()) {
                 Ok(event) => {
                     self.ingest_decoded(
-                        Decoded {
-                            events: vec![event],
-                            rejects: vec![],
-                        },
+                        Decoded::from_events(vec![event]),
                         Channel::Http,
                         &format!("deadletter:{id}"),
                     )

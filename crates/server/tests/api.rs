@@ -331,6 +331,10 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     )
     .await;
     assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("\"code\":\"too_large\"") && text.contains("ingest.max_body_bytes"),
+        "{text}"
+    );
 
     // Health and metrics.
     let (status, text) = call("GET", format!("{}/healthz", t.base), None, "", vec![]).await;
@@ -476,4 +480,51 @@ async fn mqtt_messages_are_mapped_stored_and_acknowledged() {
         }
     }
     assert!(found, "the unmappable MQTT payload was not dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_that_require_registered_sources_refuse_unknown_ones_by_line() {
+    let t = start(|c| c.ingest.require_registered = vec!["smoke".into()]).await;
+    let city = t.node.city();
+    let sensor = city
+        .devices
+        .iter()
+        .find(|d| d.kind == "smoke")
+        .expect("the small city has smoke sensors")
+        .clone();
+    let hub = login(&t.base, "sensorhub", "ingest-pass").await;
+    let now = now_rfc3339();
+    let body = format!(
+        "{{\"source\":\"{}\",\"kind\":\"smoke\",\"time\":\"{now}\",\"attrs\":{{\"value\":0.4}}}}\n\
+         {{\"source\":\"not-registered\",\"kind\":\"smoke\",\"time\":\"{now}\",\"attrs\":{{\"value\":0.4}}}}\n",
+        sensor.id
+    );
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub),
+        "application/x-ndjson",
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let outcome: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(outcome["accepted"], 1);
+    let reject = &outcome["rejected"][0];
+    assert_eq!(
+        (reject["line"].as_u64(), reject["code"].as_str()),
+        (Some(2), Some("unregistered_source")),
+        "{reject}"
+    );
+    // The registered sensor's event took its place and unit from the registry.
+    let admin = login(&t.base, "admin", "admin-pass").await;
+    let r = sql(
+        &t.base,
+        &admin,
+        "SELECT lon, lat, grid, unit FROM events WHERE kind = 'smoke'",
+    )
+    .await;
+    assert_eq!(r["rows"][0][0].as_f64(), Some(sensor.lon));
+    assert_eq!(r["rows"][0][2].as_str(), Some(sensor.grid.as_str()));
+    assert_eq!(r["rows"][0][3].as_str(), sensor.owner_unit.as_deref());
 }
