@@ -20,6 +20,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A node configuration on `port` with its data in `data`, open intake, plus `extra` TOML.
+fn write_config(config: &Path, data: &Path, port: u16, extra: &str) {
+    let text = format!(
+        "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n{extra}",
+        data.display().to_string()
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 fn start_node(config: &Path, port: u16) -> Child {
     let child = cityward()
         .args(["serve", "--config"])
@@ -78,14 +87,12 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
     let data = dir.path().join("data");
     let port = free_port();
     let config = dir.path().join("cityward.toml");
-    std::fs::write(
+    write_config(
         &config,
-        format!(
-            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n[lake]\ncompact_every = \"1s\"\n[wal]\nsegment_bytes = 1048576\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+        &data,
+        port,
+        "[lake]\ncompact_every = \"1s\"\n[wal]\nsegment_bytes = 1048576\n",
+    );
     let mut node = start_node(&config, port);
     let url = format!("http://127.0.0.1:{port}/api/v1/events");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -273,14 +280,7 @@ fn ingest_loads_ndjson_and_csv_and_reports_refused_lines() {
     let data = dir.path().join("data");
     let port = free_port();
     let config = dir.path().join("cityward.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &data, port, "");
     let mut node = start_node(&config, port);
     let time = cityward_model::format_time(&chrono::Utc::now());
     let ndjson = dir.path().join("events.ndjson");

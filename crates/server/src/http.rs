@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -95,12 +95,7 @@ impl FromRequestParts<Arc<Node>> for Caller {
             .trim()
             .to_string();
         let node = node.clone();
-        let user = tokio::task::spawn_blocking(move || node.authenticate(&token))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(ApiError::from)?;
+        let user = blocking(move || node.authenticate(&token)).await?;
         user.map(Caller).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -210,11 +205,7 @@ async fn login(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>,
             format!("login body must be {{\"username\": …, \"password\": …}}: {e}"),
         )
     })?;
-    let token = tokio::task::spawn_blocking(move || node.login(&body.username, &body.password))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let token = blocking(move || node.login(&body.username, &body.password)).await?;
     Ok(Json(
         json!({"token": token.token, "role": token.role.as_str(), "expires_at": token.expires_at}),
     ))
@@ -270,7 +261,7 @@ async fn list_deadletter(
         &[Role::Admin, Role::Analyst],
         "role `admin` or `analyst`",
     )?;
-    let page = tokio::task::spawn_blocking(move || {
+    let page = blocking(move || {
         node.deadletters(
             q.cursor,
             q.limit.unwrap_or(100).min(1000),
@@ -278,8 +269,7 @@ async fn list_deadletter(
             q.pending.unwrap_or(false),
         )
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    .await?;
     Ok(Json(page))
 }
 
@@ -293,11 +283,7 @@ async fn get_deadletter(
         &[Role::Admin, Role::Analyst],
         "role `admin` or `analyst`",
     )?;
-    let item = tokio::task::spawn_blocking(move || node.deadletter(id))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let item = blocking(move || node.deadletter(id)).await?;
     Ok(Json(item))
 }
 
@@ -347,6 +333,16 @@ async fn sql(
         .sql(&body.sql, body.max_rows.unwrap_or(10_000).min(1_000_000))
         .await?;
     Ok(Json(result))
+}
+
+/// Runs a blocking node call (state store I/O) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 fn require(user: &User, roles: &[Role], need: &str) -> Result<(), ApiError> {
