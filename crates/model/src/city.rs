@@ -457,22 +457,22 @@ impl City {
         let region_ids = unique_ids(
             files::REGIONS,
             regions.iter().map(|r| r.id.as_str()),
-            |i, id| feature_location(i, id),
+            feature_location,
         )?;
         let grid_ids = unique_ids(
             files::GRIDS,
             grids.iter().map(|g| g.id.as_str()),
-            |i, id| feature_location(i, id),
+            feature_location,
         )?;
         let zone_ids = unique_ids(
             files::ZONES,
             zones.iter().map(|z| z.id.as_str()),
-            |i, id| feature_location(i, id),
+            feature_location,
         )?;
         let road_ids = unique_ids(
             files::ROADS,
             roads.iter().map(|r| r.id.as_str()),
-            |i, id| feature_location(i, id),
+            feature_location,
         )?;
         let unit_ids = unique_ids(files::UNITS, units.iter().map(|u| u.id.as_str()), |i, _| {
             unit_line(i)
