@@ -217,12 +217,11 @@ impl Node {
         let events = EventStore::open(&data, &config, &kinds, metrics.clone()).await?;
         let mut dedup = DedupIndex::new(config.dedup.capacity);
         let reloaded = events
-            .recent_ids(config.dedup.reload_window, config.dedup.capacity)
+            .reload_ids(config.dedup.reload_window, |id| {
+                dedup.insert(id);
+            })
             .await?;
-        for id in &reloaded {
-            dedup.insert(id);
-        }
-        tracing::info!(ids = reloaded.len(), "Duplicate index rebuilt.");
+        tracing::info!(ids = reloaded, "Duplicate index rebuilt.");
         let validator = build_validator(&config, &kinds, &city);
         let (bus, _) = broadcast::channel(1024);
         Ok(Arc::new(Node {

@@ -87,35 +87,57 @@ impl EventStore {
         read_events(&self.reader, from)
     }
 
-    /// Ids of events newer than `window` (WAL tail and lake), at most `limit`.
-    pub async fn recent_ids(
+    /// Feeds the ids of recent events to `remember`: those in the lake newer than
+    /// `window` (in no particular order), then every id still in the WAL, oldest first. Returns how many. Streams: after a
+    /// crash with a long WAL backlog this reads ids only, never whole events.
+    pub async fn reload_ids(
         &self,
         window: Duration,
-        limit: usize,
-    ) -> Result<Vec<String>, NodeError> {
-        let mut ids: Vec<String> = self.wal_tail()?.into_iter().map(|e| e.id).collect();
+        mut remember: impl FnMut(&str),
+    ) -> Result<u64, NodeError> {
+        use datafusion::arrow::array::AsArray;
         let since =
             Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
         let query = format!(
-            "SELECT id FROM events WHERE time >= TIMESTAMP '{}' LIMIT {limit}",
+            "SELECT id FROM events WHERE time >= TIMESTAMP '{}'",
             since.format("%Y-%m-%dT%H:%M:%S")
         );
-        let result = self
+        let batches = self
             .sql
-            .query(&query, Vec::new(), limit)
+            .query_batches(&query, Vec::new(), None)
             .await
             .map_err(internal("cannot reload ids from the lake"))?;
-        ids.extend(
-            result
-                .rows
-                .into_iter()
-                .filter_map(|mut row| match row.pop() {
-                    Some(serde_json::Value::String(id)) => Some(id),
-                    _ => None,
-                }),
-        );
-        ids.truncate(limit);
-        Ok(ids)
+        let mut count = 0;
+        for batch in &batches {
+            if let Some(ids) = batch.column(0).as_string_opt::<i32>() {
+                for id in ids.iter().flatten() {
+                    remember(id);
+                    count += 1;
+                }
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow, default)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        let from = self.lake.compacted_through().map_or(0, |s| s + 1);
+        let mut cursor = match self.reader.read_from(from) {
+            Ok(c) => c,
+            Err(cityward_store::WalError::NotRetained { .. }) => self.reader.read_all(),
+            Err(e) => return Err(NodeError::Internal(format!("cannot read the WAL: {e}"))),
+        };
+        while let Some((seq, bytes)) = cursor
+            .next_record()
+            .map_err(|e| NodeError::Internal(format!("WAL unreadable: {e}")))?
+        {
+            let record: IdOnly = serde_json::from_slice(bytes).map_err(|e| {
+                NodeError::Internal(format!("WAL record {seq} is not an event: {e}"))
+            })?;
+            remember(&record.id);
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Moves sealed WAL segments into the lake; with `roll`, seals the active one first.

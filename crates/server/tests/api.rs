@@ -528,3 +528,41 @@ async fn kinds_that_require_registered_sources_refuse_unknown_ones_by_line() {
     assert_eq!(r["rows"][0][2].as_str(), Some(sensor.grid.as_str()));
     assert_eq!(r["rows"][0][3].as_str(), sensor.owner_unit.as_deref());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_stored_before_a_restart_are_still_duplicates_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::default();
+    config.node.data_dir = dir.path().to_path_buf();
+    let event = |id: &str| {
+        let mut e =
+            cityward_model::Event::new("door-1", "door", chrono::Utc::now()).with("open", true);
+        e.id = id.to_string();
+        e
+    };
+    let node = Node::open(config.clone()).await.unwrap();
+    node.ingest_events(
+        vec![event("in-lake-1"), event("in-lake-2")],
+        cityward_server::Channel::Internal,
+    )
+    .await
+    .unwrap();
+    node.events().compact(true).await.unwrap();
+    node.ingest_events(vec![event("in-wal-1")], cityward_server::Channel::Internal)
+        .await
+        .unwrap();
+    node.shutdown().await;
+    drop(node);
+
+    let node = Node::open(config).await.unwrap();
+    let outcome = node
+        .ingest_events(
+            vec![event("in-lake-1"), event("in-wal-1"), event("new-1")],
+            cityward_server::Channel::Internal,
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (1, 2));
+    let count = node.sql("SELECT count(*) FROM events", 10).await.unwrap();
+    assert_eq!(count["rows"][0][0], 4);
+}
