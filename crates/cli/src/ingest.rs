@@ -280,10 +280,11 @@ fn send(
             200 | 422 => {
                 return serde_json::from_str(&text).context("the node's answer is not JSON")
             }
-            // Overloaded or restarting: the batch is idempotent by id, so send it again.
-            503 if attempt < 5 => {
+            // Catching up with its backlog, or restarting: the batch is idempotent by id, so
+            // send it again, for up to about two minutes.
+            503 if attempt < 40 => {
                 attempt += 1;
-                std::thread::sleep(Duration::from_millis(200 << attempt));
+                std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
             }
             401 | 403 => bail!(
                 "the node refused the token ({status}): {text}; pass --token or --user/--password"

@@ -79,6 +79,9 @@ pub struct WalSection {
     pub segment_bytes: u64,
     /// Bytes of appends waiting for the writer before new ones are held back (back-pressure).
     pub queue_bytes: u64,
+    /// WAL bytes on disk (not yet compacted into the lake) beyond which intake answers
+    /// 503 "retry later" instead of growing the backlog until the disk is full.
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for WalSection {
@@ -86,6 +89,7 @@ impl Default for WalSection {
         WalSection {
             segment_bytes: 32 * 1024 * 1024,
             queue_bytes: 32 * 1024 * 1024,
+            max_backlog_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct EventStore {
     lake: Arc<Lake>,
     sql: SqlEngine,
     lake_config: LakeSection,
+    max_backlog_bytes: u64,
     metrics: Arc<Metrics>,
     compacting: tokio::sync::Mutex<()>,
 }
@@ -57,6 +58,7 @@ impl EventStore {
             lake,
             sql,
             lake_config: config.lake.clone(),
+            max_backlog_bytes: config.wal.max_backlog_bytes,
             metrics,
             compacting: tokio::sync::Mutex::new(()),
         };
@@ -67,8 +69,16 @@ impl EventStore {
         Ok(store)
     }
 
-    /// Appends events to the WAL; returns once they are fsync'd.
+    /// Appends events to the WAL; returns once they are fsync'd. Refuses (503) while the
+    /// WAL holds more than `wal.max_backlog_bytes` not yet compacted.
     pub async fn append(&self, events: &[Event]) -> Result<(), NodeError> {
+        let backlog = self.writer.stats().disk_bytes;
+        if backlog > self.max_backlog_bytes {
+            return Err(NodeError::Unavailable(format!(
+                "the node is {} MiB behind in moving the WAL into the lake (wal.max_backlog_bytes); retry in a few seconds",
+                backlog >> 20
+            )));
+        }
         let records: Vec<Vec<u8>> = events
             .iter()
             .map(|e| serde_json::to_vec(e).expect("an Event always serializes"))

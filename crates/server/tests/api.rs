@@ -566,3 +566,26 @@ async fn ids_stored_before_a_restart_are_still_duplicates_after_it() {
     let count = node.sql("SELECT count(*) FROM events", 10).await.unwrap();
     assert_eq!(count["rows"][0][0], 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_backlog_beyond_its_limit_answers_retry_later() {
+    let t = start(|c| c.wal.max_backlog_bytes = 1).await;
+    let hub = login(&t.base, "sensorhub", "ingest-pass").await;
+    let body = format!(
+        r#"{{"source":"d","kind":"door","time":"{}","attrs":{{"open":true}}}}"#,
+        now_rfc3339()
+    );
+    let (status, text) = call(
+        "POST",
+        format!("{}/api/v1/events", t.base),
+        Some(hub),
+        "application/x-ndjson",
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("\"code\":\"unavailable\"") && text.contains("wal.max_backlog_bytes"),
+        "{text}"
+    );
+}
