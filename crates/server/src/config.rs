@@ -208,12 +208,12 @@ mod duration_map {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read configuration {path}: {source}; check the path, or print a starting point with `cityward config default > cityward.toml`")]
+    #[error("cannot read configuration {path}: {error}; check the path, or print a starting point with `cityward config default > cityward.toml`")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, so not a separate `source`).
+        error: std::io::Error,
     },
     /// The file is not valid for [`NodeConfig`].
     #[error("configuration {path} is not valid: {message}; `cityward config default` shows every setting with its default")]
@@ -228,9 +228,9 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
