@@ -97,6 +97,18 @@ async fn call(
     .unwrap()
 }
 
+/// Posts an NDJSON body to `POST /api/v1/events`.
+async fn post_ndjson(base: &str, token: Option<String>, body: Vec<u8>) -> (u16, String) {
+    call(
+        "POST",
+        format!("{base}/api/v1/events"),
+        token,
+        "application/x-ndjson",
+        body,
+    )
+    .await
+}
+
 async fn login(base: &str, user: &str, password: &str) -> String {
     let (status, body) = call(
         "POST",
@@ -154,14 +166,7 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     let hub = login(&t.base, "sensorhub", "ingest-pass").await;
 
     // No token, wrong role.
-    let (status, body) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        None,
-        "application/x-ndjson",
-        gps("x", lon, lat).into_bytes(),
-    )
-    .await;
+    let (status, body) = post_ndjson(&t.base, None, gps("x", lon, lat).into_bytes()).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"code\":\"unauthorized\""));
 
@@ -175,14 +180,7 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
         gps("e6", lon, lat),
     ]
     .join("\n");
-    let (status, text) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        Some(hub.clone()),
-        "application/x-ndjson",
-        body.into_bytes(),
-    )
-    .await;
+    let (status, text) = post_ndjson(&t.base, Some(hub.clone()), body.into_bytes()).await;
     assert_eq!(status, 200, "{text}");
     let outcome: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(outcome["accepted"], 2);
@@ -245,14 +243,7 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
 
     // Repeating ids stores nothing twice; the answer says so.
     let again = format!("{}\n{}\n", gps("e1", lon, lat), gps("e7", lon, lat));
-    let (status, text) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        Some(hub.clone()),
-        "application/x-ndjson",
-        again.into_bytes(),
-    )
-    .await;
+    let (status, text) = post_ndjson(&t.base, Some(hub.clone()), again.into_bytes()).await;
     assert_eq!(status, 200);
     let outcome: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
@@ -322,14 +313,7 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     assert_eq!(status, 403);
 
     // Oversized bodies are refused as a whole with 413.
-    let (status, text) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        Some(hub),
-        "application/x-ndjson",
-        vec![b' '; (1 << 20) + 4096],
-    )
-    .await;
+    let (status, text) = post_ndjson(&t.base, Some(hub), vec![b' '; (1 << 20) + 4096]).await;
     assert_eq!(status, 413, "{text}");
     assert!(
         text.contains("\"code\":\"too_large\"") && text.contains("ingest.max_body_bytes"),
@@ -499,14 +483,7 @@ async fn kinds_that_require_registered_sources_refuse_unknown_ones_by_line() {
          {{\"source\":\"not-registered\",\"kind\":\"smoke\",\"time\":\"{now}\",\"attrs\":{{\"value\":0.4}}}}\n",
         sensor.id
     );
-    let (status, text) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        Some(hub),
-        "application/x-ndjson",
-        body.into_bytes(),
-    )
-    .await;
+    let (status, text) = post_ndjson(&t.base, Some(hub), body.into_bytes()).await;
     assert_eq!(status, 200, "{text}");
     let outcome: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(outcome["accepted"], 1);
@@ -575,14 +552,7 @@ async fn a_wal_backlog_beyond_its_limit_answers_retry_later() {
         r#"{{"source":"d","kind":"door","time":"{}","attrs":{{"open":true}}}}"#,
         now_rfc3339()
     );
-    let (status, text) = call(
-        "POST",
-        format!("{}/api/v1/events", t.base),
-        Some(hub),
-        "application/x-ndjson",
-        body.into_bytes(),
-    )
-    .await;
+    let (status, text) = post_ndjson(&t.base, Some(hub), body.into_bytes()).await;
     assert_eq!(status, 503, "{text}");
     assert!(
         text.contains("\"code\":\"unavailable\"") && text.contains("wal.max_backlog_bytes"),

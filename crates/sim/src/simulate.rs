@@ -921,13 +921,7 @@ impl Simulator {
             let delay_s = self.rng.random_range(60.0..150.0);
             self.give_episode(j, EpisodeKind::FireNearby { delay_s }, start, 40 * MIN, end);
         }
-        let d = &self.devices[o as usize];
-        let at = (d.lon, d.lat);
-        let sources = std::iter::once(o)
-            .chain(near)
-            .map(|i| self.devices[i as usize].id.clone())
-            .collect();
-        self.incident(IncidentKind::Fire, (start, end), at).sources = sources;
+        self.sensor_incident(IncidentKind::Fire, o, near, (start, end));
     }
 
     fn plan_gas(&mut self, start: i64) {
@@ -943,14 +937,24 @@ impl Simulator {
             let peak = self.rng.random_range(6.0..14.0);
             self.give_episode(j, EpisodeKind::GasNearby { peak }, start, 45 * MIN, end);
         }
-        let d = &self.devices[o as usize];
+        self.sensor_incident(IncidentKind::GasLeak, o, near, (start, end));
+    }
+
+    /// Records an incident at sensor `origin` whose sources are it and its `near` neighbours.
+    fn sensor_incident(
+        &mut self,
+        kind: IncidentKind,
+        origin: u32,
+        near: Vec<u32>,
+        window: (i64, i64),
+    ) {
+        let d = &self.devices[origin as usize];
         let at = (d.lon, d.lat);
-        let sources = std::iter::once(o)
+        let sources = std::iter::once(origin)
             .chain(near)
             .map(|i| self.devices[i as usize].id.clone())
             .collect();
-        self.incident(IncidentKind::GasLeak, (start, end), at)
-            .sources = sources;
+        self.incident(kind, window, at).sources = sources;
     }
 
     fn plan_flood(&mut self, start: i64) {
