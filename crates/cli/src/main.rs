@@ -4,9 +4,11 @@
 mod demo;
 mod ingest;
 mod offline;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -111,6 +113,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run rules over an event file, offline and deterministically; write the alerts.
+    Replay {
+        /// City model directory (zones, roads, grids and devices the rules use).
+        #[arg(long)]
+        city: Option<PathBuf>,
+        /// Rule file (YAML).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Events (NDJSON, optionally gzip).
+        #[arg(long)]
+        events: PathBuf,
+        /// Output: one alert per line (NDJSON), in a fixed order.
+        #[arg(long)]
+        out: PathBuf,
+        /// Hotlists for hotlist rules (JSON: {"LIST": [{"value", "reason", "owner", "added", "expires"}, …]}).
+        #[arg(long)]
+        hotlists: Option<PathBuf>,
+        /// Lateness allowance: events this far behind the newest still count in order.
+        #[arg(long, default_value = "5s")]
+        lateness: String,
+        /// Engine threads (rules are split among them; the output does not change).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// After the last event, let event time run on this long so pending timers
+        /// (absence, dwell, "not followed") fire.
+        #[arg(long, default_value = "0s")]
+        horizon: String,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Rule files: check them, and see what they would raise on past events.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// What retention would delete next, and what it deleted.
     Retention {
         #[command(subcommand)]
@@ -125,6 +163,38 @@ enum Command {
     Deadletter {
         #[command(subcommand)]
         command: DeadletterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check a rule file (against a city, when given): errors name the file, line and key.
+    Check {
+        /// Rule file (YAML).
+        file: PathBuf,
+        /// City model directory.
+        #[arg(long)]
+        city: Option<PathBuf>,
+    },
+    /// How many alerts each rule would have raised on an event file.
+    Test {
+        /// Rule file (YAML).
+        file: PathBuf,
+        /// Events (NDJSON, optionally gzip).
+        #[arg(long)]
+        events: PathBuf,
+        /// City model directory.
+        #[arg(long)]
+        city: Option<PathBuf>,
+        /// Hotlists for hotlist rules (JSON).
+        #[arg(long)]
+        hotlists: Option<PathBuf>,
+        /// Lateness allowance.
+        #[arg(long, default_value = "5s")]
+        lateness: String,
+        /// Engine threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -253,6 +323,10 @@ fn init_logging() {
         .try_init();
 }
 
+fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    cityward_model::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -270,6 +344,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let size = size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
             runtime()?.block_on(demo::run(data, &listen, size, seed))?;
+        }
+        Command::Replay {
+            city,
+            rules,
+            events,
+            out,
+            hotlists,
+            lateness,
+            threads,
+            horizon,
+            quiet,
+        } => {
+            let options = replay::RunOptions {
+                lateness: duration_arg("--lateness", &lateness)?,
+                threads,
+                horizon: duration_arg("--horizon", &horizon)?,
+                progress: !quiet,
+            };
+            replay::replay(city.as_deref(), &rules, &events, &out, hotlists.as_deref(), options)?;
+        }
+        Command::Rules {
+            command: RulesCommand::Check { file, city },
+        } => replay::rules_check(city.as_deref(), &file)?,
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    file,
+                    events,
+                    city,
+                    hotlists,
+                    lateness,
+                    threads,
+                },
+        } => {
+            let options = replay::RunOptions {
+                lateness: duration_arg("--lateness", &lateness)?,
+                threads,
+                horizon: Duration::ZERO,
+                progress: false,
+            };
+            replay::rules_test(city.as_deref(), &file, &events, hotlists.as_deref(), options)?;
         }
         Command::Serve { config } => {
             let config = cityward_server::NodeConfig::load(&config)?;

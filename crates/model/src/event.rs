@@ -110,14 +110,17 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-mod rfc3339 {
+/// Serde helpers writing a time as [`format_time`] does (`#[serde(with = "…::rfc3339")]`).
+pub mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the time as RFC 3339 with milliseconds and `Z`.
     pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_time(time))
     }
 
+    /// Reads an RFC 3339 time with any offset.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         super::parse_time(&text).ok_or_else(|| {
@@ -125,6 +128,31 @@ mod rfc3339 {
                 "`{text}` is not an RFC 3339 time such as 2026-11-22T03:00:00.250Z"
             ))
         })
+    }
+}
+
+/// [`rfc3339`] for an optional time (`null` or absent is `None`).
+pub mod rfc3339_option {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some` as RFC 3339, `None` as null.
+    pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(t) => s.serialize_str(&super::format_time(t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads an RFC 3339 time or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        text.map(|text| {
+            super::parse_time(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time"))
+            })
+        })
+        .transpose()
     }
 }
 

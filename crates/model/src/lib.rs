@@ -11,7 +11,7 @@
 pub mod city;
 mod crs;
 mod duration;
-mod event;
+pub mod event;
 pub mod geo;
 mod kinds;
 

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub dedup: DedupSection,
     /// Users, tokens and who may call what.
     pub auth: AuthSection,
+    /// The rule engine.
+    pub detect: DetectSection,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -154,6 +156,38 @@ impl Default for DedupSection {
     }
 }
 
+/// `[detect]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSection {
+    /// Run the rule engine on this node.
+    pub enabled: bool,
+    /// Rule files (YAML, `rules: [...]`) loaded at start-up; their rules are stored with the
+    /// node and can then be changed through the API.
+    pub rules: Vec<PathBuf>,
+    /// How late (in event time) an event may arrive and still count for windowed and timed
+    /// rules; later ones are counted and reported as late.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub lateness: Duration,
+    /// How often the engine's state is saved with its WAL position.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub checkpoint_every: Duration,
+    /// Evidence event ids kept per alert.
+    pub max_evidence: usize,
+}
+
+impl Default for DetectSection {
+    fn default() -> Self {
+        DetectSection {
+            enabled: true,
+            rules: Vec::new(),
+            lateness: Duration::from_secs(5),
+            checkpoint_every: Duration::from_secs(5),
+            max_evidence: 20,
+        }
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,6 +289,12 @@ impl NodeConfig {
             topic.check()?;
         }
         self.kind_registry().attribute_columns()?;
+        if self.detect.checkpoint_every.is_zero() {
+            return Err("detect.checkpoint_every must be longer than 0s".into());
+        }
+        if self.detect.max_evidence == 0 {
+            return Err("detect.max_evidence must be at least 1".into());
+        }
         Ok(())
     }
 

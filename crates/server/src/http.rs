@@ -146,6 +146,20 @@ pub fn router(node: Arc<Node>) -> Router {
             post(resubmit_deadletter),
         )
         .route("/api/v1/sql", post(sql))
+        .route("/api/v1/rules", get(list_rules))
+        .route(
+            "/api/v1/rules/{id}",
+            get(get_rule).put(put_rule).delete(delete_rule),
+        )
+        .route("/api/v1/hotlists", get(list_hotlists))
+        .route("/api/v1/hotlists/{list}/entries", post(put_hotlist_entry))
+        .route(
+            "/api/v1/hotlists/{list}/entries/{value}",
+            axum::routing::delete(delete_hotlist_entry),
+        )
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/detect/status", get(detect_status))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
@@ -333,6 +347,126 @@ async fn sql(
         .sql(&body.sql, body.max_rows.unwrap_or(10_000).min(1_000_000))
         .await?;
     Ok(Json(result))
+}
+
+const RULE_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
+const RULE_NEED: &str = "role `admin` or `analyst`";
+const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor];
+const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor)";
+
+async fn list_rules(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || node.list_rules()).await?))
+}
+
+async fn get_rule(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || node.get_rule(&id)).await?))
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    /// Optimistic concurrency: the version the caller last read (0: must not exist yet).
+    version: Option<i64>,
+}
+
+async fn put_rule(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.0?;
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("yaml"));
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", "the rule must be UTF-8 text (JSON, or YAML with Content-Type: application/yaml)")
+    })?;
+    Ok(Json(blocking(move || node.put_rule(&id, &text, yaml, &user, q.version)).await?))
+}
+
+async fn delete_rule(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<StatusCode, ApiError> {
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    blocking(move || node.delete_rule(&id, q.version)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_hotlists(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    Ok(Json(blocking(move || node.hotlists()).await?))
+}
+
+async fn put_hotlist_entry(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(list): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.0?;
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    let input: crate::rules::HotlistEntryInput = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("body must be {{\"value\": …, \"reason\": …, \"expires\": \"RFC 3339\", \"owner\": …}}: {e}"),
+        )
+    })?;
+    Ok(Json(blocking(move || node.put_hotlist_entry(&list, input, &user)).await?))
+}
+
+async fn delete_hotlist_entry(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path((list, value)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    blocking(move || node.delete_hotlist_entry(&list, &value)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_alerts(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(blocking(move || node.alerts(q.status.as_deref(), q.cursor, limit)).await?))
+}
+
+async fn get_alert(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || node.alert(&id)).await?))
+}
+
+async fn detect_status(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    Ok(Json(node.detect_status()))
 }
 
 /// Runs a blocking node call (state store I/O) off the async workers.

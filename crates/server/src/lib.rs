@@ -12,10 +12,12 @@ mod auth;
 mod citystate;
 mod config;
 mod dedup;
+mod detect;
 mod http;
 mod metrics;
 mod mqtt;
 mod node;
+mod rules;
 mod storage;
 
 use std::future::Future;
@@ -25,7 +27,8 @@ pub use auth::create_user;
 pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
 pub use http::{router, ApiError};
 pub use metrics::Metrics;
-pub use node::{new_event_id, Channel, IngestOutcome, Node, NodeError, Role, User};
+pub use detect::DetectStatus;
+pub use node::{new_event_id, Channel, IngestOutcome, Node, NodeError, Role, StoredBatch, User};
 pub use storage::EventStore;
 
 /// Opens a node, starts its background stages, and serves HTTP on `listener` until

@@ -185,8 +185,18 @@ pub struct Node {
     events: EventStore,
     state: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
-    bus: broadcast::Sender<Arc<Vec<Event>>>,
+    bus: broadcast::Sender<Arc<StoredBatch>>,
+    detection: Option<crate::detect::Detection>,
     started: Instant,
+}
+
+/// Events as stored: the WAL sequence number of the first, then the rest in order.
+#[derive(Debug)]
+pub struct StoredBatch {
+    /// WAL sequence number of `events[0]`; the others follow without gaps.
+    pub first_seq: u64,
+    /// The stored (enriched) events.
+    pub events: Vec<Event>,
 }
 
 impl Node {
@@ -224,9 +234,29 @@ impl Node {
         tracing::info!(ids = reloaded, "Duplicate index rebuilt.");
         let validator = build_validator(&config, &kinds, &city);
         let (bus, _) = broadcast::channel(1024);
+        let city = Arc::new(city);
+        let detection = if config.detect.enabled {
+            let rules = crate::rules::startup_rules(&config, state.as_ref(), &city)?;
+            let hotlists = crate::rules::load_hotlists(state.as_ref())?;
+            let parts = crate::detect::StageParts {
+                config: config.detect.clone(),
+                data_dir: data.clone(),
+                city: city.clone(),
+                rules,
+                hotlists,
+                state: state.clone(),
+                metrics: metrics.clone(),
+                bus: bus.subscribe(),
+            };
+            Some(crate::detect::Detection::start(parts, &events)?)
+        } else {
+            events.keep_wal_from(u64::MAX);
+            None
+        };
         Ok(Arc::new(Node {
+            detection,
             kinds,
-            city: RwLock::new(Arc::new(city)),
+            city: RwLock::new(city),
             validator: RwLock::new(Arc::new(validator)),
             dedup: Mutex::new(dedup),
             events,
@@ -278,7 +308,7 @@ impl Node {
 
     /// Subscribes to the stream of stored events (batches in WAL order), for the detection
     /// engine and live views. A slow subscriber misses batches rather than slowing intake.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredBatch>> {
         self.bus.subscribe()
     }
 
@@ -419,14 +449,17 @@ impl Node {
         }
         let accepted = events.len();
         if accepted > 0 {
-            if let Err(e) = self.events.append(&events).await {
+            let seqs = match self.events.append(&events).await {
+                Ok(seqs) => seqs,
+                Err(e) => {
                 // Nothing of this batch is stored: let a retry through the duplicate check.
-                let mut dedup = self.dedup.lock().expect("dedup lock");
-                for id in &reserved {
-                    dedup.remove(id);
+                    let mut dedup = self.dedup.lock().expect("dedup lock");
+                    for id in &reserved {
+                        dedup.remove(id);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
+            };
             let mut per_kind: std::collections::BTreeMap<&str, usize> = Default::default();
             for event in &events {
                 *per_kind.entry(event.kind.as_str()).or_default() += 1;
@@ -438,7 +471,10 @@ impl Node {
                     n as f64,
                 );
             }
-            let _ = self.bus.send(Arc::new(events));
+            let _ = self.bus.send(Arc::new(StoredBatch {
+                first_seq: seqs.start,
+                events,
+            }));
         }
         Ok(IngestOutcome {
             accepted,
@@ -643,7 +679,15 @@ impl Node {
 
     /// Flushes what is pending (graceful shutdown).
     pub async fn shutdown(&self) {
+        if let Some(d) = &self.detection {
+            d.stop().await;
+        }
         self.events.shutdown().await;
+    }
+
+    /// The detection stage, when `detect.enabled`.
+    pub(crate) fn detection(&self) -> Option<&crate::detect::Detection> {
+        self.detection.as_ref()
     }
 
     /// The data directory.

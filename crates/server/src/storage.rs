@@ -2,6 +2,8 @@
 //! sealed WAL segments into the Parquet lake, retention, and SQL over both.
 
 use std::path::Path;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ pub struct EventStore {
     max_backlog_bytes: u64,
     metrics: Arc<Metrics>,
     compacting: tokio::sync::Mutex<()>,
+    /// WAL records from this sequence number on are still needed by the detection stage
+    /// (its checkpoint is behind them), so compaction must not delete them.
+    keep_from: Arc<AtomicU64>,
 }
 
 fn internal(what: &str) -> impl Fn(cityward_store::StoreError) -> NodeError + '_ {
@@ -61,17 +66,17 @@ impl EventStore {
             max_backlog_bytes: config.wal.max_backlog_bytes,
             metrics,
             compacting: tokio::sync::Mutex::new(()),
+            keep_from: Arc::new(AtomicU64::new(0)),
         };
-        // Segments compacted before a crash but not yet deleted.
-        if let Some(through) = store.lake.compacted_through() {
-            let _ = store.reader.delete_through(through);
-        }
+        // Segments compacted before a crash but not yet deleted go at the next compaction
+        // round, once detection has said which records it still needs (`keep_wal_from`).
         Ok(store)
     }
 
-    /// Appends events to the WAL; returns once they are fsync'd. Refuses (503) while the
-    /// WAL holds more than `wal.max_backlog_bytes` not yet compacted.
-    pub async fn append(&self, events: &[Event]) -> Result<(), NodeError> {
+    /// Appends events to the WAL; returns their sequence numbers once they are fsync'd.
+    /// Refuses (503) while the WAL holds more than `wal.max_backlog_bytes` not yet
+    /// compacted (or not yet seen by detection).
+    pub async fn append(&self, events: &[Event]) -> Result<Range<u64>, NodeError> {
         let backlog = self.writer.stats().disk_bytes;
         if backlog > self.max_backlog_bytes {
             return Err(NodeError::Unavailable(format!(
@@ -83,12 +88,40 @@ impl EventStore {
             .iter()
             .map(|e| serde_json::to_vec(e).expect("an Event always serializes"))
             .collect();
-        self.writer.append(records).await.map_err(|e| {
+        let ack = self.writer.append(records).await.map_err(|e| {
             NodeError::Unavailable(format!(
                 "the write-ahead log cannot take writes: {e}; the batch was not stored, retry it"
             ))
         })?;
-        Ok(())
+        Ok(ack.seqs())
+    }
+
+    /// The WAL reader (detection tails the WAL with it).
+    pub fn wal_reader(&self) -> &WalReader {
+        &self.reader
+    }
+
+    /// Keeps WAL records from `seq` on: compaction moves them into the lake but does not
+    /// delete them until this moves past them. `u64::MAX` keeps nothing back.
+    pub fn keep_wal_from(&self, seq: u64) {
+        self.keep_from.store(seq, Ordering::Release);
+    }
+
+    /// The shared "keep from" position, for the detection stage to move.
+    pub(crate) fn keep_handle(&self) -> Arc<AtomicU64> {
+        self.keep_from.clone()
+    }
+
+    /// Deletes compacted WAL segments through `last`, but never a record still kept for
+    /// detection.
+    fn delete_compacted(reader: &WalReader, keep_from: u64, last: u64) -> Result<(), NodeError> {
+        if last >= keep_from {
+            return Ok(()); // a later round deletes it, once detection has moved on
+        }
+        reader
+            .delete_through(last)
+            .map(|_| ())
+            .map_err(|e| NodeError::Internal(format!("cannot delete compacted WAL segment: {e}")))
     }
 
     /// Events still only in the WAL (not yet compacted), oldest first.
@@ -164,8 +197,9 @@ impl EventStore {
             let Some(last) = segment.last_seq else {
                 continue;
             };
+            let keep_from = self.keep_from.load(Ordering::Acquire);
             if self.lake.compacted_through().is_some_and(|c| c >= last) {
-                let _ = self.reader.delete_through(last);
+                let _ = Self::delete_compacted(&self.reader, keep_from, last);
                 continue;
             }
             let reader = self.reader.clone();
@@ -175,10 +209,7 @@ impl EventStore {
                 let events = read_segment(&reader, &seg)?;
                 lake.write_segment_range(seg.first_seq, last, &events)
                     .map_err(internal("compaction failed"))?;
-                reader.delete_through(last).map_err(|e| {
-                    NodeError::Internal(format!("cannot delete compacted WAL segment: {e}"))
-                })?;
-                Ok(())
+                Self::delete_compacted(&reader, keep_from, last)
             })
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))??;

@@ -1,0 +1,866 @@
+//! The engine: runs compiled rules over events in event time.
+//!
+//! See the crate README for the semantics (watermark, lateness, ordering, checkpoints).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use cityward_model::{City, Event};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::alert::{Alert, Output};
+use crate::hotlist::Hotlists;
+use crate::ops::{self, Operator};
+use crate::rule::{fnv1a, Rule, RuleKind};
+use crate::zones::ZoneSets;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// How the engine treats time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// How far behind the newest event time an event may arrive and still be applied to
+    /// windowed and timed rules (the watermark trails the newest event time by this much).
+    #[serde(with = "cityward_model::duration_serde")]
+    pub lateness: Duration,
+    /// Evidence event ids kept per alert.
+    pub max_evidence: usize,
+    /// Late events remembered for reporting (the count is kept for all of them).
+    pub late_log: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lateness: Duration::from_secs(5),
+            max_evidence: 20,
+            late_log: 1000,
+        }
+    }
+}
+
+/// An event that arrived after the watermark had passed its time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateEvent {
+    /// The event's id.
+    pub id: String,
+    /// Its source.
+    pub source: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its event time.
+    #[serde(with = "cityward_model::event::rfc3339")]
+    pub time: DateTime<Utc>,
+    /// The watermark when it arrived.
+    #[serde(with = "cityward_model::event::rfc3339")]
+    pub watermark: DateTime<Utc>,
+}
+
+/// Counters of one rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleStats {
+    /// Events that passed the rule's `when`.
+    pub matched: u64,
+    /// Alerts raised.
+    pub raised: u64,
+    /// Firings counted on an open alert instead of raising a new one.
+    pub repeated: u64,
+    /// Alerts cleared.
+    pub cleared: u64,
+    /// Events whose `when` or `key` failed to evaluate (e.g. a missing attribute).
+    pub eval_errors: u64,
+    /// Events older than an event already applied for the same key, not applied to this
+    /// rule's keyed state.
+    pub out_of_order: u64,
+    /// Keys with state.
+    pub keys: u64,
+}
+
+/// Counters of the whole engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Events given to the engine.
+    pub events: u64,
+    /// Events that arrived behind the watermark: applied only to stateless rules (match,
+    /// hotlist) and recorded in the late log.
+    pub late: u64,
+    /// Alerts raised, all rules.
+    pub raised: u64,
+    /// Timers pending.
+    pub timers: u64,
+    /// Events waiting for the watermark (count and sequence rules).
+    pub buffered: u64,
+    /// Per rule id.
+    pub rules: BTreeMap<String, RuleStats>,
+}
+
+/// Interns keys: each distinct key string gets a small number that rule state is kept by.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    ids: FastMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub(crate) fn intern(&mut self, key: &str) -> u32 {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        let name: Box<str> = key.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// A timer: at `at` (ms since the epoch, event time), call the rule's operator for `key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Timer {
+    pub at: i64,
+    pub rule: u32,
+    pub key: u32,
+    pub aux: u32,
+}
+
+/// A firing, as an operator reports it.
+pub(crate) struct Fire<'a> {
+    /// Suppression scope within (rule, key): a zone index, or 0.
+    pub scope: u32,
+    /// Event time of the first evidence.
+    pub time_ms: i64,
+    /// Event time at which the condition was met.
+    pub at_ms: i64,
+    /// The place.
+    pub point: Option<(f64, f64)>,
+    /// The grid.
+    pub grid: Option<&'a str>,
+    /// The zone, for geofence and corridor rules.
+    pub zone: Option<&'a str>,
+    /// Evidence event ids, oldest first.
+    pub evidence: Vec<String>,
+    /// Rule-specific figures.
+    pub detail: Map<String, Value>,
+    /// For rules that group by something other than their key (count by grid, zone or
+    /// H3 cell): the group, which becomes the alert's key.
+    pub group: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenAlert {
+    id: String,
+    last_ms: i64,
+    count: u64,
+}
+
+/// The part of the engine that operators write to while one of them runs.
+pub(crate) struct Cx<'a> {
+    pub rule_index: u32,
+    pub rule: &'a Rule,
+    pub city: &'a City,
+    pub zones: &'a ZoneSets,
+    pub hotlists: &'a Hotlists,
+    pub keys: &'a Interner,
+    timers: &'a mut BinaryHeap<Reverse<Timer>>,
+    sink: &'a mut Sink,
+}
+
+impl Cx<'_> {
+    /// Calls the operator back for `key` when the watermark reaches `at_ms`.
+    pub(crate) fn schedule(&mut self, key: u32, at_ms: i64, aux: u32) {
+        self.timers.push(Reverse(Timer {
+            at: at_ms,
+            rule: self.rule_index,
+            key,
+            aux,
+        }));
+    }
+
+    /// Reports that the rule fired for `key` (or for the fire's group).
+    pub(crate) fn fire(&mut self, key: u32, fire: Fire<'_>) {
+        match fire.group {
+            // Groups are not interned; their scope (a hash of the group) tells them apart.
+            Some(group) => self.sink.fire(self.rule_index, self.rule, group, u32::MAX, fire),
+            None => self.sink.fire(self.rule_index, self.rule, self.keys.name(key), key, fire),
+        }
+    }
+
+    /// Reports that the condition of the open alert for `key` (and scope) ended.
+    pub(crate) fn clear(&mut self, key: u32, scope: u32, at_ms: i64) {
+        self.sink.clear(self.rule_index, key, scope, at_ms);
+    }
+}
+
+/// Suppression of repeats and the output queue.
+#[derive(Default)]
+struct Sink {
+    open: FastMap<(u32, u32, u32), OpenAlert>,
+    out: Vec<Output>,
+    max_evidence: usize,
+    stats: Vec<RuleStats>,
+}
+
+impl Sink {
+    fn fire(&mut self, rule_index: u32, rule: &Rule, key: &str, key_id: u32, fire: Fire<'_>) {
+        let suppress_ms = rule.spec.suppress_period().as_millis() as i64;
+        let slot = (rule_index, key_id, fire.scope);
+        let stats = &mut self.stats[rule_index as usize];
+        if let Some(open) = self.open.get_mut(&slot) {
+            if fire.at_ms < open.last_ms + suppress_ms {
+                open.count += 1;
+                open.last_ms = open.last_ms.max(fire.at_ms);
+                stats.repeated += 1;
+                let mut evidence = fire.evidence;
+                evidence.truncate(self.max_evidence);
+                self.out.push(Output::Repeated {
+                    alert: open.id.clone(),
+                    time: ms_to_time(fire.at_ms),
+                    count: open.count,
+                    evidence,
+                });
+                return;
+            }
+        }
+        let first = fire.evidence.first().map(String::as_str).unwrap_or("");
+        let id = format!(
+            "a{:016x}",
+            fnv1a(&[
+                rule.spec.id.as_bytes(),
+                key.as_bytes(),
+                first.as_bytes(),
+                &fire.time_ms.to_le_bytes(),
+                &fire.scope.to_le_bytes(),
+            ])
+        );
+        let mut evidence = fire.evidence;
+        evidence.truncate(self.max_evidence);
+        stats.raised += 1;
+        self.open.insert(
+            slot,
+            OpenAlert {
+                id: id.clone(),
+                last_ms: fire.at_ms,
+                count: 1,
+            },
+        );
+        self.out.push(Output::Raised(Alert {
+            id,
+            rule: rule.spec.id.clone(),
+            key: key.to_string(),
+            time: ms_to_time(fire.time_ms),
+            fired_at: ms_to_time(fire.at_ms),
+            severity: rule.spec.severity,
+            category: rule.spec.category.clone(),
+            title: rule.spec.title.clone().unwrap_or_else(|| rule.spec.id.clone()),
+            lon: fire.point.map(|p| p.0),
+            lat: fire.point.map(|p| p.1),
+            grid: fire.grid.map(str::to_string),
+            zone: fire.zone.map(str::to_string),
+            evidence,
+            count: 1,
+            detail: fire.detail,
+            cleared_at: None,
+        }));
+    }
+
+    fn clear(&mut self, rule_index: u32, key: u32, scope: u32, at_ms: i64) {
+        if let Some(open) = self.open.remove(&(rule_index, key, scope)) {
+            self.stats[rule_index as usize].cleared += 1;
+            self.out.push(Output::Cleared {
+                alert: open.id,
+                time: ms_to_time(at_ms),
+            });
+        }
+    }
+}
+
+pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn time_ms(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A rule and its running operator.
+struct Slot {
+    rule: Rule,
+    op: Box<dyn Operator>,
+    /// Whether events reach the operator in watermark order (count, sequence) rather than
+    /// as they arrive.
+    ordered: bool,
+    /// Stateless rules (match, hotlist) also see late events.
+    stateless: bool,
+}
+
+/// An event held back until the watermark passes it, for the ordered rules it matched.
+struct Held {
+    event: Arc<Event>,
+    rules: Vec<u32>,
+}
+
+/// The detection engine: a set of rules, their keyed state and timers.
+///
+/// Feed it events with [`Engine::process`]; collect what it says with
+/// [`Engine::drain`]. Single-threaded by design: run one engine per partition of rules or
+/// keys to use more cores.
+pub struct Engine {
+    config: EngineConfig,
+    city: Arc<City>,
+    zones: ZoneSets,
+    hotlists: Hotlists,
+    slots: Vec<Slot>,
+    by_kind: FastMap<String, Vec<u32>>,
+    any_kind: Vec<u32>,
+    keys: Interner,
+    key_buf: String,
+    timers: BinaryHeap<Reverse<Timer>>,
+    held: BinaryHeap<Reverse<(i64, String, u64)>>,
+    held_events: FastMap<u64, Held>,
+    held_seq: u64,
+    max_time_ms: i64,
+    watermark_ms: i64,
+    sink: Sink,
+    events: u64,
+    late: u64,
+    late_log: VecDeque<LateEvent>,
+    last_sweep_ms: i64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.slots.len())
+            .field("keys", &self.keys.len())
+            .field("watermark_ms", &self.watermark_ms)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine over `city` with the given rules (already compiled against that city).
+    pub fn new(config: EngineConfig, city: Arc<City>, rules: Vec<Rule>) -> Engine {
+        let mut engine = Engine {
+            sink: Sink {
+                max_evidence: config.max_evidence.max(1),
+                ..Sink::default()
+            },
+            config,
+            zones: ZoneSets::default(),
+            city,
+            hotlists: Hotlists::default(),
+            slots: Vec::new(),
+            by_kind: FastMap::default(),
+            any_kind: Vec::new(),
+            keys: Interner::default(),
+            key_buf: String::new(),
+            timers: BinaryHeap::new(),
+            held: BinaryHeap::new(),
+            held_events: FastMap::default(),
+            held_seq: 0,
+            max_time_ms: i64::MIN,
+            watermark_ms: i64::MIN,
+            events: 0,
+            late: 0,
+            late_log: VecDeque::new(),
+            last_sweep_ms: i64::MIN,
+        };
+        engine.set_rules(rules);
+        engine
+    }
+
+    /// Replaces the rule set. Rules whose spec is unchanged keep their state and open
+    /// alerts; changed and new rules start empty; removed rules drop theirs.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        let old_ids: Vec<String> = self.slots.iter().map(|s| s.rule.spec.id.clone()).collect();
+        let old_stats = std::mem::take(&mut self.sink.stats);
+        let mut old: HashMap<String, (Slot, RuleStats)> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .zip(old_stats)
+            .map(|(slot, stats)| (slot.rule.spec.id.clone(), (slot, stats)))
+            .collect();
+        let mut slots = Vec::with_capacity(rules.len());
+        let mut stats = Vec::with_capacity(rules.len());
+        let mut kept: HashMap<String, u32> = HashMap::new();
+        for rule in rules.into_iter().filter(|r| r.spec.enabled) {
+            let index = slots.len() as u32;
+            match old.remove(&rule.spec.id) {
+                Some((slot, st)) if slot.rule.fingerprint == rule.fingerprint => {
+                    kept.insert(rule.spec.id.clone(), index);
+                    slots.push(Slot { rule, ..slot });
+                    stats.push(st);
+                }
+                _ => {
+                    let op = ops::new_operator(&rule, &self.city, &mut self.zones);
+                    let ordered = matches!(rule.spec.kind, RuleKind::Count | RuleKind::Sequence);
+                    let stateless = matches!(rule.spec.kind, RuleKind::Match | RuleKind::Hotlist);
+                    slots.push(Slot {
+                        rule,
+                        op,
+                        ordered,
+                        stateless,
+                    });
+                    stats.push(RuleStats::default());
+                }
+            }
+        }
+        // Open alerts and held events refer to rules by index: re-key the kept ones.
+        let remap = |old_index: u32| -> Option<u32> {
+            old_ids.get(old_index as usize).and_then(|id| kept.get(id)).copied()
+        };
+        let open = std::mem::take(&mut self.sink.open);
+        for ((rule, key, scope), alert) in open {
+            if let Some(new) = remap(rule) {
+                self.sink.open.insert((new, key, scope), alert);
+            }
+        }
+        for held in self.held_events.values_mut() {
+            held.rules = held.rules.iter().filter_map(|&r| remap(r)).collect();
+        }
+        self.slots = slots;
+        self.sink.stats = stats;
+        self.reindex();
+        self.rebuild_timers();
+    }
+
+    fn reindex(&mut self) {
+        self.by_kind.clear();
+        self.any_kind.clear();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.rule.spec.kind == RuleKind::Sql {
+                continue; // run on a schedule by the host, not per event
+            }
+            match &slot.rule.kinds {
+                Some(kinds) => {
+                    for k in kinds {
+                        self.by_kind.entry(k.clone()).or_default().push(i as u32);
+                    }
+                }
+                None => self.any_kind.push(i as u32),
+            }
+        }
+    }
+
+    fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        let mut pending = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            pending.clear();
+            slot.op.timers(&mut pending);
+            for &(key, at, aux) in &pending {
+                self.timers.push(Reverse(Timer {
+                    at,
+                    rule: i as u32,
+                    key,
+                    aux,
+                }));
+            }
+        }
+    }
+
+    /// The rules the engine runs, in order.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.slots.iter().map(|s| &s.rule)
+    }
+
+    /// Replaces the hotlists that hotlist rules look values up in.
+    pub fn set_hotlists(&mut self, hotlists: Hotlists) {
+        self.hotlists = hotlists;
+    }
+
+    /// The hotlists in use.
+    pub fn hotlists(&self) -> &Hotlists {
+        &self.hotlists
+    }
+
+    /// The current watermark: event time up to which every event is taken to have arrived.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        (self.watermark_ms != i64::MIN).then(|| ms_to_time(self.watermark_ms))
+    }
+
+    /// Applies one event. Outputs collect until [`Engine::drain`].
+    pub fn process(&mut self, event: &Event) {
+        self.events += 1;
+        let t = time_ms(&event.time);
+        let late = self.watermark_ms != i64::MIN && t < self.watermark_ms;
+        if late {
+            self.late += 1;
+            if self.late_log.len() >= self.config.late_log {
+                self.late_log.pop_front();
+            }
+            self.late_log.push_back(LateEvent {
+                id: event.id.clone(),
+                source: event.source.clone(),
+                kind: event.kind.clone(),
+                time: event.time,
+                watermark: ms_to_time(self.watermark_ms),
+            });
+        }
+        let mut ordered_rules: Vec<u32> = Vec::new();
+        let by_kind = self.by_kind.get(event.kind.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        // Two sorted lists of rule indexes, visited in rule order.
+        let (mut a, mut b) = (0, 0);
+        let any = &self.any_kind;
+        loop {
+            let next = match (by_kind.get(a), any.get(b)) {
+                (Some(&x), Some(&y)) if x <= y => {
+                    a += 1;
+                    x
+                }
+                (_, Some(&y)) => {
+                    b += 1;
+                    y
+                }
+                (Some(&x), None) => {
+                    a += 1;
+                    x
+                }
+                (None, None) => break,
+            };
+            let slot = &mut self.slots[next as usize];
+            if late && !slot.stateless {
+                continue;
+            }
+            let stats = &mut self.sink.stats[next as usize];
+            if let Some(when) = &slot.rule.when {
+                if !when.matches(event) {
+                    continue;
+                }
+            }
+            stats.matched += 1;
+            if slot.ordered {
+                ordered_rules.push(next);
+                continue;
+            }
+            if !slot.rule.key.key(event, &mut self.key_buf) {
+                stats.eval_errors += 1;
+                continue;
+            }
+            let key = self.keys.intern(&self.key_buf);
+            let mut cx = Cx {
+                rule_index: next,
+                rule: &slot.rule,
+                city: &self.city,
+                zones: &self.zones,
+                hotlists: &self.hotlists,
+                keys: &self.keys,
+                timers: &mut self.timers,
+                sink: &mut self.sink,
+            };
+            slot.op.on_event(&mut cx, key, event, t);
+        }
+        if !ordered_rules.is_empty() {
+            let seq = self.held_seq;
+            self.held_seq += 1;
+            self.held.push(Reverse((t, event.id.clone(), seq)));
+            self.held_events.insert(
+                seq,
+                Held {
+                    event: Arc::new(event.clone()),
+                    rules: ordered_rules,
+                },
+            );
+        }
+        if t > self.max_time_ms {
+            self.max_time_ms = t;
+            let wm = t.saturating_sub(self.config.lateness.as_millis() as i64);
+            self.advance(wm);
+        }
+    }
+
+    /// Moves the watermark to `to` if that is later: releases held events and fires timers
+    /// up to it. A live node calls this with `now - lateness` so that timers (absence,
+    /// dwell) fire while no events arrive.
+    pub fn advance_to(&mut self, to: DateTime<Utc>) {
+        self.advance(time_ms(&to));
+    }
+
+    fn advance(&mut self, wm: i64) {
+        if wm <= self.watermark_ms {
+            return;
+        }
+        // Held events and timers in time order; at equal times events go first, so a
+        // timer sees every event at or before its time.
+        loop {
+            let next_event = self.held.peek().map(|Reverse((t, _, _))| *t).filter(|&t| t <= wm);
+            let next_timer = self.timers.peek().map(|Reverse(tm)| tm.at).filter(|&t| t <= wm);
+            match (next_event, next_timer) {
+                (Some(te), Some(tt)) if te <= tt => self.release_one(),
+                (Some(_), None) => self.release_one(),
+                (_, Some(tt)) => {
+                    self.watermark_ms = self.watermark_ms.max(tt);
+                    let Reverse(timer) = self.timers.pop().expect("peeked");
+                    self.fire_timer(timer);
+                }
+                (None, None) => break,
+            }
+        }
+        self.watermark_ms = wm;
+        // Forget open alerts whose suppression period is over, once a minute of event time.
+        if wm.saturating_sub(self.last_sweep_ms) >= 60_000 {
+            self.last_sweep_ms = wm;
+            let slots = &self.slots;
+            self.sink.open.retain(|(rule, _, _), open| {
+                let period = slots[*rule as usize].rule.spec.suppress_period().as_millis() as i64;
+                open.last_ms + period > wm
+            });
+        }
+    }
+
+    fn release_one(&mut self) {
+        let Reverse((t, _, seq)) = self.held.pop().expect("peeked");
+        let Some(held) = self.held_events.remove(&seq) else { return };
+        self.watermark_ms = self.watermark_ms.max(t);
+        for &r in &held.rules {
+            let slot = &mut self.slots[r as usize];
+            if !slot.rule.key.key(&held.event, &mut self.key_buf) {
+                self.sink.stats[r as usize].eval_errors += 1;
+                continue;
+            }
+            let key = self.keys.intern(&self.key_buf);
+            let mut cx = Cx {
+                rule_index: r,
+                rule: &slot.rule,
+                city: &self.city,
+                zones: &self.zones,
+                hotlists: &self.hotlists,
+                keys: &self.keys,
+                timers: &mut self.timers,
+                sink: &mut self.sink,
+            };
+            slot.op.on_event(&mut cx, key, &held.event, t);
+        }
+    }
+
+    fn fire_timer(&mut self, timer: Timer) {
+        let Some(slot) = self.slots.get_mut(timer.rule as usize) else { return };
+        let mut cx = Cx {
+            rule_index: timer.rule,
+            rule: &slot.rule,
+            city: &self.city,
+            zones: &self.zones,
+            hotlists: &self.hotlists,
+            keys: &self.keys,
+            timers: &mut self.timers,
+            sink: &mut self.sink,
+        };
+        slot.op.on_timer(&mut cx, timer.key, timer.at, timer.aux);
+    }
+
+    /// Releases everything held and fires every pending timer up to the newest event time
+    /// plus `horizon` (end of a replay: what would happen if time went on that long).
+    pub fn finish(&mut self, horizon: Duration) {
+        if self.max_time_ms == i64::MIN {
+            return;
+        }
+        let to = self.max_time_ms.saturating_add(horizon.as_millis() as i64);
+        self.advance(to);
+    }
+
+    /// Takes the outputs gathered so far.
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.sink.out)
+    }
+
+    /// Moves the outputs gathered so far into `out`.
+    pub fn drain_into(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.sink.out);
+    }
+
+    /// Counters, per rule and overall.
+    pub fn stats(&self) -> EngineStats {
+        let mut rules = BTreeMap::new();
+        for (slot, st) in self.slots.iter().zip(&self.sink.stats) {
+            let mut st = st.clone();
+            st.keys = slot.op.state_len() as u64;
+            st.out_of_order = slot.op.out_of_order();
+            rules.insert(slot.rule.spec.id.clone(), st);
+        }
+        EngineStats {
+            events: self.events,
+            late: self.late,
+            raised: self.sink.stats.iter().map(|s| s.raised).sum(),
+            timers: self.timers.len() as u64,
+            buffered: self.held_events.len() as u64,
+            rules,
+        }
+    }
+
+    /// The most recent late events (see [`EngineConfig::late_log`]).
+    pub fn late_events(&self) -> impl Iterator<Item = &LateEvent> {
+        self.late_log.iter()
+    }
+
+    /// The engine's state, to be stored beside the position of the last event applied.
+    ///
+    /// Held events are part of it, so a restart from the checkpoint needs only the events
+    /// after that position.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut rules = BTreeMap::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let open: Vec<(String, u32, OpenAlertState)> = self
+                .sink
+                .open
+                .iter()
+                .filter(|((r, _, _), _)| *r == i as u32)
+                .map(|((_, k, scope), o)| {
+                    (
+                        if *k == u32::MAX { String::new() } else { self.keys.name(*k).to_string() },
+                        *scope,
+                        OpenAlertState {
+                            id: o.id.clone(),
+                            last_ms: o.last_ms,
+                            count: o.count,
+                        },
+                    )
+                })
+                .collect();
+            rules.insert(
+                slot.rule.spec.id.clone(),
+                RuleCheckpoint {
+                    fingerprint: slot.rule.fingerprint,
+                    state: slot.op.save(&self.keys),
+                    open,
+                    stats: self.sink.stats[i].clone(),
+                },
+            );
+        }
+        let mut held: Vec<(&i64, &u64)> = self.held.iter().map(|Reverse((t, _, s))| (t, s)).collect();
+        held.sort();
+        Checkpoint {
+            max_time_ms: self.max_time_ms,
+            watermark_ms: self.watermark_ms,
+            events: self.events,
+            late: self.late,
+            rules,
+            held: held
+                .into_iter()
+                .filter_map(|(_, seq)| self.held_events.get(seq))
+                .map(|h| HeldState {
+                    event: (*h.event).clone(),
+                    rules: h.rules.iter().map(|&r| self.slots[r as usize].rule.spec.id.clone()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores state saved by [`Engine::checkpoint`]. Rules whose spec changed since (or
+    /// that are gone) start empty; the rest resume where they were.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        self.max_time_ms = checkpoint.max_time_ms;
+        self.watermark_ms = checkpoint.watermark_ms;
+        self.last_sweep_ms = checkpoint.watermark_ms;
+        self.events = checkpoint.events;
+        self.late = checkpoint.late;
+        let index: HashMap<String, u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.rule.spec.id.clone(), i as u32))
+            .collect();
+        for (id, saved) in &checkpoint.rules {
+            let Some(&i) = index.get(id) else { continue };
+            let slot = &mut self.slots[i as usize];
+            if slot.rule.fingerprint != saved.fingerprint {
+                continue;
+            }
+            slot.op
+                .load(&saved.state, &mut self.keys)
+                .map_err(|e| format!("rule `{id}`: the checkpointed state does not load: {e}"))?;
+            self.sink.stats[i as usize] = saved.stats.clone();
+            for (key, scope, o) in &saved.open {
+                let k = if key.is_empty() { u32::MAX } else { self.keys.intern(key) };
+                self.sink.open.insert(
+                    (i, k, *scope),
+                    OpenAlert {
+                        id: o.id.clone(),
+                        last_ms: o.last_ms,
+                        count: o.count,
+                    },
+                );
+            }
+        }
+        self.held.clear();
+        self.held_events.clear();
+        for h in &checkpoint.held {
+            let rules: Vec<u32> = h.rules.iter().filter_map(|r| index.get(r).copied()).collect();
+            if rules.is_empty() {
+                continue;
+            }
+            let seq = self.held_seq;
+            self.held_seq += 1;
+            self.held.push(Reverse((time_ms(&h.event.time), h.event.id.clone(), seq)));
+            self.held_events.insert(
+                seq,
+                Held {
+                    event: Arc::new(h.event.clone()),
+                    rules,
+                },
+            );
+        }
+        self.rebuild_timers();
+        Ok(())
+    }
+}
+
+/// The saved state of an engine (see [`Engine::checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Newest event time seen (ms since the epoch).
+    pub max_time_ms: i64,
+    /// The watermark (ms since the epoch).
+    pub watermark_ms: i64,
+    /// Events processed.
+    pub events: u64,
+    /// Late events seen.
+    pub late: u64,
+    /// Per rule id.
+    pub rules: BTreeMap<String, RuleCheckpoint>,
+    /// Events waiting for the watermark.
+    pub held: Vec<HeldState>,
+}
+
+/// One rule's saved state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleCheckpoint {
+    /// The rule's fingerprint when saved: state is restored only into the same rule.
+    pub fingerprint: u64,
+    /// The operator's keyed state.
+    pub state: Value,
+    /// Open alerts: key, scope, alert.
+    pub open: Vec<(String, u32, OpenAlertState)>,
+    /// The rule's counters.
+    pub stats: RuleStats,
+}
+
+/// An open alert in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenAlertState {
+    /// Alert id.
+    pub id: String,
+    /// Event time of the last firing (ms).
+    pub last_ms: i64,
+    /// Firings so far.
+    pub count: u64,
+}
+
+/// A held event in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldState {
+    /// The event.
+    pub event: Event,
+    /// Ids of the ordered rules it is held for.
+    pub rules: Vec<String>,
+}

@@ -1,0 +1,550 @@
+//! The node's detection stage: the rule engine of `cityward-detect` on its own thread,
+//! fed from the WAL, writing alerts to the state store.
+//!
+//! Happy path: an ingest appends to the WAL and puts the stored batch (with its sequence
+//! numbers) on the node's bus; this stage takes batches in WAL order, runs the rules, and
+//! stores what they raise. Every `detect.checkpoint_every` it saves the engine's state
+//! with the sequence number of the next event to apply (`DATA/detect/checkpoint.json`)
+//! and lets compaction delete the WAL before that point, never after it.
+//!
+//! Failures: a batch missing from the bus (a slow stage lags, concurrent ingests finish
+//! out of order) is read back from the WAL. After a crash the stage restores the last
+//! checkpoint and re-applies the WAL from its position: the alerts raised again carry
+//! the same ids (derived from rule, key and evidence) and the store already has them, so
+//! none is lost and none doubled.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use cityward_detect::{Alert, Checkpoint, Engine, EngineConfig, EngineStats, Hotlists, Output, Rule};
+use cityward_model::{City, Event};
+use cityward_store::{AlertRow, StateStore, WalReader};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::config::DetectSection;
+use crate::metrics::Metrics;
+use crate::node::{NodeError, StoredBatch};
+use crate::storage::EventStore;
+
+/// What the stage is told.
+pub(crate) enum Msg {
+    /// Events stored in the WAL.
+    Batch(Arc<StoredBatch>),
+    /// The bus dropped batches: read the WAL.
+    Lagged,
+    /// A new rule set.
+    Rules(Vec<Rule>),
+    /// New hotlists.
+    Hotlists(Hotlists),
+    /// Save a checkpoint now; answer when done.
+    Checkpoint(oneshot::Sender<()>),
+    /// Save a checkpoint and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A snapshot of the stage, for `GET /api/v1/detect/status`, metrics and tests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DetectStatus {
+    /// Sequence number of the next WAL record to apply.
+    pub next_seq: u64,
+    /// The engine's watermark (RFC 3339), once events have arrived.
+    pub watermark: Option<String>,
+    /// Rules running.
+    pub rules: usize,
+    /// Counters.
+    pub stats: EngineStats,
+    /// When the last checkpoint was written (RFC 3339).
+    pub checkpoint_at: Option<String>,
+    /// The most recent late events.
+    pub late_events: Vec<cityward_detect::LateEvent>,
+}
+
+/// The handle the node keeps.
+pub(crate) struct Detection {
+    tx: SyncSender<Msg>,
+    status: Arc<Mutex<DetectStatus>>,
+    alerts: broadcast::Sender<Arc<Vec<Alert>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    next_seq: u64,
+    written_at: String,
+    engine: Checkpoint,
+}
+
+pub(crate) struct StageParts {
+    pub config: DetectSection,
+    pub data_dir: PathBuf,
+    pub city: Arc<City>,
+    pub rules: Vec<Rule>,
+    pub hotlists: Hotlists,
+    pub state: Arc<dyn StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub bus: broadcast::Receiver<Arc<StoredBatch>>,
+}
+
+impl Detection {
+    /// Starts the stage; `events` gives it the WAL and holds compaction back.
+    pub(crate) fn start(parts: StageParts, events: &EventStore) -> Result<Detection, NodeError> {
+        let dir = parts.data_dir.join("detect");
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            NodeError::Internal(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("checkpoint.json");
+        let mut engine = Engine::new(
+            EngineConfig {
+                lateness: parts.config.lateness,
+                max_evidence: parts.config.max_evidence,
+                ..EngineConfig::default()
+            },
+            parts.city.clone(),
+            parts.rules,
+        );
+        engine.set_hotlists(parts.hotlists);
+        let mut next_seq = 0;
+        if let Some(saved) = read_checkpoint(&path)? {
+            match engine.restore(&saved.engine) {
+                Ok(()) => {
+                    next_seq = saved.next_seq;
+                    tracing::info!(next_seq, "Detection resumes from its checkpoint.");
+                }
+                Err(e) => tracing::warn!(error = %e, "Detection checkpoint not restored; rules start with empty state."),
+            }
+        } else {
+            // A first start: apply what the WAL still holds.
+            next_seq = first_retained(events.wal_reader()).unwrap_or(0);
+        }
+        events.keep_wal_from(next_seq);
+        let (tx, rx) = std::sync::mpsc::sync_channel(256);
+        let status = Arc::new(Mutex::new(DetectStatus::default()));
+        let (alerts, _) = broadcast::channel(256);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let mut stage = Stage {
+            engine,
+            next_seq,
+            path,
+            reader: events.wal_reader().clone(),
+            state: parts.state,
+            metrics: parts.metrics,
+            status: status.clone(),
+            alerts: alerts.clone(),
+            config: parts.config,
+            pending: BTreeMap::new(),
+            pending_since: None,
+            last_checkpoint: Instant::now(),
+            last_event: Instant::now(),
+            outputs: Vec::new(),
+            keep: events.keep_handle(),
+        };
+        let stop_flag = stopped.clone();
+        std::thread::Builder::new()
+            .name("cityward-detect".into())
+            .spawn(move || {
+                stage.run(rx);
+                stop_flag.store(true, Ordering::Release);
+            })
+            .map_err(|e| NodeError::Internal(format!("cannot start the detection thread: {e}")))?;
+        // Forward the bus (async) to the stage (a thread).
+        let forward = tx.clone();
+        let mut bus = parts.bus;
+        tokio::spawn(async move {
+            loop {
+                let msg = match bus.recv().await {
+                    Ok(batch) => Msg::Batch(batch),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Msg::Lagged,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                let forward = forward.clone();
+                // The channel is bounded: wait off the async workers when the stage is busy.
+                let sent = tokio::task::spawn_blocking(move || forward.send(msg).is_ok()).await;
+                if !matches!(sent, Ok(true)) {
+                    break;
+                }
+            }
+        });
+        Ok(Detection {
+            tx,
+            status,
+            alerts,
+            stopped,
+        })
+    }
+
+    /// Replaces the rule set (unchanged rules keep their state).
+    pub(crate) fn set_rules(&self, rules: Vec<Rule>) {
+        let _ = self.tx.send(Msg::Rules(rules));
+    }
+
+    /// Replaces the hotlists.
+    pub(crate) fn set_hotlists(&self, hotlists: Hotlists) {
+        let _ = self.tx.send(Msg::Hotlists(hotlists));
+    }
+
+    /// A snapshot of the stage.
+    pub(crate) fn status(&self) -> DetectStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Alerts as they are raised (for live views).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Alert>>> {
+        self.alerts.subscribe()
+    }
+
+    /// Saves a checkpoint now.
+    pub(crate) async fn checkpoint(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Checkpoint(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Saves a checkpoint and stops the stage.
+    pub(crate) async fn stop(&self) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn first_retained(reader: &WalReader) -> Option<u64> {
+    reader
+        .sealed_segments()
+        .first()
+        .map(|s| s.first_seq)
+        .or_else(|| Some(reader.active_segment().first_seq))
+}
+
+fn read_checkpoint(path: &Path) -> Result<Option<CheckpointFile>, NodeError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            NodeError::Internal(format!(
+                "the detection checkpoint {} is unreadable: {e}; move it away to start detection afresh from the WAL",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Internal(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+struct Stage {
+    engine: Engine,
+    next_seq: u64,
+    path: PathBuf,
+    reader: WalReader,
+    state: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<DetectStatus>>,
+    alerts: broadcast::Sender<Arc<Vec<Alert>>>,
+    config: DetectSection,
+    /// Batches that came before an earlier one, by first sequence number.
+    pending: BTreeMap<u64, Arc<StoredBatch>>,
+    pending_since: Option<Instant>,
+    last_checkpoint: Instant,
+    last_event: Instant,
+    outputs: Vec<Output>,
+    keep: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long a batch may wait for an earlier one before the gap is read from the WAL.
+const REORDER_WAIT: Duration = Duration::from_millis(50);
+
+impl Stage {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        self.catch_up();
+        self.flush();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(Msg::Batch(batch)) => {
+                    self.take(batch);
+                    // Apply whatever else is queued before storing outputs.
+                    while let Ok(msg) = rx.try_recv() {
+                        if !self.handle_other(msg) {
+                            return;
+                        }
+                    }
+                }
+                Ok(msg) => {
+                    if !self.handle_other(msg) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.checkpoint();
+                    return;
+                }
+            }
+            if self.pending_since.is_some_and(|t| t.elapsed() > REORDER_WAIT) {
+                self.catch_up();
+            }
+            self.idle_tick();
+            self.flush();
+            if self.last_checkpoint.elapsed() >= self.config.checkpoint_every {
+                self.checkpoint();
+            }
+        }
+    }
+
+    /// Handles a message; false to stop.
+    fn handle_other(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Batch(batch) => self.take(batch),
+            Msg::Lagged => self.catch_up(),
+            Msg::Rules(rules) => {
+                self.flush();
+                self.engine.set_rules(rules);
+            }
+            Msg::Hotlists(h) => self.engine.set_hotlists(h),
+            Msg::Checkpoint(done) => {
+                self.flush();
+                self.checkpoint();
+                let _ = done.send(());
+            }
+            Msg::Stop(done) => {
+                self.flush();
+                self.checkpoint();
+                let _ = done.send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Applies a batch from the bus if it is next; holds it if an earlier one is missing.
+    fn take(&mut self, batch: Arc<StoredBatch>) {
+        let end = batch.first_seq + batch.events.len() as u64;
+        if end <= self.next_seq {
+            return; // already applied (read from the WAL)
+        }
+        if batch.first_seq > self.next_seq {
+            self.pending.insert(batch.first_seq, batch);
+            self.pending_since.get_or_insert_with(Instant::now);
+            if self.pending.len() > 64 {
+                self.catch_up();
+            }
+            return;
+        }
+        self.apply_batch(&batch);
+        // Batches that were waiting for this one.
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > self.next_seq {
+                break;
+            }
+            let b = entry.remove();
+            self.apply_batch(&b);
+        }
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
+    }
+
+    fn apply_batch(&mut self, batch: &StoredBatch) {
+        let skip = self.next_seq.saturating_sub(batch.first_seq) as usize;
+        for event in batch.events.iter().skip(skip) {
+            self.engine.process(event);
+        }
+        self.next_seq = self.next_seq.max(batch.first_seq + batch.events.len() as u64);
+        self.last_event = Instant::now();
+        self.metrics.add("cityward_detect_events_total", &[], (batch.events.len() - skip.min(batch.events.len())) as f64);
+    }
+
+    /// Applies every durable WAL record from `next_seq` on.
+    fn catch_up(&mut self) {
+        let mut cursor = match self.reader.read_from(self.next_seq) {
+            Ok(c) => c,
+            Err(cityward_store::WalError::NotRetained { .. }) => {
+                tracing::error!(next_seq = self.next_seq, "WAL records detection had not applied were deleted; detection continues from the oldest record left.");
+                self.reader.read_all()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Detection cannot read the WAL; retrying.");
+                return;
+            }
+        };
+        let mut n = 0u64;
+        loop {
+            match cursor.next_record() {
+                Ok(Some((seq, bytes))) => {
+                    if seq < self.next_seq {
+                        continue;
+                    }
+                    match serde_json::from_slice::<Event>(bytes) {
+                        Ok(event) => self.engine.process(&event),
+                        Err(e) => tracing::error!(seq, error = %e, "WAL record is not an event; detection skips it."),
+                    }
+                    self.next_seq = seq + 1;
+                    n += 1;
+                    if n % 8192 == 0 {
+                        self.flush();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "Detection stopped reading the WAL at an unreadable record.");
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            self.metrics.add("cityward_detect_events_total", &[], n as f64);
+            self.last_event = Instant::now();
+        }
+        self.pending.retain(|first, b| *first + b.events.len() as u64 > self.next_seq);
+        let waiting: Vec<Arc<StoredBatch>> = std::mem::take(&mut self.pending).into_values().collect();
+        for b in waiting {
+            if b.first_seq <= self.next_seq {
+                self.apply_batch(&b);
+            } else {
+                self.pending.insert(b.first_seq, b);
+            }
+        }
+        self.pending_since = (!self.pending.is_empty()).then(Instant::now);
+    }
+
+    /// With no events for a while, event time follows the clock so that timers (absence,
+    /// dwell) still fire.
+    fn idle_tick(&mut self) {
+        let idle = self.config.lateness.max(Duration::from_secs(1)) * 2;
+        if self.last_event.elapsed() >= idle {
+            let now = Utc::now() - chrono::Duration::from_std(self.config.lateness).unwrap_or_default();
+            self.engine.advance_to(now);
+        }
+    }
+
+    /// Stores the engine's outputs.
+    fn flush(&mut self) {
+        self.engine.drain_into(&mut self.outputs);
+        if self.outputs.is_empty() {
+            self.publish_status(false);
+            return;
+        }
+        let outputs = std::mem::take(&mut self.outputs);
+        let mut raised = Vec::new();
+        for output in outputs {
+            if let Err(e) = self.store(&output, &mut raised) {
+                tracing::error!(alert = output.alert_id(), error = %e, "Alert could not be stored.");
+            }
+        }
+        if !raised.is_empty() {
+            self.metrics.add("cityward_detect_alerts_raised_total", &[], raised.len() as f64);
+            let _ = self.alerts.send(Arc::new(raised));
+        }
+        self.publish_status(false);
+    }
+
+    fn store(&self, output: &Output, raised: &mut Vec<Alert>) -> Result<(), cityward_store::StateError> {
+        let now = Utc::now();
+        match output {
+            Output::Raised(alert) => {
+                let row = AlertRow {
+                    id: alert.id.clone(),
+                    rule: alert.rule.clone(),
+                    key: alert.key.clone(),
+                    status: "new".into(),
+                    severity: alert.severity.as_str().into(),
+                    category: alert.category.clone(),
+                    time: alert.time,
+                    grid: alert.grid.clone(),
+                    body: serde_json::to_value(alert).unwrap_or(Value::Null),
+                    updated_at: now,
+                };
+                match self.state.insert_alert(&row) {
+                    Ok(()) => raised.push(alert.clone()),
+                    // Raised again while re-applying the WAL after a restart: already stored.
+                    Err(e) if e.status() == cityward_store::Status::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Output::Repeated { alert, time, count, evidence } => {
+                if let Some(mut row) = self.state.alert(alert)? {
+                    let body = row.body.as_object_mut();
+                    if let Some(body) = body {
+                        body.insert("count".into(), json!(count));
+                        body.insert("last_fired_at".into(), json!(cityward_model::format_time(time)));
+                        let list = body.entry("evidence").or_insert_with(|| json!([]));
+                        if let Some(list) = list.as_array_mut() {
+                            for id in evidence {
+                                if list.len() < self.config.max_evidence && !list.iter().any(|v| v == id) {
+                                    list.push(json!(id));
+                                }
+                            }
+                        }
+                    }
+                    row.updated_at = now;
+                    self.state.update_alert(&row)?;
+                }
+            }
+            Output::Cleared { alert, time } => {
+                if let Some(mut row) = self.state.alert(alert)? {
+                    if let Some(body) = row.body.as_object_mut() {
+                        body.entry("cleared_at").or_insert_with(|| json!(cityward_model::format_time(time)));
+                    }
+                    row.updated_at = now;
+                    self.state.update_alert(&row)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint atomically (temp file, fsync, rename) and lets compaction
+    /// delete the WAL before `next_seq`.
+    fn checkpoint(&mut self) {
+        self.flush();
+        let file = CheckpointFile {
+            version: 1,
+            next_seq: self.next_seq,
+            written_at: cityward_model::format_time(&Utc::now()),
+            engine: self.engine.checkpoint(),
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let written = (|| -> std::io::Result<()> {
+            let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                self.keep.store(self.next_seq, Ordering::Release);
+                self.last_checkpoint = Instant::now();
+                self.status.lock().expect("status lock").checkpoint_at = Some(file.written_at);
+            }
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "Detection checkpoint not written; the WAL is kept until one is."),
+        }
+        self.publish_status(true);
+    }
+
+    fn publish_status(&self, full: bool) {
+        let mut status = self.status.lock().expect("status lock");
+        status.next_seq = self.next_seq;
+        status.watermark = self.engine.watermark().map(|w| cityward_model::format_time(&w));
+        if full || status.rules == 0 {
+            status.rules = self.engine.rules().count();
+            status.stats = self.engine.stats();
+            status.late_events = self.engine.late_events().cloned().collect();
+            self.metrics.set("cityward_detect_late_events", &[], status.stats.late as f64);
+            self.metrics.set("cityward_detect_timers", &[], status.stats.timers as f64);
+        }
+    }
+}
