@@ -61,6 +61,8 @@ pub struct Alert {
 }
 
 /// One thing the engine tells its caller, in the order it happened.
+// `Raised` is the common case; boxing it would cost an allocation per alert.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// A new alert.

@@ -173,6 +173,9 @@ pub(crate) struct Cx<'a> {
     pub zones: &'a ZoneSets,
     pub hotlists: &'a Hotlists,
     pub keys: &'a Interner,
+    /// A number unique to the event being dispatched (shared geofence trackers work out
+    /// each event's transition once).
+    pub event_seq: u64,
     timers: &'a mut BinaryHeap<Reverse<Timer>>,
     sink: &'a mut Sink,
 }
@@ -234,16 +237,13 @@ impl Sink {
             }
         }
         let first = fire.evidence.first().map(String::as_str).unwrap_or("");
-        let id = format!(
-            "a{:016x}",
-            fnv1a(&[
+        let id = alert_id(fnv1a(&[
                 rule.spec.id.as_bytes(),
                 key.as_bytes(),
                 first.as_bytes(),
                 &fire.time_ms.to_le_bytes(),
                 &fire.scope.to_le_bytes(),
-            ])
-        );
+            ]));
         let mut evidence = fire.evidence;
         evidence.truncate(self.max_evidence);
         stats.raised += 1;
@@ -286,6 +286,17 @@ impl Sink {
     }
 }
 
+/// `a` and 16 hex digits.
+pub(crate) fn alert_id(hash: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(17);
+    s.push('a');
+    for i in (0..16).rev() {
+        s.push(HEX[((hash >> (i * 4)) & 0xf) as usize] as char);
+    }
+    s
+}
+
 pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -303,6 +314,9 @@ struct Slot {
     ordered: bool,
     /// Stateless rules (match, hotlist) also see late events.
     stateless: bool,
+    /// Rules with the same key expression share a class, so a key is evaluated once per
+    /// event for all of them.
+    key_class: u32,
 }
 
 /// An event held back until the watermark passes it, for the ordered rules it matched.
@@ -322,8 +336,9 @@ pub struct Engine {
     zones: ZoneSets,
     hotlists: Hotlists,
     slots: Vec<Slot>,
-    by_kind: FastMap<String, Vec<u32>>,
-    any_kind: Vec<u32>,
+    by_kind: FastMap<String, Arc<[u32]>>,
+    any_kind: Arc<[u32]>,
+    by_source: FastMap<String, Arc<[u32]>>,
     keys: Interner,
     key_buf: String,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -337,6 +352,8 @@ pub struct Engine {
     late: u64,
     late_log: VecDeque<LateEvent>,
     last_sweep_ms: i64,
+    /// Counts events dispatched to operators (see [`Cx::event_seq`]).
+    dispatch_seq: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -363,7 +380,8 @@ impl Engine {
             hotlists: Hotlists::default(),
             slots: Vec::new(),
             by_kind: FastMap::default(),
-            any_kind: Vec::new(),
+            any_kind: Arc::from(Vec::new()),
+            by_source: FastMap::default(),
             keys: Interner::default(),
             key_buf: String::new(),
             timers: BinaryHeap::new(),
@@ -376,6 +394,7 @@ impl Engine {
             late: 0,
             late_log: VecDeque::new(),
             last_sweep_ms: i64::MIN,
+            dispatch_seq: 0,
         };
         engine.set_rules(rules);
         engine
@@ -411,6 +430,7 @@ impl Engine {
                         op,
                         ordered,
                         stateless,
+                        key_class: 0,
                     });
                     stats.push(RuleStats::default());
                 }
@@ -429,6 +449,13 @@ impl Engine {
         for held in self.held_events.values_mut() {
             held.rules = held.rules.iter().filter_map(|&r| remap(r)).collect();
         }
+        let mut classes: HashMap<String, u32> = HashMap::new();
+        for slot in &mut slots {
+            let n = classes.len() as u32;
+            slot.key_class = *classes.entry(slot.rule.key.source().to_string()).or_insert(n);
+        }
+        let used: Vec<usize> = slots.iter().filter_map(|s| s.op.tracker()).collect();
+        self.zones.clear_unused_trackers(&used);
         self.slots = slots;
         self.sink.stats = stats;
         self.reindex();
@@ -436,21 +463,33 @@ impl Engine {
     }
 
     fn reindex(&mut self) {
-        self.by_kind.clear();
-        self.any_kind.clear();
+        let mut by_kind: FastMap<String, Vec<u32>> = FastMap::default();
+        let mut by_source: FastMap<String, Vec<u32>> = FastMap::default();
+        let mut any_kind = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.rule.spec.kind == RuleKind::Sql {
                 continue; // run on a schedule by the host, not per event
             }
+            // Per-device rules (`event.source == "…"`) are found by source: ten thousand of
+            // them cost an event one lookup, not ten thousand predicates.
+            if let Some(sources) = slot.rule.when.as_ref().and_then(|w| w.sources()) {
+                for s in sources {
+                    by_source.entry(s).or_default().push(i as u32);
+                }
+                continue;
+            }
             match &slot.rule.kinds {
                 Some(kinds) => {
                     for k in kinds {
-                        self.by_kind.entry(k.clone()).or_default().push(i as u32);
+                        by_kind.entry(k.clone()).or_default().push(i as u32);
                     }
                 }
-                None => self.any_kind.push(i as u32),
+                None => any_kind.push(i as u32),
             }
         }
+        self.by_kind = by_kind.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+        self.by_source = by_source.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+        self.any_kind = Arc::from(any_kind);
     }
 
     fn rebuild_timers(&mut self) {
@@ -458,7 +497,7 @@ impl Engine {
         let mut pending = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             pending.clear();
-            slot.op.timers(&mut pending);
+            slot.op.timers(&self.zones, &mut pending);
             for &(key, at, aux) in &pending {
                 self.timers.push(Reverse(Timer {
                     at,
@@ -493,6 +532,7 @@ impl Engine {
     /// Applies one event. Outputs collect until [`Engine::drain`].
     pub fn process(&mut self, event: &Event) {
         self.events += 1;
+        self.dispatch_seq += 1;
         let t = time_ms(&event.time);
         let late = self.watermark_ms != i64::MIN && t < self.watermark_ms;
         if late {
@@ -509,10 +549,15 @@ impl Engine {
             });
         }
         let mut ordered_rules: Vec<u32> = Vec::new();
-        let by_kind = self.by_kind.get(event.kind.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        // Two sorted lists of rule indexes, visited in rule order.
+        let mut last_key: Option<(u32, u32)> = None;
+        // Candidate rules: those for the event's kind and those for any kind (two sorted
+        // lists, visited in rule order), then those for its source. Shared lists, so the
+        // walk does not hold a borrow of the engine.
+        let by_kind = self.by_kind.get(event.kind.as_str()).cloned();
+        let by_kind: &[u32] = by_kind.as_deref().unwrap_or(&[]);
+        let any = self.any_kind.clone();
+        let by_source = self.by_source.get(event.source.as_str()).cloned();
         let (mut a, mut b) = (0, 0);
-        let any = &self.any_kind;
         loop {
             let next = match (by_kind.get(a), any.get(b)) {
                 (Some(&x), Some(&y)) if x <= y => {
@@ -529,37 +574,10 @@ impl Engine {
                 }
                 (None, None) => break,
             };
-            let slot = &mut self.slots[next as usize];
-            if late && !slot.stateless {
-                continue;
-            }
-            let stats = &mut self.sink.stats[next as usize];
-            if let Some(when) = &slot.rule.when {
-                if !when.matches(event) {
-                    continue;
-                }
-            }
-            stats.matched += 1;
-            if slot.ordered {
-                ordered_rules.push(next);
-                continue;
-            }
-            if !slot.rule.key.key(event, &mut self.key_buf) {
-                stats.eval_errors += 1;
-                continue;
-            }
-            let key = self.keys.intern(&self.key_buf);
-            let mut cx = Cx {
-                rule_index: next,
-                rule: &slot.rule,
-                city: &self.city,
-                zones: &self.zones,
-                hotlists: &self.hotlists,
-                keys: &self.keys,
-                timers: &mut self.timers,
-                sink: &mut self.sink,
-            };
-            slot.op.on_event(&mut cx, key, event, t);
+            self.dispatch(next, event, t, late, &mut last_key, &mut ordered_rules);
+        }
+        for &next in by_source.as_deref().unwrap_or(&[]) {
+            self.dispatch(next, event, t, late, &mut last_key, &mut ordered_rules);
         }
         if !ordered_rules.is_empty() {
             let seq = self.held_seq;
@@ -578,6 +596,59 @@ impl Engine {
             let wm = t.saturating_sub(self.config.lateness.as_millis() as i64);
             self.advance(wm);
         }
+    }
+
+    /// Offers an event to one rule: `when`, then the key, then the operator (or the hold
+    /// queue, for ordered rules).
+    fn dispatch(
+        &mut self,
+        next: u32,
+        event: &Event,
+        t: i64,
+        late: bool,
+        last_key: &mut Option<(u32, u32)>,
+        ordered_rules: &mut Vec<u32>,
+    ) {
+        let slot = &mut self.slots[next as usize];
+        if late && !slot.stateless {
+            return;
+        }
+        let stats = &mut self.sink.stats[next as usize];
+        if let Some(when) = &slot.rule.when {
+            if !when.matches(event) {
+                return;
+            }
+        }
+        stats.matched += 1;
+        if slot.ordered {
+            ordered_rules.push(next);
+            return;
+        }
+        // Most rules share their key expression (`event.source`): intern it once per event.
+        let key = match *last_key {
+            Some((class, id)) if class == slot.key_class => id,
+            _ => {
+                if !slot.rule.key.key(event, &mut self.key_buf) {
+                    stats.eval_errors += 1;
+                    return;
+                }
+                let id = self.keys.intern(&self.key_buf);
+                *last_key = Some((slot.key_class, id));
+                id
+            }
+        };
+        let mut cx = Cx {
+            rule_index: next,
+            rule: &slot.rule,
+            city: &self.city,
+            zones: &self.zones,
+            hotlists: &self.hotlists,
+            keys: &self.keys,
+            event_seq: self.dispatch_seq,
+            timers: &mut self.timers,
+            sink: &mut self.sink,
+        };
+        slot.op.on_event(&mut cx, key, event, t);
     }
 
     /// Moves the watermark to `to` if that is later: releases held events and fires timers
@@ -613,15 +684,21 @@ impl Engine {
             self.last_sweep_ms = wm;
             let slots = &self.slots;
             self.sink.open.retain(|(rule, _, _), open| {
-                let period = slots[*rule as usize].rule.spec.suppress_period().as_millis() as i64;
-                open.last_ms + period > wm
+                let rule = &slots[*rule as usize].rule.spec;
+                // Alerts of rules that clear stay open until they clear.
+                if matches!(rule.kind, RuleKind::Threshold | RuleKind::Absence) {
+                    return true;
+                }
+                open.last_ms + rule.suppress_period().as_millis() as i64 > wm
             });
+            self.zones.evict(wm);
         }
     }
 
     fn release_one(&mut self) {
         let Reverse((t, _, seq)) = self.held.pop().expect("peeked");
         let Some(held) = self.held_events.remove(&seq) else { return };
+        self.dispatch_seq += 1;
         self.watermark_ms = self.watermark_ms.max(t);
         for &r in &held.rules {
             let slot = &mut self.slots[r as usize];
@@ -637,6 +714,7 @@ impl Engine {
                 zones: &self.zones,
                 hotlists: &self.hotlists,
                 keys: &self.keys,
+                event_seq: self.dispatch_seq,
                 timers: &mut self.timers,
                 sink: &mut self.sink,
             };
@@ -653,6 +731,7 @@ impl Engine {
             zones: &self.zones,
             hotlists: &self.hotlists,
             keys: &self.keys,
+            event_seq: self.dispatch_seq,
             timers: &mut self.timers,
             sink: &mut self.sink,
         };
@@ -684,8 +763,8 @@ impl Engine {
         let mut rules = BTreeMap::new();
         for (slot, st) in self.slots.iter().zip(&self.sink.stats) {
             let mut st = st.clone();
-            st.keys = slot.op.state_len() as u64;
-            st.out_of_order = slot.op.out_of_order();
+            st.keys = slot.op.state_len(&self.zones) as u64;
+            st.out_of_order = slot.op.out_of_order(&self.zones);
             rules.insert(slot.rule.spec.id.clone(), st);
         }
         EngineStats {
@@ -710,7 +789,7 @@ impl Engine {
     pub fn checkpoint(&self) -> Checkpoint {
         let mut rules = BTreeMap::new();
         for (i, slot) in self.slots.iter().enumerate() {
-            let open: Vec<(String, u32, OpenAlertState)> = self
+            let mut open: Vec<(String, u32, OpenAlertState)> = self
                 .sink
                 .open
                 .iter()
@@ -727,6 +806,7 @@ impl Engine {
                     )
                 })
                 .collect();
+            open.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
             rules.insert(
                 slot.rule.spec.id.clone(),
                 RuleCheckpoint {
@@ -740,6 +820,7 @@ impl Engine {
         let mut held: Vec<(&i64, &u64)> = self.held.iter().map(|Reverse((t, _, s))| (t, s)).collect();
         held.sort();
         Checkpoint {
+            trackers: self.zones.save_trackers(&self.city, &self.keys),
             max_time_ms: self.max_time_ms,
             watermark_ms: self.watermark_ms,
             events: self.events,
@@ -792,6 +873,9 @@ impl Engine {
                 );
             }
         }
+        self.zones
+            .load_trackers(&self.city, &mut self.keys, &checkpoint.trackers)
+            .map_err(|e| format!("the checkpointed geofence state does not load: {e}"))?;
         self.held.clear();
         self.held_events.clear();
         for h in &checkpoint.held {
@@ -830,6 +914,10 @@ pub struct Checkpoint {
     pub rules: BTreeMap<String, RuleCheckpoint>,
     /// Events waiting for the watermark.
     pub held: Vec<HeldState>,
+    /// Where keys are with respect to the zone sets of geofence rules, by zone ids, `when`
+    /// and `key`.
+    #[serde(default)]
+    pub trackers: BTreeMap<String, Value>,
 }
 
 /// One rule's saved state.

@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::cel::Program;
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth a look during the shift.
     Low,
     /// Needs handling; the default.
+    #[default]
     Medium,
     /// Needs handling now.
     High,
@@ -41,11 +42,6 @@ impl Severity {
     }
 }
 
-impl Default for Severity {
-    fn default() -> Self {
-        Severity::Medium
-    }
-}
 
 /// The rule kinds of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -758,7 +754,7 @@ pub(crate) fn parse_utc_offset(text: &str) -> Result<i32, String> {
 ///
 /// Errors name the file, the line and, where it can be told, the rule and key at fault.
 pub fn parse_rules(text: &str, file: Option<&Path>) -> Result<Vec<RuleSpec>, RuleError> {
-    let parsed: RuleFile = serde_yaml::from_str(text).map_err(|e| yaml_error(e, file))?;
+    let parsed: RuleFile = serde_yaml::from_str(text).map_err(|e| yaml_error(e, file, Some(text)))?;
     let mut seen = std::collections::HashSet::new();
     for rule in &parsed.rules {
         if !seen.insert(rule.id.clone()) {
@@ -774,7 +770,7 @@ pub fn parse_rules(text: &str, file: Option<&Path>) -> Result<Vec<RuleSpec>, Rul
 /// Parses one rule sent to the API: JSON, or YAML when `yaml` is set.
 pub fn parse_rule(body: &str, yaml: bool) -> Result<RuleSpec, RuleError> {
     if yaml {
-        serde_yaml::from_str(body).map_err(|e| yaml_error(e, None))
+        serde_yaml::from_str(body).map_err(|e| yaml_error(e, None, Some(body)))
     } else {
         serde_json::from_str(body).map_err(|e| RuleError {
             file: None,
@@ -786,7 +782,7 @@ pub fn parse_rule(body: &str, yaml: bool) -> Result<RuleSpec, RuleError> {
     }
 }
 
-fn yaml_error(e: serde_yaml::Error, file: Option<&Path>) -> RuleError {
+fn yaml_error(e: serde_yaml::Error, file: Option<&Path>, text: Option<&str>) -> RuleError {
     let line = e.location().map(|l| l.line());
     // serde_yaml prefixes the path of the failing key (`rules[2].limit_kmh: …`); keep it,
     // drop the trailing position that `line` already carries.
@@ -798,6 +794,18 @@ fn yaml_error(e: serde_yaml::Error, file: Option<&Path>) -> RuleError {
         .split_once(": ")
         .map(|(path, _)| path.to_string())
         .filter(|p| p.starts_with("rules[") || !p.contains(' '));
+    // For a bad value deep in a rule serde_yaml may point at the rule's start: find the
+    // line that holds the value the message quotes.
+    let line = match (line, quoted(&message), text) {
+        (Some(l), Some(value), Some(text)) => text
+            .lines()
+            .enumerate()
+            .skip(l - 1)
+            .find(|(_, t)| t.contains(value))
+            .map(|(i, _)| i + 1)
+            .or(Some(l)),
+        _ => line,
+    };
     RuleError {
         file: file.map(Path::to_path_buf),
         line,
@@ -805,6 +813,13 @@ fn yaml_error(e: serde_yaml::Error, file: Option<&Path>) -> RuleError {
         key,
         message,
     }
+}
+
+/// The first `…`-quoted part of a message.
+fn quoted(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len]).filter(|v| !v.is_empty())
 }
 
 /// Finds the line of `key:` within the rule whose id is `rule` in a rule file's text.

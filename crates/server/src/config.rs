@@ -174,6 +174,11 @@ pub struct DetectSection {
     pub checkpoint_every: Duration,
     /// Evidence event ids kept per alert.
     pub max_evidence: usize,
+    /// `wall`: when no events arrive for twice the lateness, event time follows the clock,
+    /// so absence and dwell rules fire during silence (a live node). `event`: time moves
+    /// only with event times (a node loading history, whose later events would otherwise
+    /// count as late after a pause).
+    pub clock: String,
 }
 
 impl Default for DetectSection {
@@ -184,6 +189,7 @@ impl Default for DetectSection {
             lateness: Duration::from_secs(5),
             checkpoint_every: Duration::from_secs(5),
             max_evidence: 20,
+            clock: "wall".into(),
         }
     }
 }
@@ -291,6 +297,9 @@ impl NodeConfig {
         self.kind_registry().attribute_columns()?;
         if self.detect.checkpoint_every.is_zero() {
             return Err("detect.checkpoint_every must be longer than 0s".into());
+        }
+        if !["wall", "event"].contains(&self.detect.clock.as_str()) {
+            return Err(format!("detect.clock `{}` must be wall or event", self.detect.clock));
         }
         if self.detect.max_evidence == 0 {
             return Err("detect.max_evidence must be at least 1".into());

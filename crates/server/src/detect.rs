@@ -419,6 +419,9 @@ impl Stage {
     /// With no events for a while, event time follows the clock so that timers (absence,
     /// dwell) still fire.
     fn idle_tick(&mut self) {
+        if self.config.clock != "wall" {
+            return;
+        }
         let idle = self.config.lateness.max(Duration::from_secs(1)) * 2;
         if self.last_event.elapsed() >= idle {
             let now = Utc::now() - chrono::Duration::from_std(self.config.lateness).unwrap_or_default();

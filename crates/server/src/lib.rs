@@ -92,6 +92,9 @@ pub async fn shutdown_signal() {
 
 fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = storage::start_background(node.clone());
+    if node.config().detect.enabled {
+        tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
+    }
     if node.config().mqtt.enabled {
         tasks.push(tokio::spawn(mqtt::run(
             node.clone(),

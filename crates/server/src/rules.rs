@@ -251,6 +251,66 @@ impl Node {
     }
 }
 
+/// Runs the `sql` rules on their schedules: each enabled rule's query runs once every
+/// `every` (default 24h, the last run kept in the state store's meta so a restart does not
+/// re-run it early), and each row becomes an alert. Rows that give an alert already stored
+/// (same rule, same row) are not stored again.
+pub(crate) async fn run_sql_rules(node: std::sync::Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let city = node.city();
+        let rules: Vec<Rule> = stored_rules(node.state().as_ref(), &city)
+            .into_iter()
+            .filter(|r| r.spec.kind == cityward_detect::RuleKind::Sql)
+            .collect();
+        for rule in rules {
+            if let Err(e) = run_sql_rule(&node, &rule).await {
+                tracing::error!(rule = %rule.spec.id, error = %e, "SQL rule failed; it runs again at its next turn.");
+            }
+        }
+    }
+}
+
+async fn run_sql_rule(node: &Node, rule: &Rule) -> Result<(), NodeError> {
+    let every = rule.spec.every.unwrap_or(std::time::Duration::from_secs(86_400));
+    let meta_key = format!("sql_rule_last_run:{}", rule.spec.id);
+    let now = Utc::now();
+    if let Some(last) = node.state().meta_get(&meta_key)?.and_then(|t| cityward_model::parse_time(&t)) {
+        if (now - last).to_std().unwrap_or_default() < every {
+            return Ok(());
+        }
+    }
+    let query = rule.spec.query.clone().unwrap_or_default();
+    let result = node.sql(&query, 10_000).await?;
+    let columns: Vec<String> = serde_json::from_value(result["columns"].clone()).unwrap_or_default();
+    let rows: Vec<Vec<Value>> = serde_json::from_value(result["rows"].clone()).unwrap_or_default();
+    let alerts = cityward_detect::sql_alerts(rule, &columns, &rows, now);
+    let mut stored = 0;
+    for alert in &alerts {
+        let row = cityward_store::AlertRow {
+            id: alert.id.clone(),
+            rule: alert.rule.clone(),
+            key: alert.key.clone(),
+            status: "new".into(),
+            severity: alert.severity.as_str().into(),
+            category: alert.category.clone(),
+            time: alert.time,
+            grid: alert.grid.clone(),
+            body: serde_json::to_value(alert).unwrap_or(Value::Null),
+            updated_at: now,
+        };
+        match node.state().insert_alert(&row) {
+            Ok(()) => stored += 1,
+            Err(e) if e.status() == cityward_store::Status::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    node.state().meta_set(&meta_key, &cityward_model::format_time(&now))?;
+    tracing::info!(rule = %rule.spec.id, rows = rows.len(), new_alerts = stored, "SQL rule ran.");
+    Ok(())
+}
+
 fn rule_json(row: &RuleRow) -> Value {
     let rule: Value = spec_of(row)
         .ok()

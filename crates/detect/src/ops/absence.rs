@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{detail, Keyed, Operator};
+use crate::zones::ZoneSets;
 use crate::engine::{Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
@@ -119,7 +120,7 @@ impl Operator for AbsenceOp {
         // Fired: no timer until the key is heard from again (the event re-arms it).
     }
 
-    fn timers(&self, out: &mut Vec<(u32, i64, u32)>) {
+    fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
         for (&k, st) in &self.keys.map {
             if !st.fired {
                 out.push((k, self.due(st.last_ms), 0));
@@ -135,11 +136,11 @@ impl Operator for AbsenceOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         self.keys.out_of_order
     }
 }

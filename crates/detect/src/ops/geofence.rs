@@ -1,60 +1,62 @@
 //! `geofence`: enter, exit, dwell and inside-during-a-window on a set of zones.
 //!
-//! Per key, the zones it was in at its last fix. A key seen for the first time inside a
-//! zone counts as entering it. Dwell fires when the key's own later fix shows it has been
-//! inside long enough, or when the watermark passes `enter + dwell`, whichever is first;
-//! either way the alert is the same (time = the entering fix).
+//! Where each key is (the zones it was in at its last fix) is kept once per group of
+//! geofence rules with the same zones, `when` and `key` (a [`Tracker`] in `zones.rs`): the
+//! first rule of the group to see an event works out the key's transition, the others read
+//! it. A key seen for the first time inside a zone counts as entering it. Dwell fires when
+//! the key's own later fix (inside, or the first one outside) shows it was inside long
+//! enough, or when the watermark passes `enter + dwell`, whichever is first; either way the
+//! alert is the same (time, place and evidence of the entering fix).
+
+use std::collections::{BTreeSet, HashSet};
 
 use cityward_model::{City, Event};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{detail, Keyed, Operator};
+use super::{detail, Operator};
 use crate::engine::{Cx, Fire, Interner};
-use crate::rule::{parse_between, parse_utc_offset, GeofenceOn, RuleSpec};
-use crate::zones::ZoneSets;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Stay {
-    zone: u32,
-    since_ms: i64,
-    enter_id: Box<str>,
-    #[serde(default)]
-    fired: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct State {
-    last_ms: i64,
-    /// The latest fix: the place of an alert raised by a timer.
-    last_point: (f64, f64),
-    inside: Vec<Stay>,
-}
+use crate::rule::{parse_between, parse_utc_offset, GeofenceOn, Rule};
+use crate::zones::{Stay, ZoneSets};
 
 pub(crate) struct GeofenceOp {
-    set: usize,
+    tracker: usize,
     on: GeofenceOn,
     dwell_ms: i64,
     window: Option<(u32, u32)>,
     offset_s: i64,
-    keys: Keyed<State>,
-    now: Vec<u32>,
+    /// Dwell: the (key, zone) stays this rule has already fired for.
+    fired: HashSet<(u32, u32), ahash::RandomState>,
 }
 
 impl GeofenceOp {
-    pub(crate) fn new(spec: &RuleSpec, city: &City, zones: &mut ZoneSets) -> Self {
+    pub(crate) fn new(rule: &Rule, city: &City, zones: &mut ZoneSets) -> Self {
+        let spec = &rule.spec;
+        let set = zones.register(city, &spec.zones, &spec.zone_kinds);
+        let when = rule.when.as_ref().map(|w| w.source()).unwrap_or("");
+        let tracker = zones.tracker_for(set, when, rule.key.source());
+        let on = spec.on.unwrap_or(GeofenceOn::Enter);
+        let dwell_ms = spec.dwell.map(|d| d.as_millis() as i64).unwrap_or(0);
+        // Joining a group whose keys are already placed (a rule added or changed at run
+        // time): stays already past the dwell at their last fix are not raised again.
+        let mut fired = HashSet::default();
+        if on == GeofenceOn::Dwell {
+            zones.tracker(tracker).borrow().for_each_stay_with_time(|key, stay, last_ms| {
+                if last_ms - stay.since_ms >= dwell_ms {
+                    fired.insert((key, stay.zone));
+                }
+            });
+        }
         GeofenceOp {
-            set: zones.register(city, &spec.zones, &spec.zone_kinds),
-            on: spec.on.unwrap_or(GeofenceOn::Enter),
-            dwell_ms: spec.dwell.map(|d| d.as_millis() as i64).unwrap_or(0),
+            tracker,
+            on,
+            dwell_ms,
             window: spec.between.as_deref().and_then(|b| parse_between(b).ok()),
             offset_s: spec
                 .utc_offset
                 .as_deref()
                 .and_then(|o| parse_utc_offset(o).ok())
                 .unwrap_or(0) as i64,
-            keys: Keyed::new(),
-            now: Vec::new(),
+            fired,
         }
     }
 
@@ -69,45 +71,29 @@ impl GeofenceOp {
     }
 }
 
-fn zone_detail(city: &City, zone: u32, extra: Option<(&str, Value)>) -> serde_json::Map<String, Value> {
-    let z = &city.zones[zone as usize];
-    let mut d = detail([
-        ("zone_name", Value::from(z.name.as_str())),
-        ("zone_kind", Value::from(z.kind.as_str())),
-    ]);
-    if let Some((k, v)) = extra {
-        d.insert(k.to_string(), v);
+fn dwell_fire<'a>(city: &'a City, stay: &'a Stay, dwell_ms: i64) -> Fire<'a> {
+    let place = Some(stay.enter_point);
+    Fire {
+        scope: stay.zone,
+        time_ms: stay.since_ms,
+        at_ms: stay.since_ms + dwell_ms,
+        point: place,
+        grid: stay.enter_grid.as_deref(),
+        zone: Some(city.zones[stay.zone as usize].id.as_str()),
+        evidence: vec![stay.enter_id.to_string()],
+        detail: detail([("dwell_s", Value::from(dwell_ms / 1000))]),
+        group: None,
     }
-    d
 }
 
 impl Operator for GeofenceOp {
     fn on_event(&mut self, cx: &mut Cx<'_>, key: u32, event: &Event, t: i64) {
         let Some((lon, lat)) = event.point() else { return };
         let city: &City = cx.city;
-        let in_window = self.in_window(t);
-        let mut now = std::mem::take(&mut self.now);
-        cx.zones.get(self.set).with_containing(city, lon, lat, |z| {
-            now.clear();
-            now.extend_from_slice(z);
-        });
-        let st = match self.keys.map.get_mut(&key) {
-            Some(st) => st,
-            None if now.is_empty() => {
-                // Nothing to remember for a key that is outside every zone (keeps state
-                // to the keys near zones).
-                self.now = now;
-                return;
-            }
-            None => self.keys.map.entry(key).or_default(),
-        };
-        if t < st.last_ms {
-            self.keys.out_of_order += 1;
-            self.now = now;
-            return;
-        }
-        st.last_ms = t;
-        st.last_point = (lon, lat);
+        let zones: &ZoneSets = cx.zones;
+        let mut tracker = zones.tracker(self.tracker).borrow_mut();
+        tracker.update(cx.event_seq, key, t, (lon, lat), event, zones, city);
+        let Some(diff) = tracker.diff() else { return };
         let fire = |zone: u32, time_ms: i64, evidence: Vec<String>, d| Fire {
             scope: zone,
             time_ms,
@@ -119,106 +105,90 @@ impl Operator for GeofenceOp {
             detail: d,
             group: None,
         };
-        // Exits.
-        let mut i = 0;
-        while i < st.inside.len() {
-            if now.binary_search(&st.inside[i].zone).is_ok() {
-                i += 1;
-                continue;
+        match self.on {
+            GeofenceOn::Enter => {
+                for &zone in &diff.entered {
+                    cx.fire(key, fire(zone, t, vec![event.id.clone()], Default::default()));
+                }
             }
-            let stay = st.inside.swap_remove(i);
-            if self.on == GeofenceOn::Exit {
-                let d = zone_detail(city, stay.zone, Some(("inside_s", Value::from((t - stay.since_ms) / 1000))));
-                cx.fire(key, fire(stay.zone, t, vec![stay.enter_id.to_string(), event.id.clone()], d));
+            GeofenceOn::Exit => {
+                for stay in &diff.exited {
+                    let d = detail([("inside_s", Value::from((t - stay.since_ms) / 1000))]);
+                    cx.fire(key, fire(stay.zone, t, vec![stay.enter_id.to_string(), event.id.clone()], d));
+                }
             }
-        }
-        // Enters and stays.
-        for &zone in &now {
-            match st.inside.iter_mut().find(|s| s.zone == zone) {
-                None => {
-                    st.inside.push(Stay {
-                        zone,
-                        since_ms: t,
-                        enter_id: event.id.as_str().into(),
-                        fired: false,
-                    });
-                    match self.on {
-                        GeofenceOn::Enter => {
-                            cx.fire(key, fire(zone, t, vec![event.id.clone()], zone_detail(city, zone, None)));
-                        }
-                        GeofenceOn::Dwell => cx.schedule(key, t + self.dwell_ms, zone),
-                        _ => {}
+            GeofenceOn::Dwell => {
+                // However a dwell is found — this fix, the exit fix, or the watermark — the
+                // alert is the same: evidence and place of the entering fix.
+                for stay in &diff.exited {
+                    let was_fired = self.fired.remove(&(key, stay.zone));
+                    if !was_fired && t - stay.since_ms >= self.dwell_ms {
+                        cx.fire(key, dwell_fire(city, stay, self.dwell_ms));
                     }
                 }
-                Some(stay) => {
-                    if self.on == GeofenceOn::Dwell && !stay.fired && t - stay.since_ms >= self.dwell_ms {
-                        stay.fired = true;
-                        let d = zone_detail(city, zone, Some(("dwell_s", Value::from(self.dwell_ms / 1000))));
-                        let mut f = fire(zone, stay.since_ms, vec![stay.enter_id.to_string(), event.id.clone()], d);
-                        f.at_ms = stay.since_ms + self.dwell_ms;
-                        cx.fire(key, f);
+                for &zone in &diff.entered {
+                    cx.schedule(key, t + self.dwell_ms, zone);
+                }
+                for stay in tracker.inside(key) {
+                    if t - stay.since_ms >= self.dwell_ms && self.fired.insert((key, stay.zone)) {
+                        cx.fire(key, dwell_fire(city, stay, self.dwell_ms));
                     }
                 }
             }
-            if self.on == GeofenceOn::Inside && in_window {
-                cx.fire(key, fire(zone, t, vec![event.id.clone()], zone_detail(city, zone, None)));
+            GeofenceOn::Inside => {
+                if self.in_window(t) {
+                    for stay in tracker.inside(key) {
+                        cx.fire(key, fire(stay.zone, t, vec![event.id.clone()], Default::default()));
+                    }
+                }
             }
         }
-        if st.inside.is_empty() {
-            self.keys.map.remove(&key);
-        }
-        self.now = now;
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, key: u32, at: i64, zone: u32) {
-        let dwell_ms = self.dwell_ms;
-        let Some(st) = self.keys.map.get_mut(&key) else { return };
-        let Some(stay) = st.inside.iter_mut().find(|s| s.zone == zone) else { return };
-        if stay.fired || stay.since_ms + dwell_ms != at {
-            return; // left and came back since: a newer timer covers the new stay
-        }
-        stay.fired = true;
         let city: &City = cx.city;
-        let z = &city.zones[zone as usize];
-        let point = Some(st.last_point);
-        let fire = Fire {
-            scope: zone,
-            time_ms: stay.since_ms,
-            at_ms: at,
-            point,
-            grid: point.and_then(|(lon, lat)| city.grid_at(lon, lat)).map(|g| g.id.as_str()),
-            zone: Some(z.id.as_str()),
-            evidence: vec![stay.enter_id.to_string()],
-            detail: zone_detail(city, zone, Some(("dwell_s", Value::from(dwell_ms / 1000)))),
-            group: None,
-        };
-        cx.fire(key, fire);
+        let zones: &ZoneSets = cx.zones;
+        let tracker = zones.tracker(self.tracker).borrow();
+        let Some(stay) = tracker.inside(key).iter().find(|s| s.zone == zone) else { return };
+        if stay.since_ms + self.dwell_ms != at || !self.fired.insert((key, zone)) {
+            return; // left and came back since (a newer timer covers the new stay), or fired
+        }
+        cx.fire(key, dwell_fire(city, stay, self.dwell_ms));
     }
 
-    fn timers(&self, out: &mut Vec<(u32, i64, u32)>) {
+    fn timers(&self, zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
         if self.on != GeofenceOn::Dwell {
             return;
         }
-        for (&k, st) in &self.keys.map {
-            for stay in st.inside.iter().filter(|s| !s.fired) {
-                out.push((k, stay.since_ms + self.dwell_ms, stay.zone));
+        zones.tracker(self.tracker).borrow().for_each_stay(|key, stay| {
+            if !self.fired.contains(&(key, stay.zone)) {
+                out.push((key, stay.since_ms + self.dwell_ms, stay.zone));
             }
-        }
+        });
     }
 
     fn save(&self, keys: &Interner) -> Value {
-        self.keys.save(keys)
+        // Where keys are belongs to the shared tracker (saved by the engine); a rule keeps
+        // only the dwell stays it has fired for.
+        let fired: BTreeSet<(&str, u32)> = self.fired.iter().map(|&(k, z)| (keys.name(k), z)).collect();
+        serde_json::to_value(fired).unwrap_or(Value::Null)
     }
 
     fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
-        self.keys.load(state, keys)
+        let fired: Vec<(String, u32)> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        self.fired = fired.into_iter().map(|(k, z)| (keys.intern(&k), z)).collect();
+        Ok(())
     }
 
-    fn state_len(&self) -> usize {
-        self.keys.map.len()
+    fn tracker(&self) -> Option<usize> {
+        Some(self.tracker)
     }
 
-    fn out_of_order(&self) -> u64 {
-        self.keys.out_of_order
+    fn state_len(&self, zones: &ZoneSets) -> usize {
+        zones.tracker(self.tracker).borrow().len()
+    }
+
+    fn out_of_order(&self, zones: &ZoneSets) -> u64 {
+        zones.tracker(self.tracker).borrow().out_of_order()
     }
 }

@@ -30,15 +30,19 @@ pub(crate) trait Operator: Send {
     fn on_timer(&mut self, _cx: &mut Cx<'_>, _key: u32, _at: i64, _aux: u32) {}
     /// Every timer the operator expects, as (key, at, aux): used to rebuild the timer
     /// queue after a restore or a rule change.
-    fn timers(&self, _out: &mut Vec<(u32, i64, u32)>) {}
+    fn timers(&self, _zones: &ZoneSets, _out: &mut Vec<(u32, i64, u32)>) {}
+    /// The shared geofence tracker the operator uses, if any.
+    fn tracker(&self) -> Option<usize> {
+        None
+    }
     /// The keyed state, by key name.
     fn save(&self, keys: &Interner) -> Value;
     /// Loads state written by `save`.
     fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String>;
     /// How many keys (or groups) have state.
-    fn state_len(&self) -> usize;
+    fn state_len(&self, zones: &ZoneSets) -> usize;
     /// Events older than one already applied for their key.
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         0
     }
 }
@@ -81,7 +85,7 @@ pub(crate) fn new_operator(rule: &Rule, city: &City, zones: &mut ZoneSets) -> Bo
         RuleKind::Sql => Box::new(simple::SqlOp),
         RuleKind::Threshold => Box::new(threshold::ThresholdOp::new(spec)),
         RuleKind::Absence => Box::new(absence::AbsenceOp::new(spec)),
-        RuleKind::Geofence => Box::new(geofence::GeofenceOp::new(spec, city, zones)),
+        RuleKind::Geofence => Box::new(geofence::GeofenceOp::new(rule, city, zones)),
         RuleKind::Speed => Box::new(motion::SpeedOp::new(spec, city, zones)),
         RuleKind::Corridor => Box::new(motion::CorridorOp::new(spec, city)),
         RuleKind::Fatigue => Box::new(motion::FatigueOp::new(spec)),

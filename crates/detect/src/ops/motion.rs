@@ -169,11 +169,11 @@ impl Operator for SpeedOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         self.keys.out_of_order
     }
 }
@@ -269,11 +269,11 @@ impl Operator for CorridorOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         self.keys.out_of_order
     }
 }
@@ -367,11 +367,11 @@ impl Operator for FatigueOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         self.keys.out_of_order
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{detail, fire_at, Keyed, Operator};
 use crate::cel::Program;
+use crate::zones::ZoneSets;
 use crate::engine::{Cx, Fire, Interner};
 use crate::rule::{Rule, SequenceMode};
 
@@ -83,7 +84,7 @@ impl Operator for SequenceOp {
             let p = event.point();
             match self.mode {
                 SequenceMode::Followed => {
-                    if let Some(i) = st.pending.iter().position(|a| a.t <= t && t - a.t <= within_ms && &*a.id != event.id && self.near(a, p)) {
+                    if let Some(i) = st.pending.iter().position(|a| a.t <= t && t - a.t <= within_ms && *a.id != *event.id && self.near(a, p)) {
                         let a = st.pending.remove(i).expect("found");
                         let d = detail([
                             ("first", Value::from(&*a.id)),
@@ -93,7 +94,7 @@ impl Operator for SequenceOp {
                     }
                 }
                 SequenceMode::NotFollowed => {
-                    let near: Vec<bool> = st.pending.iter().map(|a| a.t <= t && t - a.t <= within_ms && &*a.id != event.id && self.near(a, p)).collect();
+                    let near: Vec<bool> = st.pending.iter().map(|a| a.t <= t && t - a.t <= within_ms && *a.id != *event.id && self.near(a, p)).collect();
                     let mut i = 0;
                     st.pending.retain(|_| {
                         i += 1;
@@ -142,7 +143,7 @@ impl Operator for SequenceOp {
         cx.fire(key, fire);
     }
 
-    fn timers(&self, out: &mut Vec<(u32, i64, u32)>) {
+    fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
         if self.mode != SequenceMode::NotFollowed {
             return;
         }
@@ -161,7 +162,7 @@ impl Operator for SequenceOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 }

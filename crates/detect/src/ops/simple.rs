@@ -5,6 +5,7 @@ use cityward_model::Event;
 use serde_json::Value;
 
 use super::{detail, fire_at, Operator};
+use crate::zones::ZoneSets;
 use crate::engine::{Cx, Interner};
 use crate::rule::RuleSpec;
 
@@ -24,7 +25,7 @@ impl Operator for MatchOp {
         Ok(())
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         0
     }
 }
@@ -67,7 +68,7 @@ impl Operator for HotlistOp {
         Ok(())
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         0
     }
 }
@@ -87,7 +88,7 @@ impl Operator for SqlOp {
         Ok(())
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         0
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{detail, fire_at, Keyed, Operator};
+use crate::zones::ZoneSets;
 use crate::engine::{Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
@@ -128,7 +129,13 @@ impl Operator for ThresholdOp {
         let (count, limit) = (self.count, self.limit());
         let Some(st) = self.keys.map.get_mut(&key) else { return };
         st.timer = false;
-        if st.active || st.streak < count || at < st.since_ms + self.for_ms {
+        if st.active || st.streak < count {
+            return;
+        }
+        if at < st.since_ms + self.for_ms {
+            // The streak this timer was for broke and a new one began: wait for its end.
+            st.timer = true;
+            cx.schedule(key, st.since_ms + self.for_ms, 0);
             return;
         }
         st.active = true;
@@ -154,7 +161,7 @@ impl Operator for ThresholdOp {
         cx.fire(key, fire);
     }
 
-    fn timers(&self, out: &mut Vec<(u32, i64, u32)>) {
+    fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
         for (&k, st) in &self.keys.map {
             if st.timer {
                 out.push((k, st.since_ms + self.for_ms, 0));
@@ -170,11 +177,11 @@ impl Operator for ThresholdOp {
         self.keys.load(state, keys)
     }
 
-    fn state_len(&self) -> usize {
+    fn state_len(&self, _zones: &ZoneSets) -> usize {
         self.keys.map.len()
     }
 
-    fn out_of_order(&self) -> u64 {
+    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
         self.keys.out_of_order
     }
 }

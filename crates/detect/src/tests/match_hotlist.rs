@@ -1,0 +1,276 @@
+//! `match` and `hotlist`: the stateless rules, and repeat suppression.
+
+use super::*;
+use crate::{HotlistEntry, Hotlists, Output};
+
+const SMOKE: &str = r#"
+rules:
+  - id: smoke
+    kind: match
+    when: event.kind == "smoke" && event.attrs.level > 3.0
+    category: fire.smoke
+    severity: high
+    title: Smoke detected
+"#;
+
+#[test]
+fn match_fires_once_per_matching_event_of_distinct_keys() {
+    let mut e = engine(SMOKE);
+    let out = feed(
+        &mut e,
+        &[
+            ev("e1", "s1", "smoke", 0).with("level", 5.0).at(121.405, 31.205),
+            ev("e2", "s2", "smoke", 1).with("level", 4.5),
+            ev("e3", "s3", "smoke", 2).with("level", 9),
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 3, "{out:?}");
+    assert_eq!(alerts.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["s1", "s2", "s3"]);
+    let a = &alerts[0];
+    assert_eq!(a.rule, "smoke");
+    assert_eq!(a.title, "Smoke detected");
+    assert_eq!(a.category, "fire.smoke");
+    assert_eq!(a.severity, crate::Severity::High);
+    assert_eq!(ids(a), ["e1"]);
+    assert_eq!(a.time, at(0));
+    assert_eq!(a.fired_at, at(0));
+    assert_eq!((a.lon, a.lat), (Some(121.405), Some(31.205)));
+    assert_eq!(a.count, 1);
+    assert!(a.id.starts_with('a') && a.id.len() == 17, "{}", a.id);
+    assert_eq!(alerts[1].lon, None, "an event without a place gives an alert without one");
+}
+
+#[test]
+fn match_when_filters_kind_and_attributes() {
+    let mut e = engine(SMOKE);
+    let out = feed(
+        &mut e,
+        &[
+            ev("e1", "s1", "smoke", 0).with("level", 2.0), // too low
+            ev("e2", "s2", "gas", 1).with("level", 9.0),   // wrong kind
+            ev("e3", "s3", "smoke", 2),                    // no level: evaluation error → no match
+            ev("e4", "s4", "smoke", 3).with("level", "high"), // wrong type
+            ev("e5", "s5", "smoke", 4).with("level", 3.5),
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 1, "{out:?}");
+    assert_eq!(ids(&alerts[0]), ["e5"]);
+    let st = e.stats();
+    assert_eq!(st.events, 5);
+    assert_eq!(st.rules["smoke"].matched, 1);
+    assert_eq!(st.rules["smoke"].raised, 1);
+}
+
+#[test]
+fn match_repeat_within_suppress_is_counted_then_a_new_alert_after_it() {
+    let yaml = r#"
+rules:
+  - id: door
+    kind: match
+    when: event.kind == "door"
+    category: security.door
+    suppress: 10m
+"#;
+    let mut e = engine(yaml);
+    let out = feed(
+        &mut e,
+        &[
+            ev("d1", "door-1", "door", 0),
+            ev("d2", "door-1", "door", 2 * MIN),
+            ev("d3", "door-1", "door", 4 * MIN),
+            ev("x1", "door-2", "door", 5 * MIN), // another key: its own alert
+            // 4m + 10m = 14m: at 14m 30s the period since the last firing is over.
+            ev("d4", "door-1", "door", 14 * MIN + 30),
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 3, "{out:#?}");
+    let first = &alerts[0];
+    assert_eq!(ids(first), ["d1"]);
+    let reps = repeated(&out);
+    assert_eq!(
+        reps,
+        vec![
+            (first.id.clone(), 2, vec!["d2".to_string()]),
+            (first.id.clone(), 3, vec!["d3".to_string()]),
+        ]
+    );
+    assert_eq!(alerts[1].key, "door-2");
+    assert_eq!(ids(&alerts[2]), ["d4"]);
+    assert_ne!(alerts[2].id, first.id);
+    // Repeated at the right times.
+    let times: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Repeated { time, .. } => Some(*time),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(times, [at(2 * MIN), at(4 * MIN)]);
+    // The book folds repeats into the alert.
+    let b = book(out);
+    let first_final = b.iter().find(|a| a.id == first.id).unwrap();
+    assert_eq!(first_final.count, 3);
+    assert_eq!(ids(first_final), ["d1", "d2", "d3"]);
+    let st = e.stats();
+    assert_eq!((st.rules["door"].raised, st.rules["door"].repeated), (3, 2));
+}
+
+#[test]
+fn match_suppression_boundary_is_exclusive() {
+    let yaml = r#"
+rules:
+  - id: door
+    kind: match
+    category: security.door
+    suppress: 60s
+"#;
+    let mut e = engine(yaml);
+    let out = feed(
+        &mut e,
+        &[
+            ev("d1", "door-1", "door", 0),
+            ev("d2", "door-1", "door", 59),
+            ev("d3", "door-1", "door", 59 + 60), // exactly a period after the last firing
+        ],
+    );
+    assert_eq!(raised(&out).len(), 2, "{out:#?}");
+    assert_eq!(repeated(&out).len(), 1);
+}
+
+#[test]
+fn match_alert_ids_are_stable_across_engines() {
+    let events = [ev("e1", "s1", "smoke", 0).with("level", 5.0), ev("e2", "s2", "smoke", 0).with("level", 5.0)];
+    let a = raised(&feed(&mut engine(SMOKE), &events));
+    let b = raised(&feed(&mut engine(SMOKE), &events));
+    assert_eq!(a, b);
+    assert_ne!(a[0].id, a[1].id);
+}
+
+#[test]
+fn match_key_expression_groups_suppression() {
+    let yaml = r#"
+rules:
+  - id: by-grid
+    kind: match
+    when: event.kind == "fight"
+    key: event.grid
+    category: police.fight
+"#;
+    let mut e = engine(yaml);
+    let mut no_grid = ev("e4", "cam-4", "fight", 3);
+    no_grid.grid = None;
+    let out = feed(
+        &mut e,
+        &[
+            ev_grid("e1", "cam-1", "fight", 0, "g1"),
+            ev_grid("e2", "cam-2", "fight", 1, "g1"), // same grid: a repeat
+            ev_grid("e3", "cam-3", "fight", 2, "g2"),
+            no_grid, // key does not evaluate
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["g1", "g2"]);
+    assert_eq!(repeated(&out).len(), 1);
+    assert_eq!(e.stats().rules["by-grid"].eval_errors, 1);
+}
+
+fn entry(value: &str, expires: Option<DateTime<Utc>>) -> HotlistEntry {
+    HotlistEntry {
+        value: value.to_string(),
+        reason: "case 2026-0117".to_string(),
+        owner: "unit-traffic".to_string(),
+        added: at(-HOUR),
+        expires,
+    }
+}
+
+const PLATES: &str = r#"
+rules:
+  - id: wanted
+    kind: hotlist
+    when: event.kind == "anpr"
+    list: wanted
+    attr: plate
+    key: event.attrs.plate
+    category: police.wanted
+"#;
+
+#[test]
+fn hotlist_matches_normalised_values_and_details_reason_and_owner() {
+    let mut lists = Hotlists::new();
+    lists.put("wanted", entry("沪A·12345", None)).unwrap();
+    lists.put("wanted", entry("AB 987", None)).unwrap();
+    let mut e = engine(PLATES);
+    e.set_hotlists(lists);
+    let out = feed(
+        &mut e,
+        &[
+            ev("p1", "cam-1", "anpr", 0).with("plate", "沪a 12345"),
+            ev("p2", "cam-1", "anpr", 1).with("plate", "ab-987"),
+            ev("p3", "cam-1", "anpr", 2).with("plate", "AB987"),
+            ev("p4", "cam-1", "anpr", 3).with("plate", "XY111"), // not listed
+            ev("p5", "cam-1", "gps", 4).with("plate", "AB987"),  // not an anpr event
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 3, "{out:#?}");
+    let a = &alerts[0];
+    assert_eq!(ids(a), ["p1"]);
+    assert_eq!(a.key, "沪a 12345");
+    assert_eq!(a.detail["list"], "wanted");
+    assert_eq!(a.detail["value"], "沪a 12345");
+    assert_eq!(a.detail["listed_value"], "沪A·12345");
+    assert_eq!(a.detail["reason"], "case 2026-0117");
+    assert_eq!(a.detail["owner"], "unit-traffic");
+    // `ab-987` and `AB987` are one listed plate, but the rule's key is the raw attribute,
+    // so they are two keys and two alerts.
+    assert_eq!(ids(&alerts[1]), ["p2"]);
+    assert_eq!(ids(&alerts[2]), ["p3"]);
+    assert_eq!(alerts[1].detail["listed_value"], "AB 987");
+    assert_eq!(alerts[2].detail["listed_value"], "AB 987");
+    assert_eq!(repeated(&out).len(), 0);
+}
+
+#[test]
+fn hotlist_fast_path_for_normalised_values() {
+    let mut lists = Hotlists::new();
+    lists.put("wanted", entry("ab 987", None)).unwrap();
+    let mut e = engine(PLATES);
+    e.set_hotlists(lists);
+    let out = feed(&mut e, &[ev("p1", "cam-1", "anpr", 0).with("plate", "AB987")]);
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].detail["listed_value"], "ab 987");
+}
+
+#[test]
+fn hotlist_expired_entries_do_not_match() {
+    let mut lists = Hotlists::new();
+    lists.put("wanted", entry("OLD111", Some(at(10)))).unwrap();
+    lists.put("wanted", entry("NEW222", Some(at(1000)))).unwrap();
+    let mut e = engine(PLATES);
+    e.set_hotlists(lists);
+    let out = feed(
+        &mut e,
+        &[
+            ev("p1", "cam-1", "anpr", 9).with("plate", "OLD111"),  // before expiry: matches
+            ev("p2", "cam-2", "anpr", 10).with("plate", "old111"), // at expiry: no longer
+            ev("p3", "cam-3", "anpr", 20).with("plate", "NEW222"),
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.iter().map(|a| ids(a)[0]).collect::<Vec<_>>(), ["p1", "p3"], "{out:#?}");
+}
+
+#[test]
+fn hotlist_without_the_list_or_attribute_does_not_fire() {
+    let mut e = engine(PLATES);
+    let out = feed(
+        &mut e,
+        &[ev("p1", "cam-1", "anpr", 0).with("plate", "AB987"), ev("p2", "cam-1", "anpr", 1).with("plate", 12)],
+    );
+    assert!(out.is_empty(), "{out:?}");
+}
