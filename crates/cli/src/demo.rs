@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use cityward_server::{Channel, Node, NodeConfig, Role};
+use cityward_server::{Channel, HotlistEntryInput, Node, NodeConfig, Role, User};
 use cityward_sim::{Simulator, Size};
+
+/// The demo's rules: every kind, on the generated city's zones and scripted incidents.
+const DEMO_RULES: &str = include_str!("demo_rules.yaml");
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> anyhow::Result<()> {
@@ -36,7 +39,25 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
         .with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8080"))?;
     config.city.dir = Some(city_dir);
     config.auth.open_ingest = true;
+    let rules = data_dir.join("demo-rules.yaml");
+    std::fs::write(&rules, DEMO_RULES).with_context(|| format!("cannot write {}", rules.display()))?;
+    config.detect.rules = vec![rules.clone()];
     let node = Node::open(config).await?;
+    // The simulator's hotlisted plates, so the hotlist rule has something to find.
+    let operator = User {
+        username: "demo".into(),
+        role: Role::Admin,
+        unit: None,
+    };
+    for plate in cityward_sim::HOTLIST_PLATES {
+        let entry = HotlistEntryInput {
+            value: plate.into(),
+            reason: "demo case 2026-117".into(),
+            owner: Some("police".into()),
+            expires: Some(Utc::now() + chrono::Duration::days(30)),
+        };
+        node.put_hotlist_entry("wanted", entry, &operator)?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -63,6 +84,7 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
         Role::ALL.map(|r| r.as_str()).join(", ")
     );
     println!("  data      {}", data_dir.display());
+    println!("  rules     {} (alerts: GET /api/v1/alerts)", rules.display());
     println!(
         "  try       cityward sql --data {} \"SELECT kind, count(*) FROM events GROUP BY kind\"",
         data_dir.display()

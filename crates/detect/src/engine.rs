@@ -99,21 +99,34 @@ pub struct EngineStats {
 }
 
 /// Interns keys: each distinct key string gets a small number that rule state is kept by.
-#[derive(Debug, Default)]
+///
+/// Each key is stored once (in `names`); the table holds only ids and hashes by the name
+/// they point at, so a million keys cost a million strings and 4 bytes each beside them.
+#[derive(Default)]
 pub(crate) struct Interner {
-    ids: FastMap<Box<str>, u32>,
+    table: hashbrown::HashTable<u32>,
     names: Vec<Box<str>>,
+    hasher: ahash::RandomState,
+}
+
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interner").field("keys", &self.names.len()).finish()
+    }
 }
 
 impl Interner {
     pub(crate) fn intern(&mut self, key: &str) -> u32 {
-        if let Some(&id) = self.ids.get(key) {
+        let hash = self.hasher.hash_one(key);
+        let names = &self.names;
+        if let Some(&id) = self.table.find(hash, |&id| &*names[id as usize] == key) {
             return id;
         }
         let id = self.names.len() as u32;
-        let name: Box<str> = key.into();
-        self.names.push(name.clone());
-        self.ids.insert(name, id);
+        self.names.push(key.into());
+        let (names, hasher) = (&self.names, &self.hasher);
+        self.table
+            .insert_unique(hash, id, |&id| hasher.hash_one(&*names[id as usize]));
         id
     }
 

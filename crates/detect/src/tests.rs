@@ -272,8 +272,11 @@ pub(crate) fn book(outputs: Vec<Output>) -> Vec<Alert> {
     book.into_sorted()
 }
 
+/// Rule, key, time, evidence and id of an alert.
+pub(crate) type Essence = (String, String, DateTime<Utc>, Vec<String>, String);
+
 /// The comparable essence of alerts: rule, key, time, evidence, id.
-pub(crate) fn essence(alerts: &[Alert]) -> Vec<(String, String, DateTime<Utc>, Vec<String>, String)> {
+pub(crate) fn essence(alerts: &[Alert]) -> Vec<Essence> {
     alerts
         .iter()
         .map(|a| (a.rule.clone(), a.key.clone(), a.time, a.evidence.clone(), a.id.clone()))

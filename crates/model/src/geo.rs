@@ -850,6 +850,12 @@ pub struct PolygonIndex<T> {
     /// Per part, the range of its edges in `edges`.
     parts: Vec<(u32, u32)>,
     edges: Vec<(Point, Point)>,
+    /// Per part, horizontal slabs of its bounding box, so a point is tested only against
+    /// the edges whose latitude range meets its own slab.
+    slabs: Vec<Slabs>,
+    /// CSR offsets of each slab's edges in `slab_edges` (slabs of all parts, in order).
+    slab_offsets: Vec<u32>,
+    slab_edges: Vec<u32>,
     extent: BBox,
     cols: usize,
     rows: usize,
@@ -862,6 +868,25 @@ pub struct PolygonIndex<T> {
 }
 
 const COVERS: u32 = 1 << 31;
+
+/// The slabs of one part: `n` bands of equal height from `y0`.
+#[derive(Debug, Clone, Copy)]
+struct Slabs {
+    y0: f64,
+    inv_h: f64,
+    n: u32,
+    /// Index of the part's first slab in `slab_offsets`.
+    first: u32,
+}
+
+impl Slabs {
+    /// The slab of latitude `y` (clamped). Monotonic in `y`, so an edge filed under the
+    /// slabs of its two ends' latitudes is found from any latitude between them.
+    #[inline]
+    fn of(&self, y: f64) -> usize {
+        (((y - self.y0) * self.inv_h).floor().max(0.0) as usize).min(self.n as usize - 1)
+    }
+}
 /// Edges are rasterised with this margin (degrees, ~0.1 mm) so that a bucket marked as
 /// covered is never within floating-point noise of an edge.
 const EDGE_MARGIN_DEG: f64 = 1e-9;
@@ -875,6 +900,9 @@ impl<T> PolygonIndex<T> {
             item_parts: Vec::new(),
             parts: Vec::new(),
             edges: Vec::new(),
+            slabs: Vec::new(),
+            slab_offsets: vec![0],
+            slab_edges: Vec::new(),
             extent: BBox::EMPTY,
             cols: 0,
             rows: 0,
@@ -909,8 +937,42 @@ impl<T> PolygonIndex<T> {
             index.values.len() < COVERS as usize,
             "too many polygons for one index"
         );
+        index.build_slabs();
         index.build_buckets();
         index
+    }
+
+    fn build_slabs(&mut self) {
+        let mut per_slab: Vec<Vec<u32>> = Vec::new();
+        for &(es, ee) in &self.parts {
+            let edges = &self.edges[es as usize..ee as usize];
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &(a, b) in edges {
+                lo = lo.min(a.1).min(b.1);
+                hi = hi.max(a.1).max(b.1);
+            }
+            let n = (edges.len() / 4).clamp(1, 64) as u32;
+            let height = hi - lo;
+            let slabs = Slabs {
+                y0: lo,
+                inv_h: if height > 0.0 { n as f64 / height } else { 0.0 },
+                n,
+                first: (self.slab_offsets.len() - 1) as u32,
+            };
+            per_slab.clear();
+            per_slab.resize(n as usize, Vec::new());
+            for (i, &(a, b)) in edges.iter().enumerate() {
+                let (s0, s1) = (slabs.of(a.1.min(b.1)), slabs.of(a.1.max(b.1)));
+                for list in &mut per_slab[s0..=s1] {
+                    list.push(es + i as u32);
+                }
+            }
+            for list in &per_slab {
+                self.slab_edges.extend_from_slice(list);
+                self.slab_offsets.push(self.slab_edges.len() as u32);
+            }
+            self.slabs.push(slabs);
+        }
     }
 
     fn build_buckets(&mut self) {
@@ -1021,9 +1083,12 @@ impl<T> PolygonIndex<T> {
 
     #[inline]
     fn part_contains(&self, part: usize, x: f64, y: f64) -> bool {
-        let (es, ee) = self.parts[part];
+        let slabs = &self.slabs[part];
+        let k = slabs.first as usize + slabs.of(y);
+        let (s, e) = (self.slab_offsets[k] as usize, self.slab_offsets[k + 1] as usize);
         let mut inside = false;
-        for &(a, b) in &self.edges[es as usize..ee as usize] {
+        for &edge in &self.slab_edges[s..e] {
+            let (a, b) = self.edges[edge as usize];
             if crosses(x, y, a, b) {
                 inside = !inside;
             }

@@ -28,6 +28,7 @@ pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
 pub use http::{router, ApiError};
 pub use metrics::Metrics;
 pub use detect::DetectStatus;
+pub use rules::HotlistEntryInput;
 pub use node::{new_event_id, Channel, IngestOutcome, Node, NodeError, Role, StoredBatch, User};
 pub use storage::EventStore;
 

@@ -456,6 +456,13 @@ async fn live_events_raise_alerts_and_repeats_count_on_the_open_alert() {
     assert_eq!(st["stats"]["rules"]["smoke-alarm"]["repeated"], 1, "{st}");
     assert_eq!(st["stats"]["events"], 4, "{st}");
     assert!(st["watermark"].is_string(), "{st}");
+
+    // The stage's metrics are exported.
+    let (status, text) = call("GET", format!("{}/metrics", t.base), None, "", vec![]).await;
+    assert_eq!(status, 200);
+    for line in ["cityward_detect_events_total 4", "cityward_detect_alerts_raised_total 2"] {
+        assert!(text.lines().any(|l| l == line), "`{line}` not in /metrics:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

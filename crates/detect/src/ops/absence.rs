@@ -23,7 +23,7 @@ pub(crate) struct State {
     #[serde(rename = "id")]
     last_id: Box<str>,
     /// Raised and not yet cleared by a new event.
-    #[serde(rename = "f", default)]
+    #[serde(rename = "f", default, skip_serializing_if = "std::ops::Not::not")]
     fired: bool,
 }
 

@@ -138,7 +138,6 @@ fn absence_keeps_one_timer_per_key() {
 /// An absence alert clears when the device is heard from again, however long it was
 /// silent: the clearing must not depend on the open-alert sweep of the suppression period.
 #[test]
-#[ignore = "BUG: Cleared is lost once the open alert was swept after its suppress period (engine.rs advance sweep)"]
 fn absence_clears_after_a_long_silence() {
     let mut e = engine(OFFLINE);
     let mut events = vec![hb("h1", "dev-1", 0)];

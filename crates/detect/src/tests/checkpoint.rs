@@ -346,7 +346,6 @@ rules:
 /// A removed rule drops its state: when it is added again it starts empty, and does not
 /// act on where keys were before it was removed (it did not see what happened since).
 #[test]
-#[ignore = "BUG: geofence trackers outlive their rules (zones.rs ZoneSets::trackers): a re-added rule uses stale positions"]
 fn set_rules_removed_then_readded_rule_starts_empty() {
     let mut e = engine(TWO);
     let _ = feed(&mut e, &[ev("f1", "v1", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
@@ -371,7 +370,7 @@ rules:
 /// Changing a geofence rule (here only its severity) must not raise again the dwell alerts
 /// its previous version already raised.
 #[test]
-#[ignore = "BUG: a changed geofence rule re-raises dwells already raised: shared tracker keeps stays, the new op's `fired` set is empty (ops/geofence.rs, zones.rs)"]
+#[ignore = "BUG: a changed dwell rule joining a tracker pre-marks only stays whose last fix is past the dwell; others are raised again (ops/geofence.rs GeofenceOp::new)"]
 fn set_rules_changed_geofence_rule_does_not_reraise_dwells() {
     let mut e = engine(TWO);
     let _ = feed(&mut e, &[ev("f1", "v1", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
@@ -379,9 +378,9 @@ fn set_rules_changed_geofence_rule_does_not_reraise_dwells() {
     let first = raised(&e.drain());
     assert_eq!(first.len(), 1);
     e.set_rules(rules(&TWO.replace("category: school.loiter", "category: school.loiter\n    severity: high")));
-    let _ = feed(&mut e, &[ev("f2", "v1", "gps", 11 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
+    let mut out = feed(&mut e, &[ev("f2", "v1", "gps", 11 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
     e.advance_to(at(12 * MIN));
-    let out = e.drain();
+    out.extend(e.drain());
     assert!(raised(&out).is_empty(), "raised again: {out:#?}");
 }
 
@@ -397,4 +396,93 @@ rules:
     let mut e = engine(yaml);
     assert!(feed(&mut e, &[ev("s", "smk", "smoke", 0)]).is_empty());
     assert!(e.stats().rules.is_empty());
+}
+
+const DWELL_ONLY: &str = r#"
+rules:
+  - id: loiter
+    kind: geofence
+    when: event.kind == "gps"
+    zones: [school-a]
+    on: dwell
+    dwell: 10m
+    category: school.loiter
+"#;
+
+/// v1 enters school-a at 0 and its dwell fires at 10m; returns the engine's checkpoint and
+/// the alert.
+fn dwell_fired_checkpoint() -> (Checkpoint, Alert) {
+    let mut e = engine(DWELL_ONLY);
+    let _ = feed(&mut e, &[ev("f1", "v1", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
+    e.advance_to(at(10 * MIN));
+    let alerts = raised(&e.drain());
+    assert_eq!(alerts.len(), 1);
+    (e.checkpoint(), alerts[0].clone())
+}
+
+/// Restoring into an engine whose geofence rule changed (only its severity here) must not
+/// raise again a dwell that was raised before the checkpoint.
+#[test]
+#[ignore = "BUG: restore into a changed geofence rule loads the shared tracker but not `fired`: raised dwells are raised again (engine.rs restore, ops/geofence.rs)"]
+fn restore_with_a_changed_geofence_rule_does_not_reraise_dwells() {
+    let (cp, _) = dwell_fired_checkpoint();
+    let changed = DWELL_ONLY.replace("category: school.loiter", "category: school.loiter\n    severity: high");
+    let mut r = engine(&changed);
+    r.restore(&cp).unwrap();
+    let mut out = feed(&mut r, &[ev("f2", "v1", "gps", 11 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
+    r.advance_to(at(12 * MIN));
+    out.extend(r.drain());
+    assert!(raised(&out).is_empty(), "raised again: {out:#?}");
+}
+
+/// Zones named by id survive a change of the city's zone order (checkpoints say so for
+/// where keys are): a dwell already raised is not raised again after a restart on a city
+/// whose zones.geojson lists the zones in another order.
+#[test]
+#[ignore = "BUG: geofence `fired` set (and alert scope) use zone indexes, not ids: after a zone reorder a raised dwell is raised again with a new id (ops/geofence.rs save/load)"]
+fn restore_into_a_city_with_reordered_zones_keeps_dwells_fired() {
+    let (cp, first) = dwell_fired_checkpoint();
+    let c = city();
+    let mut zones = c.zones.clone();
+    zones.reverse();
+    let reordered = City::from_parts(c.regions.clone(), c.grids.clone(), zones, c.roads.clone(), c.units.clone(), c.devices.clone())
+        .unwrap();
+    let rules = compile_rules(DWELL_ONLY, None, &reordered).unwrap();
+    let mut r = Engine::new(EngineConfig::default(), Arc::new(reordered), rules);
+    r.restore(&cp).unwrap();
+    let mut out = feed(&mut r, &[ev("f2", "v1", "gps", 11 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
+    r.advance_to(at(12 * MIN));
+    out.extend(r.drain());
+    assert!(raised(&out).is_empty(), "raised again (first was {}): {out:#?}", first.id);
+}
+
+/// A dwell rule added at run time joins the keys already placed by the other geofence rules
+/// on the same zones. Two keys inside since the same time must be treated alike, whatever
+/// the time of their last fix.
+#[test]
+#[ignore = "BUG: joining dwell rule decides by the time of the last fix, not by how long the key is inside (ops/geofence.rs GeofenceOp::new)"]
+fn set_rules_added_dwell_rule_treats_keys_inside_alike() {
+    let enter = r#"
+rules:
+  - id: enter
+    kind: geofence
+    when: event.kind == "gps"
+    zones: [school-a]
+    on: enter
+    category: school.enter
+"#;
+    let mut e = engine(enter);
+    let mut events = vec![
+        ev("a0", "v1", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1),
+        ev("b0", "v2", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1),
+        ev("a1", "v1", "gps", 5 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1),
+        ev("b1", "v2", "gps", 15 * MIN).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1),
+    ];
+    events.push(ev("hb", "other", "heartbeat", 30 * MIN));
+    let _ = feed(&mut e, &events);
+    let both = format!("{}{}", enter, &DWELL_ONLY["\nrules:\n".len()..]);
+    e.set_rules(rules(&both));
+    e.advance_to(at(31 * MIN));
+    let keys: Vec<String> = raised_by(&e.drain(), "loiter").into_iter().map(|a| a.key).collect();
+    assert!(keys.len() != 1, "v1 and v2 both inside since 0, but only {keys:?} raised");
 }

@@ -228,3 +228,35 @@ rules:
     assert_eq!(raised(&a), raised(&b));
     assert_eq!(ids(&raised(&b)[0]), ["a", "b", "c"]);
 }
+
+#[test]
+fn count_group_zone_counts_an_event_in_each_of_its_zones() {
+    let yaml = r#"
+rules:
+  - id: limits
+    kind: count
+    group: zone
+    zones: [slow, slower]
+    count: 2
+    window: 5m
+    suppress: 1s
+    category: x.y
+"#;
+    let in_both = (121.407, 31.257);
+    let in_slow = (121.415, 31.265);
+    let events = vec![
+        ev("e1", "c1", "crowd", 0).at(in_both.0, in_both.1),
+        ev("e2", "c2", "crowd", 1).at(in_slow.0, in_slow.1),
+        ev("e3", "c3", "crowd", 2).at(in_both.0, in_both.1),
+    ];
+    let out = run_all(&mut engine(yaml), &events, 60);
+    let got: Vec<(String, Vec<String>)> = raised(&out).into_iter().map(|a| (a.key, a.evidence)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("slow".to_string(), vec!["e1".to_string(), "e2".to_string()]),
+            ("slower".to_string(), vec!["e1".to_string(), "e3".to_string()]),
+        ],
+        "{out:#?}"
+    );
+}

@@ -397,7 +397,6 @@ fn same_input_twice_gives_identical_output() {
 /// The same state checkpoints to the same bytes (so checkpoints can be compared, hashed,
 /// deduplicated).
 #[test]
-#[ignore = "BUG: Checkpoint.rules[..].open comes out in HashMap order (engine.rs checkpoint): not reproducible"]
 fn same_input_twice_gives_identical_checkpoints() {
     let events = scenario();
     let half = &events[..events.len() / 2];

@@ -321,7 +321,6 @@ fn geofence_dwell_restarts_when_the_key_comes_back() {
 /// Whether a dwell fires must not depend on an unrelated source's event moving the
 /// watermark before the key's own exit fix arrives.
 #[test]
-#[ignore = "BUG: dwell is lost when the exit fix is processed before the watermark reaches enter+dwell (ops/geofence.rs exits)"]
 fn geofence_dwell_does_not_depend_on_other_sources() {
     let yaml = r#"
 rules:
@@ -352,7 +351,6 @@ rules:
 /// module documentation promises so), so arrival order within the lateness does not
 /// change it.
 #[test]
-#[ignore = "BUG: dwell alert raised by the key's fix has other evidence/place/grid than by the timer (ops/geofence.rs)"]
 fn geofence_dwell_alert_does_not_depend_on_arrival_order() {
     let enter = fix("f1", "v1", 0, IN_SCHOOL_A);
     let mid = fix("f2", "v1", 5 * MIN, (121.406, 31.206));
@@ -497,4 +495,85 @@ fn geofence_out_of_order_fix_is_ignored() {
     );
     assert_eq!(summary(&out), vec![s("enter", "school-a", &["f1"])]);
     assert_eq!(e.stats().rules["exit"].out_of_order, 1);
+}
+
+#[test]
+fn geofence_dwell_is_seen_from_the_exit_fix() {
+    // The key's own exit fix is what moves time on: the timer has not come due when it
+    // arrives, yet the key was inside from 0 until after 10 minutes.
+    let mut e = engine(DWELL);
+    let out = feed(
+        &mut e,
+        &[
+            fix("f1", "v1", 0, IN_SCHOOL_A),
+            fix("f2", "v1", 5 * MIN, IN_SCHOOL_A),
+            fix("f3", "v1", 11 * MIN, OUTSIDE),
+        ],
+    );
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 1, "{out:#?}");
+    assert_eq!(ids(&alerts[0]), ["f1"]);
+    assert_eq!(alerts[0].fired_at, at(10 * MIN));
+    // Out before the dwell: nothing.
+    let out = run_all(
+        &mut engine(DWELL),
+        &[fix("f1", "v1", 0, IN_SCHOOL_A), fix("f2", "v1", 10 * MIN - 1, OUTSIDE)],
+        HOUR as u64,
+    );
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn geofence_dwell_again_after_leaving_and_coming_back() {
+    let mut e = engine(DWELL);
+    let mut out = feed(&mut e, &[fix("f1", "v1", 0, IN_SCHOOL_A)]);
+    e.advance_to(at(10 * MIN));
+    out.extend(feed(&mut e, &[fix("f2", "v1", 12 * MIN, OUTSIDE), fix("f3", "v1", 13 * MIN, IN_SCHOOL_A)]));
+    e.advance_to(at(24 * MIN));
+    out.extend(e.drain());
+    let alerts = raised(&out);
+    assert_eq!(alerts.iter().map(|a| ids(a)[0]).collect::<Vec<_>>(), ["f1", "f3"], "{out:#?}");
+    assert_ne!(alerts[0].id, alerts[1].id);
+}
+
+#[test]
+fn geofence_rules_with_other_keys_track_separately() {
+    let yaml = r#"
+rules:
+  - id: by-vehicle
+    kind: geofence
+    zones: [school-a]
+    on: enter
+    category: zone.enter
+  - id: by-driver
+    kind: geofence
+    zones: [school-a]
+    on: enter
+    key: event.attrs.driver
+    category: zone.enter
+"#;
+    let mut e = engine(yaml);
+    let out = feed(
+        &mut e,
+        &[
+            fix("f1", "v1", 0, IN_SCHOOL_A).with("driver", "d1"),
+            fix("f2", "v2", 10, IN_SCHOOL_A).with("driver", "d1"), // same driver, other vehicle
+            fix("f3", "v1", 20, OUTSIDE).with("driver", "d2"),
+            fix("f4", "v1", 30, IN_SCHOOL_A).with("driver", "d2"),
+        ],
+    );
+    let got: Vec<(String, String, String)> =
+        raised(&out).into_iter().map(|a| (a.rule, a.key, a.evidence[0].clone())).collect();
+    let want: Vec<(String, String, String)> = [
+        ("by-vehicle", "v1", "f1"),
+        ("by-driver", "d1", "f1"),
+        ("by-vehicle", "v2", "f2"),
+        ("by-driver", "d2", "f4"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    // v1 re-enters at 30 s within the default suppression: a repeat, not a new alert.
+    assert_eq!(got, want, "{out:#?}");
+    assert_eq!(repeated(&out).len(), 1);
 }

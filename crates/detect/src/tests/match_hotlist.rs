@@ -274,3 +274,96 @@ fn hotlist_without_the_list_or_attribute_does_not_fire() {
     );
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn match_rules_restricted_to_sources() {
+    let yaml = r#"
+rules:
+  - id: vip-door
+    kind: match
+    when: event.source == "door-9" || event.source == "door-7"
+    category: security.vip
+  - id: any-door
+    kind: match
+    when: event.kind == "door"
+    category: security.door
+"#;
+    let mut e = engine(yaml);
+    let out = feed(
+        &mut e,
+        &[ev("d1", "door-1", "door", 0), ev("d9", "door-9", "door", 1), ev("d7", "door-7", "window", 2)],
+    );
+    let got: Vec<(String, String)> = raised(&out).into_iter().map(|a| (a.rule, a.key)).collect();
+    let want: Vec<(String, String)> = [("any-door", "door-1"), ("any-door", "door-9"), ("vip-door", "door-9"), ("vip-door", "door-7")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let (mut g, mut w) = (got.clone(), want);
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "{got:?}");
+    assert_eq!(e.stats().rules["vip-door"].matched, 2);
+}
+
+/// Keys of stateless rules (here, every plate an ANPR camera reads) must not pile up in
+/// the engine forever.
+#[test]
+#[ignore = "BUG: every key of every event is interned forever, even for stateless rules (engine.rs dispatch / Interner): unbounded memory"]
+fn stateless_rules_do_not_keep_every_key_forever() {
+    let mut lists = Hotlists::new();
+    lists.put("wanted", entry("AB987", None)).unwrap();
+    let mut e = engine(PLATES);
+    e.set_hotlists(lists);
+    let events: Vec<Event> =
+        (0..5000).map(|i| ev(&format!("p{i}"), "cam-1", "anpr", i / 10).with("plate", format!("X{i:05}"))).collect();
+    let _ = feed(&mut e, &events);
+    e.advance_to(at(2 * HOUR));
+    let debug = format!("{e:?}");
+    let keys: usize = debug
+        .split("keys: ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no key count in {debug}"));
+    assert!(keys < 100, "{keys} keys interned for a stateless rule that never fired");
+}
+
+#[test]
+fn rules_with_different_keys_each_get_their_own_key() {
+    let yaml = r#"
+rules:
+  - id: by-source
+    kind: match
+    category: x.y
+  - id: by-grid
+    kind: match
+    key: event.grid
+    category: x.y
+  - id: by-source-again
+    kind: match
+    key: event.source
+    category: x.y
+  - id: by-plate
+    kind: match
+    key: event.attrs.plate
+    category: x.y
+  - id: by-source-and-kind
+    kind: match
+    key: event.source + "/" + event.kind
+    category: x.y
+"#;
+    let mut e = engine(yaml);
+    let out = feed(&mut e, &[ev_grid("e1", "cam-1", "anpr", 0, "g2")]);
+    let got: Vec<(String, String)> = raised(&out).into_iter().map(|a| (a.rule, a.key)).collect();
+    let want: Vec<(String, String)> = [
+        ("by-source", "cam-1"),
+        ("by-grid", "g2"),
+        ("by-source-again", "cam-1"),
+        ("by-source-and-kind", "cam-1/anpr"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(e.stats().rules["by-plate"].eval_errors, 1);
+}

@@ -159,3 +159,27 @@ fn sequence_state_is_dropped_when_done() {
     assert_eq!(st.rules["unanswered"].keys, 0);
     assert_eq!(st.buffered, 0);
 }
+
+/// A first event that can no longer be followed is forgotten once the watermark passes its
+/// deadline, even when its key is never heard of again (keys such as plates are unbounded).
+#[test]
+#[ignore = "BUG: followed-mode pending A events are only dropped when the same key sees another event: unbounded state (ops/sequence.rs)"]
+fn sequence_forgets_first_events_that_can_no_longer_be_followed() {
+    let yaml = r#"
+rules:
+  - id: pair
+    kind: sequence
+    first: event.kind == "a"
+    then: event.kind == "b"
+    within: 1m
+    key: event.attrs.plate
+    category: x.y
+"#;
+    let mut e = engine(yaml);
+    let events: Vec<Event> = (0..300).map(|i| ev(&format!("a{i}"), "cam", "a", i).with("plate", format!("P{i}"))).collect();
+    let _ = feed(&mut e, &events);
+    e.advance_to(at(HOUR));
+    let st = e.stats();
+    assert_eq!(st.buffered, 0);
+    assert_eq!(st.rules["pair"].keys, 0, "stale first events kept");
+}

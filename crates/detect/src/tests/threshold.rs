@@ -112,7 +112,6 @@ fn threshold_for_is_cancelled_by_a_reading_back_under() {
 /// A streak that is broken and starts again must still fire by the watermark, `for` after
 /// the new streak began, even when the timer of the broken streak is still pending.
 #[test]
-#[ignore = "BUG: threshold timer of a broken streak is not re-armed for the new streak (ops/threshold.rs on_timer)"]
 fn threshold_for_timer_after_a_broken_streak() {
     let mut e = engine(FOR_60S);
     let mut out = feed(
@@ -262,7 +261,6 @@ rules:
 /// A raised threshold alert clears when the value comes back, however long it was raised:
 /// the clearing must not depend on the open-alert sweep of the suppression period.
 #[test]
-#[ignore = "BUG: Cleared is lost once the open alert was swept after its suppress period (engine.rs advance sweep)"]
 fn threshold_clears_after_a_long_time_raised() {
     let yaml = r#"
 rules:
@@ -284,4 +282,33 @@ rules:
     let alerts = raised(&out);
     assert_eq!(alerts.len(), 1);
     assert_eq!(cleared(&out), vec![(alerts[0].id.clone(), at(31 * MIN))], "{out:#?}");
+}
+
+#[test]
+fn threshold_count_and_for_both_needed() {
+    let yaml = r#"
+rules:
+  - id: hot
+    kind: threshold
+    attr: temperature
+    above: 80
+    count: 3
+    for: 60s
+    category: fire.heat
+"#;
+    // Three readings in 20 s: enough readings, not long enough.
+    let mut e = engine(yaml);
+    let mut out = feed(&mut e, &[temp("r1", "s1", 0, 85.0), temp("r2", "s1", 10, 85.0), temp("r3", "s1", 20, 85.0)]);
+    assert!(out.is_empty());
+    e.advance_to(at(60));
+    out.extend(e.drain());
+    let alerts = raised(&out);
+    assert_eq!(alerts.len(), 1, "{out:#?}");
+    assert_eq!(alerts[0].fired_at, at(60));
+    // Two readings over 70 s: long enough, not enough readings.
+    let mut e = engine(yaml);
+    let mut out = feed(&mut e, &[temp("r1", "s1", 0, 85.0), temp("r2", "s1", 70, 85.0)]);
+    e.advance_to(at(600));
+    out.extend(e.drain());
+    assert!(out.is_empty(), "{out:#?}");
 }
