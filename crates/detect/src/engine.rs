@@ -139,6 +139,9 @@ impl Interner {
     }
 }
 
+/// The key given to a stateless rule's operator: interned by [`Cx::fire`] if it fires.
+pub(crate) const PENDING_KEY: u32 = u32::MAX - 1;
+
 /// A timer: at `at` (ms since the epoch, event time), call the rule's operator for `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Timer {
@@ -185,7 +188,9 @@ pub(crate) struct Cx<'a> {
     pub city: &'a City,
     pub zones: &'a ZoneSets,
     pub hotlists: &'a Hotlists,
-    pub keys: &'a Interner,
+    pub keys: &'a mut Interner,
+    /// The key text of a stateless rule's event, interned only if the rule fires.
+    pending_key: &'a str,
     /// A number unique to the event being dispatched (shared geofence trackers work out
     /// each event's transition once).
     pub event_seq: u64,
@@ -206,6 +211,7 @@ impl Cx<'_> {
 
     /// Reports that the rule fired for `key` (or for the fire's group).
     pub(crate) fn fire(&mut self, key: u32, fire: Fire<'_>) {
+        let key = if key == PENDING_KEY { self.keys.intern(self.pending_key) } else { key };
         match fire.group {
             // Groups are not interned; their scope (a hash of the group) tells them apart.
             Some(group) => self.sink.fire(self.rule_index, self.rule, group, u32::MAX, fire),
@@ -435,7 +441,8 @@ impl Engine {
                     stats.push(st);
                 }
                 _ => {
-                    let op = ops::new_operator(&rule, &self.city, &mut self.zones);
+                    let mut op = ops::new_operator(&rule, &self.city, &mut self.zones);
+                    op.join(&self.zones, self.watermark_ms);
                     let ordered = matches!(rule.spec.kind, RuleKind::Count | RuleKind::Sequence);
                     let stateless = matches!(rule.spec.kind, RuleKind::Match | RuleKind::Hotlist);
                     slots.push(Slot {
@@ -638,6 +645,8 @@ impl Engine {
             return;
         }
         // Most rules share their key expression (`event.source`): intern it once per event.
+        // Stateless rules keep no state per key, so their key is interned only if they fire
+        // (a hotlist rule keyed by plate must not remember every plate it sees).
         let key = match *last_key {
             Some((class, id)) if class == slot.key_class => id,
             _ => {
@@ -645,9 +654,13 @@ impl Engine {
                     stats.eval_errors += 1;
                     return;
                 }
-                let id = self.keys.intern(&self.key_buf);
-                *last_key = Some((slot.key_class, id));
-                id
+                if slot.stateless {
+                    PENDING_KEY
+                } else {
+                    let id = self.keys.intern(&self.key_buf);
+                    *last_key = Some((slot.key_class, id));
+                    id
+                }
             }
         };
         let mut cx = Cx {
@@ -656,7 +669,8 @@ impl Engine {
             city: &self.city,
             zones: &self.zones,
             hotlists: &self.hotlists,
-            keys: &self.keys,
+            keys: &mut self.keys,
+            pending_key: &self.key_buf,
             event_seq: self.dispatch_seq,
             timers: &mut self.timers,
             sink: &mut self.sink,
@@ -726,7 +740,8 @@ impl Engine {
                 city: &self.city,
                 zones: &self.zones,
                 hotlists: &self.hotlists,
-                keys: &self.keys,
+                keys: &mut self.keys,
+                pending_key: "",
                 event_seq: self.dispatch_seq,
                 timers: &mut self.timers,
                 sink: &mut self.sink,
@@ -743,7 +758,8 @@ impl Engine {
             city: &self.city,
             zones: &self.zones,
             hotlists: &self.hotlists,
-            keys: &self.keys,
+            keys: &mut self.keys,
+            pending_key: &self.key_buf,
             event_seq: self.dispatch_seq,
             timers: &mut self.timers,
             sink: &mut self.sink,
@@ -824,7 +840,7 @@ impl Engine {
                 slot.rule.spec.id.clone(),
                 RuleCheckpoint {
                     fingerprint: slot.rule.fingerprint,
-                    state: slot.op.save(&self.keys),
+                    state: slot.op.save(&self.keys, &self.zones),
                     open,
                     stats: self.sink.stats[i].clone(),
                 },
@@ -871,7 +887,7 @@ impl Engine {
                 continue;
             }
             slot.op
-                .load(&saved.state, &mut self.keys)
+                .load(&saved.state, &mut self.keys, &self.zones)
                 .map_err(|e| format!("rule `{id}`: the checkpointed state does not load: {e}"))?;
             self.sink.stats[i as usize] = saved.stats.clone();
             for (key, scope, o) in &saved.open {
@@ -889,6 +905,15 @@ impl Engine {
         self.zones
             .load_trackers(&self.city, &mut self.keys, &checkpoint.trackers)
             .map_err(|e| format!("the checkpointed geofence state does not load: {e}"))?;
+        for slot in &mut self.slots {
+            let restored = checkpoint
+                .rules
+                .get(&slot.rule.spec.id)
+                .is_some_and(|saved| saved.fingerprint == slot.rule.fingerprint);
+            if !restored {
+                slot.op.join(&self.zones, self.watermark_ms);
+            }
+        }
         self.held.clear();
         self.held_events.clear();
         for h in &checkpoint.held {

@@ -75,6 +75,9 @@ pub(crate) struct ZoneSets {
     trackers: Vec<RefCell<Tracker>>,
     /// Tracker by its signature: zone set, `when`, `key`.
     by_signature: BTreeMap<String, usize>,
+    /// Every zone id of the city, by index, and back.
+    zone_ids: Vec<String>,
+    zone_index: HashMap<String, u32>,
     roads: Option<RoadIndex>,
 }
 
@@ -82,6 +85,10 @@ impl ZoneSets {
     /// The set of the given zone ids and zone kinds (ids unknown to the city are skipped:
     /// rules are checked against the city before they get here).
     pub(crate) fn register(&mut self, city: &City, ids: &[String], kinds: &[String]) -> usize {
+        if self.zone_ids.is_empty() {
+            self.zone_ids = city.zones.iter().map(|z| z.id.clone()).collect();
+            self.zone_index = self.zone_ids.iter().enumerate().map(|(i, z)| (z.clone(), i as u32)).collect();
+        }
         let mut members: Vec<u32> = city
             .zones
             .iter()
@@ -211,6 +218,16 @@ impl ZoneSets {
         let rest = signature.split_once('\u{1f}').map_or("", |(_, r)| r);
         let ids: Vec<&str> = self.members[set].iter().map(|&z| city.zones[z as usize].id.as_str()).collect();
         format!("{}\u{1f}{rest}", ids.join(","))
+    }
+
+    /// The id of the zone with index `zone` in the city.
+    pub(crate) fn zone_id(&self, zone: u32) -> &str {
+        self.zone_ids.get(zone as usize).map_or("", String::as_str)
+    }
+
+    /// The index of the zone with `id`.
+    pub(crate) fn zone_index(&self, id: &str) -> Option<u32> {
+        self.zone_index.get(id).copied()
     }
 
     pub(crate) fn get(&self, set: usize) -> &ZoneSet {

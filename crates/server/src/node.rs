@@ -135,6 +135,9 @@ pub enum NodeError {
     /// Nothing with that id.
     #[error("{0}")]
     NotFound(String),
+    /// The write conflicts with the stored state (e.g. someone changed it since it was read).
+    #[error("{0}")]
+    Conflict(String),
     /// The node cannot take writes now (e.g. the WAL failed); retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -150,6 +153,7 @@ impl NodeError {
             NodeError::Invalid(_) => 400,
             NodeError::BadLogin => 401,
             NodeError::NotFound(_) => 404,
+            NodeError::Conflict(_) => 409,
             NodeError::TooLarge(_) => 413,
             NodeError::Unavailable(_) => 503,
             NodeError::Internal(_) => 500,
@@ -161,9 +165,8 @@ impl From<cityward_store::StateError> for NodeError {
     fn from(e: cityward_store::StateError) -> Self {
         use cityward_store::Status;
         match e.status() {
-            Status::InvalidInput | Status::Conflict | Status::Forbidden => {
-                NodeError::Invalid(e.to_string())
-            }
+            Status::InvalidInput | Status::Forbidden => NodeError::Invalid(e.to_string()),
+            Status::Conflict => NodeError::Conflict(e.to_string()),
             Status::NotFound => NodeError::NotFound(e.to_string()),
             Status::Unavailable => NodeError::Unavailable(e.to_string()),
             Status::Internal => NodeError::Internal(e.to_string()),

@@ -128,11 +128,11 @@ impl Operator for AbsenceOp {
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 

@@ -172,12 +172,12 @@ impl Operator for CountOp {
         }
     }
 
-    fn save(&self, _keys: &Interner) -> Value {
+    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> Value {
         let sorted: BTreeMap<&str, &Group> = self.groups.iter().map(|(k, g)| (&**k, g)).collect();
         serde_json::to_value(sorted).unwrap_or(Value::Null)
     }
 
-    fn load(&mut self, state: &Value, _keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         let loaded: BTreeMap<String, Group> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
         self.groups = loaded.into_iter().map(|(k, g)| (k.into_boxed_str(), g)).collect();
         Ok(())

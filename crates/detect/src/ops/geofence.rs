@@ -36,16 +36,6 @@ impl GeofenceOp {
         let tracker = zones.tracker_for(set, when, rule.key.source());
         let on = spec.on.unwrap_or(GeofenceOn::Enter);
         let dwell_ms = spec.dwell.map(|d| d.as_millis() as i64).unwrap_or(0);
-        // Joining a group whose keys are already placed (a rule added or changed at run
-        // time): stays already past the dwell at their last fix are not raised again.
-        let mut fired = HashSet::default();
-        if on == GeofenceOn::Dwell {
-            zones.tracker(tracker).borrow().for_each_stay_with_time(|key, stay, last_ms| {
-                if last_ms - stay.since_ms >= dwell_ms {
-                    fired.insert((key, stay.zone));
-                }
-            });
-        }
         GeofenceOp {
             tracker,
             on,
@@ -56,7 +46,7 @@ impl GeofenceOp {
                 .as_deref()
                 .and_then(|o| parse_utc_offset(o).ok())
                 .unwrap_or(0) as i64,
-            fired,
+            fired: HashSet::default(),
         }
     }
 
@@ -71,10 +61,16 @@ impl GeofenceOp {
     }
 }
 
+/// Tells one zone's alerts from another's for the same rule and key: a hash of the zone's
+/// id, so it survives a city whose zones come in another order.
+pub(crate) fn zone_scope(city: &City, zone: u32) -> u32 {
+    crate::rule::fnv1a(&[city.zones[zone as usize].id.as_bytes()]) as u32
+}
+
 fn dwell_fire<'a>(city: &'a City, stay: &'a Stay, dwell_ms: i64) -> Fire<'a> {
     let place = Some(stay.enter_point);
     Fire {
-        scope: stay.zone,
+        scope: zone_scope(city, stay.zone),
         time_ms: stay.since_ms,
         at_ms: stay.since_ms + dwell_ms,
         point: place,
@@ -95,7 +91,7 @@ impl Operator for GeofenceOp {
         tracker.update(cx.event_seq, key, t, (lon, lat), event, zones, city);
         let Some(diff) = tracker.diff() else { return };
         let fire = |zone: u32, time_ms: i64, evidence: Vec<String>, d| Fire {
-            scope: zone,
+            scope: zone_scope(city, zone),
             time_ms,
             at_ms: t,
             point: Some((lon, lat)),
@@ -167,21 +163,44 @@ impl Operator for GeofenceOp {
         });
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, zones: &ZoneSets) -> Value {
         // Where keys are belongs to the shared tracker (saved by the engine); a rule keeps
-        // only the dwell stays it has fired for.
-        let fired: BTreeSet<(&str, u32)> = self.fired.iter().map(|&(k, z)| (keys.name(k), z)).collect();
+        // only the dwell stays it has raised, by key name and zone id.
+        let fired: BTreeSet<(&str, &str)> = self
+            .fired
+            .iter()
+            .map(|&(k, z)| (keys.name(k), zones.zone_id(z)))
+            .collect();
         serde_json::to_value(fired).unwrap_or(Value::Null)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
-        let fired: Vec<(String, u32)> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        self.fired = fired.into_iter().map(|(k, z)| (keys.intern(&k), z)).collect();
+    fn load(&mut self, state: &Value, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String> {
+        let fired: Vec<(String, String)> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        self.fired = fired
+            .into_iter()
+            .filter_map(|(k, z)| Some((keys.intern(&k), zones.zone_index(&z)?)))
+            .collect();
         Ok(())
     }
 
     fn tracker(&self) -> Option<usize> {
         Some(self.tracker)
+    }
+
+    fn join(&mut self, zones: &ZoneSets, watermark_ms: i64) {
+        // Joining a group whose keys are already placed (a rule added or changed at run
+        // time, or restored without its own state): stays whose dwell was already complete —
+        // by the key's last fix or by the watermark — are taken as raised, not raised again.
+        if self.on != GeofenceOn::Dwell {
+            return;
+        }
+        let dwell_ms = self.dwell_ms;
+        let fired = &mut self.fired;
+        zones.tracker(self.tracker).borrow().for_each_stay_with_time(|key, stay, last_ms| {
+            if last_ms.max(watermark_ms) - stay.since_ms >= dwell_ms {
+                fired.insert((key, stay.zone));
+            }
+        });
     }
 
     fn state_len(&self, zones: &ZoneSets) -> usize {

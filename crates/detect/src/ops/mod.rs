@@ -31,14 +31,17 @@ pub(crate) trait Operator: Send {
     /// Every timer the operator expects, as (key, at, aux): used to rebuild the timer
     /// queue after a restore or a rule change.
     fn timers(&self, _zones: &ZoneSets, _out: &mut Vec<(u32, i64, u32)>) {}
+    /// Called when the operator starts on state it did not build (a rule added or changed
+    /// at run time, or restored without its own checkpointed state), with the watermark.
+    fn join(&mut self, _zones: &ZoneSets, _watermark_ms: i64) {}
     /// The shared geofence tracker the operator uses, if any.
     fn tracker(&self) -> Option<usize> {
         None
     }
     /// The keyed state, by key name.
-    fn save(&self, keys: &Interner) -> Value;
+    fn save(&self, keys: &Interner, zones: &ZoneSets) -> Value;
     /// Loads state written by `save`.
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String>;
+    fn load(&mut self, state: &Value, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String>;
     /// How many keys (or groups) have state.
     fn state_len(&self, zones: &ZoneSets) -> usize;
     /// Events older than one already applied for their key.

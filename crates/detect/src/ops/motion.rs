@@ -161,11 +161,11 @@ impl Operator for SpeedOp {
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
@@ -255,17 +255,17 @@ impl Operator for CorridorOp {
                 ("allowed_m", Value::from(self.off_m)),
                 ("off_s", Value::from((t - ep.since_ms) / 1000)),
             ]);
-            let mut fire = fire_at(event, zi, ep.since_ms, t, evidence, d);
+            let mut fire = fire_at(event, super::geofence::zone_scope(city, zi), ep.since_ms, t, evidence, d);
             fire.zone = Some(zone.id.as_str());
             cx.fire(key, fire);
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
@@ -359,11 +359,11 @@ impl Operator for FatigueOp {
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 

@@ -113,9 +113,9 @@ impl Operator for SequenceOp {
                 grid: event.grid.clone(),
                 seq,
             });
-            if self.mode == SequenceMode::NotFollowed {
-                cx.schedule(key, t + within_ms + 1, seq);
-            }
+            // When no B can follow any more: `not_followed` fires, `followed` forgets A (so
+            // keys that never see a B do not keep state).
+            cx.schedule(key, t + within_ms + 1, seq);
         }
         if !st.pending.is_empty() {
             self.keys.map.insert(key, st);
@@ -128,6 +128,9 @@ impl Operator for SequenceOp {
         let a = st.pending.remove(i).expect("found");
         if st.pending.is_empty() {
             self.keys.map.remove(&key);
+        }
+        if self.mode == SequenceMode::Followed {
+            return;
         }
         let fire = Fire {
             scope: 0,
@@ -144,9 +147,6 @@ impl Operator for SequenceOp {
     }
 
     fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
-        if self.mode != SequenceMode::NotFollowed {
-            return;
-        }
         for (&k, st) in &self.keys.map {
             for a in &st.pending {
                 out.push((k, a.t + self.within_ms + 1, a.seq));
@@ -154,11 +154,11 @@ impl Operator for SequenceOp {
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 

@@ -169,11 +169,11 @@ impl Operator for ThresholdOp {
         }
     }
 
-    fn save(&self, keys: &Interner) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
+    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 

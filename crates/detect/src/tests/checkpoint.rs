@@ -370,7 +370,6 @@ rules:
 /// Changing a geofence rule (here only its severity) must not raise again the dwell alerts
 /// its previous version already raised.
 #[test]
-#[ignore = "BUG: a changed dwell rule joining a tracker pre-marks only stays whose last fix is past the dwell; others are raised again (ops/geofence.rs GeofenceOp::new)"]
 fn set_rules_changed_geofence_rule_does_not_reraise_dwells() {
     let mut e = engine(TWO);
     let _ = feed(&mut e, &[ev("f1", "v1", "gps", 0).at(IN_SCHOOL_A.0, IN_SCHOOL_A.1)]);
@@ -423,7 +422,6 @@ fn dwell_fired_checkpoint() -> (Checkpoint, Alert) {
 /// Restoring into an engine whose geofence rule changed (only its severity here) must not
 /// raise again a dwell that was raised before the checkpoint.
 #[test]
-#[ignore = "BUG: restore into a changed geofence rule loads the shared tracker but not `fired`: raised dwells are raised again (engine.rs restore, ops/geofence.rs)"]
 fn restore_with_a_changed_geofence_rule_does_not_reraise_dwells() {
     let (cp, _) = dwell_fired_checkpoint();
     let changed = DWELL_ONLY.replace("category: school.loiter", "category: school.loiter\n    severity: high");
@@ -439,7 +437,6 @@ fn restore_with_a_changed_geofence_rule_does_not_reraise_dwells() {
 /// where keys are): a dwell already raised is not raised again after a restart on a city
 /// whose zones.geojson lists the zones in another order.
 #[test]
-#[ignore = "BUG: geofence `fired` set (and alert scope) use zone indexes, not ids: after a zone reorder a raised dwell is raised again with a new id (ops/geofence.rs save/load)"]
 fn restore_into_a_city_with_reordered_zones_keeps_dwells_fired() {
     let (cp, first) = dwell_fired_checkpoint();
     let c = city();
@@ -460,7 +457,6 @@ fn restore_into_a_city_with_reordered_zones_keeps_dwells_fired() {
 /// on the same zones. Two keys inside since the same time must be treated alike, whatever
 /// the time of their last fix.
 #[test]
-#[ignore = "BUG: joining dwell rule decides by the time of the last fix, not by how long the key is inside (ops/geofence.rs GeofenceOp::new)"]
 fn set_rules_added_dwell_rule_treats_keys_inside_alike() {
     let enter = r#"
 rules:

@@ -308,7 +308,6 @@ rules:
 /// Keys of stateless rules (here, every plate an ANPR camera reads) must not pile up in
 /// the engine forever.
 #[test]
-#[ignore = "BUG: every key of every event is interned forever, even for stateless rules (engine.rs dispatch / Interner): unbounded memory"]
 fn stateless_rules_do_not_keep_every_key_forever() {
     let mut lists = Hotlists::new();
     lists.put("wanted", entry("AB987", None)).unwrap();

@@ -163,7 +163,6 @@ fn sequence_state_is_dropped_when_done() {
 /// A first event that can no longer be followed is forgotten once the watermark passes its
 /// deadline, even when its key is never heard of again (keys such as plates are unbounded).
 #[test]
-#[ignore = "BUG: followed-mode pending A events are only dropped when the same key sees another event: unbounded state (ops/sequence.rs)"]
 fn sequence_forgets_first_events_that_can_no_longer_be_followed() {
     let yaml = r#"
 rules:
