@@ -46,6 +46,10 @@ struct Args {
     /// Which of the three rules to run (comma-separated: enter, exit, dwell).
     #[arg(long, default_value = "enter,exit,dwell")]
     rules: String,
+    /// Instead of the geofence run: prime this many absence timers (one heartbeat per
+    /// source), report memory per timer and the time to checkpoint them.
+    #[arg(long)]
+    absence_keys: Option<usize>,
     /// Write the figures as JSON here.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -183,8 +187,69 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One absence rule over `n` heartbeat sources: memory per timer, processing rate, and the
+/// cost of a checkpoint of that state.
+fn absence(n: usize) -> Result<()> {
+    let city = Arc::new(City::from_parts(vec![], vec![], vec![], vec![], vec![], vec![])?);
+    let rules = compile_rules(
+        "rules:\n  - {id: offline, kind: absence, when: 'event.kind == \"heartbeat\"', for: 15m, category: device.offline}\n",
+        None,
+        &city,
+    )?;
+    let start = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
+    // Events are made in chunks so their own memory does not count.
+    let mut engine = Engine::new(EngineConfig::default(), city, rules);
+    let before = rss_mib();
+    let t0 = Instant::now();
+    let mut made = 0;
+    while made < n {
+        let chunk: Vec<Event> = (made..(made + 100_000).min(n))
+            .map(|i| {
+                let mut e = Event::new(format!("hb-{i:07}"), "heartbeat", start + chrono::Duration::microseconds(i as i64));
+                e.id = format!("01JD{i:022}");
+                e
+            })
+            .collect();
+        for e in &chunk {
+            engine.process(e);
+        }
+        made += chunk.len();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = rss_mib();
+    let st = engine.stats();
+    let t1 = Instant::now();
+    let cp = engine.checkpoint();
+    let bytes = serde_json::to_vec(&cp)?;
+    let cp_secs = t1.elapsed().as_secs_f64();
+    println!(
+        "absence: {n} keys, {} timers, {:.0} events/s; RSS +{:.0} MiB = {:.0} bytes per timer; checkpoint {:.2} s, {:.0} MiB JSON",
+        st.timers,
+        n as f64 / secs,
+        after - before,
+        (after - before) * 1048576.0 / n as f64,
+        cp_secs,
+        bytes.len() as f64 / 1048576.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(n) = args.absence_keys {
+        return absence(n);
+    }
     let t0 = Instant::now();
     let city = Arc::new(city(&args)?);
     let events = events(&args);

@@ -100,42 +100,52 @@ pub struct EngineStats {
 
 /// Interns keys: each distinct key string gets a small number that rule state is kept by.
 ///
-/// Each key is stored once (in `names`); the table holds only ids and hashes by the name
-/// they point at, so a million keys cost a million strings and 4 bytes each beside them.
+/// Key texts live end to end in one arena; the table holds only ids and hashes by the text
+/// they point at, so a million keys cost their bytes plus about 13 bytes each.
 #[derive(Default)]
 pub(crate) struct Interner {
     table: hashbrown::HashTable<u32>,
-    names: Vec<Box<str>>,
+    arena: String,
+    /// Per id: (offset, length) in `arena`.
+    spans: Vec<(u32, u32)>,
     hasher: ahash::RandomState,
 }
 
 impl std::fmt::Debug for Interner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interner").field("keys", &self.names.len()).finish()
+        f.debug_struct("Interner").field("keys", &self.spans.len()).finish()
     }
 }
 
 impl Interner {
     pub(crate) fn intern(&mut self, key: &str) -> u32 {
         let hash = self.hasher.hash_one(key);
-        let names = &self.names;
-        if let Some(&id) = self.table.find(hash, |&id| &*names[id as usize] == key) {
+        let (arena, spans) = (&self.arena, &self.spans);
+        let text = |id: u32| {
+            let (o, l) = spans[id as usize];
+            &arena[o as usize..(o + l) as usize]
+        };
+        if let Some(&id) = self.table.find(hash, |&id| text(id) == key) {
             return id;
         }
-        let id = self.names.len() as u32;
-        self.names.push(key.into());
-        let (names, hasher) = (&self.names, &self.hasher);
-        self.table
-            .insert_unique(hash, id, |&id| hasher.hash_one(&*names[id as usize]));
+        let id = self.spans.len() as u32;
+        self.spans.push((self.arena.len() as u32, key.len() as u32));
+        self.arena.push_str(key);
+        let (arena, spans, hasher) = (&self.arena, &self.spans, &self.hasher);
+        self.table.insert_unique(hash, id, |&id| {
+            let (o, l) = spans[id as usize];
+            hasher.hash_one(&arena[o as usize..(o + l) as usize])
+        });
         id
     }
 
     pub(crate) fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
+        let (o, l) = self.spans[id as usize];
+        &self.arena[o as usize..(o + l) as usize]
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.names.len()
+        self.spans.len()
     }
 }
 
@@ -955,7 +965,44 @@ pub struct Checkpoint {
     /// Where keys are with respect to the zone sets of geofence rules, by zone ids, `when`
     /// and `key`.
     #[serde(default)]
-    pub trackers: BTreeMap<String, Value>,
+    pub trackers: BTreeMap<String, StateJson>,
+}
+
+/// An operator's saved state: JSON text written straight from the state (no `Value` tree
+/// in between, which for a million keys took seconds), compared by its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StateJson(pub Box<serde_json::value::RawValue>);
+
+impl StateJson {
+    /// Serialises `state`.
+    pub fn of(state: &impl Serialize) -> StateJson {
+        StateJson(
+            serde_json::value::to_raw_value(state)
+                .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")),
+        )
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parsed into a `Value` (for inspection).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    /// From a `Value`.
+    pub fn from_value(value: Value) -> StateJson {
+        StateJson::of(&value)
+    }
+}
+
+impl PartialEq for StateJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }
 
 /// One rule's saved state.
@@ -964,7 +1011,7 @@ pub struct RuleCheckpoint {
     /// The rule's fingerprint when saved: state is restored only into the same rule.
     pub fingerprint: u64,
     /// The operator's keyed state.
-    pub state: Value,
+    pub state: StateJson,
     /// Open alerts: key, scope, alert.
     pub open: Vec<(String, u32, OpenAlertState)>,
     /// The rule's counters.

@@ -25,7 +25,7 @@ pub use alert::{Alert, AlertBook, Output};
 pub use cel::{CelError, Program};
 pub use engine::{
     Checkpoint, Engine, EngineConfig, EngineStats, HeldState, LateEvent, OpenAlertState,
-    RuleCheckpoint, RuleStats,
+    RuleCheckpoint, RuleStats, StateJson,
 };
 pub use hotlist::{normalize_value, HotlistEntry, Hotlists};
 pub use rule::{

@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use cityward_model::geo::{segment_distance_m, BBox, PolygonIndex};
 use cityward_model::{City, Event};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::engine::Interner;
+use crate::engine::{Interner, StateJson};
 
 /// A set of zones (areas and corridors) with an index answering "which contain this point".
 pub(crate) struct ZoneSet {
@@ -144,12 +142,12 @@ impl ZoneSets {
 
     /// Tracker state by a signature that names zones by id (indexes can change with the
     /// city), and keys by name.
-    pub(crate) fn save_trackers(&self, city: &City, keys: &Interner) -> BTreeMap<String, Value> {
+    pub(crate) fn save_trackers(&self, city: &City, keys: &Interner) -> BTreeMap<String, StateJson> {
         let mut out = BTreeMap::new();
         for (signature, &t) in &self.by_signature {
             let tracker = self.trackers[t].borrow();
             let stable = self.stable_signature(city, signature, tracker.set);
-            let state: BTreeMap<&str, SavedTrack> = tracker
+            let mut state: Vec<(&str, SavedTrack)> = tracker
                 .keys
                 .iter()
                 .map(|(&k, track)| {
@@ -175,19 +173,21 @@ impl ZoneSets {
                     )
                 })
                 .collect();
-            out.insert(stable, serde_json::to_value(state).unwrap_or(Value::Null));
+            state.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let state: Vec<(&str, &SavedTrack)> = state.iter().map(|(k, t)| (*k, t)).collect();
+            out.insert(stable, StateJson::of(&crate::ops::SortedMap(state)));
         }
         out
     }
 
     /// Restores tracker state saved by `save_trackers` into trackers with the same signature.
-    pub(crate) fn load_trackers(&self, city: &City, keys: &mut Interner, saved: &BTreeMap<String, Value>) -> Result<(), String> {
+    pub(crate) fn load_trackers(&self, city: &City, keys: &mut Interner, saved: &BTreeMap<String, StateJson>) -> Result<(), String> {
         let zone_index: HashMap<&str, u32> = city.zones.iter().enumerate().map(|(i, z)| (z.id.as_str(), i as u32)).collect();
         for (signature, &t) in &self.by_signature {
             let mut tracker = self.trackers[t].borrow_mut();
             let stable = self.stable_signature(city, signature, tracker.set);
             let Some(state) = saved.get(&stable) else { continue };
-            let state: BTreeMap<String, SavedTrack> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+            let state = serde_json::from_str::<crate::ops::MapEntries<SavedTrack>>(state.text()).map_err(|e| e.to_string())?.0;
             tracker.keys.clear();
             for (key, s) in state {
                 let inside = s

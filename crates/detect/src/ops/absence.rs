@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{detail, Keyed, Operator};
 use crate::zones::ZoneSets;
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -69,9 +69,9 @@ impl Operator for AbsenceOp {
     fn on_event(&mut self, cx: &mut Cx<'_>, key: u32, event: &Event, t: i64) {
         let for_ms = self.for_ms;
         let due_gap = for_ms + 1;
-        match self.keys.map.get_mut(&key) {
+        match self.keys.get_mut(key) {
             None => {
-                self.keys.map.insert(
+                self.keys.insert(
                     key,
                     State {
                         last_ms: t,
@@ -106,7 +106,7 @@ impl Operator for AbsenceOp {
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, key: u32, at: i64, _aux: u32) {
         let for_ms = self.for_ms;
-        let Some(st) = self.keys.map.get_mut(&key) else { return };
+        let Some(st) = self.keys.get_mut(key) else { return };
         let due = st.last_ms + for_ms + 1;
         if due > at {
             cx.schedule(key, due, 0);
@@ -121,23 +121,23 @@ impl Operator for AbsenceOp {
     }
 
     fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
-        for (&k, st) in &self.keys.map {
+        for (k, st) in self.keys.iter() {
             if !st.fired {
                 out.push((k, self.due(st.last_ms), 0));
             }
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 
     fn out_of_order(&self, _zones: &ZoneSets) -> u64 {

@@ -3,14 +3,14 @@
 //! Events reach this operator in watermark order (time, then id), so the windows and the
 //! evidence are the same whatever order events arrived in within the lateness allowance.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use cityward_model::{City, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{detail, Operator};
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::{fnv1a, GroupBy, RuleSpec};
 use crate::zones::ZoneSets;
 
@@ -172,14 +172,15 @@ impl Operator for CountOp {
         }
     }
 
-    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> Value {
-        let sorted: BTreeMap<&str, &Group> = self.groups.iter().map(|(k, g)| (&**k, g)).collect();
-        serde_json::to_value(sorted).unwrap_or(Value::Null)
+    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> StateJson {
+        let mut sorted: Vec<(&str, &Group)> = self.groups.iter().map(|(k, g)| (&**k, g)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        StateJson::of(&super::SortedMap(sorted))
     }
 
-    fn load(&mut self, state: &Value, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
-        let loaded: BTreeMap<String, Group> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        self.groups = loaded.into_iter().map(|(k, g)| (k.into_boxed_str(), g)).collect();
+    fn load(&mut self, state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+        let loaded = serde_json::from_str::<super::MapEntries<Group>>(state.text()).map_err(|e| e.to_string())?;
+        self.groups = loaded.0.into_iter().map(|(k, g)| (k.into_boxed_str(), g)).collect();
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use cityward_model::{City, Event};
 use serde_json::Value;
 
 use super::{detail, Operator};
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::{parse_between, parse_utc_offset, GeofenceOn, Rule};
 use crate::zones::{Stay, ZoneSets};
 
@@ -163,7 +163,7 @@ impl Operator for GeofenceOp {
         });
     }
 
-    fn save(&self, keys: &Interner, zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, zones: &ZoneSets) -> StateJson {
         // Where keys are belongs to the shared tracker (saved by the engine); a rule keeps
         // only the dwell stays it has raised, by key name and zone id.
         let fired: BTreeSet<(&str, &str)> = self
@@ -171,11 +171,11 @@ impl Operator for GeofenceOp {
             .iter()
             .map(|&(k, z)| (keys.name(k), zones.zone_id(z)))
             .collect();
-        serde_json::to_value(fired).unwrap_or(Value::Null)
+        StateJson::of(&fired)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String> {
-        let fired: Vec<(String, String)> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String> {
+        let fired: Vec<(String, String)> = serde_json::from_str(state.text()).map_err(|e| e.to_string())?;
         self.fired = fired
             .into_iter()
             .filter_map(|(k, z)| Some((keys.intern(&k), zones.zone_index(&z)?)))

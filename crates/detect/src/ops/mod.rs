@@ -1,14 +1,13 @@
 //! One operator per rule kind. Each keeps its state per key and reports firings through
 //! [`Cx`]; the engine decides the order events and timers reach it.
 
-use std::collections::BTreeMap;
 
 use cityward_model::{City, Event};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::{Rule, RuleKind};
 use crate::zones::ZoneSets;
 
@@ -20,7 +19,6 @@ mod sequence;
 mod simple;
 mod threshold;
 
-type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// A rule kind's runtime.
 pub(crate) trait Operator: Send {
@@ -39,9 +37,9 @@ pub(crate) trait Operator: Send {
         None
     }
     /// The keyed state, by key name.
-    fn save(&self, keys: &Interner, zones: &ZoneSets) -> Value;
+    fn save(&self, keys: &Interner, zones: &ZoneSets) -> StateJson;
     /// Loads state written by `save`.
-    fn load(&mut self, state: &Value, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String>;
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String>;
     /// How many keys (or groups) have state.
     fn state_len(&self, zones: &ZoneSets) -> usize;
     /// Events older than one already applied for their key.
@@ -51,31 +49,178 @@ pub(crate) trait Operator: Send {
 }
 
 /// Per-key state of type `S`, with the save/load every operator needs.
+///
+/// A slot map rather than a `HashMap<u32, S>`: states sit in fixed-size chunks (no
+/// doubling slack) and a small table of 4-byte positions finds them. For the million-key
+/// case (an absence rule over every device) this halves the memory per key.
 pub(crate) struct Keyed<S> {
-    pub map: FastMap<u32, S>,
+    index: hashbrown::HashTable<u32>,
+    chunks: Vec<Vec<(u32, S)>>,
+    len: usize,
+    hasher: ahash::RandomState,
     pub out_of_order: u64,
 }
 
-impl<S: Serialize + DeserializeOwned> Keyed<S> {
+const CHUNK: usize = 1 << 14;
+
+impl<S> Keyed<S> {
     pub fn new() -> Self {
         Keyed {
-            map: FastMap::default(),
+            index: hashbrown::HashTable::new(),
+            chunks: Vec::new(),
+            len: 0,
+            hasher: ahash::RandomState::new(),
             out_of_order: 0,
         }
     }
 
-    pub fn save(&self, keys: &Interner) -> Value {
-        let sorted: BTreeMap<&str, &S> = self.map.iter().map(|(k, s)| (keys.name(*k), s)).collect();
-        serde_json::to_value(sorted).unwrap_or(Value::Null)
+    fn slot(&self, pos: u32) -> &(u32, S) {
+        &self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
     }
 
-    pub fn load(&mut self, state: &Value, keys: &mut Interner) -> Result<(), String> {
-        let loaded: BTreeMap<String, S> = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        self.map.clear();
+    fn slot_mut(&mut self, pos: u32) -> &mut (u32, S) {
+        &mut self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
+    }
+
+    fn find(&self, key: u32) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |&pos| self.slot(pos).0 == key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut S> {
+        let pos = self.find(key)?;
+        Some(&mut self.slot_mut(pos).1)
+    }
+
+    /// Inserts or replaces the state of `key`.
+    pub fn insert(&mut self, key: u32, state: S) {
+        if let Some(pos) = self.find(key) {
+            self.slot_mut(pos).1 = state;
+            return;
+        }
+        let pos = self.len as u32;
+        if self.len % CHUNK == 0 && self.len / CHUNK == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks[self.len / CHUNK].push((key, state));
+        self.len += 1;
+        let hash = self.hasher.hash_one(key);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        self.index.insert_unique(hash, pos, |&p| {
+            hasher.hash_one(chunks[p as usize / CHUNK][p as usize % CHUNK].0)
+        });
+    }
+
+    /// Removes the state of `key`: the last slot moves into its place.
+    pub fn remove(&mut self, key: u32) -> Option<S> {
+        let hash = self.hasher.hash_one(key);
+        let chunks = &self.chunks;
+        let entry = self
+            .index
+            .find_entry(hash, |&p| chunks[p as usize / CHUNK][p as usize % CHUNK].0 == key)
+            .ok()?;
+        let (pos, _) = entry.remove();
+        let last = (self.len - 1) as u32;
+        if pos != last {
+            let moved_key = self.slot(last).0;
+            let moved_hash = self.hasher.hash_one(moved_key);
+            let chunks = &self.chunks;
+            if let Some(p) = self.index.find_mut(moved_hash, |&p| chunks[p as usize / CHUNK][p as usize % CHUNK].0 == moved_key) {
+                *p = pos;
+            }
+        }
+        // Swap the removed slot to the end and pop it.
+        let lc = last as usize / CHUNK;
+        let tail = self.chunks[lc].pop().expect("the last slot exists");
+        self.len -= 1;
+        if self.chunks[lc].is_empty() && lc + 1 == self.chunks.len() && lc > 0 {
+            self.chunks.pop();
+        }
+        if pos == last {
+            return Some(tail.1);
+        }
+        Some(std::mem::replace(self.slot_mut(pos), tail).1)
+    }
+
+    /// Every (key, state), in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &S)> {
+        self.chunks.iter().flatten().map(|(k, s)| (*k, s))
+    }
+
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
+
+impl<S: Default> Keyed<S> {
+    /// The state of `key`, inserted as default when absent.
+    pub fn get_or_default(&mut self, key: u32) -> &mut S {
+        let pos = match self.find(key) {
+            Some(pos) => pos,
+            None => {
+                self.insert(key, S::default());
+                (self.len - 1) as u32
+            }
+        };
+        &mut self.slot_mut(pos).1
+    }
+}
+
+impl<S: Serialize + DeserializeOwned> Keyed<S> {
+    pub fn save(&self, keys: &Interner) -> StateJson {
+        let mut sorted: Vec<(&str, &S)> = self.iter().map(|(k, s)| (keys.name(k), s)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        StateJson::of(&SortedMap(sorted))
+    }
+
+    pub fn load(&mut self, state: &StateJson, keys: &mut Interner) -> Result<(), String> {
+        let loaded: Vec<(String, S)> = serde_json::from_str::<MapEntries<S>>(state.text())
+            .map_err(|e| e.to_string())?
+            .0;
+        self.clear();
         for (k, s) in loaded {
-            self.map.insert(keys.intern(&k), s);
+            self.insert(keys.intern(&k), s);
         }
         Ok(())
+    }
+}
+
+/// Entries written as a JSON object in the order given (sorted by the caller, so equal
+/// state gives equal text).
+pub(crate) struct SortedMap<'a, K: Serialize, V: Serialize>(pub Vec<(K, &'a V)>);
+
+impl<K: Serialize, V: Serialize> Serialize for SortedMap<'_, K, V> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// A JSON object read as a list of entries (no map built on the way).
+pub(crate) struct MapEntries<V>(pub Vec<(String, V)>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for MapEntries<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = MapEntries<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of keyed state")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(MapEntries(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
@@ -129,4 +274,41 @@ pub(crate) fn round1(x: f64) -> Value {
     serde_json::Number::from_f64((x * 10.0).round() / 10.0)
         .map(Value::Number)
         .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::Keyed;
+    use std::collections::HashMap;
+
+    #[test]
+    fn keyed_behaves_like_a_map_across_chunks() {
+        let mut keyed: Keyed<u64> = Keyed::new();
+        let mut model: HashMap<u32, u64> = HashMap::new();
+        let mut x: u64 = 12345;
+        for step in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = (x % 40_000) as u32;
+            match x % 5 {
+                0 | 1 => {
+                    keyed.insert(key, step);
+                    model.insert(key, step);
+                }
+                2 => assert_eq!(keyed.remove(key), model.remove(&key)),
+                3 => *keyed.get_or_default(key) += 1,
+                _ => assert_eq!(keyed.get_mut(key).copied(), model.get(&key).copied()),
+            }
+            if x % 5 == 3 {
+                *model.entry(key).or_default() += 1;
+            }
+            assert_eq!(keyed.len(), model.len());
+        }
+        let mut got: Vec<(u32, u64)> = keyed.iter().map(|(k, v)| (k, *v)).collect();
+        let mut want: Vec<(u32, u64)> = model.into_iter().collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
 }

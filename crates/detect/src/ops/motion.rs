@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{detail, fire_at, round1, Keyed, Operator};
-use crate::engine::{Cx, Interner};
+use crate::engine::{StateJson, Cx, Interner};
 use crate::rule::{LimitFrom, RuleSpec};
 use crate::zones::ZoneSets;
 
@@ -118,7 +118,7 @@ impl Operator for SpeedOp {
     fn on_event(&mut self, cx: &mut Cx<'_>, key: u32, event: &Event, t: i64) {
         let Some(p) = event.point() else { return };
         let prev = {
-            let st = self.keys.map.entry(key).or_default();
+            let st = self.keys.get_or_default(key);
             if t < st.last_ms {
                 self.keys.out_of_order += 1;
                 return;
@@ -130,7 +130,7 @@ impl Operator for SpeedOp {
         };
         let speed = speed_kmh(event, &self.speed_attr, prev, t);
         let limit = speed.and_then(|_| self.limit_at(cx, p));
-        let st = self.keys.map.get_mut(&key).expect("inserted above");
+        let st = self.keys.get_mut(key).expect("inserted above");
         let (Some(speed), Some((limit, from))) = (speed, limit) else {
             st.over = None;
             return;
@@ -161,16 +161,16 @@ impl Operator for SpeedOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 
     fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
@@ -229,7 +229,7 @@ impl Operator for CorridorOp {
         let zone = &city.zones[zi as usize];
         let half = zone.width_m.unwrap_or(0.0) / 2.0;
         let beyond = zone.geometry.distance_m(p) - half;
-        let st = self.keys.map.entry(key).or_default();
+        let st = self.keys.get_or_default(key);
         if t < st.last_ms {
             self.keys.out_of_order += 1;
             return;
@@ -261,16 +261,16 @@ impl Operator for CorridorOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 
     fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
@@ -315,7 +315,7 @@ impl FatigueOp {
 
 impl Operator for FatigueOp {
     fn on_event(&mut self, cx: &mut Cx<'_>, key: u32, event: &Event, t: i64) {
-        let st = self.keys.map.entry(key).or_default();
+        let st = self.keys.get_or_default(key);
         if t < st.last_ms {
             self.keys.out_of_order += 1;
             return;
@@ -359,16 +359,16 @@ impl Operator for FatigueOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 
     fn out_of_order(&self, _zones: &ZoneSets) -> u64 {

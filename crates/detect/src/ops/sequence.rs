@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{detail, fire_at, Keyed, Operator};
 use crate::cel::Program;
 use crate::zones::ZoneSets;
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::{Rule, SequenceMode};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ impl Operator for SequenceOp {
             return;
         }
         let within_ms = self.within_ms;
-        let mut st = self.keys.map.remove(&key).unwrap_or_default();
+        let mut st = self.keys.remove(key).unwrap_or_default();
         // Forget A's that can no longer be followed in time (not_followed ones fire by
         // timer before they get here).
         if self.mode == SequenceMode::Followed {
@@ -118,16 +118,16 @@ impl Operator for SequenceOp {
             cx.schedule(key, t + within_ms + 1, seq);
         }
         if !st.pending.is_empty() {
-            self.keys.map.insert(key, st);
+            self.keys.insert(key, st);
         }
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, key: u32, at: i64, seq: u32) {
-        let Some(st) = self.keys.map.get_mut(&key) else { return };
+        let Some(st) = self.keys.get_mut(key) else { return };
         let Some(i) = st.pending.iter().position(|a| a.seq == seq) else { return };
         let a = st.pending.remove(i).expect("found");
         if st.pending.is_empty() {
-            self.keys.map.remove(&key);
+            self.keys.remove(key);
         }
         if self.mode == SequenceMode::Followed {
             return;
@@ -147,22 +147,22 @@ impl Operator for SequenceOp {
     }
 
     fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
-        for (&k, st) in &self.keys.map {
+        for (k, st) in self.keys.iter() {
             for a in &st.pending {
                 out.push((k, a.t + self.within_ms + 1, a.seq));
             }
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 }

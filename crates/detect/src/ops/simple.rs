@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{detail, fire_at, Operator};
 use crate::zones::ZoneSets;
-use crate::engine::{Cx, Interner};
+use crate::engine::{StateJson, Cx, Interner};
 use crate::rule::RuleSpec;
 
 /// `match`: every event that passes `when` fires.
@@ -17,11 +17,11 @@ impl Operator for MatchOp {
         cx.fire(key, fire_at(event, 0, t, t, vec![event.id.clone()], Default::default()));
     }
 
-    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> Value {
-        Value::Null
+    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> StateJson {
+        StateJson::of(&())
     }
 
-    fn load(&mut self, _state: &Value, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, _state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         Ok(())
     }
 
@@ -60,11 +60,11 @@ impl Operator for HotlistOp {
         cx.fire(key, fire_at(event, 0, t, t, vec![event.id.clone()], d));
     }
 
-    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> Value {
-        Value::Null
+    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> StateJson {
+        StateJson::of(&())
     }
 
-    fn load(&mut self, _state: &Value, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, _state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         Ok(())
     }
 
@@ -80,11 +80,11 @@ pub(crate) struct SqlOp;
 impl Operator for SqlOp {
     fn on_event(&mut self, _cx: &mut Cx<'_>, _key: u32, _event: &Event, _t: i64) {}
 
-    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> Value {
-        Value::Null
+    fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> StateJson {
+        StateJson::of(&())
     }
 
-    fn load(&mut self, _state: &Value, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, _state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{detail, fire_at, Keyed, Operator};
 use crate::zones::ZoneSets;
-use crate::engine::{Cx, Fire, Interner};
+use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ impl Operator for ThresholdOp {
         let (count, for_ms, limit) = (self.count, self.for_ms, self.limit());
         let beyond = self.beyond(v);
         let back = self.back(v);
-        let st = self.keys.map.entry(key).or_default();
+        let st = self.keys.get_or_default(key);
         if st.last_ms > t {
             self.keys.out_of_order += 1;
             return;
@@ -127,7 +127,7 @@ impl Operator for ThresholdOp {
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, key: u32, at: i64, _aux: u32) {
         let (count, limit) = (self.count, self.limit());
-        let Some(st) = self.keys.map.get_mut(&key) else { return };
+        let Some(st) = self.keys.get_mut(key) else { return };
         st.timer = false;
         if st.active || st.streak < count {
             return;
@@ -162,23 +162,23 @@ impl Operator for ThresholdOp {
     }
 
     fn timers(&self, _zones: &ZoneSets, out: &mut Vec<(u32, i64, u32)>) {
-        for (&k, st) in &self.keys.map {
+        for (k, st) in self.keys.iter() {
             if st.timer {
                 out.push((k, st.since_ms + self.for_ms, 0));
             }
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> Value {
+    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
         self.keys.save(keys)
     }
 
-    fn load(&mut self, state: &Value, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         self.keys.load(state, keys)
     }
 
     fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.map.len()
+        self.keys.len()
     }
 
     fn out_of_order(&self, _zones: &ZoneSets) -> u64 {

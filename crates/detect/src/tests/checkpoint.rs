@@ -185,8 +185,8 @@ fn checkpoint_carries_pending_state() {
     // Where v1 is (its pending dwell) is in the checkpoint, wherever the engine keeps it.
     let text = serde_json::to_string(&cp).unwrap();
     assert!(text.contains("\"v1\"") && text.contains("\"v1-1\""), "{text}");
-    assert!(cp.rules["offline"].state.get("dev-1").is_some());
-    assert!(cp.rules["unanswered"].state.get("c1").is_some());
+    assert!(cp.rules["offline"].state.value().get("dev-1").is_some());
+    assert!(cp.rules["unanswered"].state.value().get("c1").is_some());
     // The restored engine has the same timers pending and says the same about itself.
     let mut e = engine(STATEFUL);
     let mut whole = engine(STATEFUL);
@@ -250,7 +250,7 @@ fn restore_rejects_state_that_does_not_load() {
     let mut e = engine(STATEFUL);
     let _ = feed(&mut e, &timeline()[..10]);
     let mut cp = e.checkpoint();
-    cp.rules.get_mut("hot").unwrap().state = serde_json::json!({"s1": "not a state"});
+    cp.rules.get_mut("hot").unwrap().state = crate::StateJson::from_value(serde_json::json!({"s1": "not a state"}));
     let mut r = engine(STATEFUL);
     let err = r.restore(&cp).unwrap_err();
     assert!(err.contains("hot"), "{err}");
