@@ -145,6 +145,7 @@ impl Detection {
             last_event: Instant::now(),
             outputs: Vec::new(),
             keep: events.keep_handle(),
+            writer: None,
         };
         let stop_flag = stopped.clone();
         std::thread::Builder::new()
@@ -258,6 +259,8 @@ struct Stage {
     last_event: Instant,
     outputs: Vec<Output>,
     keep: Arc<std::sync::atomic::AtomicU64>,
+    /// The checkpoint being written, if any.
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long a batch may wait for an earlier one before the gap is read from the WAL.
@@ -285,7 +288,7 @@ impl Stage {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.checkpoint();
+                    self.checkpoint(true);
                     return;
                 }
             }
@@ -295,7 +298,7 @@ impl Stage {
             self.idle_tick();
             self.flush();
             if self.last_checkpoint.elapsed() >= self.config.checkpoint_every {
-                self.checkpoint();
+                self.checkpoint(false);
             }
         }
     }
@@ -311,13 +314,11 @@ impl Stage {
             }
             Msg::Hotlists(h) => self.engine.set_hotlists(h),
             Msg::Checkpoint(done) => {
-                self.flush();
-                self.checkpoint();
+                self.checkpoint(true);
                 let _ = done.send(());
             }
             Msg::Stop(done) => {
-                self.flush();
-                self.checkpoint();
+                self.checkpoint(true);
                 let _ = done.send(());
                 return false;
             }
@@ -505,35 +506,53 @@ impl Stage {
         Ok(())
     }
 
-    /// Writes the checkpoint atomically (temp file, fsync, rename) and lets compaction
-    /// delete the WAL before `next_seq`.
-    fn checkpoint(&mut self) {
+    /// Saves the engine's state with `next_seq`: the state is taken here (between events),
+    /// and written on another thread (temp file, fsync, rename), after which compaction may
+    /// delete the WAL before `next_seq`. With `wait`, returns once it is on disk; without,
+    /// skips the round while the previous write is still going.
+    fn checkpoint(&mut self, wait: bool) {
+        if let Some(writer) = self.writer.take() {
+            if writer.is_finished() || wait {
+                let _ = writer.join();
+            } else {
+                self.writer = Some(writer);
+                return;
+            }
+        }
         self.flush();
+        self.last_checkpoint = Instant::now();
         let file = CheckpointFile {
             version: 1,
             next_seq: self.next_seq,
             written_at: cityward_model::format_time(&Utc::now()),
             engine: self.engine.checkpoint(),
         };
-        let tmp = self.path.with_extension("json.tmp");
-        let written = (|| -> std::io::Result<()> {
-            let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
+        let (path, keep, status) = (self.path.clone(), self.keep.clone(), self.status.clone());
+        let writer = std::thread::spawn(move || {
+            let tmp = path.with_extension("json.tmp");
+            let written = (|| -> std::io::Result<()> {
+                let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })();
+            match written {
+                Ok(()) => {
+                    keep.store(file.next_seq, Ordering::Release);
+                    status.lock().expect("status lock").checkpoint_at = Some(file.written_at);
+                }
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "Detection checkpoint not written; the WAL is kept until one is."),
             }
-            Ok(())
-        })();
-        match written {
-            Ok(()) => {
-                self.keep.store(self.next_seq, Ordering::Release);
-                self.last_checkpoint = Instant::now();
-                self.status.lock().expect("status lock").checkpoint_at = Some(file.written_at);
-            }
-            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "Detection checkpoint not written; the WAL is kept until one is."),
+        });
+        if wait {
+            let _ = writer.join();
+        } else {
+            self.writer = Some(writer);
         }
         self.publish_status(true);
     }

@@ -173,10 +173,10 @@ impl<S: Default> Keyed<S> {
 }
 
 impl<S: Serialize + DeserializeOwned> Keyed<S> {
+    /// In slot order, which depends only on the order keys came and went, so the same
+    /// events give the same text without sorting a million names.
     pub fn save(&self, keys: &Interner) -> StateJson {
-        let mut sorted: Vec<(&str, &S)> = self.iter().map(|(k, s)| (keys.name(k), s)).collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        StateJson::of(&SortedMap(sorted))
+        StateJson::of(&SlotMap { keyed: self, keys })
     }
 
     pub fn load(&mut self, state: &StateJson, keys: &mut Interner) -> Result<(), String> {
@@ -188,6 +188,18 @@ impl<S: Serialize + DeserializeOwned> Keyed<S> {
             self.insert(keys.intern(&k), s);
         }
         Ok(())
+    }
+}
+
+/// A `Keyed` written as a JSON object by key name, without collecting it first.
+struct SlotMap<'a, S> {
+    keyed: &'a Keyed<S>,
+    keys: &'a Interner,
+}
+
+impl<S: Serialize> Serialize for SlotMap<'_, S> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.collect_map(self.keyed.iter().map(|(k, v)| (self.keys.name(k), v)))
     }
 }
 
