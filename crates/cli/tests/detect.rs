@@ -457,7 +457,6 @@ fn by_rule(alerts: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[test]
-#[ignore = "BUG: detection thread panics (debug builds): metrics.rs FAMILIES lacks cityward_detect_{events_total,alerts_raised_total,late_events,timers} used by detect.rs; status lock poisoned, rules/status API 500"]
 fn a_node_killed_while_detecting_raises_exactly_the_alerts_of_a_replay() {
     let f = fixture();
     let dir = f.dir.path();

@@ -94,7 +94,8 @@ impl RuleKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GeofenceOn {
-    /// The key's first fix inside a zone after a fix outside it.
+    /// The key's first fix inside a zone: after a fix outside it, or the first fix seen of
+    /// the key.
     Enter,
     /// The key's first fix outside a zone after a fix inside it.
     Exit,

@@ -146,6 +146,7 @@ impl Detection {
             outputs: Vec::new(),
             keep: events.keep_handle(),
             writer: None,
+            last_status: Instant::now(),
         };
         let stop_flag = stopped.clone();
         std::thread::Builder::new()
@@ -261,6 +262,8 @@ struct Stage {
     keep: Arc<std::sync::atomic::AtomicU64>,
     /// The checkpoint being written, if any.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// When the counters in the status were last refreshed.
+    last_status: Instant,
 }
 
 /// How long a batch may wait for an earlier one before the gap is read from the WAL.
@@ -297,6 +300,9 @@ impl Stage {
             }
             self.idle_tick();
             self.flush();
+            if self.last_status.elapsed() >= Duration::from_secs(1) {
+                self.publish_status(true);
+            }
             if self.last_checkpoint.elapsed() >= self.config.checkpoint_every {
                 self.checkpoint(false);
             }
@@ -557,11 +563,17 @@ impl Stage {
         self.publish_status(true);
     }
 
-    fn publish_status(&self, full: bool) {
+    fn publish_status(&mut self, full: bool) {
         let mut status = self.status.lock().expect("status lock");
         status.next_seq = self.next_seq;
-        status.watermark = self.engine.watermark().map(|w| cityward_model::format_time(&w));
+        let watermark = self.engine.watermark();
+        status.watermark = watermark.map(|w| cityward_model::format_time(&w));
+        if let Some(w) = watermark {
+            let lag = (Utc::now() - w).num_milliseconds() as f64 / 1000.0;
+            self.metrics.set("cityward_detect_watermark_lag_seconds", &[], lag);
+        }
         if full || status.rules == 0 {
+            self.last_status = Instant::now();
             status.rules = self.engine.rules().count();
             status.stats = self.engine.stats();
             status.late_events = self.engine.late_events().cloned().collect();

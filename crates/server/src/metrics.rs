@@ -190,6 +190,41 @@ const FAMILIES: &[(&str, Family)] = &[
             kind: "gauge",
         },
     ),
+    (
+        "cityward_detect_events_total",
+        Family {
+            help: "Events the rule engine applied (from the bus or read back from the WAL).",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_detect_alerts_raised_total",
+        Family {
+            help: "Alerts the rule engine raised and stored.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_detect_late_events",
+        Family {
+            help: "Events that arrived behind the watermark (counted, reported, not applied to windows or keyed state).",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_detect_timers",
+        Family {
+            help: "Timers pending in the rule engine (absence, dwell, not-followed, threshold durations).",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_detect_watermark_lag_seconds",
+        Family {
+            help: "How far the engine's watermark is behind the clock.",
+            kind: "gauge",
+        },
+    ),
 ];
 
 /// All metrics of a node.

@@ -246,7 +246,6 @@ fn heat_rule(id: &str, category: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: detection thread panics (debug builds): metrics.rs FAMILIES lacks cityward_detect_{events_total,alerts_raised_total,late_events,timers} used by detect.rs; status lock poisoned, rules/status API 500"]
 async fn rules_are_stored_read_validated_and_deleted_by_role() {
     let t = start(|_| {}).await;
     let admin = t.login("admin", "admin-pass").await;
@@ -375,7 +374,6 @@ async fn a_stale_rule_version_is_a_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: detection thread panics (debug builds): metrics.rs FAMILIES lacks cityward_detect_{events_total,alerts_raised_total,late_events,timers} used by detect.rs; status lock poisoned, rules/status API 500"]
 async fn live_events_raise_alerts_and_repeats_count_on_the_open_alert() {
     let t = start(|_| {}).await;
     let admin = t.login("admin", "admin-pass").await;
@@ -467,7 +465,6 @@ async fn live_events_raise_alerts_and_repeats_count_on_the_open_alert() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: detection thread panics (debug builds): metrics.rs FAMILIES lacks cityward_detect_{events_total,alerts_raised_total,late_events,timers} used by detect.rs; status lock poisoned, rules/status API 500"]
 async fn changing_one_rule_keeps_the_state_of_the_others() {
     let t = start(|_| {}).await;
     let admin = t.login("admin", "admin-pass").await;
@@ -513,7 +510,6 @@ async fn changing_one_rule_keeps_the_state_of_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: detection thread panics (debug builds): metrics.rs FAMILIES lacks cityward_detect_{events_total,alerts_raised_total,late_events,timers} used by detect.rs; status lock poisoned, rules/status API 500"]
 async fn hotlist_entries_match_normalised_plates_until_they_expire_or_are_removed() {
     let t = start(|_| {}).await;
     let admin = t.login("admin", "admin-pass").await;
