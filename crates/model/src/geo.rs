@@ -855,7 +855,8 @@ pub struct PolygonIndex<T> {
     slabs: Vec<Slabs>,
     /// CSR offsets of each slab's edges in `slab_edges` (slabs of all parts, in order).
     slab_offsets: Vec<u32>,
-    slab_edges: Vec<u32>,
+    /// The edges of each slab, copied so that a lookup reads them in one run of memory.
+    slab_edges: Vec<(Point, Point)>,
     extent: BBox,
     cols: usize,
     rows: usize,
@@ -939,11 +940,13 @@ impl<T> PolygonIndex<T> {
         );
         index.build_slabs();
         index.build_buckets();
+        // Lookups read the slabs' copies; the edge list was only needed to build them.
+        index.edges = Vec::new();
         index
     }
 
     fn build_slabs(&mut self) {
-        let mut per_slab: Vec<Vec<u32>> = Vec::new();
+        let mut per_slab: Vec<Vec<(Point, Point)>> = Vec::new();
         for &(es, ee) in &self.parts {
             let edges = &self.edges[es as usize..ee as usize];
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -961,10 +964,10 @@ impl<T> PolygonIndex<T> {
             };
             per_slab.clear();
             per_slab.resize(n as usize, Vec::new());
-            for (i, &(a, b)) in edges.iter().enumerate() {
+            for &(a, b) in edges {
                 let (s0, s1) = (slabs.of(a.1.min(b.1)), slabs.of(a.1.max(b.1)));
                 for list in &mut per_slab[s0..=s1] {
-                    list.push(es + i as u32);
+                    list.push((a, b));
                 }
             }
             for list in &per_slab {
@@ -1087,8 +1090,7 @@ impl<T> PolygonIndex<T> {
         let k = slabs.first as usize + slabs.of(y);
         let (s, e) = (self.slab_offsets[k] as usize, self.slab_offsets[k + 1] as usize);
         let mut inside = false;
-        for &edge in &self.slab_edges[s..e] {
-            let (a, b) = self.edges[edge as usize];
+        for &(a, b) in &self.slab_edges[s..e] {
             if crosses(x, y, a, b) {
                 inside = !inside;
             }
