@@ -256,12 +256,22 @@ impl Node {
 /// re-run it early), and each row becomes an alert. Rows that give an alert already stored
 /// (same rule, same row) are not stored again.
 pub(crate) async fn run_sql_rules(node: std::sync::Arc<Node>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
         let city = node.city();
-        let rules: Vec<Rule> = stored_rules(node.state().as_ref(), &city)
-            .into_iter()
+        // Only the SQL rules are parsed (the stored text is the rule as JSON).
+        let rows = match node.state().list_rules() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "Rules could not be read; SQL rules wait for the next turn.");
+                continue;
+            }
+        };
+        let rules: Vec<Rule> = rows
+            .iter()
+            .filter(|r| r.enabled && r.body.contains("\"sql\""))
+            .filter_map(|r| spec_of(r).ok()?.compile(&city).ok())
             .filter(|r| r.spec.kind == cityward_detect::RuleKind::Sql)
             .collect();
         for rule in rules {

@@ -617,3 +617,33 @@ async fn hotlist_entries_match_normalised_plates_until_they_expire_or_are_remove
         .collect();
     assert!(!keys.contains(&"沪A12345".to_string()), "a removed entry matched: {keys:?}");
 }
+
+/// A `sql` rule runs on its schedule over the events (lake and WAL), and each row becomes an
+/// alert with the row as its detail; the next run over the same data stores nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_rules_turn_rows_into_alerts_on_their_schedule() {
+    let t = start(|_| {}).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let sensor = device(&t.node, "smoke");
+    t.ingest(&hub, &[smoke("q1", &sensor.id, false, 71.0), smoke("q2", &sensor.id, false, 20.0)]).await;
+    let rule = json!({
+        "id": "hot-readings",
+        "kind": "sql",
+        "query": "SELECT source AS key, id, CAST(time AS VARCHAR) AS time, grid FROM events WHERE kind = 'smoke' AND temperature_c > 60",
+        "every": "1s",
+        "severity": "high",
+        "category": "fire.model",
+    });
+    t.install(&admin, rule).await;
+    let alert = t.wait_alert(&admin, "from the SQL rule", |a| a["rule"] == "hot-readings").await;
+    assert_eq!(alert["key"], sensor.id.as_str());
+    assert_eq!(alert["evidence"], json!(["q1"]));
+    assert_eq!(alert["severity"], "high");
+    assert_eq!(alert["grid"], sensor.grid.as_str());
+    assert_eq!(alert["detail"]["id"], "q1", "the row is the alert's detail: {alert}");
+    // Later runs over the same rows add nothing.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let n = t.alerts(&admin).await.into_iter().filter(|a| a["rule"] == "hot-readings").count();
+    assert_eq!(n, 1);
+}
