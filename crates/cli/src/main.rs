@@ -13,6 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+// The node allocates and frees many small objects per event (decoding, enrichment, rule
+// state, alerts); mimalloc does that markedly faster than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// cityward — the data platform of a city's public-safety and operations centre.
 #[derive(Parser)]
 #[command(name = "cityward", version, about, long_about = None)]
