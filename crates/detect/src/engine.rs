@@ -346,6 +346,8 @@ struct Slot {
     /// Rules with the same key expression share a class, so a key is evaluated once per
     /// event for all of them.
     key_class: u32,
+    /// Likewise for `when`.
+    when_class: u32,
 }
 
 /// An event held back until the watermark passes it, for the ordered rules it matched.
@@ -461,6 +463,7 @@ impl Engine {
                         ordered,
                         stateless,
                         key_class: 0,
+                        when_class: 0,
                     });
                     stats.push(RuleStats::default());
                 }
@@ -480,9 +483,13 @@ impl Engine {
             held.rules = held.rules.iter().filter_map(|&r| remap(r)).collect();
         }
         let mut classes: HashMap<String, u32> = HashMap::new();
+        let mut when_classes: HashMap<String, u32> = HashMap::new();
         for slot in &mut slots {
             let n = classes.len() as u32;
             slot.key_class = *classes.entry(slot.rule.key.source().to_string()).or_insert(n);
+            let when = slot.rule.when.as_ref().map_or("", |w| w.source()).to_string();
+            let n = when_classes.len() as u32;
+            slot.when_class = *when_classes.entry(when).or_insert(n);
         }
         let used: Vec<usize> = slots.iter().filter_map(|s| s.op.tracker()).collect();
         self.zones.clear_unused_trackers(&used);
@@ -580,6 +587,7 @@ impl Engine {
         }
         let mut ordered_rules: Vec<u32> = Vec::new();
         let mut last_key: Option<(u32, u32)> = None;
+        let mut last_when: Option<(u32, bool)> = None;
         // Candidate rules: those for the event's kind and those for any kind (two sorted
         // lists, visited in rule order), then those for its source. Shared lists, so the
         // walk does not hold a borrow of the engine.
@@ -604,10 +612,10 @@ impl Engine {
                 }
                 (None, None) => break,
             };
-            self.dispatch(next, event, t, late, &mut last_key, &mut ordered_rules);
+            self.dispatch(next, event, t, late, &mut last_key, &mut last_when, &mut ordered_rules);
         }
         for &next in by_source.as_deref().unwrap_or(&[]) {
-            self.dispatch(next, event, t, late, &mut last_key, &mut ordered_rules);
+            self.dispatch(next, event, t, late, &mut last_key, &mut last_when, &mut ordered_rules);
         }
         if !ordered_rules.is_empty() {
             let seq = self.held_seq;
@@ -630,6 +638,7 @@ impl Engine {
 
     /// Offers an event to one rule: `when`, then the key, then the operator (or the hold
     /// queue, for ordered rules).
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
         next: u32,
@@ -637,6 +646,7 @@ impl Engine {
         t: i64,
         late: bool,
         last_key: &mut Option<(u32, u32)>,
+        last_when: &mut Option<(u32, bool)>,
         ordered_rules: &mut Vec<u32>,
     ) {
         let slot = &mut self.slots[next as usize];
@@ -645,7 +655,15 @@ impl Engine {
         }
         let stats = &mut self.sink.stats[next as usize];
         if let Some(when) = &slot.rule.when {
-            if !when.matches(event) {
+            let matched = match *last_when {
+                Some((class, m)) if class == slot.when_class => m,
+                _ => {
+                    let m = when.matches(event);
+                    *last_when = Some((slot.when_class, m));
+                    m
+                }
+            };
+            if !matched {
                 return;
             }
         }
