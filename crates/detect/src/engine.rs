@@ -594,7 +594,11 @@ impl Engine {
         let by_kind = self.by_kind.get(event.kind.as_str()).cloned();
         let by_kind: &[u32] = by_kind.as_deref().unwrap_or(&[]);
         let any = self.any_kind.clone();
-        let by_source = self.by_source.get(event.source.as_str()).cloned();
+        let by_source = if self.by_source.is_empty() {
+            None
+        } else {
+            self.by_source.get(event.source.as_str()).cloned()
+        };
         let (mut a, mut b) = (0, 0);
         loop {
             let next = match (by_kind.get(a), any.get(b)) {
