@@ -210,11 +210,13 @@ fn mixed_event(client: usize, i: u64, t: &str, sensors: &[(String, String)]) -> 
             format!(r#"{{"source":"truck-{truck:05}","kind":"gps","time":"{t}","lon":{lon:.6},"lat":{lat:.6},"attrs":{{"speed_kmh":{:.1},"class":"{class}"}}}}"#, 30.0 + (i % 60) as f64)
         }
         6..=8 => {
+            // Sensors read normal values, with a rare excursion that a threshold catches.
             let (id, kind) = &sensors[((i / 10) as usize * 31 + client * 7) % sensors.len()];
+            let excursion = (i / 10) % 5000 == 17;
             match kind.as_str() {
-                "smoke" => format!(r#"{{"source":"{id}","kind":"smoke","time":"{t}","attrs":{{"alarm":false,"value":0.1,"temperature_c":{:.1}}}}}"#, 20.0 + (i % 50) as f64),
-                "gas" => format!(r#"{{"source":"{id}","kind":"gas","time":"{t}","attrs":{{"alarm":false,"value":{:.1}}}}}"#, (i % 30) as f64),
-                _ => format!(r#"{{"source":"{id}","kind":"water_level","time":"{t}","attrs":{{"value":{:.3}}}}}"#, (i % 40) as f64 / 100.0),
+                "smoke" => format!(r#"{{"source":"{id}","kind":"smoke","time":"{t}","attrs":{{"alarm":false,"value":0.1,"temperature_c":{:.1}}}}}"#, if excursion { 72.0 } else { 20.0 + (i % 7) as f64 }),
+                "gas" => format!(r#"{{"source":"{id}","kind":"gas","time":"{t}","attrs":{{"alarm":false,"value":{:.1}}}}}"#, if excursion { 25.0 } else { (i % 5) as f64 }),
+                _ => format!(r#"{{"source":"{id}","kind":"water_level","time":"{t}","attrs":{{"value":{:.3}}}}}"#, if excursion { 0.45 } else { 0.05 + (i % 3) as f64 / 100.0 }),
             }
         }
         _ => format!(r#"{{"source":"hb-{:07}","kind":"heartbeat","time":"{t}","attrs":{{"battery":80.0}}}}"#, (i * 7919 + client as u64) % 1_000_000),
@@ -373,6 +375,11 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     let catch_up = t2.elapsed().as_secs_f64() - 1.0;
+    let st = status(&client)?;
+    println!(
+        "Detection after the load: {} events applied, {} timers, {} events held for ordered rules, RSS now {} MiB.",
+        st["stats"]["events"], st["stats"]["timers"], st["stats"]["buffered"], status_kib(pid, "VmRSS:") / 1024
+    );
     println!(
         "Sustained: {n} events in {secs:.1} s = {:.0} events/s acknowledged; detection caught up {catch_up:.1} s after the load stopped; peak RSS {} MiB.",
         n as f64 / secs,

@@ -125,7 +125,7 @@ impl Detection {
             next_seq = first_retained(events.wal_reader()).unwrap_or(0);
         }
         events.keep_wal_from(next_seq);
-        let (tx, rx) = std::sync::mpsc::sync_channel(256);
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let status = Arc::new(Mutex::new(DetectStatus::default()));
         let (alerts, _) = broadcast::channel(256);
         let stopped = Arc::new(AtomicBool::new(false));
@@ -156,24 +156,24 @@ impl Detection {
                 stop_flag.store(true, Ordering::Release);
             })
             .map_err(|e| NodeError::Internal(format!("cannot start the detection thread: {e}")))?;
-        // Forward the bus (async) to the stage (a thread).
+        // Forward the bus to the stage. A thread, so that a busy stage holds back here (the
+        // bounded channel is full): the bus then drops batches for this subscriber, which
+        // the stage reads back from the WAL. Memory stays bounded however far behind it is.
         let forward = tx.clone();
         let mut bus = parts.bus;
-        tokio::spawn(async move {
-            loop {
-                let msg = match bus.recv().await {
+        std::thread::Builder::new()
+            .name("cityward-detect-feed".into())
+            .spawn(move || loop {
+                let msg = match bus.blocking_recv() {
                     Ok(batch) => Msg::Batch(batch),
                     Err(broadcast::error::RecvError::Lagged(_)) => Msg::Lagged,
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                let forward = forward.clone();
-                // The channel is bounded: wait off the async workers when the stage is busy.
-                let sent = tokio::task::spawn_blocking(move || forward.send(msg).is_ok()).await;
-                if !matches!(sent, Ok(true)) {
+                if forward.send(msg).is_err() {
                     break;
                 }
-            }
-        });
+            })
+            .map_err(|e| NodeError::Internal(format!("cannot start the detection feed: {e}")))?;
         Ok(Detection {
             tx,
             status,
@@ -219,6 +219,31 @@ impl Detection {
         if self.tx.send(Msg::Stop(done)).is_ok() {
             let _ = wait.await;
         }
+    }
+}
+
+/// Applies a repeat or a clear to a stored alert's row.
+fn apply_output(row: &mut AlertRow, output: &Output, max_evidence: usize, now: chrono::DateTime<Utc>) {
+    row.updated_at = now;
+    let Some(body) = row.body.as_object_mut() else { return };
+    match output {
+        Output::Repeated { time, count, evidence, .. } => {
+            body.insert("count".into(), json!(count));
+            body.insert("last_fired_at".into(), json!(cityward_model::format_time(time)));
+            let list = body.entry("evidence").or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut() {
+                for id in evidence {
+                    if list.len() < max_evidence && !list.iter().any(|v| v == id) {
+                        list.push(json!(id));
+                    }
+                }
+            }
+        }
+        Output::Cleared { time, .. } => {
+            body.entry("cleared_at")
+                .or_insert_with(|| json!(cityward_model::format_time(time)));
+        }
+        Output::Raised(_) => {}
     }
 }
 
@@ -436,7 +461,8 @@ impl Stage {
         }
     }
 
-    /// Stores the engine's outputs.
+    /// Stores the engine's outputs: one transaction for the whole batch (an alert raised and
+    /// repeated or cleared in the same batch is written once, as it ends up).
     fn flush(&mut self) {
         self.engine.drain_into(&mut self.outputs);
         if self.outputs.is_empty() {
@@ -444,72 +470,67 @@ impl Stage {
             return;
         }
         let outputs = std::mem::take(&mut self.outputs);
-        let mut raised = Vec::new();
-        for output in outputs {
-            if let Err(e) = self.store(&output, &mut raised) {
-                tracing::error!(alert = output.alert_id(), error = %e, "Alert could not be stored.");
-            }
-        }
-        if !raised.is_empty() {
-            self.metrics.add("cityward_detect_alerts_raised_total", &[], raised.len() as f64);
-            let _ = self.alerts.send(Arc::new(raised));
-        }
-        self.publish_status(false);
-    }
-
-    fn store(&self, output: &Output, raised: &mut Vec<Alert>) -> Result<(), cityward_store::StateError> {
         let now = Utc::now();
-        match output {
-            Output::Raised(alert) => {
-                let row = AlertRow {
-                    id: alert.id.clone(),
-                    rule: alert.rule.clone(),
-                    key: alert.key.clone(),
-                    status: "new".into(),
-                    severity: alert.severity.as_str().into(),
-                    category: alert.category.clone(),
-                    time: alert.time,
-                    grid: alert.grid.clone(),
-                    body: serde_json::to_value(alert).unwrap_or(Value::Null),
-                    updated_at: now,
-                };
-                match self.state.insert_alert(&row) {
-                    Ok(()) => raised.push(alert.clone()),
-                    // Raised again while re-applying the WAL after a restart: already stored.
-                    Err(e) if e.status() == cityward_store::Status::Conflict => {}
-                    Err(e) => return Err(e),
+        let mut inserts: Vec<AlertRow> = Vec::new();
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut pending: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut updates: Vec<AlertRow> = Vec::new();
+        let mut updating: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for output in outputs {
+            match output {
+                Output::Raised(alert) => {
+                    pending.insert(alert.id.clone(), inserts.len());
+                    inserts.push(AlertRow {
+                        id: alert.id.clone(),
+                        rule: alert.rule.clone(),
+                        key: alert.key.clone(),
+                        status: "new".into(),
+                        severity: alert.severity.as_str().into(),
+                        category: alert.category.clone(),
+                        time: alert.time,
+                        grid: alert.grid.clone(),
+                        body: serde_json::to_value(&alert).unwrap_or(Value::Null),
+                        updated_at: now,
+                    });
+                    alerts.push(alert);
                 }
-            }
-            Output::Repeated { alert, time, count, evidence } => {
-                if let Some(mut row) = self.state.alert(alert)? {
-                    let body = row.body.as_object_mut();
-                    if let Some(body) = body {
-                        body.insert("count".into(), json!(count));
-                        body.insert("last_fired_at".into(), json!(cityward_model::format_time(time)));
-                        let list = body.entry("evidence").or_insert_with(|| json!([]));
-                        if let Some(list) = list.as_array_mut() {
-                            for id in evidence {
-                                if list.len() < self.config.max_evidence && !list.iter().any(|v| v == id) {
-                                    list.push(json!(id));
+                other => {
+                    let id = other.alert_id().to_string();
+                    let row = if let Some(&i) = pending.get(&id) {
+                        &mut inserts[i]
+                    } else {
+                        if !updating.contains_key(&id) {
+                            match self.state.alert(&id) {
+                                Ok(Some(row)) => {
+                                    updating.insert(id.clone(), updates.len());
+                                    updates.push(row);
+                                }
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::error!(alert = %id, error = %e, "Alert could not be read for an update.");
+                                    continue;
                                 }
                             }
                         }
-                    }
-                    row.updated_at = now;
-                    self.state.update_alert(&row)?;
-                }
-            }
-            Output::Cleared { alert, time } => {
-                if let Some(mut row) = self.state.alert(alert)? {
-                    if let Some(body) = row.body.as_object_mut() {
-                        body.entry("cleared_at").or_insert_with(|| json!(cityward_model::format_time(time)));
-                    }
-                    row.updated_at = now;
-                    self.state.update_alert(&row)?;
+                        &mut updates[updating[&id]]
+                    };
+                    apply_output(row, &other, self.config.max_evidence, now);
                 }
             }
         }
-        Ok(())
+        match self.state.write_alerts(&inserts, &updates) {
+            Ok(inserted) => {
+                // Raised again while re-applying the WAL after a restart: already stored.
+                let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+                alerts.retain(|a| inserted.contains(&a.id));
+                if !alerts.is_empty() {
+                    self.metrics.add("cityward_detect_alerts_raised_total", &[], alerts.len() as f64);
+                    let _ = self.alerts.send(Arc::new(alerts));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, alerts = inserts.len(), updates = updates.len(), "Alerts could not be stored."),
+        }
+        self.publish_status(false);
     }
 
     /// Saves the engine's state with `next_seq`: the state is taken here (between events),

@@ -50,8 +50,8 @@ pub(crate) trait Operator: Send {
 
 /// Per-key state of type `S`, with the save/load every operator needs.
 ///
-/// A slot map rather than a `HashMap<u32, S>`: states sit in fixed-size chunks (no
-/// doubling slack) and a small table of 4-byte positions finds them. For the million-key
+/// A slot map rather than a `HashMap<u32, S>`: states sit in chunks (after the first, of a
+/// fixed size: no doubling slack) and a small table of 4-byte positions finds them. For the million-key
 /// case (an absence rule over every device) this halves the memory per key.
 pub(crate) struct Keyed<S> {
     index: hashbrown::HashTable<u32>,
@@ -103,8 +103,10 @@ impl<S> Keyed<S> {
             return;
         }
         let pos = self.len as u32;
-        if self.len % CHUNK == 0 && self.len / CHUNK == self.chunks.len() {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            // The first chunk grows as a Vec does (a rule per device has one key: it must not
+            // cost a whole chunk); later ones are allocated whole, so none is ever copied.
+            self.chunks.push(if self.chunks.is_empty() { Vec::new() } else { Vec::with_capacity(CHUNK) });
         }
         self.chunks[self.len / CHUNK].push((key, state));
         self.len += 1;

@@ -666,6 +666,21 @@ fn check_alerts(store: &dyn StateStore) {
         store.update_alert(&alert("a-99", 0, "new")),
         Status::NotFound,
     );
+
+    // A batch: known ids are skipped on insert, unknown ids skipped on update, all in one go.
+    let fresh = [alert("b-1", 5, "new"), alert("a-05", 5, "new"), alert("b-2", 6, "new")];
+    let mut changed = alerts[7].clone();
+    changed.status = "closed".into();
+    let inserted = store
+        .write_alerts(&fresh, &[changed.clone(), alert("b-404", 0, "new")])
+        .unwrap();
+    assert_eq!(inserted, ["b-1", "b-2"], "only new ids are inserted");
+    assert_eq!(store.alert("b-2").unwrap().as_ref(), Some(&fresh[2]));
+    assert_eq!(store.alert("a-05").unwrap().as_ref(), Some(&alerts[5]), "a known id is left alone");
+    assert_eq!(store.alert(&changed.id).unwrap(), Some(changed));
+    assert_eq!(store.alert("b-404").unwrap(), None);
+    assert_eq!(store.write_alerts(&[], &[]).unwrap(), Vec::<String>::new());
+    expect_kind(store.write_alerts(&[alert("", 0, "new")], &[]), Status::InvalidInput);
 }
 
 fn check_dead_letters(store: &dyn StateStore) {

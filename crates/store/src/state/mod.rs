@@ -144,6 +144,11 @@ pub trait StateStore: Send + Sync {
     /// The alert with `id`, or `None`.
     fn alert(&self, id: &str) -> Result<Option<AlertRow>, StateError>;
 
+    /// Writes a batch in one transaction: `inserts` whose id is already stored are skipped
+    /// (an engine re-raising an alert after a restart), `updates` of ids not stored are
+    /// skipped. Returns the ids actually inserted, in batch order.
+    fn write_alerts(&self, inserts: &[AlertRow], updates: &[AlertRow]) -> Result<Vec<String>, StateError>;
+
     /// One page of alerts, newest event time first (ties by descending id), only those with
     /// `status` when it is given.
     fn list_alerts(

@@ -1131,6 +1131,72 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn write_alerts(&self, inserts: &[AlertRow], updates: &[AlertRow]) -> Result<Vec<String>, StateError> {
+        for a in inserts.iter().chain(updates) {
+            check_alert(a)?;
+        }
+        if inserts.is_empty() && updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        const OP: &str = "write alerts";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "alerts")?;
+        let mut inserted = Vec::new();
+        {
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO alerts ({ALERT_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (id) DO NOTHING"
+                ))
+                .map_err(db(OP, "alerts"))?;
+            for a in inserts {
+                let n = insert
+                    .execute(params![
+                        a.id,
+                        a.rule,
+                        a.key,
+                        a.status,
+                        a.severity,
+                        a.category,
+                        to_micros(&a.time),
+                        a.grid,
+                        json_text(&a.body),
+                        to_micros(&a.updated_at)
+                    ])
+                    .map_err(db(OP, "alerts"))?;
+                if n > 0 {
+                    inserted.push(a.id.clone());
+                }
+            }
+            let mut update = tx
+                .prepare_cached(
+                    r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
+                       category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10
+                       WHERE id = ?1"#,
+                )
+                .map_err(db(OP, "alerts"))?;
+            for a in updates {
+                update
+                    .execute(params![
+                        a.id,
+                        a.rule,
+                        a.key,
+                        a.status,
+                        a.severity,
+                        a.category,
+                        to_micros(&a.time),
+                        a.grid,
+                        json_text(&a.body),
+                        to_micros(&a.updated_at)
+                    ])
+                    .map_err(db(OP, "alerts"))?;
+            }
+        }
+        tx.commit().map_err(db(OP, "alerts"))?;
+        Ok(inserted)
+    }
+
     fn update_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
         check_alert(alert)?;
         let n = self
