@@ -459,6 +459,13 @@ fn main() -> Result<()> {
     );
     let st = status(&client)?;
     println!(
+        "Detection's own latency (WAL acknowledgement to alert stored), last {} alerts: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+        st["alert_latency_ms"]["alerts"],
+        st["alert_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+        st["alert_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        st["alert_latency_ms"]["max"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
         "Memory: RSS with {rules_running} rules {} MiB; after {} absence keys {} MiB (+{:.0} bytes per timer); peak {} MiB. Late events: {}.",
         rss_rules / 1024,
         args.timers,

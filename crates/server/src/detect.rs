@@ -64,6 +64,22 @@ pub struct DetectStatus {
     pub checkpoint_at: Option<String>,
     /// The most recent late events.
     pub late_events: Vec<cityward_detect::LateEvent>,
+    /// From the WAL's acknowledgement of an event to the alert it raised being stored, over
+    /// the last alerts raised from live batches: milliseconds at p50, p99 and max.
+    pub alert_latency_ms: Option<LatencySummary>,
+}
+
+/// Percentiles of a latency sample.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    /// Alerts in the sample.
+    pub alerts: usize,
+    /// Median, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Largest, ms.
+    pub max: f64,
 }
 
 /// The handle the node keeps.
@@ -147,6 +163,8 @@ impl Detection {
             keep: events.keep_handle(),
             writer: None,
             last_status: Instant::now(),
+            batch_stored_at: None,
+            latencies: std::collections::VecDeque::new(),
         };
         let stop_flag = stopped.clone();
         std::thread::Builder::new()
@@ -289,6 +307,10 @@ struct Stage {
     writer: Option<std::thread::JoinHandle<()>>,
     /// When the counters in the status were last refreshed.
     last_status: Instant,
+    /// When the batch being applied was stored (None while reading the WAL back).
+    batch_stored_at: Option<Instant>,
+    /// Latencies (ms) of the last alerts raised from live batches.
+    latencies: std::collections::VecDeque<f64>,
 }
 
 /// How long a batch may wait for an earlier one before the gap is read from the WAL.
@@ -390,6 +412,10 @@ impl Stage {
         for event in batch.events.iter().skip(skip) {
             self.engine.process(event);
         }
+        // Alerts of this batch are stored now, so their latency counts from its storing.
+        self.batch_stored_at = Some(batch.stored_at);
+        self.flush();
+        self.batch_stored_at = None;
         self.next_seq = self.next_seq.max(batch.first_seq + batch.events.len() as u64);
         self.last_event = Instant::now();
         self.metrics.add("cityward_detect_events_total", &[], (batch.events.len() - skip.min(batch.events.len())) as f64);
@@ -524,6 +550,15 @@ impl Stage {
                 let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
                 alerts.retain(|a| inserted.contains(&a.id));
                 if !alerts.is_empty() {
+                    if let Some(stored) = self.batch_stored_at {
+                        let ms = stored.elapsed().as_secs_f64() * 1000.0;
+                        for _ in &alerts {
+                            if self.latencies.len() == 10_000 {
+                                self.latencies.pop_front();
+                            }
+                            self.latencies.push_back(ms);
+                        }
+                    }
                     self.metrics.add("cityward_detect_alerts_raised_total", &[], alerts.len() as f64);
                     let _ = self.alerts.send(Arc::new(alerts));
                 }
@@ -598,6 +633,17 @@ impl Stage {
             status.rules = self.engine.rules().count();
             status.stats = self.engine.stats();
             status.late_events = self.engine.late_events().cloned().collect();
+            if !self.latencies.is_empty() {
+                let mut sorted: Vec<f64> = self.latencies.iter().copied().collect();
+                sorted.sort_by(|a, b| a.total_cmp(b));
+                let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
+                status.alert_latency_ms = Some(LatencySummary {
+                    alerts: sorted.len(),
+                    p50: at(0.5),
+                    p99: at(0.99),
+                    max: sorted[sorted.len() - 1],
+                });
+            }
             self.metrics.set("cityward_detect_late_events", &[], status.stats.late as f64);
             self.metrics.set("cityward_detect_timers", &[], status.stats.timers as f64);
         }

@@ -200,6 +200,8 @@ pub struct StoredBatch {
     pub first_seq: u64,
     /// The stored (enriched) events.
     pub events: Vec<Event>,
+    /// When the WAL acknowledged them (detection measures its latency from here).
+    pub stored_at: Instant,
 }
 
 impl Node {
@@ -477,6 +479,7 @@ impl Node {
             let _ = self.bus.send(Arc::new(StoredBatch {
                 first_seq: seqs.start,
                 events,
+                stored_at: Instant::now(),
             }));
         }
         Ok(IngestOutcome {
