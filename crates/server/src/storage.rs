@@ -80,7 +80,7 @@ impl EventStore {
         let backlog = self.writer.stats().disk_bytes;
         if backlog > self.max_backlog_bytes {
             return Err(NodeError::Unavailable(format!(
-                "the node is {} MiB behind in moving the WAL into the lake (wal.max_backlog_bytes); retry in a few seconds",
+                "the node is {} MiB behind in moving the WAL into the lake or through detection (wal.max_backlog_bytes); retry in a few seconds",
                 backlog >> 20
             )));
         }
