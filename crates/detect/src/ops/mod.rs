@@ -48,6 +48,28 @@ pub(crate) trait Operator: Send {
     }
 }
 
+/// The state methods of an operator whose whole keyed state is the `Keyed` in `self.keys`.
+macro_rules! keyed_state_methods {
+    () => {
+        fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
+            self.keys.save(keys)
+        }
+
+        fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
+            self.keys.load(state, keys)
+        }
+
+        fn state_len(&self, _zones: &ZoneSets) -> usize {
+            self.keys.len()
+        }
+
+        fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
+            self.keys.out_of_order
+        }
+    };
+}
+pub(crate) use keyed_state_methods;
+
 /// Per-key state of type `S`, with the save/load every operator needs.
 ///
 /// A slot map rather than a `HashMap<u32, S>`: states sit in chunks (after the first, of a

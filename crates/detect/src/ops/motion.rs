@@ -161,21 +161,7 @@ impl Operator for SpeedOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
-        self.keys.save(keys)
-    }
-
-    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
-        self.keys.load(state, keys)
-    }
-
-    fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.len()
-    }
-
-    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
-        self.keys.out_of_order
-    }
+    super::keyed_state_methods!();
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -261,21 +247,7 @@ impl Operator for CorridorOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
-        self.keys.save(keys)
-    }
-
-    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
-        self.keys.load(state, keys)
-    }
-
-    fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.len()
-    }
-
-    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
-        self.keys.out_of_order
-    }
+    super::keyed_state_methods!();
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -359,19 +331,5 @@ impl Operator for FatigueOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
-        self.keys.save(keys)
-    }
-
-    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
-        self.keys.load(state, keys)
-    }
-
-    fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.len()
-    }
-
-    fn out_of_order(&self, _zones: &ZoneSets) -> u64 {
-        self.keys.out_of_order
-    }
+    super::keyed_state_methods!();
 }

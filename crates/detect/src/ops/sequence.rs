@@ -154,15 +154,5 @@ impl Operator for SequenceOp {
         }
     }
 
-    fn save(&self, keys: &Interner, _zones: &ZoneSets) -> StateJson {
-        self.keys.save(keys)
-    }
-
-    fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
-        self.keys.load(state, keys)
-    }
-
-    fn state_len(&self, _zones: &ZoneSets) -> usize {
-        self.keys.len()
-    }
+    super::keyed_state_methods!();
 }

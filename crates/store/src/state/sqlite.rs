@@ -252,6 +252,34 @@ impl SqliteState {
     }
 }
 
+/// Inserts an alert row unless its id is stored (parameters of [`alert_params`]).
+fn insert_alert_sql() -> String {
+    format!(
+        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (id) DO NOTHING"
+    )
+}
+
+/// Replaces an alert row by id (parameters of [`alert_params`]).
+const UPDATE_ALERT_SQL: &str = r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
+    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10 WHERE id = ?1"#;
+
+/// An alert row as statement parameters, in the order of `ALERT_COLUMNS`.
+fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
+    (
+        &a.id,
+        &a.rule,
+        &a.key,
+        &a.status,
+        &a.severity,
+        &a.category,
+        to_micros(&a.time),
+        &a.grid,
+        json_text(&a.body),
+        to_micros(&a.updated_at),
+    )
+}
+
 /// Brings the database to [`SqliteState::SCHEMA_VERSION`]; returns the version reached.
 /// Running it again on an up-to-date database does nothing.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StateError> {
@@ -1100,25 +1128,8 @@ impl StateStore for SqliteState {
         check_alert(alert)?;
         let n = self
             .conn()
-            .prepare_cached(&format!(
-                "INSERT INTO alerts ({ALERT_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT (id) DO NOTHING"
-            ))
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    alert.id,
-                    alert.rule,
-                    alert.key,
-                    alert.status,
-                    alert.severity,
-                    alert.category,
-                    to_micros(&alert.time),
-                    alert.grid,
-                    json_text(&alert.body),
-                    to_micros(&alert.updated_at)
-                ])
-            })
+            .prepare_cached(&insert_alert_sql())
+            .and_then(|mut stmt| stmt.execute(alert_params(alert)))
             .map_err(db("insert an alert", "alerts"))?;
         if n == 0 {
             return Err(StateError::Conflict {
@@ -1143,54 +1154,15 @@ impl StateStore for SqliteState {
         let tx = write_tx(&mut conn, OP, "alerts")?;
         let mut inserted = Vec::new();
         {
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO alerts ({ALERT_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                     ON CONFLICT (id) DO NOTHING"
-                ))
-                .map_err(db(OP, "alerts"))?;
+            let mut insert = tx.prepare_cached(&insert_alert_sql()).map_err(db(OP, "alerts"))?;
             for a in inserts {
-                let n = insert
-                    .execute(params![
-                        a.id,
-                        a.rule,
-                        a.key,
-                        a.status,
-                        a.severity,
-                        a.category,
-                        to_micros(&a.time),
-                        a.grid,
-                        json_text(&a.body),
-                        to_micros(&a.updated_at)
-                    ])
-                    .map_err(db(OP, "alerts"))?;
-                if n > 0 {
+                if insert.execute(alert_params(a)).map_err(db(OP, "alerts"))? > 0 {
                     inserted.push(a.id.clone());
                 }
             }
-            let mut update = tx
-                .prepare_cached(
-                    r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
-                       category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10
-                       WHERE id = ?1"#,
-                )
-                .map_err(db(OP, "alerts"))?;
+            let mut update = tx.prepare_cached(UPDATE_ALERT_SQL).map_err(db(OP, "alerts"))?;
             for a in updates {
-                update
-                    .execute(params![
-                        a.id,
-                        a.rule,
-                        a.key,
-                        a.status,
-                        a.severity,
-                        a.category,
-                        to_micros(&a.time),
-                        a.grid,
-                        json_text(&a.body),
-                        to_micros(&a.updated_at)
-                    ])
-                    .map_err(db(OP, "alerts"))?;
+                update.execute(alert_params(a)).map_err(db(OP, "alerts"))?;
             }
         }
         tx.commit().map_err(db(OP, "alerts"))?;
@@ -1201,25 +1173,8 @@ impl StateStore for SqliteState {
         check_alert(alert)?;
         let n = self
             .conn()
-            .prepare_cached(
-                r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
-                   category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10
-                   WHERE id = ?1"#,
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    alert.id,
-                    alert.rule,
-                    alert.key,
-                    alert.status,
-                    alert.severity,
-                    alert.category,
-                    to_micros(&alert.time),
-                    alert.grid,
-                    json_text(&alert.body),
-                    to_micros(&alert.updated_at)
-                ])
-            })
+            .prepare_cached(UPDATE_ALERT_SQL)
+            .and_then(|mut stmt| stmt.execute(alert_params(alert)))
             .map_err(db("update an alert", "alerts"))?;
         if n == 0 {
             return Err(StateError::NotFound {
