@@ -165,7 +165,9 @@ impl Detection {
             last_status: Instant::now(),
             batch_stored_at: None,
             latencies: std::collections::VecDeque::new(),
+            has_rules: true,
         };
+        stage.has_rules = stage.engine.rules().next().is_some();
         let stop_flag = stopped.clone();
         std::thread::Builder::new()
             .name("cityward-detect".into())
@@ -311,6 +313,8 @@ struct Stage {
     batch_stored_at: Option<Instant>,
     /// Latencies (ms) of the last alerts raised from live batches.
     latencies: std::collections::VecDeque<f64>,
+    /// Whether any rule runs (without, events only move the position).
+    has_rules: bool,
 }
 
 /// How long a batch may wait for an earlier one before the gap is read from the WAL.
@@ -350,7 +354,8 @@ impl Stage {
             if self.last_status.elapsed() >= Duration::from_secs(1) {
                 self.publish_status(true);
             }
-            if self.last_checkpoint.elapsed() >= self.config.checkpoint_every {
+            let every = if self.has_rules { self.config.checkpoint_every } else { Duration::from_secs(1) };
+            if self.last_checkpoint.elapsed() >= every {
                 self.checkpoint(false);
             }
         }
@@ -364,6 +369,11 @@ impl Stage {
             Msg::Rules(rules) => {
                 self.flush();
                 self.engine.set_rules(rules);
+                let had_rules = std::mem::replace(&mut self.has_rules, self.engine.rules().next().is_some());
+                if self.has_rules && !had_rules {
+                    // From now on the WAL after this point is needed again.
+                    self.keep.store(self.next_seq, Ordering::Release);
+                }
             }
             Msg::Hotlists(h) => self.engine.set_hotlists(h),
             Msg::Checkpoint(done) => {
@@ -409,8 +419,11 @@ impl Stage {
 
     fn apply_batch(&mut self, batch: &StoredBatch) {
         let skip = self.next_seq.saturating_sub(batch.first_seq) as usize;
-        for event in batch.events.iter().skip(skip) {
-            self.engine.process(event);
+        // A node without rules only keeps its position (rules added later start from here).
+        if self.has_rules {
+            for event in batch.events.iter().skip(skip) {
+                self.engine.process(event);
+            }
         }
         // Alerts of this batch are stored now, so their latency counts from its storing.
         self.batch_stored_at = Some(batch.stored_at);
@@ -426,7 +439,9 @@ impl Stage {
         let mut cursor = match self.reader.read_from(self.next_seq) {
             Ok(c) => c,
             Err(cityward_store::WalError::NotRetained { .. }) => {
-                tracing::error!(next_seq = self.next_seq, "WAL records detection had not applied were deleted; detection continues from the oldest record left.");
+                if self.has_rules {
+                    tracing::error!(next_seq = self.next_seq, "WAL records detection had not applied were deleted; detection continues from the oldest record left.");
+                }
                 self.reader.read_all()
             }
             Err(e) => {
@@ -441,9 +456,11 @@ impl Stage {
                     if seq < self.next_seq {
                         continue;
                     }
-                    match serde_json::from_slice::<Event>(bytes) {
-                        Ok(event) => self.engine.process(&event),
-                        Err(e) => tracing::error!(seq, error = %e, "WAL record is not an event; detection skips it."),
+                    if self.has_rules {
+                        match serde_json::from_slice::<Event>(bytes) {
+                            Ok(event) => self.engine.process(&event),
+                            Err(e) => tracing::error!(seq, error = %e, "WAL record is not an event; detection skips it."),
+                        }
                     }
                     self.next_seq = seq + 1;
                     n += 1;
@@ -590,6 +607,8 @@ impl Stage {
             engine: self.engine.checkpoint(),
         };
         let (path, keep, status) = (self.path.clone(), self.keep.clone(), self.status.clone());
+        // Without rules there is no state to rebuild from the WAL: keep none of it back.
+        let keep_from = if self.has_rules { self.next_seq } else { u64::MAX };
         let writer = std::thread::spawn(move || {
             let tmp = path.with_extension("json.tmp");
             let written = (|| -> std::io::Result<()> {
@@ -605,7 +624,7 @@ impl Stage {
             })();
             match written {
                 Ok(()) => {
-                    keep.store(file.next_seq, Ordering::Release);
+                    keep.store(keep_from, Ordering::Release);
                     status.lock().expect("status lock").checkpoint_at = Some(file.written_at);
                 }
                 Err(e) => tracing::error!(path = %path.display(), error = %e, "Detection checkpoint not written; the WAL is kept until one is."),

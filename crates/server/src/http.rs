@@ -72,7 +72,8 @@ impl From<NodeError> for ApiError {
             503 => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        if status.is_server_error() {
+        // A 503 is back-pressure the client retries, not a failure of the node.
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %e, "Request failed.");
         }
         ApiError::new(status, code, e.to_string())
