@@ -228,14 +228,20 @@ impl Read for CountingReader {
     }
 }
 
-/// Per-rule alert counts, every rule listed (zero included), rule order.
+/// Per-rule alert counts and distinct keys, every rule listed (zero included), rule order.
 pub fn per_rule(rules: &[String], alerts: &[Alert]) -> Vec<(String, usize, usize)> {
+    let mut by_rule: std::collections::HashMap<&str, (usize, std::collections::HashSet<&str>)> =
+        std::collections::HashMap::new();
+    for a in alerts {
+        let entry = by_rule.entry(a.rule.as_str()).or_default();
+        entry.0 += 1;
+        entry.1.insert(a.key.as_str());
+    }
     rules
         .iter()
         .map(|id| {
-            let mine: Vec<&Alert> = alerts.iter().filter(|a| &a.rule == id).collect();
-            let keys: std::collections::BTreeSet<&str> = mine.iter().map(|a| a.key.as_str()).collect();
-            (id.clone(), mine.len(), keys.len())
+            let (n, keys) = by_rule.get(id.as_str()).map_or((0, 0), |(n, k)| (*n, k.len()));
+            (id.clone(), n, keys)
         })
         .collect()
 }

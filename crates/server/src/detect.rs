@@ -242,6 +242,22 @@ impl Detection {
     }
 }
 
+/// The stored row of a newly raised alert (status `new`, the alert itself as the body).
+pub(crate) fn new_alert_row(alert: &Alert, now: chrono::DateTime<Utc>) -> AlertRow {
+    AlertRow {
+        id: alert.id.clone(),
+        rule: alert.rule.clone(),
+        key: alert.key.clone(),
+        status: "new".into(),
+        severity: alert.severity.as_str().into(),
+        category: alert.category.clone(),
+        time: alert.time,
+        grid: alert.grid.clone(),
+        body: serde_json::to_value(alert).unwrap_or(Value::Null),
+        updated_at: now,
+    }
+}
+
 /// Applies a repeat or a clear to a stored alert's row.
 fn apply_output(row: &mut AlertRow, output: &Output, max_evidence: usize, now: chrono::DateTime<Utc>) {
     row.updated_at = now;
@@ -523,18 +539,7 @@ impl Stage {
             match output {
                 Output::Raised(alert) => {
                     pending.insert(alert.id.clone(), inserts.len());
-                    inserts.push(AlertRow {
-                        id: alert.id.clone(),
-                        rule: alert.rule.clone(),
-                        key: alert.key.clone(),
-                        status: "new".into(),
-                        severity: alert.severity.as_str().into(),
-                        category: alert.category.clone(),
-                        time: alert.time,
-                        grid: alert.grid.clone(),
-                        body: serde_json::to_value(&alert).unwrap_or(Value::Null),
-                        updated_at: now,
-                    });
+                    inserts.push(new_alert_row(&alert, now));
                     alerts.push(alert);
                 }
                 other => {

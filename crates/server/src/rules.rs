@@ -296,26 +296,9 @@ async fn run_sql_rule(node: &Node, rule: &Rule) -> Result<(), NodeError> {
     let columns: Vec<String> = serde_json::from_value(result["columns"].clone()).unwrap_or_default();
     let rows: Vec<Vec<Value>> = serde_json::from_value(result["rows"].clone()).unwrap_or_default();
     let alerts = cityward_detect::sql_alerts(rule, &columns, &rows, now);
-    let mut stored = 0;
-    for alert in &alerts {
-        let row = cityward_store::AlertRow {
-            id: alert.id.clone(),
-            rule: alert.rule.clone(),
-            key: alert.key.clone(),
-            status: "new".into(),
-            severity: alert.severity.as_str().into(),
-            category: alert.category.clone(),
-            time: alert.time,
-            grid: alert.grid.clone(),
-            body: serde_json::to_value(alert).unwrap_or(Value::Null),
-            updated_at: now,
-        };
-        match node.state().insert_alert(&row) {
-            Ok(()) => stored += 1,
-            Err(e) if e.status() == cityward_store::Status::Conflict => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // Rows that give an alert already stored (same rule, same row) are skipped.
+    let rows_to_store: Vec<_> = alerts.iter().map(|a| crate::detect::new_alert_row(a, now)).collect();
+    let stored = node.state().write_alerts(&rows_to_store, &[])?.len();
     node.state().meta_set(&meta_key, &cityward_model::format_time(&now))?;
     tracing::info!(rule = %rule.spec.id, rows = rows.len(), new_alerts = stored, "SQL rule ran.");
     Ok(())

@@ -144,20 +144,17 @@ impl Operator for ThresholdOp {
             ("threshold", Value::from(limit)),
             ("readings", Value::from(st.streak)),
         ]);
-        let city = cx.city;
-        let grid = st.grid.clone();
         let fire = Fire {
             scope: 0,
             time_ms: st.since_ms,
             at_ms: at,
             point: st.point,
-            grid: grid.as_deref(),
+            grid: st.grid.as_deref(),
             zone: None,
             evidence: vec![st.first_id.clone()],
             detail: d,
             group: None,
         };
-        let _ = city;
         cx.fire(key, fire);
     }
 
