@@ -6,7 +6,7 @@
 //! speeding and fatigue rules re-derived from their documented semantics. The engine's
 //! alerts must match exactly: keys, zones, times, places and evidence ids.
 //!
-//! Data, read at test time from `shared/data/real/` beside the repository (its README's
+//! Data, copied from the project's shared real-data folder into `tests/data/real/` (its README's
 //! source lines, kept as it asks):
 //!
 //! | folder | what | source and licence | notes |
@@ -30,13 +30,13 @@ use cityward_model::geo::Geometry;
 use cityward_model::{gcj02_to_wgs84, wgs84_to_gcj02, City, Crs, Event};
 use serde_json::{json, Map, Value};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/real");
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real");
 
 fn data_file(rel: &str) -> PathBuf {
     let path = PathBuf::from(DATA).join(rel);
     assert!(
         path.is_file(),
-        "real data file {} is missing: these tests read shared/data/real/ beside the repository",
+        "real data file {} is missing: these tests read crates/detect/tests/data/real/",
         path.display()
     );
     path
