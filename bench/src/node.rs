@@ -466,6 +466,10 @@ fn main() -> Result<()> {
         st["alert_latency_ms"]["max"].as_f64().unwrap_or(f64::NAN)
     );
     println!(
+        "Taking the last checkpoint held detection for {:.1} ms.",
+        st["checkpoint_pause_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
         "Memory: RSS with {rules_running} rules {} MiB; after {} absence keys {} MiB (+{:.0} bytes per timer); peak {} MiB. Late events: {}.",
         rss_rules / 1024,
         args.timers,

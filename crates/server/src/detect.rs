@@ -62,6 +62,9 @@ pub struct DetectStatus {
     pub stats: EngineStats,
     /// When the last checkpoint was written (RFC 3339).
     pub checkpoint_at: Option<String>,
+    /// How long taking the last checkpoint held the engine, ms (writing it is done on
+    /// another thread).
+    pub checkpoint_pause_ms: Option<f64>,
     /// The most recent late events.
     pub late_events: Vec<cityward_detect::LateEvent>,
     /// From the WAL's acknowledgement of an event to the alert it raised being stored, over
@@ -611,6 +614,9 @@ impl Stage {
             written_at: cityward_model::format_time(&Utc::now()),
             engine: self.engine.checkpoint(),
         };
+        let pause = self.last_checkpoint.elapsed().as_secs_f64();
+        self.metrics.set("cityward_detect_checkpoint_pause_seconds", &[], pause);
+        self.status.lock().expect("status lock").checkpoint_pause_ms = Some(pause * 1000.0);
         let (path, keep, status) = (self.path.clone(), self.keep.clone(), self.status.clone());
         // Without rules there is no state to rebuild from the WAL: keep none of it back.
         let keep_from = if self.has_rules { self.next_seq } else { u64::MAX };

@@ -219,6 +219,13 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_detect_checkpoint_pause_seconds",
+        Family {
+            help: "How long taking the last checkpoint held the rule engine (writing it happens on another thread).",
+            kind: "gauge",
+        },
+    ),
+    (
         "cityward_detect_watermark_lag_seconds",
         Family {
             help: "How far the engine's watermark is behind the clock.",
