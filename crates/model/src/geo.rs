@@ -314,7 +314,15 @@ fn crosses(x: f64, y: f64, a: Point, b: Point) -> bool {
         return false;
     }
     let (lo, hi) = if a.1 < b.1 { (a, b) } else { (b, a) };
-    x < lo.0 + (y - lo.1) * (hi.0 - lo.0) / (hi.1 - lo.1)
+    x < crossing_x(y, lo, hi)
+}
+
+/// Where the edge `lo`–`hi` (lower latitude first) meets latitude `y`, as [`crosses`]
+/// computes it. Every step is a correctly rounded, monotonic operation, so the result is
+/// monotonic in `y` between `lo.1` and `hi.1`, from `lo.0` to its value at `hi.1`.
+#[inline]
+fn crossing_x(y: f64, lo: Point, hi: Point) -> f64 {
+    lo.0 + (y - lo.1) * (hi.0 - lo.0) / (hi.1 - lo.1)
 }
 
 /// Crossing parity of one closed ring (the closing edge is implied).
@@ -856,7 +864,7 @@ pub struct PolygonIndex<T> {
     /// CSR offsets of each slab's edges in `slab_edges` (slabs of all parts, in order).
     slab_offsets: Vec<u32>,
     /// The edges of each slab, copied so that a lookup reads them in one run of memory.
-    slab_edges: Vec<(Point, Point)>,
+    slab_edges: Vec<SlabEdge>,
     extent: BBox,
     cols: usize,
     rows: usize,
@@ -869,6 +877,46 @@ pub struct PolygonIndex<T> {
 }
 
 const COVERS: u32 = 1 << 31;
+
+/// An edge as the index tests it: its ends in the order [`crosses`] puts them in, and the
+/// longitude range [`crossing_x`] can return for it, so that most tests need no division.
+#[derive(Debug, Clone, Copy)]
+struct SlabEdge {
+    lo: Point,
+    hi: Point,
+    /// `crossing_x` at `hi.1`; with `lo.0` it bounds `crossing_x` over the edge.
+    x_at_hi: f64,
+}
+
+impl SlabEdge {
+    fn new(a: Point, b: Point) -> Self {
+        let (lo, hi) = if a.1 < b.1 { (a, b) } else { (b, a) };
+        // With an infinite or NaN difference the bound does not hold (0 × ∞ is NaN at
+        // `lo.1`): NaN leaves every test to the division.
+        let finite = (hi.0 - lo.0).is_finite() && (hi.1 - lo.1).is_finite();
+        SlabEdge {
+            lo,
+            hi,
+            x_at_hi: if finite {
+                crossing_x(hi.1, lo, hi)
+            } else {
+                f64::NAN
+            },
+        }
+    }
+
+    /// `crosses(x, y, a, b)` without the division where the bound decides: `(crossed,
+    /// undecided)`, where `undecided` means the ray meets the edge's latitude range but `x`
+    /// lies within the longitude range `crossing_x` spans (a NaN bound never decides), so
+    /// the answer is `x < crossing_x(y, lo, hi)`.
+    #[inline]
+    fn classify(&self, x: f64, y: f64) -> (bool, bool) {
+        let straddles = (self.lo.1 <= y) & (y < self.hi.1);
+        let west = (x < self.lo.0) & (x < self.x_at_hi);
+        let east = (x >= self.lo.0) & (x >= self.x_at_hi);
+        (straddles & west, straddles & !west & !east)
+    }
+}
 
 /// The slabs of one part: `n` bands of equal height from `y0`.
 #[derive(Debug, Clone, Copy)]
@@ -890,22 +938,8 @@ impl Slabs {
         (((y - self.y0) * self.inv_h) as usize).min(self.n as usize - 1)
     }
 }
-/// Side, in buckets, of the square tiles [`PolygonIndex::assign`] orders points by.
+/// Side, in buckets, of the square tiles [`PolygonIndex::assign`] groups points by.
 const TILE: usize = 8;
-
-/// Interleaves the bits of `c` and `r` (each below [`TILE`]), `c` in the even bits.
-#[inline]
-fn morton(c: usize, r: usize) -> usize {
-    let spread = |v: usize| (v & 1) | (v & 2) << 1 | (v & 4) << 2;
-    spread(c) | spread(r) << 1
-}
-
-/// The inverse of [`morton`].
-#[inline]
-fn unmorton(m: usize) -> (usize, usize) {
-    let gather = |v: usize| (v & 1) | (v >> 1 & 2) | (v >> 2 & 4);
-    (gather(m), gather(m >> 1))
-}
 
 /// Edges are rasterised with this margin (degrees, ~0.1 mm) so that a bucket marked as
 /// covered is never within floating-point noise of an edge.
@@ -965,7 +999,7 @@ impl<T> PolygonIndex<T> {
     }
 
     fn build_slabs(&mut self) {
-        let mut per_slab: Vec<Vec<(Point, Point)>> = Vec::new();
+        let mut per_slab: Vec<Vec<SlabEdge>> = Vec::new();
         for &(es, ee) in &self.parts {
             let edges = &self.edges[es as usize..ee as usize];
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -986,7 +1020,7 @@ impl<T> PolygonIndex<T> {
             for &(a, b) in edges {
                 let (s0, s1) = (slabs.of(a.1.min(b.1)), slabs.of(a.1.max(b.1)));
                 for list in &mut per_slab[s0..=s1] {
-                    list.push((a, b));
+                    list.push(SlabEdge::new(a, b));
                 }
             }
             for list in &per_slab {
@@ -1112,10 +1146,20 @@ impl<T> PolygonIndex<T> {
             self.slab_offsets[k] as usize,
             self.slab_offsets[k + 1] as usize,
         );
-        let mut inside = false;
-        for &(a, b) in &self.slab_edges[s..e] {
-            if crosses(x, y, a, b) {
-                inside = !inside;
+        let edges = &self.slab_edges[s..e];
+        // Whether the ray meets an edge is a coin toss the branch predictor loses, so the
+        // first pass has no branch; the few edges the bounds leave open get a second one.
+        let (mut inside, mut undecided) = (false, false);
+        for edge in edges {
+            let (crossed, open) = edge.classify(x, y);
+            inside ^= crossed;
+            undecided |= open;
+        }
+        if undecided {
+            for edge in edges {
+                if edge.classify(x, y).1 {
+                    inside ^= x < crossing_x(y, edge.lo, edge.hi);
+                }
             }
         }
         inside
@@ -1154,12 +1198,12 @@ impl<T> PolygonIndex<T> {
     /// boundary rule); points outside the extent, or NaN, give none.
     ///
     /// Output order: grouped by point, and within a point the items in insertion order.
-    /// The points come bucket by bucket along a locality-preserving curve, and in input
-    /// order within a bucket, so not in input order; sort `out` if that matters.
+    /// The points come tile by tile (square blocks of buckets, row by row over the grid),
+    /// and in input order within a tile, so not in input order; sort `out` if that matters.
     ///
     /// Much faster than per-point lookups for large batches in random order: the points are
-    /// bucketed by a counting sort first, so consecutive lookups find the bucket's entries and
-    /// its polygons' edges in cache instead of waiting on memory for each.
+    /// grouped by tile with a counting sort first, so consecutive lookups find the buckets'
+    /// entries and their polygons' edges in cache instead of waiting on memory for each.
     ///
     /// # Panics
     ///
@@ -1172,53 +1216,51 @@ impl<T> PolygonIndex<T> {
         if self.entries.is_empty() {
             return;
         }
-        // Sort key of a bucket: tiles of TILE x TILE buckets in row-major order, Z-order
-        // inside a tile. Keys of tiles hanging over the grid's edge stay unused.
         let tiles_x = self.cols.div_ceil(TILE);
-        let n_keys = tiles_x * self.rows.div_ceil(TILE) * TILE * TILE;
-        let key_of = |c: usize, r: usize| {
-            ((r / TILE * tiles_x + c / TILE) * TILE * TILE) | morton(c % TILE, r % TILE)
-        };
+        let n_tiles = tiles_x * self.rows.div_ceil(TILE);
 
-        // Counting sort of the points by key: `ends[k]` counts key k - 1, then (prefix sums)
-        // is the start of key k, then (after the scatter) its end.
+        // Counting sort by tile. A key is tile * TILE² + the bucket's place in its tile
+        // (n_tiles * TILE² outside the extent). `ends[t]` counts tile t - 1, then (prefix
+        // sums) is the start of tile t, then (after the scatter) its end. The histogram is
+        // small enough to stay in L1, and each tile's slots fill sequentially.
+        let outside = (n_tiles * TILE * TILE) as u32;
         let mut keys: Vec<u32> = Vec::with_capacity(points.len());
-        let mut ends = vec![0u32; n_keys + 1];
+        let mut ends = vec![0u32; n_tiles + 1];
         for &(x, y) in points {
             let key = match self.cell_of(x, y) {
-                Some((c, r)) => key_of(c, r),
-                None => n_keys,
+                Some((c, r)) => {
+                    ((r / TILE * tiles_x + c / TILE) * TILE + r % TILE) * TILE + c % TILE
+                }
+                None => outside as usize,
             };
-            ends[key] += 1;
+            ends[key / (TILE * TILE)] += 1;
             keys.push(key as u32);
         }
         let mut sum = 0;
-        for slot in &mut ends[..n_keys] {
+        for slot in &mut ends[..n_tiles] {
             let count = *slot;
             *slot = sum;
             sum += count;
         }
-        let mut sorted: Vec<(Point, u32)> = vec![((0.0, 0.0), 0); sum as usize];
+        // (point, its index, its bucket's place in the tile)
+        let mut sorted: Vec<(Point, u32, u32)> = vec![((0.0, 0.0), 0, 0); sum as usize];
         for (i, (&p, &key)) in points.iter().zip(&keys).enumerate() {
-            if (key as usize) < n_keys {
-                let slot = &mut ends[key as usize];
-                sorted[*slot as usize] = (p, i as u32);
+            if key < outside {
+                let slot = &mut ends[key as usize / (TILE * TILE)];
+                sorted[*slot as usize] = (p, i as u32, key % (TILE * TILE) as u32);
                 *slot += 1;
             }
         }
 
         let mut start = 0;
-        for (key, &end) in ends[..n_keys].iter().enumerate() {
+        for (tile, &end) in ends[..n_tiles].iter().enumerate() {
             let end = end as usize;
-            if start == end {
-                continue;
-            }
-            let (tile, local) = (key / (TILE * TILE), key % (TILE * TILE));
-            let (lc, lr) = unmorton(local);
-            let bucket = (tile / tiles_x * TILE + lr) * self.cols + tile % tiles_x * TILE + lc;
-            let entries =
-                &self.entries[self.offsets[bucket] as usize..self.offsets[bucket + 1] as usize];
-            for &((x, y), i) in &sorted[start..end] {
+            let first_bucket = tile / tiles_x * TILE * self.cols + tile % tiles_x * TILE;
+            for &((x, y), i, place) in &sorted[start..end] {
+                let place = place as usize;
+                let bucket = first_bucket + place / TILE * self.cols + place % TILE;
+                let entries =
+                    &self.entries[self.offsets[bucket] as usize..self.offsets[bucket + 1] as usize];
                 for &e in entries {
                     let item = e & !COVERS;
                     if e & COVERS != 0 || self.item_contains(item as usize, x, y) {
