@@ -1148,14 +1148,19 @@ impl<T> PolygonIndex<T> {
         );
         let edges = &self.slab_edges[s..e];
         // Whether the ray meets an edge is a coin toss the branch predictor loses, so the
-        // first pass has no branch; the few edges the bounds leave open get a second one.
-        let (mut inside, mut undecided) = (false, false);
-        for edge in edges {
+        // first pass has no branch. It counts the edges the bounds leave open and keeps the
+        // last: mostly there is none or one, and only more need a second pass.
+        let (mut inside, mut open_edges, mut last_open) = (false, 0, 0);
+        for (j, edge) in edges.iter().enumerate() {
             let (crossed, open) = edge.classify(x, y);
             inside ^= crossed;
-            undecided |= open;
+            open_edges += open as usize;
+            last_open = if open { j } else { last_open };
         }
-        if undecided {
+        if open_edges == 1 {
+            let edge = &edges[last_open];
+            inside ^= x < crossing_x(y, edge.lo, edge.hi);
+        } else if open_edges > 1 {
             for edge in edges {
                 if edge.classify(x, y).1 {
                     inside ^= x < crossing_x(y, edge.lo, edge.hi);
