@@ -848,7 +848,8 @@ fn area_distance(polys: &[Polygon], p: Point) -> f64 {
 /// polygons and edges. Each bucket lists the polygons whose box touches it, marking those
 /// that cover the bucket entirely, so most lookups test one or two small polygons, or none
 /// at all. Lookups follow the boundary rule of the module docs (and agree with
-/// [`MultiPolygon::contains`]); results come in insertion order.
+/// [`MultiPolygon::contains`]); results come in insertion order. For many points at once,
+/// [`PolygonIndex::assign`] gives the same answers several times faster.
 #[derive(Debug, Clone)]
 pub struct PolygonIndex<T> {
     values: Vec<T>,
@@ -938,7 +939,10 @@ impl Slabs {
         (((y - self.y0) * self.inv_h) as usize).min(self.n as usize - 1)
     }
 }
-/// Side, in buckets, of the square tiles [`PolygonIndex::assign`] groups points by.
+
+/// Side, in buckets, of the square tiles [`PolygonIndex::assign`] groups points by: with 8,
+/// one counter per tile keeps the sort's histogram in L1, and a tile's buckets and polygons
+/// stay in cache while its points are looked up (16 measured no faster).
 const TILE: usize = 8;
 
 /// Edges are rasterised with this margin (degrees, ~0.1 mm) so that a bucket marked as
