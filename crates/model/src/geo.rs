@@ -1724,7 +1724,7 @@ mod tests {
         check_assign(&empty, &[], &[]);
         let area: MultiPolygon = square(121.5, 29.8, 121.6, 29.9).into();
         let index = PolygonIndex::new(vec![(area.clone(), 0)]);
-        check_assign(&index, &[area.clone()], &[]);
+        check_assign(&index, std::slice::from_ref(&area), &[]);
         check_assign(
             &index,
             &[area],
