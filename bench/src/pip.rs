@@ -9,11 +9,11 @@
 //! It then builds the index (timed on its own) and assigns every point to the polygons
 //! containing it (timed: the lookups and collecting the (point, polygon) pairs), on one
 //! thread or with the points split across `--threads` threads, either point by point in
-//! input order (`--mode input`, `PolygonIndex::containing`) or as batches
-//! (`--mode batch`, `PolygonIndex::assign` on each thread's part, its bucketing of the
-//! points included in the time). It reports points/s, the
-//! number of pairs and an order-independent checksum of the pairs (wrapping sum of
-//! [`pair_mix`]); `bench/pip_peers.py` computes the same checksum for every peer.
+//! input order (`--mode input`, `PolygonIndex::containing`) or as batches (`--mode batch`,
+//! `PolygonIndex::assign` on each thread's part, its bucketing of the points included in
+//! the time). It reports points/s, the number of pairs and an order-independent checksum
+//! of the pairs (wrapping sum of [`pair_mix`]); `bench/pip_peers.py` computes the same
+//! checksum for every peer.
 //!
 //! ```text
 //! pip-bench --polygons 10000 --points 1000000 --vertices 50 --seed 7 \
