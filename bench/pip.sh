@@ -67,15 +67,14 @@ echo "== cityward $(git rev-parse --short HEAD 2>/dev/null || echo '?'); crates/
   "$(git log -1 --format=%h -- crates/model/src/geo.rs 2>/dev/null || echo '?')$(git diff --quiet HEAD -- crates/model 2>/dev/null || echo ', with uncommitted changes in crates/model')"
 echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 1 --out "$OUT/cityward-t1.json" --pairs "$OUT/cityward-pairs.csv"
 echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 2 --out "$OUT/cityward-t2.json"
-# Not the index's own API: the same lookups with the points sorted along a Z-order curve
-# first (sort included in the time), to show what a batch lookup could gain.
-echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 1 --order zorder --out "$OUT/cityward-zorder-t1.json"
-echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 2 --order zorder --out "$OUT/cityward-zorder-t2.json"
+# The batch API, PolygonIndex::assign, one call per thread (its bucketing of the points timed).
+echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 1 --mode batch --out "$OUT/cityward-batch-t1.json"
+echo -n "$(date +%T) "; "$bin" "${common[@]}" --threads 2 --mode batch --out "$OUT/cityward-batch-t2.json"
 
 echo "== peers"
 python3 bench/pip_peers.py --data "$DATA" --out "$OUT/pip-results.json" --repeat "$REPEAT" \
   --postgis-repeat "$PG_REPEAT" --tools "$tools" --dsn "$PG_DSN" \
   --cityward "$OUT/cityward-t1.json" "$OUT/cityward-t2.json" \
-             "$OUT/cityward-zorder-t1.json" "$OUT/cityward-zorder-t2.json" \
+             "$OUT/cityward-batch-t1.json" "$OUT/cityward-batch-t2.json" \
   --cityward-pairs "$OUT/cityward-pairs.csv"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -468,17 +468,16 @@ def main():
 def combined_table(cityward, peers):
     """Markdown table. Ratios (of medians): cityward points/s at the peer's thread count (the
     most cityward was run with, when the peer used more) ÷ the peer's points/s; first for
-    lookups in input order, then, when measured, for points sorted along a Z-order curve first
-    (sort timed)."""
-    by_order = {}
+    per-point lookups in input order, then, when measured, for the batch API (`mode`)."""
+    by_mode = {}
     for c in cityward:
-        by_order.setdefault(c.get("order", "input"), {})[c["threads"]] = c
-    orders = [o for o in ("input", "zorder") if o in by_order]
+        by_mode.setdefault(c.get("mode", "input"), {})[c["threads"]] = c
+    modes = [m for m in ("input", "batch") if m in by_mode]
     head = ("| tool | how | threads | build s | query s (median) | points/s (median) | points/s (best run) "
             "| pairs | checksum | same pairs |")
     rule = "|---|---|---|---|---|---|---|---|---|---|"
-    for o in orders:
-        head += " cityward ÷ peer |" if o == "input" else " cityward Z-order ÷ peer |"
+    for m in modes:
+        head += " cityward ÷ peer |" if m == "input" else " cityward batch ÷ peer |"
         rule += "---|"
     lines = [head, rule]
     fmt_s = lambda v: "–" if v is None else f"{v:.3f}"
@@ -489,8 +488,8 @@ def combined_table(cityward, peers):
             f"{r['pairs']:,} | {r['checksum']} | "
             f"{'yes' if r.get('same_pairs_as_reference') else 'NO'} |"
         )
-        for o in orders:
-            runs = by_order[o]
+        for m in modes:
+            runs = by_mode[m]
             c = runs.get(r["threads"]) or runs[max(t for t in runs if t <= r["threads"])] \
                 if any(t <= r["threads"] for t in runs) else None
             if r["tool"] == "cityward" or c is None:

@@ -8,13 +8,16 @@
 //!
 //! It then builds the index (timed on its own) and assigns every point to the polygons
 //! containing it (timed: the lookups and collecting the (point, polygon) pairs), on one
-//! thread or with the points split across `--threads` threads. It reports points/s, the
-//! number of pairs and an order-independent checksum of the pairs (wrapping sum of
-//! [`pair_mix`]); `bench/pip_peers.py` computes the same checksum for every peer.
+//! thread or with the points split across `--threads` threads, either point by point in
+//! input order (`--mode input`, `PolygonIndex::containing`) or as batches (`--mode batch`,
+//! `PolygonIndex::assign` on each thread's part, its bucketing of the points included in
+//! the time). It reports points/s, the number of pairs and an order-independent checksum
+//! of the pairs (wrapping sum of [`pair_mix`]); `bench/pip_peers.py` computes the same
+//! checksum for every peer.
 //!
 //! ```text
 //! pip-bench --polygons 10000 --points 1000000 --vertices 50 --seed 7 \
-//!           --data /tmp/pip-data --threads 1 --out results.json
+//!           --data /tmp/pip-data --threads 1 --mode batch --out results.json
 //! ```
 
 use std::fs::File;
@@ -66,16 +69,26 @@ struct Args {
     /// Also write the (point_id, polygon_id) pairs, sorted, as CSV (not timed).
     #[arg(long)]
     pairs: Option<PathBuf>,
-    /// Order in which points are looked up: `input` (file order, i.e. random), or `zorder`:
-    /// sorted along a Z-order curve first, inside the timed part, as a batch API could do.
-    #[arg(long, value_enum, default_value_t = Order::Input)]
-    order: Order,
+    /// How points are looked up: `input`, one `containing` call per point in file order
+    /// (i.e. random), or `batch`, one `assign` call per thread.
+    #[arg(long, value_enum, default_value_t = Mode::Input)]
+    mode: Mode,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Order {
+enum Mode {
     Input,
-    Zorder,
+    Batch,
+}
+
+impl Mode {
+    /// The name used in the results (`mode` in the JSON).
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Input => "input",
+            Mode::Batch => "batch",
+        }
+    }
 }
 
 /// splitmix64 (Steele, Lea, Flood 2014): tiny, fast and good enough for test data.
@@ -309,77 +322,51 @@ fn read_points(path: &Path) -> Result<Points> {
     Ok(pts)
 }
 
-/// Assigns every point in `ids`/`coords` to the polygons containing it.
-fn assign(index: &PolygonIndex<u32>, ids: &[u32], coords: &[Point]) -> Vec<(u32, u32)> {
+/// Assigns every point in `ids`/`coords` to the polygons containing it, as
+/// `(point_id, polygon_id)` pairs.
+fn assign(index: &PolygonIndex<u32>, ids: &[u32], coords: &[Point], mode: Mode) -> Vec<(u32, u32)> {
     let mut pairs = Vec::with_capacity(coords.len());
-    for (&id, &(lon, lat)) in ids.iter().zip(coords) {
-        for &poly in index.containing(lon, lat) {
-            pairs.push((id, poly));
+    match mode {
+        Mode::Input => {
+            for (&id, &(lon, lat)) in ids.iter().zip(coords) {
+                for &poly in index.containing(lon, lat) {
+                    pairs.push((id, poly));
+                }
+            }
+        }
+        Mode::Batch => {
+            index.assign(coords, &mut pairs);
+            // `assign` gives positions in the slice and insertion indices: map them to ids.
+            for pair in &mut pairs {
+                *pair = (
+                    ids[pair.0 as usize],
+                    *index.get(pair.1 as usize).expect("item"),
+                );
+            }
         }
     }
     pairs
 }
 
-/// Spreads the low 16 bits of `v` to the even bits of the result.
-fn spread16(v: u32) -> u64 {
-    let mut x = v as u64 & 0xFFFF;
-    x = (x | (x << 8)) & 0x00FF_00FF;
-    x = (x | (x << 4)) & 0x0F0F_0F0F;
-    x = (x | (x << 2)) & 0x3333_3333;
-    (x | (x << 1)) & 0x5555_5555
-}
-
-/// The points reordered along a Z-order curve over their bounding box (16 bits per axis).
-fn zorder(pts: &Points) -> Points {
-    let b = cityward_model::geo::BBox::of_points(&pts.coords);
-    let sx = 65535.0 / (b.max_lon - b.min_lon).max(1e-12);
-    let sy = 65535.0 / (b.max_lat - b.min_lat).max(1e-12);
-    let mut keys: Vec<u64> = pts
-        .coords
-        .iter()
-        .enumerate()
-        .map(|(i, &(lon, lat))| {
-            let z = spread16(((lon - b.min_lon) * sx) as u32)
-                | spread16(((lat - b.min_lat) * sy) as u32) << 1;
-            z << 32 | i as u64
-        })
-        .collect();
-    keys.sort_unstable();
-    let order = keys.iter().map(|k| (*k & 0xFFFF_FFFF) as usize);
-    Points {
-        ids: order.clone().map(|i| pts.ids[i]).collect(),
-        coords: order.map(|i| pts.coords[i]).collect(),
-    }
-}
-
-/// One timed assignment of all points on `threads` threads; returns the seconds in all, the
-/// seconds spent sorting them (0 in input order) and the pairs.
+/// One timed assignment of all points on `threads` threads; returns the seconds and the
+/// pairs of each thread.
 fn timed_run(
     index: &PolygonIndex<u32>,
     pts: &Points,
     threads: usize,
-    order: Order,
-) -> (f64, f64, Vec<Vec<(u32, u32)>>) {
+    mode: Mode,
+) -> (f64, Vec<Vec<(u32, u32)>>) {
     let started = Instant::now();
-    let sorted;
-    let pts = match order {
-        Order::Input => pts,
-        Order::Zorder => {
-            sorted = zorder(pts);
-            &sorted
-        }
-    };
-    let sort_s = started.elapsed().as_secs_f64();
     let chunk = pts.coords.len().div_ceil(threads).max(1);
     let parts: Vec<Vec<(u32, u32)>> = if threads == 1 {
-        vec![assign(index, &pts.ids, &pts.coords)]
+        vec![assign(index, &pts.ids, &pts.coords, mode)]
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = pts
                 .ids
                 .chunks(chunk)
                 .zip(pts.coords.chunks(chunk))
-                .map(|(ids, coords)| s.spawn(move || assign(index, ids, coords)))
+                .map(|(ids, coords)| s.spawn(move || assign(index, ids, coords, mode)))
                 .collect();
             handles
                 .into_iter()
@@ -387,7 +374,7 @@ fn timed_run(
                 .collect()
         })
     };
-    (started.elapsed().as_secs_f64(), sort_s, parts)
+    (started.elapsed().as_secs_f64(), parts)
 }
 
 fn main() -> Result<()> {
@@ -412,12 +399,10 @@ fn main() -> Result<()> {
     let build_s = started.elapsed().as_secs_f64();
 
     let mut runs = Vec::with_capacity(args.repeat);
-    let mut sort_runs = Vec::with_capacity(args.repeat);
     let mut result = Vec::new();
     for _ in 0..args.repeat {
-        let (secs, sort_s, parts) = timed_run(&index, &pts, args.threads, args.order);
+        let (secs, parts) = timed_run(&index, &pts, args.threads, args.mode);
         runs.push(secs);
-        sort_runs.push(sort_s);
         result = parts;
     }
     let mut sorted_runs = runs.clone();
@@ -430,14 +415,14 @@ fn main() -> Result<()> {
         acc.wrapping_add(pair_mix(pt, poly))
     });
     let n = pts.coords.len() as f64;
+    let how = match args.mode {
+        Mode::Input => "PolygonIndex::containing per point, input order",
+        Mode::Batch => "PolygonIndex::assign per thread (bucketing timed)",
+    };
     let report = json!({
         "tool": "cityward",
-        "how": format!(
-            "PolygonIndex::containing per point, {}, {} thread(s)",
-            if args.order == Order::Zorder { "points Z-order-sorted first (sort timed)" } else { "input order" },
-            args.threads
-        ),
-        "order": if args.order == Order::Zorder { "zorder" } else { "input" },
+        "how": format!("{how}, {} thread(s)", args.threads),
+        "mode": args.mode.name(),
         "threads": args.threads,
         "polygons": index.len(),
         "vertices": vertices,
@@ -446,7 +431,6 @@ fn main() -> Result<()> {
         "build_s": build_s,
         "query_s": median,
         "query_runs_s": runs,
-        "sort_runs_s": sort_runs,
         "points_per_s": n / median,
         "points_per_s_best": n / best,
         "ns_per_point": median * 1e9 / n,
@@ -455,9 +439,8 @@ fn main() -> Result<()> {
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!(
-        "cityward PolygonIndex, points {}, {} thread(s): {} polygons ({} vertices), {} points; build {:.3} s; \
+        "cityward {how}, {} thread(s): {} polygons ({} vertices), {} points; build {:.3} s; \
          query median {:.3} s of {} runs = {:.0} points/s ({:.0} ns/point); {} pairs, checksum {:016x}",
-        if args.order == Order::Zorder { "Z-order-sorted first" } else { "in input order" },
         args.threads,
         index.len(),
         vertices,
