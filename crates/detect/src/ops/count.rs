@@ -20,8 +20,13 @@ type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub(crate) struct Group {
     /// Tumbling: start of the current window. Sliding: unused.
     window_start: i64,
-    /// Events in the window: (time, id), oldest first (sliding: all; tumbling: the first
-    /// few, as evidence).
+    /// Sliding: the time of every event in the window, oldest first.
+    #[serde(default)]
+    times: VecDeque<i64>,
+    /// Evidence, (time, id) oldest first. Tumbling: the window's first events. Sliding: the
+    /// last `n` events in the window only — a sliding count fires when its window reaches
+    /// exactly `n` events, which are then these, so the ids of older events are never
+    /// needed (a busy group holds `n` ids, not one per event of the window).
     events: VecDeque<(i64, Box<str>)>,
     /// Tumbling: events in the current window.
     count: u32,
@@ -73,11 +78,16 @@ impl CountOp {
         g.grid = event.grid.clone();
         g.last_ms = t;
         let fire_now = if sliding {
+            let horizon = t - window_ms;
+            g.times.push_back(t);
+            while g.times.front().is_some_and(|et| *et <= horizon) {
+                g.times.pop_front();
+            }
             g.events.push_back((t, event.id.as_str().into()));
-            while g.events.front().is_some_and(|(et, _)| *et <= t - window_ms) {
+            while g.events.len() > n as usize || g.events.front().is_some_and(|(et, _)| *et <= horizon) {
                 g.events.pop_front();
             }
-            if (g.events.len() as u32) < n {
+            if (g.times.len() as u32) < n {
                 g.fired = false;
                 false
             } else {
@@ -101,7 +111,7 @@ impl CountOp {
             return;
         }
         let city: &City = cx.city;
-        let count = if sliding { g.events.len() as u32 } else { g.count };
+        let count = if sliding { g.times.len() as u32 } else { g.count };
         let first = g.events.front().map(|(t, _)| *t).unwrap_or(t);
         let mut d = detail([
             ("count", Value::from(count)),
@@ -180,7 +190,21 @@ impl Operator for CountOp {
 
     fn load(&mut self, state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
         let loaded = serde_json::from_str::<super::MapEntries<Group>>(state.text()).map_err(|e| e.to_string())?;
-        self.groups = loaded.0.into_iter().map(|(k, g)| (k.into_boxed_str(), g)).collect();
+        let (sliding, n) = (self.sliding, self.n as usize);
+        self.groups = loaded
+            .0
+            .into_iter()
+            .map(|(k, mut g)| {
+                // Checkpoints written before `times` kept every event of a sliding window in
+                // `events`.
+                if sliding && g.times.is_empty() {
+                    g.times = g.events.iter().map(|(t, _)| *t).collect();
+                    let excess = g.events.len().saturating_sub(n);
+                    g.events.drain(..excess);
+                }
+                (k.into_boxed_str(), g)
+            })
+            .collect();
         Ok(())
     }
 
