@@ -154,7 +154,7 @@ fn start_node(args: &Args, config: &Path, port: u16) -> Result<Child> {
     let child = Command::new(&args.cityward)
         .args(["serve", "--config"])
         .arg(config)
-        .env("CITYWARD_LOG", "warn")
+        .env("CITYWARD_LOG", std::env::var("CITYWARD_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;

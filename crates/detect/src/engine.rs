@@ -98,54 +98,66 @@ pub struct EngineStats {
     pub rules: BTreeMap<String, RuleStats>,
 }
 
-/// Interns keys: each distinct key string gets a small number that rule state is kept by.
-///
-/// Key texts live end to end in one arena; the table holds only ids and hashes by the text
-/// they point at, so a million keys cost their bytes plus about 13 bytes each.
-#[derive(Default)]
-pub(crate) struct Interner {
-    table: hashbrown::HashTable<u32>,
+/// Key texts by id, end to end in one arena. Cloned whole (a few memory copies) when a
+/// checkpoint is taken, so that the state can be written out on another thread.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyNames {
     arena: String,
     /// Per id: (offset, length) in `arena`.
     spans: Vec<(u32, u32)>,
+}
+
+impl KeyNames {
+    pub(crate) fn name(&self, id: u32) -> &str {
+        let (o, l) = self.spans[id as usize];
+        &self.arena[o as usize..(o + l) as usize]
+    }
+}
+
+/// Interns keys: each distinct key string gets a small number that rule state is kept by.
+///
+/// Key texts live in [`KeyNames`]; the table holds only ids and hashes by the text they
+/// point at, so a million keys cost their bytes plus about 13 bytes each.
+#[derive(Default)]
+pub(crate) struct Interner {
+    table: hashbrown::HashTable<u32>,
+    names: KeyNames,
     hasher: ahash::RandomState,
 }
 
 impl std::fmt::Debug for Interner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interner").field("keys", &self.spans.len()).finish()
+        f.debug_struct("Interner").field("keys", &self.len()).finish()
     }
 }
 
 impl Interner {
     pub(crate) fn intern(&mut self, key: &str) -> u32 {
         let hash = self.hasher.hash_one(key);
-        let (arena, spans) = (&self.arena, &self.spans);
-        let text = |id: u32| {
-            let (o, l) = spans[id as usize];
-            &arena[o as usize..(o + l) as usize]
-        };
-        if let Some(&id) = self.table.find(hash, |&id| text(id) == key) {
+        let names = &self.names;
+        if let Some(&id) = self.table.find(hash, |&id| names.name(id) == key) {
             return id;
         }
-        let id = self.spans.len() as u32;
-        self.spans.push((self.arena.len() as u32, key.len() as u32));
-        self.arena.push_str(key);
-        let (arena, spans, hasher) = (&self.arena, &self.spans, &self.hasher);
-        self.table.insert_unique(hash, id, |&id| {
-            let (o, l) = spans[id as usize];
-            hasher.hash_one(&arena[o as usize..(o + l) as usize])
-        });
+        let names = &mut self.names;
+        let id = names.spans.len() as u32;
+        names.spans.push((names.arena.len() as u32, key.len() as u32));
+        names.arena.push_str(key);
+        let (names, hasher) = (&self.names, &self.hasher);
+        self.table.insert_unique(hash, id, |&id| hasher.hash_one(names.name(id)));
         id
     }
 
     pub(crate) fn name(&self, id: u32) -> &str {
-        let (o, l) = self.spans[id as usize];
-        &self.arena[o as usize..(o + l) as usize]
+        self.names.name(id)
+    }
+
+    /// Every key text, for a checkpoint.
+    pub(crate) fn names(&self) -> &KeyNames {
+        &self.names
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.spans.len()
+        self.names.spans.len()
     }
 }
 
@@ -848,8 +860,14 @@ impl Engine {
     /// Held events are part of it, so a restart from the checkpoint needs only the events
     /// after that position.
     pub fn checkpoint(&self) -> Checkpoint {
-        // Open alerts by rule in one pass (a node runs ten thousand rules: one pass per rule
-        // over all open alerts took seconds).
+        self.snapshot().into_checkpoint()
+    }
+
+    /// The engine's state as a copy that is turned into a [`Checkpoint`] later, e.g. on
+    /// another thread: taking it costs memory copies of the large keyed states, not their
+    /// serialisation, so the engine pauses for milliseconds rather than seconds.
+    pub fn snapshot(&self) -> CheckpointSnapshot {
+        // Open alerts by rule in one pass (a node runs ten thousand rules).
         let mut open_by_rule: Vec<Vec<(String, u32, OpenAlertState)>> = vec![Vec::new(); self.slots.len()];
         for (&(r, k, scope), o) in &self.sink.open {
             open_by_rule[r as usize].push((
@@ -862,36 +880,39 @@ impl Engine {
                 },
             ));
         }
-        let mut rules = BTreeMap::new();
-        for ((i, slot), mut open) in self.slots.iter().enumerate().zip(open_by_rule) {
-            open.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-            rules.insert(
-                slot.rule.spec.id.clone(),
-                RuleCheckpoint {
-                    fingerprint: slot.rule.fingerprint,
-                    state: slot.op.save(&self.keys, &self.zones),
-                    open,
-                    stats: self.sink.stats[i].clone(),
+        let rules = self
+            .slots
+            .iter()
+            .zip(open_by_rule)
+            .enumerate()
+            .map(|(i, (slot, open))| SnapshotRule {
+                id: slot.rule.spec.id.clone(),
+                fingerprint: slot.rule.fingerprint,
+                state: match slot.op.snapshot() {
+                    Some(later) => RuleState::Later(later),
+                    None => RuleState::Ready(slot.op.save(&self.keys, &self.zones)),
                 },
-            );
-        }
-        let mut held: Vec<(&i64, &u64)> = self.held.iter().map(|Reverse((t, _, s))| (t, s)).collect();
-        held.sort();
-        Checkpoint {
+                open,
+                stats: self.sink.stats[i].clone(),
+            })
+            .collect();
+        CheckpointSnapshot {
+            keys: self.keys.names().clone(),
             trackers: self.zones.save_trackers(&self.city, &self.keys),
             max_time_ms: self.max_time_ms,
             watermark_ms: self.watermark_ms,
             events: self.events,
             late: self.late,
             rules,
-            held: held
-                .into_iter()
-                .filter_map(|(_, seq)| self.held_events.get(seq))
-                .map(|h| HeldState {
-                    event: h.event.clone(),
-                    rules: h.rules.iter().map(|&r| self.slots[r as usize].rule.spec.id.clone()).collect(),
+            held: self
+                .held
+                .iter()
+                .filter_map(|Reverse((t, _, seq))| {
+                    let h = self.held_events.get(seq)?;
+                    Some((*t, *seq, h.event.clone(), h.rules.clone()))
                 })
                 .collect(),
+            rule_ids: self.slots.iter().map(|s| s.rule.spec.id.clone()).collect(),
         }
     }
 
@@ -985,6 +1006,81 @@ pub struct Checkpoint {
     /// and `key`.
     #[serde(default)]
     pub trackers: BTreeMap<String, StateJson>,
+}
+
+/// The engine's state as taken by [`Engine::snapshot`], not yet written out.
+pub struct CheckpointSnapshot {
+    keys: KeyNames,
+    trackers: BTreeMap<String, StateJson>,
+    max_time_ms: i64,
+    watermark_ms: i64,
+    events: u64,
+    late: u64,
+    rules: Vec<SnapshotRule>,
+    /// Held events: (time, arrival sequence, event, rule indices), in no order.
+    held: Vec<(i64, u64, Arc<Event>, Vec<u32>)>,
+    /// Rule ids by index, for the held events.
+    rule_ids: Vec<String>,
+}
+
+struct SnapshotRule {
+    id: String,
+    fingerprint: u64,
+    state: RuleState,
+    open: Vec<(String, u32, OpenAlertState)>,
+    stats: RuleStats,
+}
+
+enum RuleState {
+    Ready(StateJson),
+    Later(ops::LaterState),
+}
+
+impl CheckpointSnapshot {
+    /// Writes the copied state out: the same checkpoint [`Engine::checkpoint`] would have
+    /// given at the moment the snapshot was taken.
+    pub fn into_checkpoint(self) -> Checkpoint {
+        let keys = &self.keys;
+        let rules = self
+            .rules
+            .into_iter()
+            .map(|r| {
+                let mut open = r.open;
+                open.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                let state = match r.state {
+                    RuleState::Ready(state) => state,
+                    RuleState::Later(later) => later(keys),
+                };
+                (
+                    r.id,
+                    RuleCheckpoint {
+                        fingerprint: r.fingerprint,
+                        state,
+                        open,
+                        stats: r.stats,
+                    },
+                )
+            })
+            .collect();
+        let mut held = self.held;
+        held.sort_unstable_by_key(|(t, seq, _, _)| (*t, *seq));
+        let rule_ids = &self.rule_ids;
+        Checkpoint {
+            max_time_ms: self.max_time_ms,
+            watermark_ms: self.watermark_ms,
+            events: self.events,
+            late: self.late,
+            rules,
+            held: held
+                .into_iter()
+                .map(|(_, _, event, rules)| HeldState {
+                    event,
+                    rules: rules.iter().map(|&r| rule_ids[r as usize].clone()).collect(),
+                })
+                .collect(),
+            trackers: self.trackers,
+        }
+    }
 }
 
 /// An operator's saved state: JSON text written straight from the state (no `Value` tree

@@ -24,7 +24,7 @@ mod zones;
 pub use alert::{Alert, AlertBook, Output};
 pub use cel::{CelError, Program};
 pub use engine::{
-    Checkpoint, Engine, EngineConfig, EngineStats, HeldState, LateEvent, OpenAlertState,
+    Checkpoint, CheckpointSnapshot, Engine, EngineConfig, EngineStats, HeldState, LateEvent, OpenAlertState,
     RuleCheckpoint, RuleStats, StateJson,
 };
 pub use hotlist::{normalize_value, HotlistEntry, Hotlists};

@@ -608,12 +608,9 @@ impl Stage {
         }
         self.flush();
         self.last_checkpoint = Instant::now();
-        let file = CheckpointFile {
-            version: 1,
-            next_seq: self.next_seq,
-            written_at: cityward_model::format_time(&Utc::now()),
-            engine: self.engine.checkpoint(),
-        };
+        // Taken here, between events; turned into JSON and written on the writer thread.
+        let snapshot = self.engine.snapshot();
+        let next_seq = self.next_seq;
         let pause = self.last_checkpoint.elapsed().as_secs_f64();
         self.metrics.set("cityward_detect_checkpoint_pause_seconds", &[], pause);
         self.status.lock().expect("status lock").checkpoint_pause_ms = Some(pause * 1000.0);
@@ -621,6 +618,12 @@ impl Stage {
         // Without rules there is no state to rebuild from the WAL: keep none of it back.
         let keep_from = if self.has_rules { self.next_seq } else { u64::MAX };
         let writer = std::thread::spawn(move || {
+            let file = CheckpointFile {
+                version: 1,
+                next_seq,
+                written_at: cityward_model::format_time(&Utc::now()),
+                engine: snapshot.into_checkpoint(),
+            };
             let tmp = path.with_extension("json.tmp");
             let written = (|| -> std::io::Result<()> {
                 let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;

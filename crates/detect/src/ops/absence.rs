@@ -14,7 +14,7 @@ use crate::zones::ZoneSets;
 use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct State {
     /// Time of the latest event (ms).
     #[serde(rename = "t")]

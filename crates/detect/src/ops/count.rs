@@ -16,7 +16,7 @@ use crate::zones::ZoneSets;
 
 type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Group {
     /// Tumbling: start of the current window. Sliding: unused.
     window_start: i64,
@@ -147,6 +147,13 @@ impl CountOp {
     }
 }
 
+/// The groups by name, sorted, so that equal state gives equal text.
+fn save_groups(groups: &FastMap<Box<str>, Group>) -> StateJson {
+    let mut sorted: Vec<(&str, &Group)> = groups.iter().map(|(k, g)| (&**k, g)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    StateJson::of(&super::SortedMap(sorted))
+}
+
 impl Operator for CountOp {
     fn on_event(&mut self, cx: &mut Cx<'_>, key: u32, event: &Event, t: i64) {
         self.sweep(t);
@@ -183,9 +190,13 @@ impl Operator for CountOp {
     }
 
     fn save(&self, _keys: &Interner, _zones: &ZoneSets) -> StateJson {
-        let mut sorted: Vec<(&str, &Group)> = self.groups.iter().map(|(k, g)| (&**k, g)).collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        StateJson::of(&super::SortedMap(sorted))
+        save_groups(&self.groups)
+    }
+
+    fn snapshot(&self) -> Option<super::LaterState> {
+        // A sliding window holds the time of every event in it: copied now, written later.
+        let groups = self.groups.clone();
+        Some(Box::new(move |_keys| save_groups(&groups)))
     }
 
     fn load(&mut self, state: &StateJson, _keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::{StateJson, Cx, Fire, Interner};
+use crate::engine::{Cx, Fire, Interner, KeyNames, StateJson};
 use crate::rule::{Rule, RuleKind};
 use crate::zones::ZoneSets;
 
@@ -38,6 +38,12 @@ pub(crate) trait Operator: Send {
     }
     /// The keyed state, by key name.
     fn save(&self, keys: &Interner, zones: &ZoneSets) -> StateJson;
+    /// A copy of a large keyed state, to be written out (as `save` would) on another
+    /// thread: the engine waits while the copy is taken, not while it is written. `None`
+    /// for state small enough to `save` at once.
+    fn snapshot(&self) -> Option<LaterState> {
+        None
+    }
     /// Loads state written by `save`.
     fn load(&mut self, state: &StateJson, keys: &mut Interner, zones: &ZoneSets) -> Result<(), String>;
     /// How many keys (or groups) have state.
@@ -57,6 +63,10 @@ macro_rules! keyed_state_methods {
 
         fn load(&mut self, state: &StateJson, keys: &mut Interner, _zones: &ZoneSets) -> Result<(), String> {
             self.keys.load(state, keys)
+        }
+
+        fn snapshot(&self) -> Option<$crate::ops::LaterState> {
+            Some(self.keys.snapshot())
         }
 
         fn state_len(&self, _zones: &ZoneSets) -> usize {
@@ -196,11 +206,24 @@ impl<S: Default> Keyed<S> {
     }
 }
 
+/// State copied out of an operator, written to JSON later with the key names of the same
+/// moment.
+pub(crate) type LaterState = Box<dyn FnOnce(&KeyNames) -> StateJson + Send>;
+
 impl<S: Serialize + DeserializeOwned> Keyed<S> {
     /// In slot order, which depends only on the order keys came and went, so the same
     /// events give the same text without sorting a million names.
     pub fn save(&self, keys: &Interner) -> StateJson {
-        StateJson::of(&SlotMap { keyed: self, keys })
+        StateJson::of(&SlotMap { chunks: &self.chunks, keys: keys.names() })
+    }
+
+    /// A copy of the state that `save` would write, written when called.
+    pub fn snapshot(&self) -> LaterState
+    where
+        S: Clone + Send + 'static,
+    {
+        let chunks = self.chunks.clone();
+        Box::new(move |keys| StateJson::of(&SlotMap { chunks: &chunks, keys }))
     }
 
     pub fn load(&mut self, state: &StateJson, keys: &mut Interner) -> Result<(), String> {
@@ -215,15 +238,15 @@ impl<S: Serialize + DeserializeOwned> Keyed<S> {
     }
 }
 
-/// A `Keyed` written as a JSON object by key name, without collecting it first.
+/// The slots of a `Keyed` written as a JSON object by key name, without collecting it first.
 struct SlotMap<'a, S> {
-    keyed: &'a Keyed<S>,
-    keys: &'a Interner,
+    chunks: &'a [Vec<(u32, S)>],
+    keys: &'a KeyNames,
 }
 
 impl<S: Serialize> Serialize for SlotMap<'_, S> {
     fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-        s.collect_map(self.keyed.iter().map(|(k, v)| (self.keys.name(k), v)))
+        s.collect_map(self.chunks.iter().flatten().map(|(k, v)| (self.keys.name(*k), v)))
     }
 }
 

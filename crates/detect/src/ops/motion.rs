@@ -35,7 +35,7 @@ pub(crate) struct Episode {
     fired: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct SpeedState {
     last_ms: i64,
     last_point: Option<(f64, f64)>,
@@ -164,7 +164,7 @@ impl Operator for SpeedOp {
     super::keyed_state_methods!();
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct CorridorState {
     last_ms: i64,
     off: Option<Episode>,
@@ -250,7 +250,7 @@ impl Operator for CorridorOp {
     super::keyed_state_methods!();
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct FatigueState {
     last_ms: i64,
     last_point: Option<(f64, f64)>,

@@ -26,7 +26,7 @@ pub(crate) struct Pending {
     seq: u32,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct State {
     pending: VecDeque<Pending>,
     next_seq: u32,

@@ -10,7 +10,7 @@ use crate::zones::ZoneSets;
 use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::RuleSpec;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct State {
     last_ms: i64,
     /// Raised and not yet cleared.
