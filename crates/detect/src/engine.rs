@@ -365,7 +365,25 @@ struct Slot {
 /// An event held back until the watermark passes it, for the ordered rules it matched.
 struct Held {
     event: Arc<Event>,
-    rules: Vec<u32>,
+    /// Shared among held events with the same rules (see [`RuleLists`]).
+    rules: Arc<[u32]>,
+}
+
+/// The distinct lists of ordered rules that held events name, each stored once: events of
+/// a kind mostly match the same rules, so holding one costs no list of its own, and a
+/// checkpoint copies a reference, not a list.
+#[derive(Default)]
+struct RuleLists(std::collections::HashSet<Arc<[u32]>, ahash::RandomState>);
+
+impl RuleLists {
+    fn get(&mut self, rules: &[u32]) -> Arc<[u32]> {
+        if let Some(list) = self.0.get(rules) {
+            return list.clone();
+        }
+        let list: Arc<[u32]> = Arc::from(rules);
+        self.0.insert(list.clone());
+        list
+    }
 }
 
 /// The detection engine: a set of rules, their keyed state and timers.
@@ -388,6 +406,9 @@ pub struct Engine {
     held: BinaryHeap<Reverse<(i64, String, u64)>>,
     held_events: FastMap<u64, Held>,
     held_seq: u64,
+    rule_lists: RuleLists,
+    /// The ordered rules of the event being dispatched (kept to reuse its allocation).
+    ordered_buf: Vec<u32>,
     max_time_ms: i64,
     watermark_ms: i64,
     sink: Sink,
@@ -431,6 +452,8 @@ impl Engine {
             held: BinaryHeap::new(),
             held_events: FastMap::default(),
             held_seq: 0,
+            rule_lists: RuleLists::default(),
+            ordered_buf: Vec::new(),
             max_time_ms: i64::MIN,
             watermark_ms: i64::MIN,
             events: 0,
@@ -491,8 +514,12 @@ impl Engine {
                 self.sink.open.insert((new, key, scope), alert);
             }
         }
+        self.rule_lists = RuleLists::default();
+        let mut kept_rules = Vec::new();
         for held in self.held_events.values_mut() {
-            held.rules = held.rules.iter().filter_map(|&r| remap(r)).collect();
+            kept_rules.clear();
+            kept_rules.extend(held.rules.iter().filter_map(|&r| remap(r)));
+            held.rules = self.rule_lists.get(&kept_rules);
         }
         let mut classes: HashMap<String, u32> = HashMap::new();
         let mut when_classes: HashMap<String, u32> = HashMap::new();
@@ -597,7 +624,8 @@ impl Engine {
                 watermark: ms_to_time(self.watermark_ms),
             });
         }
-        let mut ordered_rules: Vec<u32> = Vec::new();
+        let mut ordered_rules = std::mem::take(&mut self.ordered_buf);
+        ordered_rules.clear();
         let mut last_key: Option<(u32, u32)> = None;
         let mut last_when: Option<(u32, bool)> = None;
         // Candidate rules: those for the event's kind and those for any kind (two sorted
@@ -641,10 +669,11 @@ impl Engine {
                 seq,
                 Held {
                     event: Arc::new(event.clone()),
-                    rules: ordered_rules,
+                    rules: self.rule_lists.get(&ordered_rules),
                 },
             );
         }
+        self.ordered_buf = ordered_rules;
         if t > self.max_time_ms {
             self.max_time_ms = t;
             let wm = t.saturating_sub(self.config.lateness.as_millis() as i64);
@@ -771,7 +800,7 @@ impl Engine {
         let Some(held) = self.held_events.remove(&seq) else { return };
         self.dispatch_seq += 1;
         self.watermark_ms = self.watermark_ms.max(t);
-        for &r in &held.rules {
+        for &r in held.rules.iter() {
             let slot = &mut self.slots[r as usize];
             if !slot.rule.key.key(&held.event, &mut self.key_buf) {
                 self.sink.stats[r as usize].eval_errors += 1;
@@ -978,7 +1007,7 @@ impl Engine {
                 seq,
                 Held {
                     event: h.event.clone(),
-                    rules,
+                    rules: self.rule_lists.get(&rules),
                 },
             );
         }
@@ -1018,7 +1047,7 @@ pub struct CheckpointSnapshot {
     late: u64,
     rules: Vec<SnapshotRule>,
     /// Held events: (time, arrival sequence, event, rule indices), in no order.
-    held: Vec<(i64, u64, Arc<Event>, Vec<u32>)>,
+    held: Vec<(i64, u64, Arc<Event>, Arc<[u32]>)>,
     /// Rule ids by index, for the held events.
     rule_ids: Vec<String>,
 }

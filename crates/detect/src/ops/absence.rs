@@ -9,7 +9,7 @@ use cityward_model::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{detail, Keyed, Operator};
+use super::{detail, Keyed, Operator, ShortText};
 use crate::zones::ZoneSets;
 use crate::engine::{StateJson, Cx, Fire, Interner};
 use crate::rule::RuleSpec;
@@ -21,7 +21,7 @@ pub(crate) struct State {
     last_ms: i64,
     /// Its id: the evidence of an absence.
     #[serde(rename = "id")]
-    last_id: Box<str>,
+    last_id: ShortText,
     /// Raised and not yet cleared by a new event.
     #[serde(rename = "f", default, skip_serializing_if = "std::ops::Not::not")]
     fired: bool,
@@ -56,7 +56,7 @@ fn absence_fire<'a>(cx: &Cx<'a>, key: u32, st: &State, at: i64, for_ms: i64) -> 
         point: device.map(|d| (d.lon, d.lat)),
         grid: device.map(|d| d.grid.as_str()),
         zone: None,
-        evidence: vec![st.last_id.to_string()],
+        evidence: vec![st.last_id.as_str().to_string()],
         detail: detail([
             ("silent_for_s", Value::from((at - st.last_ms) / 1000)),
             ("limit_s", Value::from(for_ms / 1000)),

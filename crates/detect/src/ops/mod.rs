@@ -283,6 +283,64 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for MapEntries<V> 
     }
 }
 
+/// A short text (an event id) kept inline when it fits, so that per-key state of a
+/// million keys holds no heap string each: no allocation when it changes, and a checkpoint
+/// copies it with the state. Event ids the node assigns (26 characters) fit.
+#[derive(Clone)]
+pub(crate) enum ShortText {
+    Inline { len: u8, bytes: [u8; SHORT_TEXT_INLINE] },
+    Heap(Box<str>),
+}
+
+const SHORT_TEXT_INLINE: usize = 30;
+
+impl ShortText {
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Only whole `&str`s are copied in, so the bytes are UTF-8.
+            ShortText::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default(),
+            ShortText::Heap(text) => text,
+        }
+    }
+}
+
+impl From<&str> for ShortText {
+    fn from(text: &str) -> Self {
+        if text.len() <= SHORT_TEXT_INLINE {
+            let mut bytes = [0; SHORT_TEXT_INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            ShortText::Inline { len: text.len() as u8, bytes }
+        } else {
+            ShortText::Heap(text.into())
+        }
+    }
+}
+
+impl Default for ShortText {
+    fn default() -> Self {
+        ShortText::from("")
+    }
+}
+
+impl std::fmt::Debug for ShortText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl Serialize for ShortText {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ShortText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(ShortText::from(&*text))
+    }
+}
+
 /// Builds the operator of a rule.
 pub(crate) fn new_operator(rule: &Rule, city: &City, zones: &mut ZoneSets) -> Box<dyn Operator> {
     let spec = &rule.spec;
@@ -337,7 +395,20 @@ pub(crate) fn round1(x: f64) -> Value {
 
 #[cfg(test)]
 mod keyed_tests {
-    use super::Keyed;
+    use super::{Keyed, ShortText};
+
+    #[test]
+    fn short_text_keeps_any_text_and_writes_it_as_a_string() {
+        for text in ["", "01JD7Q0ZP8V4K2M3N5R6S7T8W9", "a".repeat(30).as_str(), "b".repeat(31).as_str(), "烟感-探测器-0001-二号楼-东侧"] {
+            let short = ShortText::from(text);
+            assert_eq!(short.as_str(), text);
+            let json = serde_json::to_string(&short).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(serde_json::from_str::<ShortText>(&json).unwrap().as_str(), text);
+        }
+        assert!(matches!(ShortText::from("a".repeat(30).as_str()), ShortText::Inline { .. }));
+        assert!(matches!(ShortText::from("b".repeat(31).as_str()), ShortText::Heap(_)));
+    }
     use std::collections::HashMap;
 
     #[test]
