@@ -20,13 +20,10 @@ type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub(crate) struct Group {
     /// Tumbling: start of the current window. Sliding: unused.
     window_start: i64,
-    /// Sliding: the time of every event in the window, oldest first.
-    #[serde(default)]
-    times: VecDeque<i64>,
-    /// Evidence, (time, id) oldest first. Tumbling: the window's first events. Sliding: the
-    /// last `n` events in the window only — a sliding count fires when its window reaches
-    /// exactly `n` events, which are then these, so the ids of older events are never
-    /// needed (a busy group holds `n` ids, not one per event of the window).
+    /// (time, id) oldest first. Tumbling: the window's first events, as evidence. Sliding:
+    /// the last `n` events in the window — enough to tell whether the window holds `n`
+    /// (the `n`-th latest event is in it), and exactly the evidence when it first does, so a
+    /// busy group holds `n` events, not every event of its window.
     events: VecDeque<(i64, Box<str>)>,
     /// Tumbling: events in the current window.
     count: u32,
@@ -78,16 +75,11 @@ impl CountOp {
         g.grid = event.grid.clone();
         g.last_ms = t;
         let fire_now = if sliding {
-            let horizon = t - window_ms;
-            g.times.push_back(t);
-            while g.times.front().is_some_and(|et| *et <= horizon) {
-                g.times.pop_front();
-            }
             g.events.push_back((t, event.id.as_str().into()));
-            while g.events.len() > n as usize || g.events.front().is_some_and(|(et, _)| *et <= horizon) {
+            while g.events.len() > n as usize || g.events.front().is_some_and(|(et, _)| *et <= t - window_ms) {
                 g.events.pop_front();
             }
-            if (g.times.len() as u32) < n {
+            if (g.events.len() as u32) < n {
                 g.fired = false;
                 false
             } else {
@@ -111,7 +103,7 @@ impl CountOp {
             return;
         }
         let city: &City = cx.city;
-        let count = if sliding { g.times.len() as u32 } else { g.count };
+        let count = if sliding { g.events.len() as u32 } else { g.count };
         let first = g.events.front().map(|(t, _)| *t).unwrap_or(t);
         let mut d = detail([
             ("count", Value::from(count)),
@@ -194,7 +186,7 @@ impl Operator for CountOp {
     }
 
     fn snapshot(&self) -> Option<super::LaterState> {
-        // A sliding window holds the time of every event in it: copied now, written later.
+        // A group per grid or zone and rule: copied now, written later.
         let groups = self.groups.clone();
         Some(Box::new(move |_keys| save_groups(&groups)))
     }
@@ -206,10 +198,8 @@ impl Operator for CountOp {
             .0
             .into_iter()
             .map(|(k, mut g)| {
-                // Checkpoints written before `times` kept every event of a sliding window in
-                // `events`.
-                if sliding && g.times.is_empty() {
-                    g.times = g.events.iter().map(|(t, _)| *t).collect();
+                // Older checkpoints kept every event of a sliding window.
+                if sliding {
                     let excess = g.events.len().saturating_sub(n);
                     g.events.drain(..excess);
                 }

@@ -264,8 +264,7 @@ rules:
 #[test]
 fn count_sliding_busy_group_keeps_n_ids_and_restores_exactly() {
     // A burst of 600 events in one 5-minute window with count 3: the group's state holds the
-    // time of every event in the window but the ids of the last three only, and a restart
-    // in the middle of the burst changes nothing.
+    // last three events only, and a restart in the middle of the burst changes nothing.
     let yaml = r#"
 rules:
   - id: burst
