@@ -938,7 +938,12 @@ impl Engine {
                 .iter()
                 .filter_map(|Reverse((t, _, seq))| {
                     let h = self.held_events.get(seq)?;
-                    Some((*t, *seq, h.event.clone(), h.rules.clone()))
+                    Some(SnapshotHeld {
+                        time_ms: *t,
+                        seq: *seq,
+                        event: h.event.clone(),
+                        rules: h.rules.clone(),
+                    })
                 })
                 .collect(),
             rule_ids: self.slots.iter().map(|s| s.rule.spec.id.clone()).collect(),
@@ -1046,10 +1051,18 @@ pub struct CheckpointSnapshot {
     events: u64,
     late: u64,
     rules: Vec<SnapshotRule>,
-    /// Held events: (time, arrival sequence, event, rule indices), in no order.
-    held: Vec<(i64, u64, Arc<Event>, Arc<[u32]>)>,
+    /// Held events, in no order.
+    held: Vec<SnapshotHeld>,
     /// Rule ids by index, for the held events.
     rule_ids: Vec<String>,
+}
+
+struct SnapshotHeld {
+    time_ms: i64,
+    /// Arrival order, which breaks ties in time as the hold queue does.
+    seq: u64,
+    event: Arc<Event>,
+    rules: Arc<[u32]>,
 }
 
 struct SnapshotRule {
@@ -1092,7 +1105,7 @@ impl CheckpointSnapshot {
             })
             .collect();
         let mut held = self.held;
-        held.sort_unstable_by_key(|(t, seq, _, _)| (*t, *seq));
+        held.sort_unstable_by_key(|h| (h.time_ms, h.seq));
         let rule_ids = &self.rule_ids;
         Checkpoint {
             max_time_ms: self.max_time_ms,
@@ -1102,9 +1115,9 @@ impl CheckpointSnapshot {
             rules,
             held: held
                 .into_iter()
-                .map(|(_, _, event, rules)| HeldState {
-                    event,
-                    rules: rules.iter().map(|&r| rule_ids[r as usize].clone()).collect(),
+                .map(|h| HeldState {
+                    event: h.event,
+                    rules: h.rules.iter().map(|&r| rule_ids[r as usize].clone()).collect(),
                 })
                 .collect(),
             trackers: self.trackers,

@@ -1501,18 +1501,7 @@ mod tests {
                 *v = (121.4 + c as f64 * 0.01 + jx, 29.8 + r as f64 * 0.01 + jy);
             }
         }
-        let mut items: Vec<(MultiPolygon, usize)> = Vec::new();
-        for r in 0..rows {
-            for c in 0..cols {
-                let ring = vec![
-                    lattice[r][c],
-                    lattice[r][c + 1],
-                    lattice[r + 1][c + 1],
-                    lattice[r + 1][c],
-                ];
-                items.push((Polygon::new(ring, vec![]).into(), items.len()));
-            }
-        }
+        let mut items: Vec<(MultiPolygon, usize)> = lattice_cells(&lattice).map(MultiPolygon::from).zip(0..).collect();
         let big = Polygon::new(
             vec![
                 (121.45, 29.85),
@@ -1562,6 +1551,15 @@ mod tests {
     }
 
     /// A star-shaped ring around `c` (one vertex per equal sector, radii 40–100 % of `r`).
+    /// The quadrilaterals between neighbouring lattice points, row by row.
+    fn lattice_cells(lattice: &[Vec<Point>]) -> impl Iterator<Item = Polygon> + '_ {
+        lattice.windows(2).flat_map(|rows| {
+            (0..rows[0].len() - 1).map(move |c| {
+                Polygon::new(vec![rows[0][c], rows[0][c + 1], rows[1][c + 1], rows[1][c]], vec![])
+            })
+        })
+    }
+
     fn star(rng: &mut Lcg, c: Point, r: f64, n: usize) -> Vec<Point> {
         (0..n)
             .map(|i| {
@@ -1631,17 +1629,7 @@ mod tests {
                 );
             }
         }
-        for r in 0..rows {
-            for c in 0..cols {
-                let ring = vec![
-                    lattice[r][c],
-                    lattice[r][c + 1],
-                    lattice[r + 1][c + 1],
-                    lattice[r + 1][c],
-                ];
-                areas.push(Polygon::new(ring, vec![]).into());
-            }
-        }
+        areas.extend(lattice_cells(&lattice).map(MultiPolygon::from));
         // Random stars over and around it: some with a hole, some of two parts, one island
         // filling the hole of another exactly.
         for k in 0..150 {
