@@ -894,7 +894,7 @@ impl Engine {
 
     /// The engine's state as a copy that is turned into a [`Checkpoint`] later, e.g. on
     /// another thread: taking it costs memory copies of the large keyed states, not their
-    /// serialisation, so the engine pauses for milliseconds rather than seconds.
+    /// serialisation, so the engine pauses only for the copies.
     pub fn snapshot(&self) -> CheckpointSnapshot {
         // Open alerts by rule in one pass (a node runs ten thousand rules).
         let mut open_by_rule: Vec<Vec<(String, u32, OpenAlertState)>> = vec![Vec::new(); self.slots.len()];
