@@ -115,9 +115,8 @@ rules:
     assert!(repeated(&out).is_empty());
 }
 
-#[test]
-fn count_sliding_window_excludes_an_event_exactly_a_window_old() {
-    let yaml = r#"
+/// Three events within five minutes, of any kind and source.
+const SLIDING_BURST: &str = r#"
 rules:
   - id: burst
     kind: count
@@ -126,6 +125,10 @@ rules:
     sliding: true
     category: traffic.burst
 "#;
+
+#[test]
+fn count_sliding_window_excludes_an_event_exactly_a_window_old() {
+    let yaml = SLIDING_BURST;
     let events: Vec<Event> = [0, 150, 300]
         .iter()
         .enumerate()
@@ -265,15 +268,7 @@ rules:
 fn count_sliding_busy_group_keeps_n_ids_and_restores_exactly() {
     // A burst of 600 events in one 5-minute window with count 3: the group's state holds the
     // last three events only, and a restart in the middle of the burst changes nothing.
-    let yaml = r#"
-rules:
-  - id: burst
-    kind: count
-    count: 3
-    window: 5m
-    sliding: true
-    category: traffic.burst
-"#;
+    let yaml = SLIDING_BURST;
     let mut events: Vec<Event> = (0..600).map(|i| ev(&format!("e{i:03}"), "cam", "anpr", i / 3)).collect();
     // The burst ends (the window empties), then a new one starts: its evidence is its own.
     events.extend((0..3).map(|i| ev(&format!("n{i}"), "cam", "anpr", 1_000 + i)));
