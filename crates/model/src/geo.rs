@@ -541,6 +541,11 @@ impl MultiPolygon {
         self.polygons.iter().map(Polygon::area_m2).sum()
     }
 
+    /// Shortest distance in metres from `p` to the area's edge; 0 inside.
+    pub fn distance_m(&self, p: Point) -> f64 {
+        area_distance(&self.polygons, p)
+    }
+
     /// A point inside the largest part, if any part has area.
     pub fn interior_point(&self) -> Option<Point> {
         let mut parts: Vec<&Polygon> = self.polygons.iter().collect();
