@@ -31,8 +31,8 @@ pub use retention::{
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{
-    AlertRow, DeadLetter, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
-    FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut, RuleRow, SqliteState,
+    AlertFilter, AlertRow, DeadLetter, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
+    FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RoutingVersion, RulePut, RuleRow, SqliteState,
     StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
     MAX_PAGE_LIMIT,
 };

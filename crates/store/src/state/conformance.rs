@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::Status;
 
 use super::{
-    AlertRow, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
+    AlertFilter, AlertRow, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
     Page, PageRequest, RulePut, StateError, StateOptions, StateStore, UnitRow, MAX_PAGE_LIMIT,
 };
 
@@ -34,6 +34,8 @@ pub fn conformance_suite(new_store: &dyn Fn(StateOptions) -> Box<dyn StateStore>
     check_units(&*fresh());
     check_rules(&*fresh());
     check_alerts(&*fresh());
+    check_alert_scopes(&*fresh());
+    check_routing(&*fresh());
     check_dead_letters(&*fresh());
     check_dead_letter_limit(&*new_store(StateOptions {
         dead_letter_max_rows: 10,
@@ -158,7 +160,12 @@ fn alert(id: &str, time: i64, status: &str) -> AlertRow {
         grid: Some("g-1".into()),
         body: json!({ "evidence": [format!("ev-{id}")], "lon": 121.1, "lat": 31.2 }),
         updated_at: t(time + 1),
+        scopes: vec!["region:c-1".into(), format!("unit:u-{}", time % 2)],
     }
+}
+
+fn with_status(status: &str) -> AlertFilter {
+    AlertFilter { statuses: vec![status.into()], scopes: None }
 }
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
@@ -607,6 +614,62 @@ fn check_rules(store: &dyn StateStore) {
     assert!(store.list_rules().unwrap().is_empty());
 }
 
+fn check_alert_scopes(store: &dyn StateStore) {
+    // Even times are unit u-0's, odd ones u-1's; all are in region c-1.
+    let alerts: Vec<AlertRow> = (0..12).map(|i| alert(&format!("s-{i:02}"), i, ["new", "assigned"][i as usize % 2])).collect();
+    let (first, rest) = alerts.split_at(5);
+    for a in first {
+        store.insert_alert(a).unwrap();
+    }
+    store.write_alerts(rest, &[]).unwrap();
+    let ids = |filter: AlertFilter| -> Vec<String> {
+        let mut out: Vec<String> = walk(4, |p| store.list_alerts(&filter, p).unwrap()).into_iter().map(|a| a.id).collect();
+        out.sort();
+        out
+    };
+    let scoped = |scopes: &[&str]| AlertFilter { statuses: vec![], scopes: Some(scopes.iter().map(|s| s.to_string()).collect()) };
+    let even: Vec<String> = (0..12).step_by(2).map(|i| format!("s-{i:02}")).collect();
+    assert_eq!(ids(scoped(&["unit:u-0"])), even);
+    assert_eq!(ids(scoped(&["unit:u-1", "unit:u-0"])).len(), 12);
+    assert_eq!(ids(scoped(&["region:c-1"])).len(), 12);
+    assert!(ids(scoped(&["region:c-2"])).is_empty());
+    assert!(ids(scoped(&[])).is_empty(), "no scopes sees nothing");
+    // Statuses and scopes together; several statuses at once.
+    let both = AlertFilter { statuses: vec!["new".into()], scopes: Some(vec!["unit:u-1".into()]) };
+    assert!(ids(both).is_empty(), "odd times are all `assigned`");
+    let any = AlertFilter { statuses: vec!["new".into(), "assigned".into()], scopes: None };
+    assert_eq!(ids(any).len(), 12);
+    // An update adds scopes (a transfer to another unit) and keeps the old ones.
+    let mut moved = alerts[0].clone();
+    moved.scopes.push("unit:u-9".into());
+    store.update_alert(&moved).unwrap();
+    assert_eq!(ids(scoped(&["unit:u-9"])), ["s-00"]);
+    assert!(ids(scoped(&["unit:u-0"])).contains(&"s-00".to_string()));
+    let mut again = moved.clone();
+    again.scopes.push("unit:u-8".into());
+    store.write_alerts(&[], &[again.clone()]).unwrap();
+    assert_eq!(ids(scoped(&["unit:u-8"])), ["s-00"]);
+    assert_eq!(store.alert("s-00").unwrap().unwrap().scopes, again.scopes, "the row reads back its scopes");
+}
+
+fn check_routing(store: &dyn StateStore) {
+    assert_eq!(store.routing().unwrap(), None);
+    let v1 = store.put_routing(&json!({"entries": []}), "admin", "first table", Some(0)).unwrap();
+    assert_eq!(v1.version, 1);
+    let v2 = store
+        .put_routing(&json!({"entries": [{"category": "*", "unit": "u-1"}]}), "planner", "fires to u-1", None)
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(store.routing().unwrap(), Some(v2.clone()));
+    let e = expect_kind(store.put_routing(&json!({"entries": []}), "admin", "stale", Some(1)), Status::Conflict);
+    assert!(e.to_string().contains('1') && e.to_string().contains('2'), "names both versions: {e}");
+    expect_kind(store.put_routing(&json!({}), " ", "nobody", None), Status::InvalidInput);
+    let history = store.routing_history(10).unwrap();
+    assert_eq!(history.iter().map(|v| (v.version, v.changed_by.as_str(), v.note.as_str())).collect::<Vec<_>>(),
+        [(2, "planner", "fires to u-1"), (1, "admin", "first table")]);
+    assert_eq!(store.routing_history(1).unwrap(), [v2]);
+}
+
 fn check_alerts(store: &dyn StateStore) {
     assert_eq!(store.alert("a-1").unwrap(), None);
     let statuses = ["new", "acked", "closed"];
@@ -630,7 +693,7 @@ fn check_alerts(store: &dyn StateStore) {
     let mut newest_first = alerts.clone();
     newest_first.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
     for limit in [1, 4, 7, 30, 31] {
-        let listed = walk(limit, |p| store.list_alerts(None, p).unwrap());
+        let listed = walk(limit, |p| store.list_alerts(&AlertFilter::default(), p).unwrap());
         assert_eq!(listed, newest_first, "all alerts with page size {limit}");
     }
     for status in statuses {
@@ -639,11 +702,11 @@ fn check_alerts(store: &dyn StateStore) {
             .filter(|a| a.status == status)
             .cloned()
             .collect();
-        let listed = walk(3, |p| store.list_alerts(Some(status), p).unwrap());
+        let listed = walk(3, |p| store.list_alerts(&with_status(status), p).unwrap());
         assert_eq!(listed, expected, "alerts with status {status}");
     }
     assert!(store
-        .list_alerts(Some("dispatched"), &PageRequest::default())
+        .list_alerts(&with_status("dispatched"), &PageRequest::default())
         .unwrap()
         .items
         .is_empty());
@@ -654,7 +717,7 @@ fn check_alerts(store: &dyn StateStore) {
     acked.updated_at = t(10_000);
     store.update_alert(&acked).unwrap();
     assert_eq!(store.alert(&acked.id).unwrap(), Some(acked.clone()));
-    let acked_ids: BTreeSet<String> = walk(5, |p| store.list_alerts(Some("acked"), p).unwrap())
+    let acked_ids: BTreeSet<String> = walk(5, |p| store.list_alerts(&with_status("acked"), p).unwrap())
         .into_iter()
         .map(|a| a.id)
         .collect();
@@ -1005,7 +1068,7 @@ fn check_page_requests(store: &dyn StateStore) {
         Status::InvalidInput,
     );
     expect_kind(
-        store.list_alerts(None, &PageRequest::first(0)),
+        store.list_alerts(&AlertFilter::default(), &PageRequest::first(0)),
         Status::InvalidInput,
     );
     expect_kind(
@@ -1019,7 +1082,7 @@ fn check_page_requests(store: &dyn StateStore) {
         .next
         .unwrap();
     let alert_cursor = store
-        .list_alerts(None, &PageRequest::first(1))
+        .list_alerts(&AlertFilter::default(), &PageRequest::first(1))
         .unwrap()
         .next
         .unwrap();
@@ -1042,7 +1105,7 @@ fn check_page_requests(store: &dyn StateStore) {
             Status::InvalidInput,
         );
         expect_kind(
-            store.list_alerts(None, &PageRequest::after(garbage, 5)),
+            store.list_alerts(&AlertFilter::default(), &PageRequest::after(garbage, 5)),
             Status::InvalidInput,
         );
         expect_kind(
@@ -1056,7 +1119,7 @@ fn check_page_requests(store: &dyn StateStore) {
         Status::InvalidInput,
     );
     expect_kind(
-        store.list_alerts(None, &PageRequest::after(&dl_cursor, 5)),
+        store.list_alerts(&AlertFilter::default(), &PageRequest::after(&dl_cursor, 5)),
         Status::InvalidInput,
     );
     expect_kind(
@@ -1074,7 +1137,7 @@ fn check_page_requests(store: &dyn StateStore) {
     );
     assert_eq!(
         store
-            .list_alerts(None, &PageRequest::after(alert_cursor, 5))
+            .list_alerts(&AlertFilter::default(), &PageRequest::after(alert_cursor, 5))
             .unwrap()
             .items
             .len(),

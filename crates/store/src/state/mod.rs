@@ -149,13 +149,27 @@ pub trait StateStore: Send + Sync {
     /// skipped. Returns the ids actually inserted, in batch order.
     fn write_alerts(&self, inserts: &[AlertRow], updates: &[AlertRow]) -> Result<Vec<String>, StateError>;
 
-    /// One page of alerts, newest event time first (ties by descending id), only those with
-    /// `status` when it is given.
-    fn list_alerts(
+    /// One page of the alerts `filter` selects, newest event time first (ties by
+    /// descending id).
+    fn list_alerts(&self, filter: &AlertFilter, page: &PageRequest) -> Result<Page<AlertRow>, StateError>;
+
+    // --- routing ----------------------------------------------------------------------------
+
+    /// Stores a new version of the routing table and returns it; [`Status::Conflict`] when
+    /// `expected_version` is given and is not the latest version (0: none stored yet).
+    fn put_routing(
         &self,
-        status: Option<&str>,
-        page: &PageRequest,
-    ) -> Result<Page<AlertRow>, StateError>;
+        body: &Value,
+        changed_by: &str,
+        note: &str,
+        expected_version: Option<i64>,
+    ) -> Result<RoutingVersion, StateError>;
+
+    /// The latest routing table, if one was ever stored.
+    fn routing(&self) -> Result<Option<RoutingVersion>, StateError>;
+
+    /// Past versions of the routing table, newest first, at most `limit`.
+    fn routing_history(&self, limit: usize) -> Result<Vec<RoutingVersion>, StateError>;
 
     // --- dead letters -----------------------------------------------------------------------
 
@@ -443,6 +457,35 @@ pub struct AlertRow {
     pub body: Value,
     /// When the row was last written.
     pub updated_at: DateTime<Utc>,
+    /// Jurisdiction scopes (`region:ID`, `unit:ID`) under which the alert is visible;
+    /// [`AlertFilter::scopes`] selects on them. Writing a row adds its scopes; scopes are
+    /// never taken away (a unit that once had the alert keeps seeing it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// Which alerts a list returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// Only alerts with one of these statuses (empty: any).
+    pub statuses: Vec<String>,
+    /// Only alerts visible under at least one of these scopes (`None`: every alert).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// One version of the routing table, with who changed it and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingVersion {
+    /// Version number, from 1, one more with each change.
+    pub version: i64,
+    /// The table (its entries), as the alerts crate defines it.
+    pub body: Value,
+    /// When it was stored.
+    pub changed_at: DateTime<Utc>,
+    /// The user who stored it.
+    pub changed_by: String,
+    /// Why.
+    pub note: String,
 }
 
 /// The way a rejected record came in.

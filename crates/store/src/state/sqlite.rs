@@ -24,9 +24,9 @@ use serde_json::Value;
 use tracing::{debug, info};
 
 use super::{
-    bad_cursor, check_alert, check_dead_letter, check_device, check_feature, check_id, check_rule,
+    bad_cursor, check_alert, check_dead_letter, check_text, check_device, check_feature, check_id, check_rule,
     check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
-    page_limit, to_micros, AlertRow, DeadLetter, DeadLetterChannel, DeadLetterFilter,
+    page_limit, to_micros, AlertFilter, AlertRow, RoutingVersion, DeadLetter, DeadLetterChannel, DeadLetterFilter,
     DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
     RuleRow, StateError, StateOptions, StateStore, UnitRow, UserRow,
 };
@@ -125,6 +125,25 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
 CREATE INDEX sessions_username ON sessions (username);
 "#,
+}, Migration {
+    version: 2,
+    sql: r#"
+ALTER TABLE alerts ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
+
+CREATE TABLE alert_scopes (
+    scope TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    PRIMARY KEY (scope, alert)
+) WITHOUT ROWID;
+
+CREATE TABLE routing_versions (
+    version    INTEGER PRIMARY KEY,
+    body       TEXT    NOT NULL,
+    changed_at INTEGER NOT NULL,
+    changed_by TEXT    NOT NULL,
+    note       TEXT    NOT NULL
+);
+"#,
 }];
 
 /// The `meta` key holding the schema version.
@@ -133,7 +152,7 @@ const SCHEMA_VERSION_KEY: &str = "schema_version";
 const DEVICE_COLUMNS: &str = "id, kind, lon, lat, grid, owner_unit, attrs, registered_at";
 const RULE_COLUMNS: &str = "id, body, enabled, version, updated_at, updated_by";
 const ALERT_COLUMNS: &str =
-    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at"#;
+    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at, scopes"#;
 const DEAD_LETTER_COLUMNS: &str =
     "id, received_at, channel, origin, line, field, reason, raw, resubmitted_at";
 const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at";
@@ -161,7 +180,7 @@ impl std::fmt::Debug for SqliteState {
 
 impl SqliteState {
     /// The newest schema version this build creates and understands.
-    pub const SCHEMA_VERSION: i64 = 1;
+    pub const SCHEMA_VERSION: i64 = 2;
 
     /// Opens (creating if needed) the database file at `path` with default options, and
     /// migrates it to [`SqliteState::SCHEMA_VERSION`]. The directory must exist.
@@ -255,14 +274,28 @@ impl SqliteState {
 /// Inserts an alert row unless its id is stored (parameters of [`alert_params`]).
 fn insert_alert_sql() -> String {
     format!(
-        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          ON CONFLICT (id) DO NOTHING"
     )
 }
 
 /// Replaces an alert row by id (parameters of [`alert_params`]).
 const UPDATE_ALERT_SQL: &str = r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
-    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10 WHERE id = ?1"#;
+    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11 WHERE id = ?1"#;
+
+/// Makes an alert visible under one more scope (scopes only grow).
+const INSERT_SCOPE_SQL: &str = "INSERT INTO alert_scopes (scope, alert) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+
+/// Writes the scope rows of stored alerts.
+fn write_scopes(tx: &Transaction<'_>, alerts: &[&AlertRow], op: &'static str) -> Result<(), StateError> {
+    let mut stmt = tx.prepare_cached(INSERT_SCOPE_SQL).map_err(db(op, "alerts"))?;
+    for a in alerts {
+        for scope in &a.scopes {
+            stmt.execute((scope, &a.id)).map_err(db(op, "alerts"))?;
+        }
+    }
+    Ok(())
+}
 
 /// An alert row as statement parameters, in the order of `ALERT_COLUMNS`.
 fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
@@ -277,6 +310,7 @@ fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
         &a.grid,
         json_text(&a.body),
         to_micros(&a.updated_at),
+        serde_json::to_string(&a.scopes).unwrap_or_else(|_| "[]".into()),
     )
 }
 
@@ -538,6 +572,7 @@ type AlertRaw = (
     Option<String>,
     String,
     i64,
+    String,
 );
 
 fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
@@ -552,11 +587,19 @@ fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
     ))
 }
 
 fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
-    let (id, rule, key, status, severity, category, time, grid, body, updated_at) = raw;
+    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes) = raw;
+    let scopes = decode_json("alerts", &id, "scopes", &scopes)?;
+    let scopes = serde_json::from_value(scopes).map_err(|e| StateError::Corrupt {
+        table: "alerts",
+        id: id.clone(),
+        column: "scopes",
+        reason: e.to_string(),
+    })?;
     let time = decode_time("alerts", &id, "time", time)?;
     let body = decode_json("alerts", &id, "body", &body)?;
     let updated_at = decode_time("alerts", &id, "updated_at", updated_at)?;
@@ -571,6 +614,7 @@ fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
         grid,
         body,
         updated_at,
+        scopes,
     })
 }
 
@@ -1126,11 +1170,17 @@ impl StateStore for SqliteState {
 
     fn insert_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
         check_alert(alert)?;
-        let n = self
-            .conn()
+        const OP: &str = "insert an alert";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "alerts")?;
+        let n = tx
             .prepare_cached(&insert_alert_sql())
             .and_then(|mut stmt| stmt.execute(alert_params(alert)))
-            .map_err(db("insert an alert", "alerts"))?;
+            .map_err(db(OP, "alerts"))?;
+        if n > 0 {
+            write_scopes(&tx, &[alert], OP)?;
+        }
+        tx.commit().map_err(db(OP, "alerts"))?;
         if n == 0 {
             return Err(StateError::Conflict {
                 table: "alerts",
@@ -1154,16 +1204,21 @@ impl StateStore for SqliteState {
         let tx = write_tx(&mut conn, OP, "alerts")?;
         let mut inserted = Vec::new();
         {
+            let mut written: Vec<&AlertRow> = Vec::with_capacity(inserts.len() + updates.len());
             let mut insert = tx.prepare_cached(&insert_alert_sql()).map_err(db(OP, "alerts"))?;
             for a in inserts {
                 if insert.execute(alert_params(a)).map_err(db(OP, "alerts"))? > 0 {
                     inserted.push(a.id.clone());
+                    written.push(a);
                 }
             }
             let mut update = tx.prepare_cached(UPDATE_ALERT_SQL).map_err(db(OP, "alerts"))?;
             for a in updates {
-                update.execute(alert_params(a)).map_err(db(OP, "alerts"))?;
+                if update.execute(alert_params(a)).map_err(db(OP, "alerts"))? > 0 {
+                    written.push(a);
+                }
             }
+            write_scopes(&tx, &written, OP)?;
         }
         tx.commit().map_err(db(OP, "alerts"))?;
         Ok(inserted)
@@ -1171,11 +1226,17 @@ impl StateStore for SqliteState {
 
     fn update_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
         check_alert(alert)?;
-        let n = self
-            .conn()
+        const OP: &str = "update an alert";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "alerts")?;
+        let n = tx
             .prepare_cached(UPDATE_ALERT_SQL)
             .and_then(|mut stmt| stmt.execute(alert_params(alert)))
-            .map_err(db("update an alert", "alerts"))?;
+            .map_err(db(OP, "alerts"))?;
+        if n > 0 {
+            write_scopes(&tx, &[alert], OP)?;
+        }
+        tx.commit().map_err(db(OP, "alerts"))?;
         if n == 0 {
             return Err(StateError::NotFound {
                 table: "alerts",
@@ -1199,11 +1260,7 @@ impl StateStore for SqliteState {
         Ok(rows.pop())
     }
 
-    fn list_alerts(
-        &self,
-        status: Option<&str>,
-        page: &PageRequest,
-    ) -> Result<Page<AlertRow>, StateError> {
+    fn list_alerts(&self, filter: &AlertFilter, page: &PageRequest) -> Result<Page<AlertRow>, StateError> {
         let limit = page_limit("alerts", page)?;
         let after = match page.after.as_deref() {
             None => None,
@@ -1217,9 +1274,24 @@ impl StateStore for SqliteState {
         };
         let mut clauses = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
-        if let Some(status) = status {
-            values.push(SqlValue::Text(status.into()));
-            clauses.push(format!("status = ?{}", values.len()));
+        if !filter.statuses.is_empty() {
+            let mut marks = Vec::new();
+            for status in &filter.statuses {
+                values.push(SqlValue::Text(status.clone()));
+                marks.push(format!("?{}", values.len()));
+            }
+            clauses.push(format!("status IN ({})", marks.join(", ")));
+        }
+        if let Some(scopes) = &filter.scopes {
+            let mut marks = Vec::new();
+            for scope in scopes {
+                values.push(SqlValue::Text(scope.clone()));
+                marks.push(format!("?{}", values.len()));
+            }
+            clauses.push(format!(
+                "id IN (SELECT alert FROM alert_scopes WHERE scope IN ({}))",
+                marks.join(", ")
+            ));
         }
         if let Some((time, id)) = after {
             values.push(SqlValue::Integer(time));
@@ -1252,6 +1324,71 @@ impl StateStore for SqliteState {
         Ok(paginate(items, limit, "alr", |a| {
             format!("{}/{}", to_micros(&a.time), a.id)
         }))
+    }
+
+    fn put_routing(
+        &self,
+        body: &Value,
+        changed_by: &str,
+        note: &str,
+        expected_version: Option<i64>,
+    ) -> Result<RoutingVersion, StateError> {
+        const OP: &str = "store the routing table";
+        check_text("routing_versions", "the routing table", "changed_by", changed_by)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "routing_versions")?;
+        let latest: i64 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM routing_versions", [], |r| r.get(0))
+            .map_err(db(OP, "routing_versions"))?;
+        if let Some(expected) = expected_version {
+            if expected != latest {
+                return Err(StateError::Conflict {
+                    table: "routing_versions",
+                    id: latest.to_string(),
+                    reason: version_conflict(expected, latest),
+                });
+            }
+        }
+        let stored = RoutingVersion {
+            version: latest + 1,
+            body: body.clone(),
+            // Whole microseconds, as stored, so the answer equals what is read back.
+            changed_at: from_micros(to_micros(&Utc::now())).unwrap_or_else(Utc::now),
+            changed_by: changed_by.into(),
+            note: note.into(),
+        };
+        tx.execute(
+            "INSERT INTO routing_versions (version, body, changed_at, changed_by, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+            (stored.version, json_text(&stored.body), to_micros(&stored.changed_at), &stored.changed_by, &stored.note),
+        )
+        .map_err(db(OP, "routing_versions"))?;
+        tx.commit().map_err(db(OP, "routing_versions"))?;
+        Ok(stored)
+    }
+
+    fn routing(&self) -> Result<Option<RoutingVersion>, StateError> {
+        Ok(self.routing_history(1)?.pop())
+    }
+
+    fn routing_history(&self, limit: usize) -> Result<Vec<RoutingVersion>, StateError> {
+        query_all(
+            &self.conn(),
+            "SELECT version, body, changed_at, changed_by, note FROM routing_versions ORDER BY version DESC LIMIT ?1",
+            [limit.min(i64::MAX as usize) as i64],
+            "read the routing table",
+            "routing_versions",
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)),
+            |(version, body, changed_at, changed_by, note)| {
+                let id = version.to_string();
+                Ok(RoutingVersion {
+                    version,
+                    body: decode_json("routing_versions", &id, "body", &body)?,
+                    changed_at: decode_time("routing_versions", &id, "changed_at", changed_at)?,
+                    changed_by,
+                    note,
+                })
+            },
+        )
     }
 
     fn insert_dead_letters(&self, batch: &[NewDeadLetter]) -> Result<DeadLetterInsert, StateError> {

@@ -113,6 +113,7 @@ fn state_persists_across_reopen() {
         grid: None,
         body: json!({ "evidence": ["e1"] }),
         updated_at: t(6),
+        scopes: vec!["unit:u-1".into()],
     };
     let letter = NewDeadLetter {
         received_at: t(7),
