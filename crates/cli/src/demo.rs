@@ -66,9 +66,17 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
             )
         })?;
 
+    // The dispatcher works city-wide; the responder for one community, to show jurisdictions.
+    let top = city.units.iter().find(|u| u.parent_unit.is_none()).map(|u| u.id.clone());
+    let community = city.units.iter().find(|u| u.kind == "community").map(|u| u.id.clone());
+    let unit_of = |role: Role| match role {
+        Role::Dispatcher => top.clone(),
+        Role::Responder => community.clone(),
+        _ => None,
+    };
     for role in Role::ALL {
         // Users survive in a reused --data directory; creating them again is not an error.
-        let _ = node.create_user(role.as_str(), "demo", role, None);
+        let _ = node.create_user(role.as_str(), "demo", role, unit_of(role).as_deref());
     }
     println!(
         "cityward demo city: {} devices, {} grids, {} roads, {} units.",
@@ -83,6 +91,9 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
         "  users     {} — password `demo`",
         Role::ALL.map(|r| r.as_str()).join(", ")
     );
+    if let (Some(top), Some(community)) = (&top, &community) {
+        println!("            dispatcher acts for {top} (the whole city), responder for {community}");
+    }
     println!("  data      {}", data_dir.display());
     println!("  rules     {} (alerts: GET /api/v1/alerts)", rules.display());
     println!(

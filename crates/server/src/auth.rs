@@ -23,6 +23,12 @@ pub fn create_user(
     role: Role,
     unit: Option<&str>,
 ) -> Result<(), NodeError> {
+    if matches!(role, Role::Dispatcher | Role::Responder) && unit.is_none_or(|u| u.trim().is_empty()) {
+        return Err(NodeError::Invalid(format!(
+            "a {} acts for a unit, whose region is their jurisdiction; give `{username}` a unit from the city's units.csv (e.g. --unit unit-city for the whole city)",
+            role.as_str()
+        )));
+    }
     if password.len() < 4 {
         return Err(NodeError::Invalid(format!(
             "password for `{username}` is too short; use at least 4 characters"

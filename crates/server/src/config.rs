@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     /// The rule engine.
     pub detect: DetectSection,
+    /// What happens to alerts once raised: dispositions, deadlines, boundaries.
+    pub alerts: cityward_alerts::AlertsConfig,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -306,7 +308,7 @@ impl NodeConfig {
         if self.detect.max_evidence == 0 {
             return Err("detect.max_evidence must be at least 1".into());
         }
-        Ok(())
+        self.alerts.validate()
     }
 
     /// The built-in kinds plus the configured ones.

@@ -89,7 +89,6 @@ pub struct LatencySummary {
 pub(crate) struct Detection {
     tx: SyncSender<Msg>,
     status: Arc<Mutex<DetectStatus>>,
-    alerts: broadcast::Sender<Arc<Vec<Alert>>>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -110,6 +109,8 @@ pub(crate) struct StageParts {
     pub state: Arc<dyn StateStore>,
     pub metrics: Arc<Metrics>,
     pub bus: broadcast::Receiver<Arc<StoredBatch>>,
+    /// Routes the alerts raised before they are stored.
+    pub desk: Arc<crate::desk::Desk>,
 }
 
 impl Detection {
@@ -146,7 +147,6 @@ impl Detection {
         events.keep_wal_from(next_seq);
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let status = Arc::new(Mutex::new(DetectStatus::default()));
-        let (alerts, _) = broadcast::channel(256);
         let stopped = Arc::new(AtomicBool::new(false));
         let mut stage = Stage {
             engine,
@@ -156,7 +156,7 @@ impl Detection {
             state: parts.state,
             metrics: parts.metrics,
             status: status.clone(),
-            alerts: alerts.clone(),
+            desk: parts.desk,
             config: parts.config,
             pending: BTreeMap::new(),
             pending_since: None,
@@ -200,7 +200,6 @@ impl Detection {
         Ok(Detection {
             tx,
             status,
-            alerts,
             stopped,
         })
     }
@@ -218,11 +217,6 @@ impl Detection {
     /// A snapshot of the stage.
     pub(crate) fn status(&self) -> DetectStatus {
         self.status.lock().expect("status lock").clone()
-    }
-
-    /// Alerts as they are raised (for live views).
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Alert>>> {
-        self.alerts.subscribe()
     }
 
     /// Saves a checkpoint now.
@@ -258,6 +252,7 @@ pub(crate) fn new_alert_row(alert: &Alert, now: chrono::DateTime<Utc>) -> AlertR
         grid: alert.grid.clone(),
         body: serde_json::to_value(alert).unwrap_or(Value::Null),
         updated_at: now,
+        scopes: Vec::new(),
     }
 }
 
@@ -315,7 +310,7 @@ struct Stage {
     state: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<DetectStatus>>,
-    alerts: broadcast::Sender<Arc<Vec<Alert>>>,
+    desk: Arc<crate::desk::Desk>,
     config: DetectSection,
     /// Batches that came before an earlier one, by first sequence number.
     pending: BTreeMap<u64, Arc<StoredBatch>>,
@@ -533,8 +528,10 @@ impl Stage {
         }
         let outputs = std::mem::take(&mut self.outputs);
         let now = Utc::now();
+        // Actions and the deadline clock also rewrite alert rows: one writer at a time.
+        let desk = self.desk.clone();
+        let _writing = desk.write_lock();
         let mut inserts: Vec<AlertRow> = Vec::new();
-        let mut alerts: Vec<Alert> = Vec::new();
         let mut pending: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut updates: Vec<AlertRow> = Vec::new();
         let mut updating: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -542,8 +539,9 @@ impl Stage {
             match output {
                 Output::Raised(alert) => {
                     pending.insert(alert.id.clone(), inserts.len());
-                    inserts.push(new_alert_row(&alert, now));
-                    alerts.push(alert);
+                    let mut row = new_alert_row(&alert, now);
+                    desk.route_new(&mut row, now);
+                    inserts.push(row);
                 }
                 other => {
                     let id = other.alert_id().to_string();
@@ -573,19 +571,22 @@ impl Stage {
             Ok(inserted) => {
                 // Raised again while re-applying the WAL after a restart: already stored.
                 let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-                alerts.retain(|a| inserted.contains(&a.id));
-                if !alerts.is_empty() {
+                inserts.retain(|row| inserted.contains(&row.id));
+                if !inserts.is_empty() {
                     if let Some(stored) = self.batch_stored_at {
                         let ms = stored.elapsed().as_secs_f64() * 1000.0;
-                        for _ in &alerts {
+                        for _ in &inserts {
                             if self.latencies.len() == 10_000 {
                                 self.latencies.pop_front();
                             }
                             self.latencies.push_back(ms);
                         }
                     }
-                    self.metrics.add("cityward_detect_alerts_raised_total", &[], alerts.len() as f64);
-                    let _ = self.alerts.send(Arc::new(alerts));
+                    self.metrics.add("cityward_detect_alerts_raised_total", &[], inserts.len() as f64);
+                    desk.stored_new(&inserts);
+                }
+                for row in &updates {
+                    desk.publish("updated", row);
                 }
             }
             Err(e) => tracing::error!(error = %e, alerts = inserts.len(), updates = updates.len(), "Alerts could not be stored."),

@@ -87,11 +87,19 @@ impl FromRequestParts<Arc<Node>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
-        let token = parts
+        let header_token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Browsers' EventSource cannot set headers: the live stream also takes
+        // `?access_token=` (and only it, so tokens stay out of other URLs and logs).
+        let query_token = (parts.uri.path() == "/api/v1/alerts/stream")
+            .then(|| parts.uri.query())
+            .flatten()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
+        let token = header_token
+            .or(query_token)
             .ok_or_else(ApiError::unauthorized)?
             .trim()
             .to_string();
@@ -159,7 +167,11 @@ pub fn router(node: Arc<Node>) -> Router {
             axum::routing::delete(delete_hotlist_entry),
         )
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/stream", get(crate::live::alert_stream))
         .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/{action}", post(act_on_alert))
+        .route("/api/v1/routing", get(get_routing).put(put_routing))
+        .route("/api/v1/routing/history", get(routing_history))
         .route("/api/v1/detect/status", get(detect_status))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -352,8 +364,8 @@ async fn sql(
 
 const RULE_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
 const RULE_NEED: &str = "role `admin` or `analyst`";
-const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor];
-const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor)";
+pub(crate) const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor];
+pub(crate) const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor)";
 
 async fn list_rules(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
@@ -453,7 +465,13 @@ async fn list_alerts(
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(blocking(move || node.alerts(q.status.as_deref(), q.cursor, limit)).await?))
+    // `status=assigned,escalated` lists alerts in any of them.
+    let statuses: Vec<String> = q
+        .status
+        .as_deref()
+        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Json(blocking(move || node.alerts(&user, statuses, q.cursor, limit)).await?))
 }
 
 async fn get_alert(
@@ -462,7 +480,103 @@ async fn get_alert(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
-    Ok(Json(blocking(move || node.alert(&id)).await?))
+    Ok(Json(blocking(move || node.alert(&user, &id)).await?))
+}
+
+/// The body of `POST /api/v1/alerts/{id}/{action}`; which fields count depends on the action.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// What was done or found; required to close and to transfer.
+    note: Option<String>,
+    /// `close`: one of the configured disposition codes.
+    disposition: Option<String>,
+    /// `transfer`: the receiving unit.
+    to: Option<String>,
+    /// `dispatch`: the responders sent.
+    #[serde(default)]
+    responders: Vec<String>,
+}
+
+async fn act_on_alert(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path((id, action)): Path<(String, String)>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    use cityward_alerts::Action;
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    let body = body?;
+    let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("the action body is not valid: {e}; send JSON such as {{\"note\": \"…\"}}"))
+        })?
+    };
+    let missing = |field: &str, what: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("`{action}` needs `{field}`: {what}"))
+    };
+    let parsed = match action.as_str() {
+        "claim" => Action::Claim,
+        "ack" => Action::Ack,
+        "dispatch" => Action::Dispatch { responders: b.responders.clone() },
+        "arrive" => Action::Arrive,
+        "resolve" => Action::Resolve,
+        "close" => Action::Close {
+            disposition: b.disposition.clone().ok_or_else(|| missing("disposition", "one of the configured disposition codes"))?,
+        },
+        "reopen" => Action::Reopen,
+        "transfer" => Action::Transfer { to: b.to.clone().ok_or_else(|| missing("to", "the id of the receiving unit"))? },
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("`{other}` is not an alert action; use one of {}", Action::NAMES.join(", ")),
+            ))
+        }
+    };
+    Ok(Json(blocking(move || node.act_on_alert(&user, &id, &parsed, b.note.as_deref())).await?))
+}
+
+async fn get_routing(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || Ok(node.desk().routing())).await?))
+}
+
+async fn routing_history(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || node.desk().routing_history(100)).await?))
+}
+
+/// The body of `PUT /api/v1/routing`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingBody {
+    /// The whole new table.
+    entries: Vec<cityward_alerts::RouteEntry>,
+    /// Why it changes (kept with the version).
+    note: String,
+    /// Optimistic concurrency: the version the caller last read.
+    expected_version: Option<u64>,
+}
+
+async fn put_routing(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin], "the admin role")?;
+    let body = body?;
+    let b: RoutingBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("the routing table is not valid: {e}; send {{\"entries\": [{{\"category\", \"region\" or \"grid\", \"unit\"}}], \"note\": \"why\"}}"),
+        )
+    })?;
+    let table = cityward_alerts::RoutingTable { version: 0, entries: b.entries };
+    Ok(Json(blocking(move || node.desk().set_routing(&user, table, &b.note, b.expected_version)).await?))
 }
 
 async fn detect_status(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
@@ -480,7 +594,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn require(user: &User, roles: &[Role], need: &str) -> Result<(), ApiError> {
+pub(crate) fn require(user: &User, roles: &[Role], need: &str) -> Result<(), ApiError> {
     if roles.contains(&user.role) {
         Ok(())
     } else {

@@ -12,8 +12,10 @@ mod auth;
 mod citystate;
 mod config;
 mod dedup;
+mod desk;
 mod detect;
 mod http;
+mod live;
 mod metrics;
 mod mqtt;
 mod node;
@@ -27,6 +29,7 @@ pub use auth::create_user;
 pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
 pub use http::{router, ApiError};
 pub use metrics::Metrics;
+pub use desk::AlertChange;
 pub use detect::DetectStatus;
 pub use rules::HotlistEntryInput;
 pub use node::{new_event_id, Channel, IngestOutcome, Node, NodeError, Role, StoredBatch, User};
@@ -93,6 +96,7 @@ pub async fn shutdown_signal() {
 
 fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = storage::start_background(node.clone());
+    tasks.push(tokio::spawn(desk::run_clock(node.desk().clone())));
     if node.config().detect.enabled {
         tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
     }

@@ -191,6 +191,34 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_alerts_routed_total",
+        Family {
+            help: "New alerts routed to an owning unit and stored.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_alerts_actions_total",
+        Family {
+            help: "Actions people took on alerts, by action.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_alerts_deadline_missed_total",
+        Family {
+            help: "Missed alert deadlines, by what followed (escalate or retrigger).",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_alerts_stream_clients_total",
+        Family {
+            help: "Live alert stream connections opened.",
+            kind: "counter",
+        },
+    ),
+    (
         "cityward_detect_events_total",
         Family {
             help: "Events the rule engine applied (from the bus or read back from the WAL).",

@@ -132,6 +132,9 @@ pub enum NodeError {
     /// Wrong credentials.
     #[error("unknown user or wrong password")]
     BadLogin,
+    /// The caller may not do this (role or unit).
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing with that id.
     #[error("{0}")]
     NotFound(String),
@@ -152,6 +155,7 @@ impl NodeError {
         match self {
             NodeError::Invalid(_) => 400,
             NodeError::BadLogin => 401,
+            NodeError::Forbidden(_) => 403,
             NodeError::NotFound(_) => 404,
             NodeError::Conflict(_) => 409,
             NodeError::TooLarge(_) => 413,
@@ -190,6 +194,7 @@ pub struct Node {
     metrics: Arc<Metrics>,
     bus: broadcast::Sender<Arc<StoredBatch>>,
     detection: Option<crate::detect::Detection>,
+    desk: Arc<crate::desk::Desk>,
     started: Instant,
 }
 
@@ -240,6 +245,7 @@ impl Node {
         let validator = build_validator(&config, &kinds, &city);
         let (bus, _) = broadcast::channel(1024);
         let city = Arc::new(city);
+        let desk = Arc::new(crate::desk::Desk::open(config.alerts.clone(), state.clone(), city.clone(), metrics.clone())?);
         let detection = if config.detect.enabled {
             let rules = crate::rules::startup_rules(&config, state.as_ref(), &city)?;
             let hotlists = crate::rules::load_hotlists(state.as_ref())?;
@@ -252,6 +258,7 @@ impl Node {
                 state: state.clone(),
                 metrics: metrics.clone(),
                 bus: bus.subscribe(),
+                desk: desk.clone(),
             };
             Some(crate::detect::Detection::start(parts, &events)?)
         } else {
@@ -260,6 +267,7 @@ impl Node {
         };
         Ok(Arc::new(Node {
             detection,
+            desk,
             kinds,
             city: RwLock::new(city),
             validator: RwLock::new(Arc::new(validator)),
@@ -298,8 +306,16 @@ impl Node {
         self.city.read().expect("city lock").clone()
     }
 
-    /// Replaces the city model (stored in the state database; takes effect for new events).
+    /// The alert desk (routing, deadlines, actions).
+    pub(crate) fn desk(&self) -> &Arc<crate::desk::Desk> {
+        &self.desk
+    }
+
+    /// Replaces the city model (stored in the state database; takes effect for new events
+    /// and new alerts). Refused when the routing table names what the new city lacks.
     pub fn set_city(&self, city: City) -> Result<(), NodeError> {
+        let city = Arc::new(city);
+        self.desk.set_city(city.clone())?;
         crate::citystate::save_city(
             self.state.as_ref(),
             &city,
@@ -307,7 +323,7 @@ impl Node {
         )?;
         let validator = build_validator(&self.config, &self.kinds, &city);
         *self.validator.write().expect("validator lock") = Arc::new(validator);
-        *self.city.write().expect("city lock") = Arc::new(city);
+        *self.city.write().expect("city lock") = city;
         Ok(())
     }
 
@@ -639,6 +655,13 @@ impl Node {
         role: Role,
         unit: Option<&str>,
     ) -> Result<(), NodeError> {
+        if let Some(u) = unit {
+            if self.city().unit(u).is_none() {
+                return Err(NodeError::Invalid(format!(
+                    "unit `{u}` is not in the city's units.csv; give `{username}` an existing unit"
+                )));
+            }
+        }
         crate::auth::create_user(self.state.as_ref(), username, password, role, unit)
     }
 

@@ -211,23 +211,34 @@ impl Node {
         Ok(())
     }
 
-    /// One page of alerts, newest first.
-    pub fn alerts(&self, status: Option<&str>, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
+    /// One page of the alerts `user` may see, newest first, of any of `statuses` (all
+    /// when empty).
+    pub fn alerts(&self, user: &User, statuses: Vec<String>, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
         let page = match cursor {
             Some(c) => PageRequest::after(c, limit),
             None => PageRequest::first(limit),
         };
-        let page = self.state().list_alerts(status, &page)?;
-        let items: Vec<Value> = page.items.iter().map(alert_json).collect();
-        Ok(json!({"items": items, "next": page.next}))
+        self.desk().list(user, statuses, &page)
     }
 
-    /// One alert.
-    pub fn alert(&self, id: &str) -> Result<Value, NodeError> {
-        let row = self.state().alert(id)?.ok_or_else(|| {
-            NodeError::NotFound(format!("alert `{id}` does not exist; list alerts with GET /api/v1/alerts"))
-        })?;
-        Ok(alert_json(&row))
+    /// One alert, if `user` may see it.
+    pub fn alert(&self, user: &User, id: &str) -> Result<Value, NodeError> {
+        Ok(crate::desk::alert_json(&self.desk().visible(user, id)?))
+    }
+
+    /// Applies `user`'s action (ack, dispatch, …) to alert `id`; answers the changed alert.
+    pub fn act_on_alert(&self, user: &User, id: &str, action: &cityward_alerts::Action, note: Option<&str>) -> Result<Value, NodeError> {
+        self.desk().act(user, id, action, note)
+    }
+
+    /// Live alert changes; filter them with [`Node::sees_change`].
+    pub fn subscribe_alert_changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::AlertChange>> {
+        self.desk().subscribe()
+    }
+
+    /// Whether `user` may see the alert a change is about.
+    pub fn sees_change(&self, user: &User, change: &crate::AlertChange) -> bool {
+        self.desk().jurisdiction(user).sees(&change.scopes)
     }
 
     /// The detection stage's state: position, watermark, counters, late events.
@@ -236,11 +247,6 @@ impl Node {
             Some(d) => json!(d.status()),
             None => json!({"enabled": false}),
         }
-    }
-
-    /// Alerts as the detection stage raises them (for live views); `None` without detection.
-    pub fn subscribe_alerts(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<Vec<cityward_detect::Alert>>>> {
-        self.detection().map(|d| d.subscribe())
     }
 
     /// Saves the detection checkpoint now (tests, and before planned restarts).
@@ -297,8 +303,15 @@ async fn run_sql_rule(node: &Node, rule: &Rule) -> Result<(), NodeError> {
     let rows: Vec<Vec<Value>> = serde_json::from_value(result["rows"].clone()).unwrap_or_default();
     let alerts = cityward_detect::sql_alerts(rule, &columns, &rows, now);
     // Rows that give an alert already stored (same rule, same row) are skipped.
-    let rows_to_store: Vec<_> = alerts.iter().map(|a| crate::detect::new_alert_row(a, now)).collect();
-    let stored = node.state().write_alerts(&rows_to_store, &[])?.len();
+    let desk = node.desk();
+    let mut rows_to_store: Vec<_> = alerts.iter().map(|a| crate::detect::new_alert_row(a, now)).collect();
+    for row in &mut rows_to_store {
+        desk.route_new(row, now);
+    }
+    let inserted = node.state().write_alerts(&rows_to_store, &[])?;
+    rows_to_store.retain(|r| inserted.contains(&r.id));
+    desk.stored_new(&rows_to_store);
+    let stored = rows_to_store.len();
     node.state().meta_set(&meta_key, &cityward_model::format_time(&now))?;
     tracing::info!(rule = %rule.spec.id, rows = rows.len(), new_alerts = stored, "SQL rule ran.");
     Ok(())
@@ -317,15 +330,6 @@ fn rule_json(row: &RuleRow) -> Value {
         "updated_at": cityward_model::format_time(&row.updated_at),
         "updated_by": row.updated_by,
     })
-}
-
-fn alert_json(row: &cityward_store::AlertRow) -> Value {
-    let mut v = row.body.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("status".into(), json!(row.status));
-        o.insert("updated_at".into(), json!(cityward_model::format_time(&row.updated_at)));
-    }
-    v
 }
 
 fn not_found_rule(id: &str) -> NodeError {

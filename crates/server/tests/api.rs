@@ -29,7 +29,7 @@ async fn start(mutate: impl FnOnce(&mut NodeConfig)) -> TestNode {
         .unwrap();
     node.create_user("sensorhub", "ingest-pass", Role::Ingest, None)
         .unwrap();
-    node.create_user("duty", "duty-pass", Role::Dispatcher, None)
+    node.create_user("duty", "duty-pass", Role::Dispatcher, Some("unit-city"))
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

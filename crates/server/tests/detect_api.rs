@@ -3,234 +3,12 @@
 //! changes at run time that keep the state of unchanged rules, hotlists, and the stage's
 //! status.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cityward_model::city::Device;
-use cityward_server::{Node, NodeConfig, Role};
 use serde_json::{json, Value};
 
-struct TestNode {
-    node: Arc<Node>,
-    base: String,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-async fn start(mutate: impl FnOnce(&mut NodeConfig)) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let city = cityward_sim::generate_city(3, cityward_sim::Size::Small);
-    let city_dir = dir.path().join("city-src");
-    city.write(&city_dir).unwrap();
-    let mut config = NodeConfig::default();
-    config.node.data_dir = dir.path().join("data");
-    config.city.dir = Some(city_dir);
-    mutate(&mut config);
-    let node = Node::open(config).await.unwrap();
-    node.create_user("admin", "admin-pass", Role::Admin, None).unwrap();
-    node.create_user("analyst", "analyst-pass", Role::Analyst, Some("unit-crime"))
-        .unwrap();
-    node.create_user("sensorhub", "ingest-pass", Role::Ingest, None).unwrap();
-    node.create_user("duty", "duty-pass", Role::Dispatcher, None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(cityward_server::serve_on(node.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    TestNode {
-        node,
-        base,
-        _dir: dir,
-        stop: Some(stop),
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-/// A blocking HTTP call run off the async runtime: (status, body).
-async fn call(method: &'static str, url: String, token: Option<String>, content_type: &'static str, body: Vec<u8>) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::new_with_config(
-            ureq::config::Config::builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(20)))
-                .build(),
-        );
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut response = match method {
-            "GET" | "DELETE" => {
-                let mut r = if method == "GET" { agent.get(&url) } else { agent.delete(&url) };
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call().unwrap()
-            }
-            _ => {
-                let mut r = if method == "PUT" { agent.put(&url) } else { agent.post(&url) };
-                r = r.header("Content-Type", content_type);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send(&body[..]).unwrap()
-            }
-        };
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .unwrap()
-}
-
-fn parse(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-impl TestNode {
-    async fn login(&self, user: &str, password: &str) -> String {
-        let (status, body) = call(
-            "POST",
-            format!("{}/api/v1/login", self.base),
-            None,
-            "application/json",
-            json!({"username": user, "password": password}).to_string().into_bytes(),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        parse(&body)["token"].as_str().unwrap().to_string()
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let (status, body) = call("GET", format!("{}{path}", self.base), Some(token.into()), "", vec![]).await;
-        (status, if body.is_empty() { Value::Null } else { parse(&body) })
-    }
-
-    async fn delete(&self, path: &str, token: &str) -> (u16, String) {
-        call("DELETE", format!("{}{path}", self.base), Some(token.into()), "", vec![]).await
-    }
-
-    async fn put_rule(&self, id: &str, query: &str, token: &str, yaml: bool, body: &str) -> (u16, Value) {
-        let ct = if yaml { "application/yaml" } else { "application/json" };
-        let (status, body) = call(
-            "PUT",
-            format!("{}/api/v1/rules/{id}{query}", self.base),
-            Some(token.into()),
-            ct,
-            body.as_bytes().to_vec(),
-        )
-        .await;
-        (status, parse(&body))
-    }
-
-    /// Installs a JSON rule as admin; panics unless it is stored.
-    async fn install(&self, admin: &str, rule: Value) {
-        let id = rule["id"].as_str().unwrap().to_string();
-        let (status, body) = self.put_rule(&id, "", admin, false, &rule.to_string()).await;
-        assert_eq!(status, 200, "{body}");
-    }
-
-    async fn post_json(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        let (status, text) = call(
-            "POST",
-            format!("{}{path}", self.base),
-            Some(token.into()),
-            "application/json",
-            body.to_string().into_bytes(),
-        )
-        .await;
-        (status, parse(&text))
-    }
-
-    /// Posts events (NDJSON); panics unless every one is accepted.
-    async fn ingest(&self, token: &str, events: &[Value]) {
-        let body = events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
-        let (status, text) = call(
-            "POST",
-            format!("{}/api/v1/events", self.base),
-            Some(token.into()),
-            "application/x-ndjson",
-            body.into_bytes(),
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
-        let outcome = parse(&text);
-        assert_eq!(outcome["accepted"].as_u64(), Some(events.len() as u64), "{outcome}");
-    }
-
-    /// Polls `GET /api/v1/alerts` until an alert satisfies `pred` (10 s at most).
-    async fn wait_alert(&self, token: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let items = self.alerts(token).await;
-            if let Some(a) = items.iter().find(|a| pred(a)) {
-                return a.clone();
-            }
-            assert!(Instant::now() < deadline, "no alert {what} within 10 s; alerts: {items:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Every alert (one page of up to 1000 is plenty here).
-    async fn alerts(&self, token: &str) -> Vec<Value> {
-        let (status, page) = self.get("/api/v1/alerts?limit=1000", token).await;
-        assert_eq!(status, 200, "{page}");
-        page["items"].as_array().unwrap().clone()
-    }
-
-    /// Waits until the detection stage has applied WAL records up to `next_seq`.
-    async fn wait_applied(&self, token: &str, next_seq: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, st) = self.get("/api/v1/detect/status", token).await;
-            assert_eq!(status, 200, "{st}");
-            if st["next_seq"].as_u64().unwrap() >= next_seq {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "detection did not reach {next_seq}: {st}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn now() -> String {
-    cityward_model::format_time(&chrono::Utc::now())
-}
-
-fn device(node: &Node, kind: &str) -> Device {
-    node.city()
-        .devices
-        .iter()
-        .find(|d| d.kind == kind)
-        .unwrap_or_else(|| panic!("the generated city has no {kind} device"))
-        .clone()
-}
-
-fn smoke(id: &str, source: &str, alarm: bool, temperature_c: f64) -> Value {
-    json!({"id": id, "source": source, "kind": "smoke", "time": now(),
-           "attrs": {"alarm": alarm, "temperature_c": temperature_c, "value": 0.2}})
-}
-
-fn plate_read(id: &str, anpr: &Device, plate: &str) -> Value {
-    json!({"id": id, "source": anpr.id, "kind": "plate_read", "time": now(),
-           "lon": anpr.lon, "lat": anpr.lat, "attrs": {"plate": plate, "confidence": 0.9}})
-}
-
-/// Percent-encodes a path segment (UTF-8 bytes).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+mod common;
+use common::*;
 
 const SMOKE_YAML: &str = r#"id: smoke-alarm
 kind: match
@@ -401,7 +179,7 @@ async fn live_events_raise_alerts_and_repeats_count_on_the_open_alert() {
     assert_eq!(alert["title"], "Smoke alarm");
     assert_eq!(alert["evidence"], json!(["s1"]));
     assert_eq!(alert["count"], 1);
-    assert_eq!(alert["status"], "new");
+    assert_eq!(alert["status"], "assigned", "routed as it was stored");
     assert_eq!(alert["grid"], sensor.grid.as_str(), "the device's grid (the event had no place)");
     assert_eq!((alert["lon"].as_f64(), alert["lat"].as_f64()), (Some(sensor.lon), Some(sensor.lat)));
     let id = alert["id"].as_str().unwrap().to_string();
@@ -429,11 +207,11 @@ async fn live_events_raise_alerts_and_repeats_count_on_the_open_alert() {
     );
 
     // Status filter and paging.
-    let (status, page) = t.get("/api/v1/alerts?status=new&limit=1", &duty).await;
+    let (status, page) = t.get("/api/v1/alerts?status=assigned&limit=1", &duty).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let next = page["next"].as_str().expect("a second page").to_string();
-    let (status, page2) = t.get(&format!("/api/v1/alerts?status=new&limit=1&cursor={next}"), &duty).await;
+    let (status, page2) = t.get(&format!("/api/v1/alerts?status=assigned&limit=1&cursor={next}"), &duty).await;
     assert_eq!(status, 200, "{page2}");
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
     assert_ne!(page2["items"][0]["id"], page["items"][0]["id"]);
@@ -533,7 +311,7 @@ async fn hotlist_entries_match_normalised_plates_until_they_expire_or_are_remove
         )
         .await;
     assert_eq!(status, 200, "{entry}");
-    assert_eq!(entry["owner"], "unit-crime", "the caller's unit when no owner is given");
+    assert_eq!(entry["owner"], "police-city", "the caller's unit when no owner is given");
     let (status, entry) = t
         .post_json(
             "/api/v1/hotlists/wanted/entries",
@@ -595,7 +373,7 @@ async fn hotlist_entries_match_normalised_plates_until_they_expire_or_are_remove
     assert_eq!(alert["severity"], "high");
     assert_eq!(alert["detail"]["listed_value"], "浙B7Q5X9");
     assert_eq!(alert["detail"]["reason"], "case 2026-0117");
-    assert_eq!(alert["detail"]["owner"], "unit-crime");
+    assert_eq!(alert["detail"]["owner"], "police-city");
     let expected_grid = t.node.city().grid_at(anpr.lon, anpr.lat).map(|g| g.id.clone());
     assert_eq!(alert["grid"].as_str(), expected_grid.as_deref());
     let wanted: Vec<Value> = t.alerts(&duty).await.into_iter().filter(|a| a["rule"] == "wanted").collect();

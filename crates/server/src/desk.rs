@@ -1,0 +1,422 @@
+//! The alert desk: routes every new alert to its unit as it is stored, keeps the deadline
+//! clock, applies people's actions, and streams the changes.
+//!
+//! The alert row in the state store is the truth; the handling case lives in its body under
+//! `handling` (see `cityward-alerts`). Every read-modify-write of an alert row — detection's
+//! repeats and clears, actions, the clock — holds [`Desk::write_lock`], so none overwrites
+//! another. The clock keeps only (deadline, alert id) pairs in memory; after a restart they
+//! are read back from the open alerts.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use cityward_alerts::{
+    alert_scopes, Action, Actor, AlertPlace, AlertsConfig, Case, Jurisdiction, Router, RoutingTable, Status,
+};
+use cityward_model::City;
+use cityward_store::{AlertFilter, AlertRow, PageRequest, StateStore};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+use crate::node::{NodeError, Role, User};
+
+/// One change to an alert, as the live stream sends it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertChange {
+    /// `raised`, an action name, `escalate` or `retrigger`.
+    pub change: String,
+    /// The alert as `GET /api/v1/alerts/{id}` shows it after the change.
+    pub alert: Value,
+    /// Who may see it.
+    #[serde(skip)]
+    pub scopes: Vec<String>,
+}
+
+/// The alert desk of a node.
+pub(crate) struct Desk {
+    config: AlertsConfig,
+    state: Arc<dyn StateStore>,
+    router: RwLock<Arc<Router>>,
+    /// (deadline, alert id); stale entries are skipped when they come up.
+    due: Mutex<BinaryHeap<Reverse<(DateTime<Utc>, String)>>>,
+    writes: Mutex<()>,
+    changes: broadcast::Sender<Arc<AlertChange>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The alert as the API shows it: the stored document with its status and last change.
+pub(crate) fn alert_json(row: &AlertRow) -> Value {
+    let mut v = row.body.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("status".into(), json!(row.status));
+        o.insert("updated_at".into(), json!(cityward_model::format_time(&row.updated_at)));
+    }
+    v
+}
+
+fn case_of(row: &AlertRow) -> Option<Case> {
+    serde_json::from_value(row.body.get("handling")?.clone()).ok()
+}
+
+fn put_case(row: &mut AlertRow, case: &Case, city: &City) {
+    row.status = case.status.as_str().into();
+    let mut scopes = alert_scopes(city, row.grid.as_deref(), case);
+    // Scopes only grow: whoever saw the alert keeps seeing it.
+    for s in std::mem::take(&mut row.scopes) {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    scopes.sort();
+    row.scopes = scopes;
+    if let Some(body) = row.body.as_object_mut() {
+        body.insert("handling".into(), serde_json::to_value(case).unwrap_or(Value::Null));
+    }
+}
+
+impl Desk {
+    /// A desk routing with the stored table (or an empty one: every alert to the
+    /// administrative unit of its place).
+    pub(crate) fn open(
+        config: AlertsConfig,
+        state: Arc<dyn StateStore>,
+        city: Arc<City>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Desk, NodeError> {
+        let table = match state.routing()? {
+            Some(v) => {
+                let mut table: RoutingTable = serde_json::from_value(v.body.clone()).map_err(|e| {
+                    NodeError::Internal(format!("stored routing table v{} is unreadable: {e}", v.version))
+                })?;
+                table.version = v.version as u64;
+                table
+            }
+            None => RoutingTable::default(),
+        };
+        let router = match Router::new(city.clone(), table, config.boundary_m) {
+            Ok(r) => r,
+            Err(e) => {
+                // A city changed under a stored table: route by the region tree until the
+                // table is fixed, rather than refusing to start.
+                tracing::error!(error = %e, "Stored routing table does not fit the city; alerts go to the administrative unit of their place until it is changed.");
+                Router::new(city, RoutingTable::default(), config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?
+            }
+        };
+        let (changes, _) = broadcast::channel(4096);
+        let desk = Desk {
+            config,
+            state,
+            router: RwLock::new(Arc::new(router)),
+            due: Mutex::new(BinaryHeap::new()),
+            writes: Mutex::new(()),
+            changes,
+            metrics,
+        };
+        desk.reload_deadlines()?;
+        Ok(desk)
+    }
+
+    /// Serialises read-modify-writes of alert rows.
+    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn router(&self) -> Arc<Router> {
+        self.router.read().expect("router lock").clone()
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &AlertsConfig {
+        &self.config
+    }
+
+    /// Live changes (every alert; callers filter by jurisdiction).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<AlertChange>> {
+        self.changes.subscribe()
+    }
+
+    fn reload_deadlines(&self) -> Result<(), NodeError> {
+        let filter = AlertFilter {
+            statuses: Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect(),
+            scopes: None,
+        };
+        let mut page = PageRequest::first(1000);
+        let mut n = 0;
+        loop {
+            let got = self.state.list_alerts(&filter, &page)?;
+            for row in &got.items {
+                if let Some(due) = case_of(row).and_then(|c| c.next_due()) {
+                    self.push_due(due, &row.id);
+                    n += 1;
+                }
+            }
+            match got.next {
+                Some(next) => page = PageRequest::after(next, 1000),
+                None => break,
+            }
+        }
+        tracing::info!(alerts = n, "Alert deadlines reloaded.");
+        Ok(())
+    }
+
+    fn push_due(&self, due: DateTime<Utc>, id: &str) {
+        self.due.lock().expect("due lock").push(Reverse((due, id.to_string())));
+    }
+
+    /// Routes a new alert's row (owner, deadlines, scopes, status `assigned`) before it is
+    /// first stored.
+    pub(crate) fn route_new(&self, row: &mut AlertRow, now: DateTime<Utc>) {
+        let router = self.router();
+        let point = match (row.body.get("lon").and_then(Value::as_f64), row.body.get("lat").and_then(Value::as_f64)) {
+            (Some(lon), Some(lat)) => Some((lon, lat)),
+            _ => None,
+        };
+        let place = AlertPlace { category: &row.category, point, grid: row.grid.as_deref() };
+        let routing = router.route(&place);
+        if row.grid.is_none() {
+            row.grid = routing.grid.clone();
+        }
+        let deadlines = self.config.deadlines_for(&row.category, &row.severity);
+        let case = Case::open(routing, deadlines, now);
+        put_case(row, &case, router.city());
+    }
+
+    /// Tells the desk that routed rows were stored: their deadlines start, and the stream
+    /// hears of them.
+    pub(crate) fn stored_new(&self, rows: &[AlertRow]) {
+        for row in rows {
+            if let Some(due) = case_of(row).and_then(|c| c.next_due()) {
+                self.push_due(due, &row.id);
+            }
+            self.publish("raised", row);
+        }
+        self.metrics.add("cityward_alerts_routed_total", &[], rows.len() as f64);
+    }
+
+    /// Tells the stream of a changed row (a repeat or a clear from detection).
+    pub(crate) fn publish(&self, change: &str, row: &AlertRow) {
+        let _ = self.changes.send(Arc::new(AlertChange {
+            change: change.into(),
+            alert: alert_json(row),
+            scopes: row.scopes.clone(),
+        }));
+    }
+
+    /// What `user` may see.
+    pub(crate) fn jurisdiction(&self, user: &User) -> Jurisdiction {
+        match (&user.unit, user.role) {
+            (_, Role::Admin) => Jurisdiction::City,
+            (Some(unit), _) => Jurisdiction::of_unit(self.router().city(), unit),
+            // Analysts and auditors without a unit work city-wide; dispatchers and
+            // responders act for a unit and see nothing without one.
+            (None, Role::Analyst | Role::Auditor) => Jurisdiction::City,
+            (None, _) => Jurisdiction::Scopes(Vec::new()),
+        }
+    }
+
+    /// The alert `id` if `user` may see it.
+    pub(crate) fn visible(&self, user: &User, id: &str) -> Result<AlertRow, NodeError> {
+        let missing = || NodeError::NotFound(format!("alert `{id}` does not exist in your jurisdiction; list alerts with GET /api/v1/alerts"));
+        let row = self.state.alert(id)?.ok_or_else(missing)?;
+        if !self.jurisdiction(user).sees(&row.scopes) {
+            return Err(missing());
+        }
+        Ok(row)
+    }
+
+    /// One page of the alerts `user` may see.
+    pub(crate) fn list(&self, user: &User, statuses: Vec<String>, page: &PageRequest) -> Result<Value, NodeError> {
+        for s in &statuses {
+            if Status::parse(s).is_none() {
+                let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                return Err(NodeError::Invalid(format!("status `{s}` is not a status; use one of {}", names.join(", "))));
+            }
+        }
+        let filter = AlertFilter { statuses, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec) };
+        let page = self.state.list_alerts(&filter, page)?;
+        let items: Vec<Value> = page.items.iter().map(alert_json).collect();
+        Ok(json!({"items": items, "next": page.next}))
+    }
+
+    /// Applies `user`'s action to alert `id`.
+    pub(crate) fn act(&self, user: &User, id: &str, action: &Action, note: Option<&str>) -> Result<Value, NodeError> {
+        let may = match action {
+            Action::Claim | Action::Ack | Action::Arrive | Action::Resolve => {
+                matches!(user.role, Role::Admin | Role::Dispatcher | Role::Responder)
+            }
+            Action::Dispatch { .. } | Action::Transfer { .. } | Action::Close { .. } | Action::Reopen => {
+                matches!(user.role, Role::Admin | Role::Dispatcher)
+            }
+        };
+        if !may {
+            return Err(NodeError::Forbidden(format!(
+                "role `{}` may not {} alerts; ask a dispatcher",
+                user.role.as_str(),
+                action.name()
+            )));
+        }
+        let _guard = self.write_lock();
+        let mut row = self.visible(user, id)?;
+        let router = self.router();
+        let city = router.city();
+        let now = Utc::now();
+        let mut case = match case_of(&row) {
+            Some(c) => c,
+            None => {
+                // Stored before routing existed: route it now.
+                self.route_new(&mut row, now);
+                case_of(&row).ok_or_else(|| NodeError::Internal(format!("alert `{id}` could not be routed")))?
+            }
+        };
+        let actor = Actor {
+            name: user.username.clone(),
+            unit: if user.role == Role::Admin { None } else { user.unit.clone() },
+        };
+        case.apply(action, &actor, note, now, city, &self.config).map_err(|e| match e {
+            cityward_alerts::ActionError::NotNow { .. } => NodeError::Conflict(e.to_string()),
+            cityward_alerts::ActionError::NotResponsible { .. } => NodeError::Forbidden(e.to_string()),
+            cityward_alerts::ActionError::Invalid(m) => NodeError::Invalid(m),
+        })?;
+        put_case(&mut row, &case, city);
+        row.updated_at = now;
+        self.state.update_alert(&row)?;
+        if let Some(due) = case.next_due() {
+            self.push_due(due, &row.id);
+        }
+        self.metrics.add("cityward_alerts_actions_total", &[("action", action.name())], 1.0);
+        tracing::info!(alert = %id, action = action.name(), user = %user.username, status = %case.status, "Alert changed.");
+        self.publish(action.name(), &row);
+        Ok(alert_json(&row))
+    }
+
+    /// Acts on every deadline passed by `now`; returns how many alerts changed.
+    pub(crate) fn tick(&self, now: DateTime<Utc>) -> usize {
+        let mut changed = 0;
+        loop {
+            let id = {
+                let mut due = self.due.lock().expect("due lock");
+                match due.peek() {
+                    Some(Reverse((at, _))) if *at <= now => due.pop().map(|Reverse((_, id))| id),
+                    _ => None,
+                }
+            };
+            let Some(id) = id else { break };
+            match self.clock_one(&id, now) {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(alert = %id, error = %e, "Alert deadline could not be applied; retrying in a minute.");
+                    self.push_due(now + chrono::Duration::minutes(1), &id);
+                }
+            }
+        }
+        changed
+    }
+
+    fn clock_one(&self, id: &str, now: DateTime<Utc>) -> Result<bool, NodeError> {
+        let _guard = self.write_lock();
+        let Some(mut row) = self.state.alert(id)? else { return Ok(false) };
+        let Some(mut case) = case_of(&row) else { return Ok(false) };
+        let before = case.clone();
+        let router = self.router();
+        let steps = case.on_clock(now, router.city());
+        if let Some(due) = case.next_due() {
+            self.push_due(due, id);
+        }
+        if case == before {
+            return Ok(false);
+        }
+        put_case(&mut row, &case, router.city());
+        row.updated_at = now;
+        self.state.update_alert(&row)?;
+        for step in &steps {
+            self.metrics.add("cityward_alerts_deadline_missed_total", &[("action", if step.action == "retrigger" { "retrigger" } else { "escalate" })], 1.0);
+            tracing::warn!(alert = %id, action = %step.action, unit = step.unit.as_deref().unwrap_or("-"), note = step.note.as_deref().unwrap_or(""), "Alert deadline missed.");
+            self.publish(&step.action, &row);
+        }
+        Ok(!steps.is_empty())
+    }
+
+    /// The routing table in force.
+    pub(crate) fn routing(&self) -> Value {
+        let router = self.router();
+        let mut v = json!(router.table());
+        if let Ok(Some(stored)) = self.state.routing() {
+            v["changed_at"] = json!(cityward_model::format_time(&stored.changed_at));
+            v["changed_by"] = json!(stored.changed_by);
+            v["note"] = json!(stored.note);
+        }
+        v
+    }
+
+    /// Past versions of the routing table, newest first.
+    pub(crate) fn routing_history(&self, limit: usize) -> Result<Value, NodeError> {
+        let items: Vec<Value> = self
+            .state
+            .routing_history(limit)?
+            .into_iter()
+            .map(|v| {
+                json!({
+                    "version": v.version,
+                    "entries": v.body.get("entries").cloned().unwrap_or(json!([])),
+                    "changed_at": cityward_model::format_time(&v.changed_at),
+                    "changed_by": v.changed_by,
+                    "note": v.note,
+                })
+            })
+            .collect();
+        Ok(json!({"items": items, "next": null}))
+    }
+
+    /// Checks a new routing table against the city, stores it as the next version, and
+    /// routes with it from now on (no restart).
+    pub(crate) fn set_routing(
+        &self,
+        user: &User,
+        table: RoutingTable,
+        note: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Value, NodeError> {
+        if note.trim().is_empty() {
+            return Err(NodeError::Invalid("a routing change needs a `note` saying why; it is kept with the version".into()));
+        }
+        let city = self.router().city().clone();
+        // Checked before storing, so a table that does not fit never becomes a version.
+        Router::new(city.clone(), table.clone(), self.config.boundary_m).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let body = json!({"entries": table.entries});
+        let stored = self
+            .state
+            .put_routing(&body, &user.username, note.trim(), expected_version.map(|v| v as i64))?;
+        let table = RoutingTable { version: stored.version as u64, entries: table.entries };
+        let router = Router::new(city, table, self.config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?;
+        *self.router.write().expect("router lock") = Arc::new(router);
+        tracing::info!(version = stored.version, user = %user.username, note = %stored.note, "Routing table changed.");
+        Ok(self.routing())
+    }
+
+    /// Routes with a new city model from now on; refused when the table names what the new
+    /// city lacks.
+    pub(crate) fn set_city(&self, city: Arc<City>) -> Result<(), NodeError> {
+        let table = self.router().table().clone();
+        let router = Router::new(city, table, self.config.boundary_m)
+            .map_err(|e| NodeError::Invalid(format!("the new city does not fit the routing table: {e}; change the routing table first")))?;
+        *self.router.write().expect("router lock") = Arc::new(router);
+        Ok(())
+    }
+}
+
+/// Runs the deadline clock until the node stops.
+pub(crate) async fn run_clock(desk: Arc<Desk>) {
+    let mut tick = tokio::time::interval(desk.config().clock_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let desk = desk.clone();
+        // State store writes are blocking.
+        let _ = tokio::task::spawn_blocking(move || desk.tick(Utc::now())).await;
+    }
+}

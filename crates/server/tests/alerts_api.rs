@@ -1,0 +1,272 @@
+//! Closed-loop handling through the HTTP API of an in-process node: every alert routed to
+//! the unit of its place as it is stored, the lifecycle driven by people with the roles
+//! and units allowed, jurisdictions kept on every endpoint and on the live stream, missed
+//! deadlines escalating up the unit chain, and routing changes taking effect at once.
+
+use std::io::BufRead;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cityward_model::city::Device;
+use cityward_model::City;
+use cityward_server::Role;
+use serde_json::{json, Value};
+
+mod common;
+use common::*;
+
+const SMOKE_RULE: &str = r#"{"id": "smoke-alarm", "kind": "match", "when": "event.kind == \"smoke\" && event.attrs.alarm == true",
+    "severity": "high", "category": "fire.smoke", "title": "Smoke alarm"}"#;
+
+/// Two smoke sensors whose grids belong to different community units: (sensor, its unit).
+fn two_communities(city: &City) -> ((Device, String), (Device, String)) {
+    let unit_of = |d: &Device| city.grid_unit(&d.grid).map(|u| u.id.clone()).unwrap();
+    let smokes: Vec<&Device> = city.devices.iter().filter(|d| d.kind == "smoke").collect();
+    let a = smokes[0];
+    let b = smokes.iter().find(|d| unit_of(d) != unit_of(a)).expect("smoke sensors in two communities");
+    ((a.clone(), unit_of(a)), ((*b).clone(), unit_of(b)))
+}
+
+fn alarm(id: &str, sensor: &Device) -> Value {
+    smoke(id, &sensor.id, true, 25.0)
+}
+
+async fn act(t: &TestNode, token: &str, id: &str, action: &str, body: Value) -> (u16, Value) {
+    t.post_json(&format!("/api/v1/alerts/{id}/{action}"), token, body).await
+}
+
+/// Sets up the smoke rule and a responder in each of two communities.
+async fn setup(t: &TestNode) -> (String, String, (Device, String), (Device, String)) {
+    let admin = t.login("admin", "admin-pass").await;
+    let (status, body) = t.put_rule("smoke-alarm", "", &admin, false, SMOKE_RULE).await;
+    assert_eq!(status, 200, "{body}");
+    let city = t.node.city();
+    let (a, b) = two_communities(&city);
+    t.node.create_user("resp-a", "pass-a", Role::Responder, Some(&a.1)).unwrap();
+    t.node.create_user("resp-b", "pass-b", Role::Responder, Some(&b.1)).unwrap();
+    (t.login("resp-a", "pass-a").await, t.login("resp-b", "pass-b").await, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_routed_to_its_community_and_handled_to_closure() {
+    let t = start(|_| {}).await;
+    let (resp_a, resp_b, (sensor, unit_a), _) = setup(&t).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    t.ingest(&hub, &[alarm("smoke-1", &sensor)]).await;
+    let alert = t.wait_alert(&duty, "from smoke-1", |a| a["evidence"][0] == "smoke-1").await;
+    let id = alert["id"].as_str().unwrap().to_string();
+    // Routed as it was stored: never seen without an owner.
+    assert_eq!(alert["status"], "assigned", "{alert:#}");
+    let handling = &alert["handling"];
+    assert_eq!(handling["owner"], json!(unit_a));
+    assert!(handling["routing"]["reason"].as_str().unwrap().contains("administrative unit"), "{handling:#}");
+    assert!(handling["ack_due"].is_string() && handling["arrive_due"].is_string(), "{handling:#}");
+
+    // The other community sees nothing of it, by any endpoint.
+    assert!(t.alerts(&resp_b).await.iter().all(|a| a["id"] != id.as_str()));
+    let (status, body) = t.get(&format!("/api/v1/alerts/{id}"), &resp_b).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = act(&t, &resp_b, &id, "ack", json!({})).await;
+    assert_eq!(status, 404, "acting on an alert out of jurisdiction: {body}");
+
+    // Its own community acknowledges; a responder may not close.
+    assert!(t.alerts(&resp_a).await.iter().any(|a| a["id"] == id.as_str()));
+    let (status, body) = act(&t, &resp_a, &id, "ack", json!({"note": "on our way"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("acknowledged")), "{body}");
+    let (status, body) = act(&t, &resp_a, &id, "close", json!({"disposition": "false_alarm", "note": "x"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, body) = act(&t, &resp_a, &id, "ack", json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("acknowledged already"), "{body}");
+
+    // The city's dispatcher sends a responder; the community responder arrives and resolves.
+    let (status, body) = act(&t, &duty, &id, "dispatch", json!({"responders": ["patrol-7"]})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("dispatched")), "{body}");
+    let (status, _) = act(&t, &resp_a, &id, "arrive", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _) = act(&t, &resp_a, &id, "resolve", json!({"note": "burnt toast"})).await;
+    assert_eq!(status, 200);
+    // Closing needs a known disposition and a note.
+    let (status, body) = act(&t, &duty, &id, "close", json!({"note": "x"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("needs `disposition`"), "{body}");
+    let (status, body) = act(&t, &duty, &id, "close", json!({"disposition": "boring", "note": "x"})).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("false_alarm"), "{body}");
+    let (status, body) = act(&t, &duty, &id, "close", json!({"disposition": "false_alarm"})).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("note"), "{body}");
+    let (status, body) = act(&t, &duty, &id, "close", json!({"disposition": "false_alarm", "note": "toast"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("closed")), "{body}");
+    let (status, body) = act(&t, &duty, &id, "reopen", json!({})).await;
+    assert_eq!(status, 409, "closed is final: {body}");
+    let (status, body) = act(&t, &duty, &id, "escalate", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("ack, dispatch"), "{body}");
+    let (status, body) = act(&t, &duty, &id, "ack", json!({"nonsense": 1})).await;
+    assert_eq!(status, 400, "unknown body fields are refused: {body}");
+
+    // The whole story is on the alert, and the list filters by status.
+    let (_, alert) = t.get(&format!("/api/v1/alerts/{id}"), &duty).await;
+    let story: Vec<(String, String, String)> = alert["handling"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["action"].as_str().unwrap().into(), s["actor"].as_str().unwrap().into(), s["to"].as_str().unwrap().into()))
+        .collect();
+    let expected = [
+        ("routed", "system", "assigned"),
+        ("ack", "resp-a", "acknowledged"),
+        ("dispatch", "duty", "dispatched"),
+        ("arrive", "resp-a", "on_scene"),
+        ("resolve", "resp-a", "resolved"),
+        ("close", "duty", "closed"),
+    ]
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(story, expected);
+    assert_eq!(alert["handling"]["disposition"], "false_alarm");
+    assert_eq!(alert["handling"]["responders"], json!(["patrol-7"]));
+    let (status, page) = t.get("/api/v1/alerts?status=closed,resolved", &duty).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page["items"].as_array().unwrap().iter().all(|a| a["status"] == "closed"));
+    let (status, body) = t.get("/api/v1/alerts?status=done", &duty).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("on_scene"), "{body}");
+}
+
+/// Reads a Server-Sent Events stream on a thread; each `alert` event's data arrives on the
+/// channel as JSON.
+fn listen(base: &str, token: &str) -> mpsc::Receiver<Value> {
+    let url = format!("{base}/api/v1/alerts/stream?access_token={token}");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+        let response = agent.get(&url).call().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                if event == "alert" && tx.send(serde_json::from_str(data).unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Changes received within `wait`, as (change, alert evidence id).
+fn received(rx: &mpsc::Receiver<Value>, wait: Duration) -> Vec<(String, String)> {
+    let until = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(v) => out.push((v["change"].as_str().unwrap().to_string(), v["alert"]["evidence"][0].as_str().unwrap_or("").to_string())),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_acknowledgement_escalates_and_each_stream_hears_only_its_jurisdiction() {
+    let t = start(|c| {
+        c.alerts.clock_every = Duration::from_millis(100);
+        c.alerts.deadlines = vec![cityward_alerts::DeadlineRule {
+            category: "*".into(),
+            severity: None,
+            ack: Duration::from_secs(1),
+            arrive: Duration::from_secs(3600),
+            progress: Duration::from_secs(3600),
+        }];
+    })
+    .await;
+    let (resp_a, resp_b, (sensor_a, unit_a), (sensor_b, _)) = setup(&t).await;
+    let (status, _) = call("GET", format!("{}/api/v1/alerts/stream?access_token=forged", t.base), None, "", vec![]).await;
+    assert_eq!(status, 401);
+    let stream_a = listen(&t.base, &resp_a);
+    let stream_b = listen(&t.base, &resp_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    t.ingest(&hub, &[alarm("smoke-a", &sensor_a), alarm("smoke-b", &sensor_b)]).await;
+
+    let heard_a = tokio::task::spawn_blocking(move || received(&stream_a, Duration::from_secs(4))).await.unwrap();
+    let heard_b = tokio::task::spawn_blocking(move || received(&stream_b, Duration::from_millis(500))).await.unwrap();
+    assert_eq!(heard_a.first(), Some(&("raised".to_string(), "smoke-a".to_string())), "{heard_a:?}");
+    assert!(heard_a.contains(&("escalate".to_string(), "smoke-a".to_string())), "{heard_a:?}");
+    assert!(heard_a.iter().all(|(_, e)| e == "smoke-a"), "community A hears only its own alert: {heard_a:?}");
+    assert!(heard_b.iter().all(|(_, e)| e == "smoke-b") && !heard_b.is_empty(), "{heard_b:?}");
+
+    // Escalated to the street above, the owner kept.
+    let duty = t.login("duty", "duty-pass").await;
+    let alert = t.wait_alert(&duty, "escalated", |a| a["evidence"][0] == "smoke-a" && a["status"] == "escalated").await;
+    let street = t.node.city().unit(&unit_a).unwrap().parent_unit.clone().unwrap();
+    assert_eq!(alert["handling"]["owner"], json!(unit_a));
+    assert_eq!(alert["handling"]["escalations"][0]["unit"], json!(street));
+    assert_eq!(alert["handling"]["escalations"][0]["reason"], "acknowledgement deadline missed");
+    // The street unit, told, may take it.
+    t.node.create_user("street", "pass-s", Role::Dispatcher, Some(&street)).unwrap();
+    let street_token = t.login("street", "pass-s").await;
+    let (status, body) = act(&t, &street_token, alert["id"].as_str().unwrap(), "ack", json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("acknowledged")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_changes_take_effect_at_once_and_are_kept_as_versions() {
+    let t = start(|_| {}).await;
+    let (resp_a, _, (sensor, _), _) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    let city = t.node.city();
+    let grid = city.grid(&sensor.grid).unwrap();
+    let district = city.region_chain(&grid.region).last().unwrap().id.clone();
+    let brigade = city.units.iter().find(|u| u.kind == "fire" && u.region.as_deref() == Some(&district)).unwrap().id.clone();
+
+    let (status, table) = t.get("/api/v1/routing", &duty).await;
+    assert_eq!((status, table["version"].as_u64()), (200, Some(0)), "{table}");
+    let put = |token: String, body: Value| {
+        let url = format!("{}/api/v1/routing", t.base);
+        async move {
+            let (status, text) = call("PUT", url, Some(token), "application/json", body.to_string().into_bytes()).await;
+            (status, parse(&text))
+        }
+    };
+    let entries = json!([{"category": "fire.*", "region": district, "unit": brigade}]);
+    let (status, body) = put(duty.clone(), json!({"entries": entries, "note": "x"})).await;
+    assert_eq!(status, 403, "only an admin changes routing: {body}");
+    let (status, body) = put(admin.clone(), json!({"entries": [{"category": "*", "unit": "unit-nowhere"}], "note": "x"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("routing entry 0: unit `unit-nowhere`"), "{body}");
+    let (status, body) = put(admin.clone(), json!({"entries": entries, "note": " "})).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("note"), "{body}");
+    let (status, body) = put(admin.clone(), json!({"entries": entries, "note": "fires go to the district brigade", "expected_version": 0})).await;
+    assert_eq!((status, body["version"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = put(admin.clone(), json!({"entries": entries, "note": "again", "expected_version": 0})).await;
+    assert_eq!(status, 409, "a stale version is refused: {body}");
+
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    t.ingest(&hub, &[alarm("smoke-r", &sensor)]).await;
+    let alert = t.wait_alert(&duty, "from smoke-r", |a| a["evidence"][0] == "smoke-r").await;
+    assert_eq!(alert["handling"]["owner"], json!(brigade));
+    assert_eq!(alert["handling"]["routing"]["table_version"], 1);
+    // Still in the community's region: its responders see it.
+    assert!(t.alerts(&resp_a).await.iter().any(|a| a["id"] == alert["id"]));
+
+    let (status, history) = t.get("/api/v1/routing/history", &duty).await;
+    assert_eq!(status, 200);
+    let v1 = &history["items"][0];
+    assert_eq!((v1["version"].as_u64(), v1["changed_by"].as_str()), (Some(1), Some("admin")), "{history}");
+    assert_eq!(v1["note"], "fires go to the district brigade");
+    assert_eq!(v1["entries"], entries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatchers_and_responders_need_a_unit_of_the_city() {
+    let t = start(|_| {}).await;
+    let e = t.node.create_user("nobody", "pass", Role::Responder, None).unwrap_err();
+    assert!(e.to_string().contains("acts for a unit"), "{e}");
+    let e = t.node.create_user("lost", "pass", Role::Dispatcher, Some("unit-atlantis")).unwrap_err();
+    assert!(e.to_string().contains("unit-atlantis"), "{e}");
+}
