@@ -601,3 +601,45 @@ pub(crate) fn require(user: &User, roles: &[Role], need: &str) -> Result<(), Api
         Err(ApiError::forbidden(user.role, need))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (path, method) of every route registered in [`super::router`], read from this file.
+    fn registered() -> BTreeSet<(String, String)> {
+        let source = include_str!("http.rs");
+        let start = source.find("pub fn router(").expect("router");
+        let end = start + source[start..].find(".fallback(").expect("fallback");
+        let mut out = BTreeSet::new();
+        for part in source[start..end].split(".route(").skip(1) {
+            let path = part.split('"').nth(1).expect("a quoted path").to_string();
+            let calls = &part[path.len() + 2..];
+            for method in ["get", "post", "put", "delete"] {
+                let called = [" ", ".", "::", "("].iter().any(|before| calls.contains(&format!("{before}{method}(")));
+                if called && path != "/" {
+                    out.insert((path.clone(), method.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).expect("openapi.json parses");
+        assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.insert((path.clone(), method.clone()));
+            }
+        }
+        let served = registered();
+        assert!(served.len() > 20, "the route parser found too little: {served:?}");
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
+        assert!(unserved.is_empty(), "openapi.json describes routes not served: {unserved:?}");
+    }
+}
