@@ -3,8 +3,8 @@
 //! up the region tree), the handling [`Case`] with its validated lifecycle
 //! (`new → assigned → acknowledged → dispatched → on_scene → resolved → closed`, plus
 //! `escalated` and `transferred`), the acknowledgement, arrival and progress deadlines that
-//! escalate up the unit chain when missed, and the jurisdiction scopes that decide who may
-//! see an alert.
+//! escalate up the unit chain when missed, the jurisdiction scopes that decide who may
+//! see an alert, and the alert as an OASIS CAP 1.2 message.
 //!
 //! Everything here is a pure function of the city, the configuration, the case and the
 //! clock: no I/O, no threads. The node (`cityward-server`) stores cases inside alert rows,
@@ -12,11 +12,13 @@
 //! file for the state machine walked through.
 #![deny(missing_docs)]
 
+mod cap;
 mod config;
 mod jurisdiction;
 mod lifecycle;
 mod routing;
 
+pub use cap::{cap_message, CapAlert};
 pub use config::{AlertsConfig, DeadlineRule, Deadlines};
 pub use jurisdiction::{alert_scopes, Jurisdiction};
 pub use lifecycle::{Action, ActionError, Actor, Case, Claim, Escalation, Status, Step};

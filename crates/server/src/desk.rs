@@ -39,6 +39,8 @@ pub struct AlertChange {
 /// The alert desk of a node.
 pub(crate) struct Desk {
     config: AlertsConfig,
+    /// The node's name, the sender of CAP messages.
+    sender: String,
     state: Arc<dyn StateStore>,
     router: RwLock<Arc<Router>>,
     /// (deadline, alert id); stale entries are skipped when they come up.
@@ -83,6 +85,7 @@ impl Desk {
     /// administrative unit of its place).
     pub(crate) fn open(
         config: AlertsConfig,
+        sender: String,
         state: Arc<dyn StateStore>,
         city: Arc<City>,
         metrics: Arc<Metrics>,
@@ -109,6 +112,7 @@ impl Desk {
         let (changes, _) = broadcast::channel(4096);
         let desk = Desk {
             config,
+            sender,
             state,
             router: RwLock::new(Arc::new(router)),
             due: Mutex::new(BinaryHeap::new()),
@@ -291,6 +295,30 @@ impl Desk {
         tracing::info!(alert = %id, action = action.name(), user = %user.username, status = %case.status, "Alert changed.");
         self.publish(action.name(), &row);
         Ok(alert_json(&row))
+    }
+
+    /// The alert as an OASIS CAP 1.2 message, if `user` may see it.
+    pub(crate) fn cap(&self, user: &User, id: &str) -> Result<String, NodeError> {
+        let row = self.visible(user, id)?;
+        let case = case_of(&row).ok_or_else(|| NodeError::Conflict(format!("alert `{id}` has not been routed yet; try again in a moment")))?;
+        let b = &row.body;
+        let text = |k: &str| b.get(k).and_then(Value::as_str);
+        let point = match (b.get("lon").and_then(Value::as_f64), b.get("lat").and_then(Value::as_f64)) {
+            (Some(lon), Some(lat)) => Some((lon, lat)),
+            _ => None,
+        };
+        let alert = cityward_alerts::CapAlert {
+            id: &row.id,
+            rule: &row.rule,
+            title: text("title").unwrap_or(&row.rule),
+            category: &row.category,
+            severity: &row.severity,
+            time: row.time,
+            point,
+            area: text("zone").or(row.grid.as_deref()),
+            count: b.get("count").and_then(Value::as_u64).unwrap_or(1),
+        };
+        Ok(cityward_alerts::cap_message(&alert, &case, &self.sender))
     }
 
     /// Acts on every deadline passed by `now`; returns how many alerts changed.

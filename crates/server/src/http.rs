@@ -169,6 +169,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/stream", get(crate::live::alert_stream))
         .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/cap", get(alert_cap))
         .route("/api/v1/alerts/{id}/{action}", post(act_on_alert))
         .route("/api/v1/routing", get(get_routing).put(put_routing))
         .route("/api/v1/routing/history", get(routing_history))
@@ -481,6 +482,16 @@ async fn get_alert(
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
     Ok(Json(blocking(move || node.alert(&user, &id)).await?))
+}
+
+async fn alert_cap(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    let xml = blocking(move || node.desk().cap(&user, &id)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8")], xml).into_response())
 }
 
 /// The body of `POST /api/v1/alerts/{id}/{action}`; which fields count depends on the action.

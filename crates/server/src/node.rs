@@ -245,7 +245,7 @@ impl Node {
         let validator = build_validator(&config, &kinds, &city);
         let (bus, _) = broadcast::channel(1024);
         let city = Arc::new(city);
-        let desk = Arc::new(crate::desk::Desk::open(config.alerts.clone(), state.clone(), city.clone(), metrics.clone())?);
+        let desk = Arc::new(crate::desk::Desk::open(config.alerts.clone(), config.node.name.clone(), state.clone(), city.clone(), metrics.clone())?);
         let detection = if config.detect.enabled {
             let rules = crate::rules::startup_rules(&config, state.as_ref(), &city)?;
             let hotlists = crate::rules::load_hotlists(state.as_ref())?;

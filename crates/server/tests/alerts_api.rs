@@ -270,3 +270,53 @@ async fn dispatchers_and_responders_need_a_unit_of_the_city() {
     let e = t.node.create_user("lost", "pass", Role::Dispatcher, Some("unit-atlantis")).unwrap_err();
     assert!(e.to_string().contains("unit-atlantis"), "{e}");
 }
+
+const CAP_CHECK: &str = "import sys, capvalidator\nr = capvalidator.check_schema(sys.stdin.buffer.read())\nprint(r.message)\nsys.exit(0 if r.passed else 1)";
+
+async fn cap(t: &TestNode, token: &str, id: &str) -> String {
+    let (status, xml) = call("GET", format!("{}/api/v1/alerts/{id}/cap", t.base), Some(token.into()), "", vec![]).await;
+    assert_eq!(status, 200, "{xml}");
+    xml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_of_an_alert_exports_as_valid_cap_1_2() {
+    let t = start(|_| {}).await;
+    let (resp_a, resp_b, (sensor, unit_a), _) = setup(&t).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    t.ingest(&hub, &[alarm("smoke-cap", &sensor)]).await;
+    let alert = t.wait_alert(&duty, "from smoke-cap", |a| a["evidence"][0] == "smoke-cap").await;
+    let id = alert["id"].as_str().unwrap();
+
+    let first = cap(&t, &resp_a, id).await;
+    act(&t, &resp_a, id, "ack", json!({})).await;
+    let update = cap(&t, &resp_a, id).await;
+    act(&t, &duty, id, "close", json!({"disposition": "false_alarm", "note": "steam from a shower"})).await;
+    let cancel = cap(&t, &duty, id).await;
+    let (status, _) = call("GET", format!("{}/api/v1/alerts/{id}/cap", t.base), Some(resp_b), "", vec![]).await;
+    assert_eq!(status, 404, "outside the jurisdiction");
+
+    assert!(first.contains("<msgType>Alert</msgType>") && !first.contains("<references>"), "{first}");
+    assert!(first.contains("<category>Fire</category>") && first.contains("<severity>Severe</severity>"), "{first}");
+    assert!(first.contains(&format!("<senderName>{unit_a}</senderName>")), "{first}");
+    assert!(first.contains(&format!("<circle>{:.6},{:.6} 0.1</circle>", sensor.lat, sensor.lon)), "{first}");
+    let identifier = |xml: &str| xml.split("<identifier>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let original = identifier(&first);
+    assert!(update.contains("<msgType>Update</msgType>"), "{update}");
+    assert!(update.contains(&format!(",{original},")), "an update references the original: {update}");
+    assert_ne!(identifier(&update), original);
+    assert!(cancel.contains("<msgType>Cancel</msgType>") && cancel.contains(&format!(",{original},")), "{cancel}");
+    assert!(cancel.contains("<urgency>Past</urgency>") && cancel.contains("closed as false_alarm"), "{cancel}");
+
+    for xml in [&first, &update, &cancel] {
+        if let Some(result) = python_check("capvalidator", CAP_CHECK, xml) {
+            result.unwrap_or_else(|e| panic!("not valid CAP 1.2: {e}\n{xml}"));
+        }
+    }
+    // The validator does refuse a message that breaks the schema.
+    let broken = first.replace("<status>Actual</status>", "<status>Real</status>");
+    if let Some(result) = python_check("capvalidator", CAP_CHECK, &broken) {
+        assert!(result.is_err(), "capvalidator accepted a bad status");
+    }
+}

@@ -231,3 +231,32 @@ pub fn encode(segment: &str) -> String {
         .collect()
 }
 
+
+/// Runs a Python check (`python3 -c SCRIPT` with `input` on stdin); `None` when the
+/// validator packages are missing and CI did not ask for them (`.ci/run` installs them and
+/// sets `CITYWARD_REQUIRE_SERVICES`, which makes their absence a failure).
+pub fn python_check(needs: &str, script: &str, input: &str) -> Option<Result<String, String>> {
+    use std::io::Write;
+    let present = std::process::Command::new("python3")
+        .args(["-c", &format!("import {needs}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        if std::env::var("CITYWARD_REQUIRE_SERVICES").is_ok() {
+            panic!("python3 cannot import {needs}; .ci/run installs it with pip");
+        }
+        eprintln!("skipped: python3 cannot import {needs} (pip install {needs})");
+        return None;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Some(if out.status.success() { Ok(text) } else { Err(text) })
+}
