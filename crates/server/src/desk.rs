@@ -201,6 +201,20 @@ impl Desk {
         self.metrics.add("cityward_alerts_routed_total", &[], rows.len() as f64);
     }
 
+    /// Routes and stores an alert raised outside the rule engine (a resident's report, a
+    /// call-taker's entry); answers the stored row. An id already stored is a conflict.
+    pub(crate) fn raise(&self, mut row: AlertRow) -> Result<AlertRow, NodeError> {
+        let now = Utc::now();
+        self.route_new(&mut row, now);
+        let _guard = self.write_lock();
+        let inserted = self.state.write_alerts(std::slice::from_ref(&row), &[])?;
+        if inserted.is_empty() {
+            return Err(NodeError::Conflict(format!("alert `{}` exists already", row.id)));
+        }
+        self.stored_new(std::slice::from_ref(&row));
+        Ok(row)
+    }
+
     /// Tells the stream of a changed row (a repeat or a clear from detection).
     pub(crate) fn publish(&self, change: &str, row: &AlertRow) {
         let _ = self.changes.send(Arc::new(AlertChange {
