@@ -19,12 +19,16 @@ pub struct AlertsConfig {
     pub clock_every: Duration,
     /// Deadlines by category and severity; the first entry that matches an alert applies.
     pub deadlines: Vec<DeadlineRule>,
+    /// Categories (or prefixes such as `device.*`) of maintenance tickets: device health
+    /// (offline, battery, tamper) routed to the device's owner, kept out of the incident
+    /// queue.
+    pub maintenance_categories: Vec<String>,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        let rule = |severity: Option<&str>, ack: u64, arrive: u64, progress: u64| DeadlineRule {
-            category: "*".into(),
+        let rule = |category: &str, severity: Option<&str>, ack: u64, arrive: u64, progress: u64| DeadlineRule {
+            category: category.into(),
             severity: severity.map(Into::into),
             ack: Duration::from_secs(ack * 60),
             arrive: Duration::from_secs(arrive * 60),
@@ -44,10 +48,12 @@ impl Default for AlertsConfig {
             boundary_m: 50.0,
             clock_every: Duration::from_millis(250),
             deadlines: vec![
-                rule(Some("critical"), 2, 15, 10),
-                rule(Some("high"), 5, 30, 15),
-                rule(None, 15, 120, 60),
+                rule("device.*", None, 240, 3 * 1440, 1440),
+                rule("*", Some("critical"), 2, 15, 10),
+                rule("*", Some("high"), 5, 30, 15),
+                rule("*", None, 15, 120, 60),
             ],
+            maintenance_categories: vec!["device.*".into()],
         }
     }
 }
@@ -70,6 +76,11 @@ impl AlertsConfig {
             })
     }
 
+    /// Whether alerts of `category` are maintenance tickets.
+    pub fn is_maintenance(&self, category: &str) -> bool {
+        self.maintenance_categories.iter().any(|p| crate::routing::category_matches(p, category).is_some())
+    }
+
     /// Checks the settings; the message names the entry and what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.dispositions.is_empty() {
@@ -81,6 +92,11 @@ impl AlertsConfig {
         if self.clock_every.is_zero() {
             return Err("alerts.clock_every must be more than 0s, e.g. \"250ms\"".into());
         }
+        for (i, c) in self.maintenance_categories.iter().enumerate() {
+            if !crate::routing::valid_category_pattern(c) {
+                return Err(format!("alerts.maintenance_categories[{i}] `{c}` is not a category, a prefix such as `device.*`, or `*`"));
+            }
+        }
         for (i, d) in self.deadlines.iter().enumerate() {
             if let Some(s) = &d.severity {
                 if !["low", "medium", "high", "critical"].contains(&s.as_str()) {
@@ -88,6 +104,9 @@ impl AlertsConfig {
                         "alerts.deadlines[{i}].severity `{s}` is not a severity; use low, medium, high or critical"
                     ));
                 }
+            }
+            if !crate::routing::valid_category_pattern(&d.category) {
+                return Err(format!("alerts.deadlines[{i}].category `{}` is not a category, a prefix such as `fire.*`, or `*`", d.category));
             }
             let ds = d.deadlines();
             if ds.ack.is_zero() || ds.arrive.is_zero() || ds.progress.is_zero() {

@@ -17,11 +17,13 @@ mod config;
 mod jurisdiction;
 mod lifecycle;
 mod routing;
+mod silence;
 
 pub use cap::{cap_message, CapAlert};
 pub use config::{AlertsConfig, DeadlineRule, Deadlines};
 pub use jurisdiction::{alert_scopes, Jurisdiction};
-pub use lifecycle::{Action, ActionError, Actor, Case, Claim, Escalation, Status, Step};
+pub use lifecycle::{Action, AlertClass, ActionError, Actor, Case, Claim, Escalation, Status, Step};
+pub use silence::{Silence, SilenceTarget, MAX_SILENCE_DAYS};
 pub use routing::{AlertPlace, RouteEntry, Routing, RoutingError, RoutingTable, Router};
 
 #[cfg(test)]

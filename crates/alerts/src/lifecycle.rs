@@ -32,11 +32,14 @@ pub enum Status {
     Escalated,
     /// Handed to another unit; waiting for that unit's acknowledgement.
     Transferred,
+    /// Raised while a silence covered it: stored and visible, no deadlines; reopen it to
+    /// handle it anyway.
+    Suppressed,
 }
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::New,
         Status::Assigned,
         Status::Acknowledged,
@@ -46,6 +49,7 @@ impl Status {
         Status::Closed,
         Status::Escalated,
         Status::Transferred,
+        Status::Suppressed,
     ];
 
     /// The name used in the API and the store.
@@ -60,6 +64,7 @@ impl Status {
             Status::Closed => "closed",
             Status::Escalated => "escalated",
             Status::Transferred => "transferred",
+            Status::Suppressed => "suppressed",
         }
     }
 
@@ -73,15 +78,38 @@ impl Status {
         matches!(self, Status::New | Status::Assigned | Status::Escalated | Status::Transferred)
     }
 
-    /// Still being handled (neither resolved nor closed): the deadline clock watches it.
+    /// Still being handled (not resolved, closed or suppressed): the deadline clock
+    /// watches it.
     pub fn is_open(self) -> bool {
-        !matches!(self, Status::Resolved | Status::Closed)
+        !matches!(self, Status::Resolved | Status::Closed | Status::Suppressed)
     }
 }
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Whether an alert is an emergency or a device's upkeep. Maintenance tickets (heartbeats,
+/// battery, tamper, offline) go to the device's owner and stay out of the incident queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertClass {
+    /// Something happening in the city.
+    #[default]
+    Incident,
+    /// A device needing attention.
+    Maintenance,
+}
+
+impl AlertClass {
+    /// The name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertClass::Incident => "incident",
+            AlertClass::Maintenance => "maintenance",
+        }
     }
 }
 
@@ -229,6 +257,9 @@ pub struct Claim {
 pub struct Case {
     /// Where it is.
     pub status: Status,
+    /// Incident or maintenance ticket.
+    #[serde(default)]
+    pub class: AlertClass,
     /// The unit that owns it. Escalation keeps it; a transfer changes it.
     pub owner: Option<String>,
     /// How it was routed.
@@ -245,6 +276,9 @@ pub struct Case {
     /// The closing disposition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<String>,
+    /// The silence it was raised under, for a suppressed alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
     /// The deadlines this alert runs on.
     pub deadlines: Deadlines,
     /// When the owner must acknowledge by.
@@ -279,18 +313,30 @@ impl Case {
         };
         Case {
             status,
+            class: AlertClass::Incident,
             owner: routing.owner.clone(),
             routing,
             claimed: None,
             escalations: Vec::new(),
             responders: Vec::new(),
             disposition: None,
+            suppressed_by: None,
             deadlines,
             ack_due: Some(later(now, deadlines.ack)),
             arrive_due: Some(later(now, deadlines.arrive)),
             progress_due: None,
             timeline: vec![routed],
         }
+    }
+
+    /// Suppresses a newly opened case under silence `silence` (`reason` its reason).
+    pub fn suppress(&mut self, silence: &str, reason: &str, now: DateTime<Utc>) {
+        let from = self.status;
+        self.status = Status::Suppressed;
+        self.suppressed_by = Some(silence.to_string());
+        self.clear_deadlines();
+        let note = format!("silence {silence}: {reason}");
+        self.system_step(now, "suppressed", from, None, note);
     }
 
     /// The earliest deadline still running.
@@ -341,6 +387,9 @@ impl Case {
         let from = self.status;
         let name = action.name();
         let not_now = |hint| Err(ActionError::NotNow { action: name, status: from, hint });
+        if from == Status::Suppressed && !matches!(action, Action::Close { .. } | Action::Reopen) {
+            return not_now("it was raised under a silence; reopen it to handle it, or close it");
+        }
         let mut step_unit = actor.unit.clone();
         match action {
             Action::Claim => {
@@ -421,8 +470,8 @@ impl Case {
                 self.clear_deadlines();
             }
             Action::Reopen => {
-                if from != Status::Resolved {
-                    return not_now("only a resolved alert can be reopened");
+                if !matches!(from, Status::Resolved | Status::Suppressed) {
+                    return not_now("only a resolved or suppressed alert can be reopened");
                 }
                 self.status = Status::Assigned;
                 self.ack_due = Some(later(now, self.deadlines.ack));

@@ -91,7 +91,7 @@ pub(crate) fn category_matches(pattern: &str, category: &str) -> Option<usize> {
     (pattern == category).then_some(usize::MAX)
 }
 
-fn valid_category_pattern(p: &str) -> bool {
+pub(crate) fn valid_category_pattern(p: &str) -> bool {
     let name = p.strip_suffix(".*").unwrap_or(p);
     p == "*" || (!name.is_empty() && !name.contains('*') && !name.contains(char::is_whitespace))
 }

@@ -217,7 +217,7 @@ fn invalid_transitions_and_missing_fields_leave_the_case_unchanged() {
     let mut case = open_case("fire.smoke", IN_G1);
     let before = case.clone();
     for (action, note, needle) in [
-        (Action::Reopen, None, "only a resolved alert can be reopened"),
+        (Action::Reopen, None, "only a resolved or suppressed alert can be reopened"),
         (Action::Close { disposition: "confirmed_incident".into() }, None, "needs a note"),
         (Action::Close { disposition: "boring".into() }, Some("x"), "not one of the configured codes"),
         (Action::Transfer { to: "unit-c2".into() }, None, "needs a note"),
@@ -321,6 +321,9 @@ fn deadlines_come_from_the_first_matching_entry() {
         DeadlineRule { category: "fire.*".into(), severity: None, ack: Duration::from_secs(30), arrive: Duration::from_secs(300), progress: Duration::from_secs(60) },
     );
     assert_eq!(config.deadlines_for("fire.smoke", "low").ack, Duration::from_secs(30));
+    // Device upkeep runs on days, not minutes, whatever its severity.
+    assert_eq!(config.deadlines_for("device.offline", "critical").ack, Duration::from_secs(4 * 3600));
+    assert!(config.is_maintenance("device.battery") && !config.is_maintenance("fire.smoke"));
     assert!(config.validate().is_ok());
     config.deadlines[0].severity = Some("urgent".into());
     assert!(config.validate().unwrap_err().contains("alerts.deadlines[0].severity `urgent`"));
@@ -336,4 +339,75 @@ fn a_case_survives_a_round_trip_through_json() {
     assert!(text.contains("\"status\":\"escalated\""), "{text}");
     let back: Case = serde_json::from_str(&text).unwrap();
     assert_eq!(back, case);
+}
+
+fn silence(reason: &str) -> Silence {
+    Silence {
+        id: "s-1".into(),
+        rule: None,
+        category: None,
+        source: None,
+        region: None,
+        grid: None,
+        reason: reason.into(),
+        owner: "zhang".into(),
+        expires: t(3600),
+        created_at: Some(t(0)),
+    }
+}
+
+#[test]
+fn a_silence_covers_alerts_matching_every_scope_it_names_while_it_runs() {
+    let city = city();
+    let target = SilenceTarget { rule: "smoke-alarm", category: "fire.smoke", key: "smoke-17", grid: Some("g1") };
+    let mut s = silence("fire drill");
+    s.category = Some("fire.*".into());
+    s.region = Some("s1".into());
+    assert!(s.check(&city, t(0)).is_ok());
+    assert!(s.covers(&city, &target), "a prefix and an enclosing region");
+    assert!(!s.covers(&city, &SilenceTarget { grid: None, ..target }), "no place, no region match");
+    s.region = Some("c2".into());
+    assert!(!s.covers(&city, &target), "another community");
+    s.region = None;
+    s.source = Some("smoke-18".into());
+    assert!(!s.covers(&city, &target), "another device");
+    s.source = Some("smoke-17".into());
+    assert!(s.covers(&city, &target));
+    assert!(s.active(t(3599)) && !s.active(t(3600)));
+
+    // What a person must give, and what the city must have.
+    let now = t(0);
+    let bare = silence("works");
+    assert!(bare.check(&city, now).unwrap_err().contains("needs a scope"));
+    let mut bad = silence(" ");
+    bad.grid = Some("g1".into());
+    assert!(bad.check(&city, now).unwrap_err().contains("reason"));
+    let mut bad = silence("works");
+    bad.grid = Some("g9".into());
+    assert!(bad.check(&city, now).unwrap_err().contains("grid `g9`"));
+    bad.grid = Some("g1".into());
+    bad.expires = t(-1);
+    assert!(bad.check(&city, now).unwrap_err().contains("not in the future"));
+    bad.expires = t(31 * 86_400);
+    assert!(bad.check(&city, now).unwrap_err().contains("30 days"));
+}
+
+#[test]
+fn a_suppressed_alert_keeps_no_deadlines_and_can_be_reopened_or_closed() {
+    let city = city();
+    let config = AlertsConfig::default();
+    let duty = user("zhang", "unit-c1");
+    let mut case = open_case("fire.smoke", IN_G1);
+    case.suppress("s-1", "fire drill", t(0));
+    assert_eq!((case.status, case.next_due()), (Status::Suppressed, None));
+    assert_eq!(case.suppressed_by.as_deref(), Some("s-1"));
+    assert_eq!(case.timeline.last().unwrap().note.as_deref(), Some("silence s-1: fire drill"));
+    assert!(case.on_clock(t(100_000), &city).is_empty(), "the clock leaves it alone");
+    let e = case.apply(&Action::Ack, &duty, None, t(5), &city, &config).unwrap_err();
+    assert!(e.to_string().contains("reopen it to handle it"), "{e}");
+    let mut closed = case.clone();
+    closed.apply(&Action::Close { disposition: "test".into() }, &duty, Some("drill"), t(6), &city, &config).unwrap();
+    assert_eq!(closed.status, Status::Closed);
+    case.apply(&Action::Reopen, &duty, Some("not the drill"), t(10), &city, &config).unwrap();
+    assert_eq!((case.status, case.ack_due), (Status::Assigned, Some(t(130))));
 }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
 use cityward_alerts::{
-    alert_scopes, Action, Actor, AlertPlace, AlertsConfig, Case, Jurisdiction, Router, RoutingTable, Status,
+    alert_scopes, Action, Actor, AlertClass, AlertPlace, AlertsConfig, Case, Jurisdiction, Router, Routing, RoutingTable,
+    Silence, SilenceTarget, Status,
 };
 use cityward_model::City;
 use cityward_store::{AlertFilter, AlertRow, PageRequest, StateStore};
@@ -46,9 +47,14 @@ pub(crate) struct Desk {
     /// (deadline, alert id); stale entries are skipped when they come up.
     due: Mutex<BinaryHeap<Reverse<(DateTime<Utc>, String)>>>,
     writes: Mutex<()>,
+    /// Silences, as stored under [`SILENCES_KEY`] (expired ones are kept a week for the record).
+    silences: RwLock<Vec<Silence>>,
     changes: broadcast::Sender<Arc<AlertChange>>,
     metrics: Arc<Metrics>,
 }
+
+/// The state store's meta key of the silences.
+const SILENCES_KEY: &str = "alert_silences";
 
 /// The alert as the API shows it: the stored document with its status and last change.
 pub(crate) fn alert_json(row: &AlertRow) -> Value {
@@ -109,8 +115,14 @@ impl Desk {
                 Router::new(city, RoutingTable::default(), config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?
             }
         };
+        let silences: Vec<Silence> = match state.meta_get(SILENCES_KEY)? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| NodeError::Internal(format!("stored silences are unreadable: {e}")))?,
+            None => Vec::new(),
+        };
         let (changes, _) = broadcast::channel(4096);
         let desk = Desk {
+            silences: RwLock::new(silences),
             config,
             sender,
             state,
@@ -146,7 +158,7 @@ impl Desk {
     fn reload_deadlines(&self) -> Result<(), NodeError> {
         let filter = AlertFilter {
             statuses: Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect(),
-            scopes: None,
+            ..AlertFilter::default()
         };
         let mut page = PageRequest::first(1000);
         let mut n = 0;
@@ -172,21 +184,119 @@ impl Desk {
     }
 
     /// Routes a new alert's row (owner, deadlines, scopes, status `assigned`) before it is
-    /// first stored.
+    /// first stored. A maintenance ticket goes to its device's owning unit; an alert a
+    /// silence covers is stored as `suppressed`.
     pub(crate) fn route_new(&self, row: &mut AlertRow, now: DateTime<Utc>) {
         let router = self.router();
+        let city = router.city();
         let point = match (row.body.get("lon").and_then(Value::as_f64), row.body.get("lat").and_then(Value::as_f64)) {
             (Some(lon), Some(lat)) => Some((lon, lat)),
             _ => None,
         };
         let place = AlertPlace { category: &row.category, point, grid: row.grid.as_deref() };
-        let routing = router.route(&place);
+        let maintenance = self.config.is_maintenance(&row.category);
+        let mut routing = router.route(&place);
+        if maintenance {
+            if let Some((device, unit)) = city.device(&row.key).and_then(|d| Some((d, d.owner_unit.clone()?))) {
+                routing = Routing {
+                    owner: Some(unit),
+                    candidates: Vec::new(),
+                    table_version: routing.table_version,
+                    reason: format!("maintenance ticket for the owner of device {}", device.id),
+                    grid: Some(device.grid.clone()),
+                };
+            } else {
+                // A ticket is never a contest between neighbours.
+                routing.candidates.clear();
+            }
+        }
         if row.grid.is_none() {
             row.grid = routing.grid.clone();
         }
         let deadlines = self.config.deadlines_for(&row.category, &row.severity);
-        let case = Case::open(routing, deadlines, now);
-        put_case(row, &case, router.city());
+        let mut case = Case::open(routing, deadlines, now);
+        if maintenance {
+            case.class = AlertClass::Maintenance;
+        }
+        row.class = case.class.as_str().into();
+        let target = SilenceTarget { rule: &row.rule, category: &row.category, key: &row.key, grid: row.grid.as_deref() };
+        let silences = self.silences.read().expect("silences lock");
+        if let Some(s) = silences.iter().find(|s| s.active(now) && s.covers(city, &target)) {
+            case.suppress(&s.id, &s.reason, now);
+        }
+        drop(silences);
+        put_case(row, &case, city);
+    }
+
+    /// Silences, newest first: those running and those that ended in the last week.
+    pub(crate) fn silences(&self) -> Value {
+        let mut list = self.silences.read().expect("silences lock").clone();
+        list.reverse();
+        let now = Utc::now();
+        let items: Vec<Value> = list
+            .iter()
+            .map(|s| {
+                let mut v = json!(s);
+                v["active"] = json!(s.active(now));
+                v
+            })
+            .collect();
+        json!({"items": items, "next": null})
+    }
+
+    /// Sets a silence for `user`; within their jurisdiction unless they work city-wide.
+    pub(crate) fn add_silence(&self, user: &User, mut silence: Silence) -> Result<Value, NodeError> {
+        let now = Utc::now();
+        let router = self.router();
+        let city = router.city();
+        silence.check(city, now).map_err(NodeError::Invalid)?;
+        if let Jurisdiction::Scopes(_) = self.jurisdiction(user) {
+            let region = silence.region.clone().or_else(|| silence.grid.as_deref().and_then(|g| city.grid(g)).map(|g| g.region.clone()));
+            let inside = region.is_some_and(|r| {
+                let scopes: Vec<String> = city.region_chain(&r).iter().map(|reg| format!("region:{}", reg.id)).collect();
+                self.jurisdiction(user).sees(&scopes)
+            });
+            if !inside {
+                return Err(NodeError::Forbidden(
+                    "a silence set by a unit with a region must name a region or grid inside that region".into(),
+                ));
+            }
+        }
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
+        silence.id = format!("sil-{}", hex::encode(random));
+        silence.owner = user.username.clone();
+        silence.created_at = Some(now);
+        self.store_silences(|list| list.push(silence.clone()))?;
+        tracing::info!(silence = %silence.id, user = %user.username, reason = %silence.reason, "Silence set.");
+        Ok(json!(silence))
+    }
+
+    /// Ends a silence now (it stays listed, ended).
+    pub(crate) fn end_silence(&self, user: &User, id: &str) -> Result<Value, NodeError> {
+        let now = Utc::now();
+        let mut found = None;
+        self.store_silences(|list| {
+            if let Some(s) = list.iter_mut().find(|s| s.id == id && s.expires > now) {
+                s.expires = now;
+                found = Some(s.clone());
+            }
+        })?;
+        let s = found.ok_or_else(|| NodeError::NotFound(format!("no running silence `{id}`; list them with GET /api/v1/silences")))?;
+        tracing::info!(silence = %id, user = %user.username, "Silence ended.");
+        Ok(json!(s))
+    }
+
+    fn store_silences(&self, change: impl FnOnce(&mut Vec<Silence>)) -> Result<(), NodeError> {
+        let mut list = self.silences.write().expect("silences lock");
+        let mut next = list.clone();
+        change(&mut next);
+        let week_ago = Utc::now() - chrono::Duration::days(7);
+        next.retain(|s| s.expires > week_ago);
+        let text = serde_json::to_string(&next).map_err(|e| NodeError::Internal(e.to_string()))?;
+        self.state.meta_set(SILENCES_KEY, &text)?;
+        *list = next;
+        Ok(())
     }
 
     /// Tells the desk that routed rows were stored: their deadlines start, and the stream
@@ -247,14 +357,19 @@ impl Desk {
     }
 
     /// One page of the alerts `user` may see.
-    pub(crate) fn list(&self, user: &User, statuses: Vec<String>, page: &PageRequest) -> Result<Value, NodeError> {
+    pub(crate) fn list(&self, user: &User, statuses: Vec<String>, class: Option<String>, page: &PageRequest) -> Result<Value, NodeError> {
+        if let Some(c) = &class {
+            if ![AlertClass::Incident, AlertClass::Maintenance].iter().any(|k| k.as_str() == c) {
+                return Err(NodeError::Invalid(format!("class `{c}` is not a class; use incident or maintenance")));
+            }
+        }
         for s in &statuses {
             if Status::parse(s).is_none() {
                 let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
                 return Err(NodeError::Invalid(format!("status `{s}` is not a status; use one of {}", names.join(", "))));
             }
         }
-        let filter = AlertFilter { statuses, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec) };
+        let filter = AlertFilter { statuses, class, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec) };
         let page = self.state.list_alerts(&filter, page)?;
         let items: Vec<Value> = page.items.iter().map(alert_json).collect();
         Ok(json!({"items": items, "next": page.next}))

@@ -253,6 +253,7 @@ pub(crate) fn new_alert_row(alert: &Alert, now: chrono::DateTime<Utc>) -> AlertR
         body: serde_json::to_value(alert).unwrap_or(Value::Null),
         updated_at: now,
         scopes: Vec::new(),
+        class: "incident".into(),
     }
 }
 

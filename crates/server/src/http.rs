@@ -172,6 +172,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/alerts/{id}/cap", get(alert_cap))
         .route("/api/v1/alerts/{id}/{action}", post(act_on_alert))
         .route("/api/v1/routing", get(get_routing).put(put_routing))
+        .route("/api/v1/silences", get(list_silences).post(add_silence))
+        .route("/api/v1/silences/{id}", axum::routing::delete(end_silence))
         .route("/api/v1/routing/history", get(routing_history))
         .route("/api/v1/detect/status", get(detect_status))
         .fallback(not_found)
@@ -455,6 +457,7 @@ async fn delete_hotlist_entry(
 #[derive(Deserialize)]
 struct AlertQuery {
     status: Option<String>,
+    class: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
@@ -472,7 +475,7 @@ async fn list_alerts(
         .as_deref()
         .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
         .unwrap_or_default();
-    Ok(Json(blocking(move || node.alerts(&user, statuses, q.cursor, limit)).await?))
+    Ok(Json(blocking(move || node.alerts(&user, statuses, q.class, q.cursor, limit)).await?))
 }
 
 async fn get_alert(
@@ -548,6 +551,38 @@ async fn act_on_alert(
         }
     };
     Ok(Json(blocking(move || node.act_on_alert(&user, &id, &parsed, b.note.as_deref())).await?))
+}
+
+async fn list_silences(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(node.desk().silences()))
+}
+
+async fn add_silence(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&user, &[Role::Admin, Role::Dispatcher], "the admin or dispatcher role")?;
+    let body = body?;
+    let silence: cityward_alerts::Silence = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("the silence is not valid: {e}; send {{\"category\" or \"rule\", \"source\", \"region\", \"grid\", \"reason\", \"expires\": RFC 3339}}"),
+        )
+    })?;
+    let stored = blocking(move || node.desk().add_silence(&user, silence)).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+async fn end_silence(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin, Role::Dispatcher], "the admin or dispatcher role")?;
+    Ok(Json(blocking(move || node.desk().end_silence(&user, &id)).await?))
 }
 
 async fn get_routing(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {

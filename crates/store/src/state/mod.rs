@@ -462,6 +462,13 @@ pub struct AlertRow {
     /// never taken away (a unit that once had the alert keeps seeing it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// `incident` or `maintenance` (a device's upkeep); [`AlertFilter::class`] selects on it.
+    #[serde(default = "incident")]
+    pub class: String,
+}
+
+fn incident() -> String {
+    "incident".into()
 }
 
 /// Which alerts a list returns.
@@ -471,6 +478,8 @@ pub struct AlertFilter {
     pub statuses: Vec<String>,
     /// Only alerts visible under at least one of these scopes (`None`: every alert).
     pub scopes: Option<Vec<String>>,
+    /// Only alerts of this class (`incident`, `maintenance`).
+    pub class: Option<String>,
 }
 
 /// One version of the routing table, with who changed it and why.
@@ -1022,6 +1031,7 @@ pub(crate) fn check_alert(a: &AlertRow) -> Result<(), StateError> {
     check_id("alerts", &what, "severity", &a.severity)?;
     check_text("alerts", &what, "category", &a.category)?;
     check_opt_id("alerts", &what, "grid", a.grid.as_deref())?;
+    check_id("alerts", &what, "class", &a.class)?;
     Ok(())
 }
 

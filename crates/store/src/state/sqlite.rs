@@ -129,6 +129,7 @@ CREATE INDEX sessions_username ON sessions (username);
     version: 2,
     sql: r#"
 ALTER TABLE alerts ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE alerts ADD COLUMN class TEXT NOT NULL DEFAULT 'incident';
 
 CREATE TABLE alert_scopes (
     scope TEXT NOT NULL,
@@ -152,7 +153,7 @@ const SCHEMA_VERSION_KEY: &str = "schema_version";
 const DEVICE_COLUMNS: &str = "id, kind, lon, lat, grid, owner_unit, attrs, registered_at";
 const RULE_COLUMNS: &str = "id, body, enabled, version, updated_at, updated_by";
 const ALERT_COLUMNS: &str =
-    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at, scopes"#;
+    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at, scopes, class"#;
 const DEAD_LETTER_COLUMNS: &str =
     "id, received_at, channel, origin, line, field, reason, raw, resubmitted_at";
 const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at";
@@ -274,14 +275,14 @@ impl SqliteState {
 /// Inserts an alert row unless its id is stored (parameters of [`alert_params`]).
 fn insert_alert_sql() -> String {
     format!(
-        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (id) DO NOTHING"
     )
 }
 
 /// Replaces an alert row by id (parameters of [`alert_params`]).
 const UPDATE_ALERT_SQL: &str = r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
-    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11 WHERE id = ?1"#;
+    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11, class = ?12 WHERE id = ?1"#;
 
 /// Makes an alert visible under one more scope (scopes only grow).
 const INSERT_SCOPE_SQL: &str = "INSERT INTO alert_scopes (scope, alert) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
@@ -311,6 +312,7 @@ fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
         json_text(&a.body),
         to_micros(&a.updated_at),
         serde_json::to_string(&a.scopes).unwrap_or_else(|_| "[]".into()),
+        &a.class,
     )
 }
 
@@ -573,6 +575,7 @@ type AlertRaw = (
     String,
     i64,
     String,
+    String,
 );
 
 fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
@@ -588,11 +591,12 @@ fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
-    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes) = raw;
+    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes, class) = raw;
     let scopes = decode_json("alerts", &id, "scopes", &scopes)?;
     let scopes = serde_json::from_value(scopes).map_err(|e| StateError::Corrupt {
         table: "alerts",
@@ -615,6 +619,7 @@ fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
         body,
         updated_at,
         scopes,
+        class,
     })
 }
 
@@ -1281,6 +1286,10 @@ impl StateStore for SqliteState {
                 marks.push(format!("?{}", values.len()));
             }
             clauses.push(format!("status IN ({})", marks.join(", ")));
+        }
+        if let Some(class) = &filter.class {
+            values.push(SqlValue::Text(class.clone()));
+            clauses.push(format!("class = ?{}", values.len()));
         }
         if let Some(scopes) = &filter.scopes {
             let mut marks = Vec::new();

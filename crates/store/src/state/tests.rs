@@ -114,6 +114,7 @@ fn state_persists_across_reopen() {
         body: json!({ "evidence": ["e1"] }),
         updated_at: t(6),
         scopes: vec!["unit:u-1".into()],
+        class: "incident".into(),
     };
     let letter = NewDeadLetter {
         received_at: t(7),
