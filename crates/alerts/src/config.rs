@@ -14,6 +14,12 @@ pub struct AlertsConfig {
     /// grid's unit too; the first candidate unit to claim or acknowledge it owns it. 0 turns
     /// this off.
     pub boundary_m: f64,
+    /// Alerts this close (metres) to an alert raised within `correlate_within` of them join
+    /// its incident. 0 turns correlation off.
+    pub correlate_m: f64,
+    /// The time window of correlation.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub correlate_within: Duration,
     /// How often the deadline clock looks for missed deadlines.
     #[serde(with = "cityward_model::duration_serde")]
     pub clock_every: Duration,
@@ -46,6 +52,8 @@ impl Default for AlertsConfig {
             .map(String::from)
             .to_vec(),
             boundary_m: 50.0,
+            correlate_m: 200.0,
+            correlate_within: Duration::from_secs(600),
             clock_every: Duration::from_millis(250),
             deadlines: vec![
                 rule("device.*", None, 240, 3 * 1440, 1440),
@@ -88,6 +96,9 @@ impl AlertsConfig {
         }
         if !(self.boundary_m >= 0.0 && self.boundary_m <= 5_000.0) {
             return Err(format!("alerts.boundary_m = {} is out of range; use 0 (off) to 5000 metres", self.boundary_m));
+        }
+        if !(self.correlate_m >= 0.0 && self.correlate_m <= 10_000.0) {
+            return Err(format!("alerts.correlate_m = {} is out of range; use 0 (off) to 10000 metres", self.correlate_m));
         }
         if self.clock_every.is_zero() {
             return Err("alerts.clock_every must be more than 0s, e.g. \"250ms\"".into());

@@ -14,16 +14,20 @@
 
 mod cap;
 mod config;
+mod correlate;
 mod jurisdiction;
 mod lifecycle;
 mod routing;
 mod silence;
+mod webhook;
 
 pub use cap::{cap_message, CapAlert};
+pub use correlate::Correlator;
 pub use config::{AlertsConfig, DeadlineRule, Deadlines};
 pub use jurisdiction::{alert_scopes, Jurisdiction};
 pub use lifecycle::{Action, AlertClass, ActionError, Actor, Case, Claim, Escalation, Status, Step};
 pub use silence::{Silence, SilenceTarget, MAX_SILENCE_DAYS};
+pub use webhook::{backoff, signature, Webhook, MAX_ATTEMPTS};
 pub use routing::{AlertPlace, RouteEntry, Routing, RoutingError, RoutingTable, Router};
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub detect: DetectSection,
     /// What happens to alerts once raised: dispositions, deadlines, boundaries.
     pub alerts: cityward_alerts::AlertsConfig,
+    /// The service types residents and call-takers report through Open311 GeoReport v2.
+    pub open311: Open311Config,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -218,6 +220,128 @@ impl Default for AuthSection {
     }
 }
 
+/// `[open311]`: what residents and call-takers may report through Open311 GeoReport v2
+/// (`/open311/v2/…`). A request becomes an alert of its service's category and severity,
+/// routed like any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Open311Config {
+    /// The service types offered (`GET /open311/v2/services.json`); none: requests are refused.
+    pub services: Vec<Open311Service>,
+}
+
+/// `[[open311.services]]`: one service type of Open311 GeoReport v2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Open311Service {
+    /// The `service_code` clients send: letters, digits, `.`, `_` and `-`, unique.
+    pub code: String,
+    /// The name residents see (`service_name`); also the title of the alert.
+    pub name: String,
+    /// What to report under it, in a sentence or two.
+    pub description: String,
+    /// The group it is listed under (e.g. `fire safety`, `streets`).
+    pub group: String,
+    /// Words residents might search for (listed comma-separated, so without commas).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// The category of the alert a request becomes; routing and deadlines go by it.
+    pub category: String,
+    /// The severity of that alert.
+    pub severity: cityward_detect::Severity,
+}
+
+impl Default for Open311Config {
+    fn default() -> Self {
+        use cityward_detect::Severity;
+        let service = |code: &str, name: &str, description: &str, group: &str, keywords: &[&str], category: &str, severity| {
+            Open311Service {
+                code: code.into(),
+                name: name.into(),
+                description: description.into(),
+                group: group.into(),
+                keywords: keywords.iter().map(|k| k.to_string()).collect(),
+                category: category.into(),
+                severity,
+            }
+        };
+        Open311Config {
+            services: vec![
+                service(
+                    "fire_exit_blocked",
+                    "Blocked fire exit",
+                    "A fire exit, escape route or fire lane is blocked, locked or obstructed.",
+                    "fire safety",
+                    &["fire exit", "escape route", "fire lane"],
+                    "fire.exit_blocked",
+                    Severity::High,
+                ),
+                service(
+                    "streetlight",
+                    "Broken streetlight",
+                    "A streetlight is out, flickering or damaged.",
+                    "streets",
+                    &["lamp", "street light", "dark street"],
+                    "infra.streetlight",
+                    Severity::Low,
+                ),
+                service(
+                    "water_leak",
+                    "Water leak",
+                    "Water is leaking from a main, a hydrant or a pipe in a public place.",
+                    "water",
+                    &["burst pipe", "hydrant", "flooding"],
+                    "water.leak",
+                    Severity::Medium,
+                ),
+                service(
+                    "pothole",
+                    "Pothole",
+                    "A hole or broken surface in a road, cycle lane or pavement.",
+                    "streets",
+                    &["road damage", "road surface"],
+                    "traffic.pothole",
+                    Severity::Low,
+                ),
+                service(
+                    "illegal_dumping",
+                    "Illegal dumping",
+                    "Rubbish, furniture, rubble or hazardous waste left in a public place.",
+                    "sanitation",
+                    &["fly-tipping", "rubbish", "waste"],
+                    "env.dumping",
+                    Severity::Medium,
+                ),
+            ],
+        }
+    }
+}
+
+impl Open311Config {
+    /// Checks the service list: codes usable in a URL and unique, names and categories set,
+    /// keywords without commas.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = format!("open311.services[{i}] (code `{}`)", s.code);
+            let url_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if s.code.is_empty() || s.code.len() > 64 || !s.code.chars().all(url_safe) {
+                return Err(format!("{at}: code must be 1 to 64 letters, digits, `.`, `_` or `-`"));
+            }
+            if !seen.insert(s.code.as_str()) {
+                return Err(format!("{at}: code is used twice; give each service its own code"));
+            }
+            if s.name.trim().is_empty() || s.category.trim().is_empty() {
+                return Err(format!("{at}: name and category must not be empty"));
+            }
+            if let Some(k) = s.keywords.iter().find(|k| k.contains(',')) {
+                return Err(format!("{at}: keyword `{k}` contains a comma; list it as separate keywords"));
+            }
+        }
+        Ok(())
+    }
+}
+
 mod duration_map {
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -308,6 +432,7 @@ impl NodeConfig {
         if self.detect.max_evidence == 0 {
             return Err("detect.max_evidence must be at least 1".into());
         }
+        self.open311.check()?;
         self.alerts.validate()
     }
 

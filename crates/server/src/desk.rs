@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
 use cityward_alerts::{
-    alert_scopes, Action, Actor, AlertClass, AlertPlace, AlertsConfig, Case, Jurisdiction, Router, Routing, RoutingTable,
-    Silence, SilenceTarget, Status,
+    alert_scopes, Action, Actor, AlertClass, Correlator, AlertPlace, AlertsConfig, Case, Jurisdiction, Router, Routing, RoutingTable,
+    Silence, SilenceTarget, Status, Webhook,
 };
 use cityward_model::City;
-use cityward_store::{AlertFilter, AlertRow, PageRequest, StateStore};
+use cityward_store::{AlertFilter, AlertRow, NewDelivery, PageRequest, StateStore};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -49,12 +49,51 @@ pub(crate) struct Desk {
     writes: Mutex<()>,
     /// Silences, as stored under [`SILENCES_KEY`] (expired ones are kept a week for the record).
     silences: RwLock<Vec<Silence>>,
+    /// Webhooks, as stored under [`WEBHOOKS_KEY`].
+    webhooks: RwLock<Vec<Webhook>>,
+    /// Recent alerts by place, for grouping alerts into incidents.
+    correlator: Mutex<Correlator>,
     changes: broadcast::Sender<Arc<AlertChange>>,
     metrics: Arc<Metrics>,
 }
 
 /// The state store's meta key of the silences.
 const SILENCES_KEY: &str = "alert_silences";
+
+/// The state store's meta key of the webhooks (with their secrets).
+const WEBHOOKS_KEY: &str = "alert_webhooks";
+
+/// A webhook as stored: with its secret, which the API never shows.
+#[derive(Serialize, serde::Deserialize)]
+struct StoredWebhook {
+    id: String,
+    url: String,
+    secret: String,
+    unit: Option<String>,
+    category: Option<String>,
+    enabled: bool,
+    owner: String,
+}
+
+impl From<StoredWebhook> for Webhook {
+    fn from(s: StoredWebhook) -> Webhook {
+        Webhook { id: s.id, url: s.url, secret: s.secret, unit: s.unit, category: s.category, enabled: s.enabled, owner: s.owner }
+    }
+}
+
+impl From<&Webhook> for StoredWebhook {
+    fn from(w: &Webhook) -> StoredWebhook {
+        StoredWebhook {
+            id: w.id.clone(),
+            url: w.url.clone(),
+            secret: w.secret.clone(),
+            unit: w.unit.clone(),
+            category: w.category.clone(),
+            enabled: w.enabled,
+            owner: w.owner.clone(),
+        }
+    }
+}
 
 /// The alert as the API shows it: the stored document with its status and last change.
 pub(crate) fn alert_json(row: &AlertRow) -> Value {
@@ -64,6 +103,22 @@ pub(crate) fn alert_json(row: &AlertRow) -> Value {
         o.insert("updated_at".into(), json!(cityward_model::format_time(&row.updated_at)));
     }
     v
+}
+
+/// An alert as it may leave the city's systems: without a resident reporter's contact
+/// details (kept for staff in `open311.reporter`).
+fn outward(mut alert: Value) -> Value {
+    if let Some(o) = alert.get_mut("open311").and_then(Value::as_object_mut) {
+        o.remove("reporter");
+    }
+    alert
+}
+
+fn point_of(row: &AlertRow) -> Option<(f64, f64)> {
+    match (row.body.get("lon").and_then(Value::as_f64), row.body.get("lat").and_then(Value::as_f64)) {
+        (Some(lon), Some(lat)) => Some((lon, lat)),
+        _ => None,
+    }
 }
 
 fn case_of(row: &AlertRow) -> Option<Case> {
@@ -121,7 +176,18 @@ impl Desk {
             None => Vec::new(),
         };
         let (changes, _) = broadcast::channel(4096);
+        let webhooks: Vec<Webhook> = match state.meta_get(WEBHOOKS_KEY)? {
+            Some(text) => serde_json::from_str::<Vec<StoredWebhook>>(&text)
+                .map_err(|e| NodeError::Internal(format!("stored webhooks are unreadable: {e}")))?
+                .into_iter()
+                .map(Webhook::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let correlator = Correlator::new(config.correlate_m, config.correlate_within.as_millis() as i64);
         let desk = Desk {
+            webhooks: RwLock::new(webhooks),
+            correlator: Mutex::new(correlator),
             silences: RwLock::new(silences),
             config,
             sender,
@@ -162,6 +228,8 @@ impl Desk {
         };
         let mut page = PageRequest::first(1000);
         let mut n = 0;
+        let mut recent = Vec::new();
+        let since = Utc::now() - chrono::Duration::from_std(self.config.correlate_within).unwrap_or_default();
         loop {
             let got = self.state.list_alerts(&filter, &page)?;
             for row in &got.items {
@@ -169,11 +237,19 @@ impl Desk {
                     self.push_due(due, &row.id);
                     n += 1;
                 }
+                if let (Some(incident), Some(p), true) = (&row.incident, point_of(row), row.time >= since) {
+                    recent.push((row.time.timestamp_millis(), p, incident.clone()));
+                }
             }
             match got.next {
                 Some(next) => page = PageRequest::after(next, 1000),
                 None => break,
             }
+        }
+        // Oldest first, as the correlator forgets in arrival order.
+        let mut correlator = self.correlator.lock().expect("correlator lock");
+        for (t, p, incident) in recent.into_iter().rev() {
+            correlator.remember(p, t, &incident);
         }
         tracing::info!(alerts = n, "Alert deadlines reloaded.");
         Ok(())
@@ -189,10 +265,7 @@ impl Desk {
     pub(crate) fn route_new(&self, row: &mut AlertRow, now: DateTime<Utc>) {
         let router = self.router();
         let city = router.city();
-        let point = match (row.body.get("lon").and_then(Value::as_f64), row.body.get("lat").and_then(Value::as_f64)) {
-            (Some(lon), Some(lat)) => Some((lon, lat)),
-            _ => None,
-        };
+        let point = point_of(row);
         let place = AlertPlace { category: &row.category, point, grid: row.grid.as_deref() };
         let maintenance = self.config.is_maintenance(&row.category);
         let mut routing = router.route(&place);
@@ -219,6 +292,13 @@ impl Desk {
             case.class = AlertClass::Maintenance;
         }
         row.class = case.class.as_str().into();
+        if case.class == AlertClass::Incident {
+            let incident = self.correlator.lock().expect("correlator lock").assign(&row.id, point, row.time.timestamp_millis());
+            if let Some(body) = row.body.as_object_mut() {
+                body.insert("incident".into(), json!(incident));
+            }
+            row.incident = Some(incident);
+        }
         let target = SilenceTarget { rule: &row.rule, category: &row.category, key: &row.key, grid: row.grid.as_deref() };
         let silences = self.silences.read().expect("silences lock");
         if let Some(s) = silences.iter().find(|s| s.active(now) && s.covers(city, &target)) {
@@ -226,6 +306,42 @@ impl Desk {
         }
         drop(silences);
         put_case(row, &case, city);
+    }
+
+    /// An incident: the alerts grouped in it that `user` may see, oldest first.
+    pub(crate) fn incident(&self, user: &User, id: &str) -> Result<Value, NodeError> {
+        let filter = AlertFilter {
+            incident: Some(id.to_string()),
+            scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec),
+            ..AlertFilter::default()
+        };
+        let mut rows = Vec::new();
+        let mut page = PageRequest::first(1000);
+        loop {
+            let got = self.state.list_alerts(&filter, &page)?;
+            rows.extend(got.items);
+            match got.next {
+                Some(next) if rows.len() < 10_000 => page = PageRequest::after(next, 1000),
+                _ => break,
+            }
+        }
+        if rows.is_empty() {
+            return Err(NodeError::NotFound(format!("incident `{id}` has no alerts in your jurisdiction")));
+        }
+        rows.reverse();
+        let mut categories: Vec<&str> = rows.iter().map(|r| r.category.as_str()).collect();
+        categories.sort_unstable();
+        categories.dedup();
+        let open = rows.iter().filter(|r| Status::parse(&r.status).is_some_and(Status::is_open)).count();
+        Ok(json!({
+            "id": id,
+            "alerts": rows.iter().map(alert_json).collect::<Vec<_>>(),
+            "count": rows.len(),
+            "open": open,
+            "categories": categories,
+            "first_time": cityward_model::format_time(&rows[0].time),
+            "last_time": cityward_model::format_time(&rows[rows.len() - 1].time),
+        }))
     }
 
     /// Silences, newest first: those running and those that ended in the last week.
@@ -306,8 +422,9 @@ impl Desk {
             if let Some(due) = case_of(row).and_then(|c| c.next_due()) {
                 self.push_due(due, &row.id);
             }
-            self.publish("raised", row);
+            self.stream("raised", row);
         }
+        self.queue_deliveries(rows.iter().map(|r| ("raised", r)));
         self.metrics.add("cityward_alerts_routed_total", &[], rows.len() as f64);
     }
 
@@ -325,13 +442,104 @@ impl Desk {
         Ok(row)
     }
 
-    /// Tells the stream of a changed row (a repeat or a clear from detection).
+    /// Tells the live stream and the webhooks of a changed row.
     pub(crate) fn publish(&self, change: &str, row: &AlertRow) {
+        self.stream(change, row);
+        self.queue_deliveries(std::iter::once((change, row)));
+    }
+
+    fn stream(&self, change: &str, row: &AlertRow) {
         let _ = self.changes.send(Arc::new(AlertChange {
             change: change.into(),
             alert: alert_json(row),
             scopes: row.scopes.clone(),
         }));
+    }
+
+    /// Queues a delivery per change for every webhook that wants it, durably, so that a
+    /// slow or dead endpoint delays only its own deliveries.
+    fn queue_deliveries<'r>(&self, changes: impl Iterator<Item = (&'r str, &'r AlertRow)>) {
+        let hooks = self.webhooks.read().expect("webhooks lock");
+        if hooks.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let mut batch = Vec::new();
+        for (change, row) in changes {
+            let case = case_of(row);
+            let units: Vec<&str> = case.as_ref().map(|c| c.units().into_iter().collect()).unwrap_or_default();
+            for hook in hooks.iter().filter(|h| h.wants(&row.category, &units)) {
+                batch.push(NewDelivery {
+                    webhook: hook.id.clone(),
+                    alert: row.id.clone(),
+                    change: change.to_string(),
+                    payload: json!({"change": change, "alert": outward(alert_json(row))}),
+                    created_at: now,
+                });
+            }
+        }
+        if let Err(e) = self.state.insert_deliveries(&batch) {
+            tracing::error!(error = %e, deliveries = batch.len(), "Webhook deliveries could not be queued.");
+        }
+    }
+
+    /// The webhooks (secrets not shown).
+    pub(crate) fn webhooks(&self) -> Value {
+        json!({"items": *self.webhooks.read().expect("webhooks lock"), "next": null})
+    }
+
+    /// A webhook by id, with its secret (for the sender).
+    pub(crate) fn webhook(&self, id: &str) -> Option<Webhook> {
+        self.webhooks.read().expect("webhooks lock").iter().find(|w| w.id == id).cloned()
+    }
+
+    /// Adds a webhook for `user`.
+    pub(crate) fn add_webhook(&self, user: &User, mut hook: Webhook) -> Result<Value, NodeError> {
+        let router = self.router();
+        hook.check(|u| router.city().unit(u).is_some()).map_err(NodeError::Invalid)?;
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
+        hook.id = format!("wh-{}", hex::encode(random));
+        hook.owner = user.username.clone();
+        self.store_webhooks(|list| list.push(hook.clone()))?;
+        tracing::info!(webhook = %hook.id, url = %hook.url, user = %user.username, "Webhook added.");
+        Ok(json!(hook))
+    }
+
+    /// Removes a webhook (its deliveries stay listed).
+    pub(crate) fn remove_webhook(&self, user: &User, id: &str) -> Result<(), NodeError> {
+        let mut found = false;
+        self.store_webhooks(|list| {
+            let before = list.len();
+            list.retain(|w| w.id != id);
+            found = list.len() < before;
+        })?;
+        if !found {
+            return Err(NodeError::NotFound(format!("no webhook `{id}`; list them with GET /api/v1/webhooks")));
+        }
+        tracing::info!(webhook = %id, user = %user.username, "Webhook removed.");
+        Ok(())
+    }
+
+    fn store_webhooks(&self, change: impl FnOnce(&mut Vec<Webhook>)) -> Result<(), NodeError> {
+        let mut list = self.webhooks.write().expect("webhooks lock");
+        let mut next = list.clone();
+        change(&mut next);
+        let stored: Vec<StoredWebhook> = next.iter().map(StoredWebhook::from).collect();
+        let text = serde_json::to_string(&stored).map_err(|e| NodeError::Internal(e.to_string()))?;
+        self.state.meta_set(WEBHOOKS_KEY, &text)?;
+        *list = next;
+        Ok(())
+    }
+
+    /// The node's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The state store (for the webhook sender).
+    pub(crate) fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
     }
 
     /// What `user` may see.
@@ -369,7 +577,7 @@ impl Desk {
                 return Err(NodeError::Invalid(format!("status `{s}` is not a status; use one of {}", names.join(", "))));
             }
         }
-        let filter = AlertFilter { statuses, class, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec) };
+        let filter = AlertFilter { statuses, class, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec), incident: None };
         let page = self.state.list_alerts(&filter, page)?;
         let items: Vec<Value> = page.items.iter().map(alert_json).collect();
         Ok(json!({"items": items, "next": page.next}))
@@ -575,5 +783,18 @@ pub(crate) async fn run_clock(desk: Arc<Desk>) {
         let desk = desk.clone();
         // State store writes are blocking.
         let _ = tokio::task::spawn_blocking(move || desk.tick(Utc::now())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_leave_without_the_reporters_contact_details() {
+        let alert = json!({"id": "r1", "open311": {"description": "blocked exit", "reporter": {"email": "a@b.c"}}, "status": "new"});
+        let out = outward(alert);
+        assert_eq!(out, json!({"id": "r1", "open311": {"description": "blocked exit"}, "status": "new"}));
+        assert_eq!(outward(json!({"id": "a1"})), json!({"id": "a1"}));
     }
 }

@@ -254,6 +254,7 @@ pub(crate) fn new_alert_row(alert: &Alert, now: chrono::DateTime<Utc>) -> AlertR
         updated_at: now,
         scopes: Vec::new(),
         class: "incident".into(),
+        incident: None,
     }
 }
 

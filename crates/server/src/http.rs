@@ -172,10 +172,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/alerts/{id}/cap", get(alert_cap))
         .route("/api/v1/alerts/{id}/{action}", post(act_on_alert))
         .route("/api/v1/routing", get(get_routing).put(put_routing))
+        .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/silences", get(list_silences).post(add_silence))
+        .route("/api/v1/webhooks", get(list_webhooks).post(add_webhook))
+        .route("/api/v1/webhooks/deliveries", get(list_deliveries))
+        .route("/api/v1/webhooks/deliveries/{id}/replay", post(replay_delivery))
+        .route("/api/v1/webhooks/{id}", axum::routing::delete(remove_webhook))
         .route("/api/v1/silences/{id}", axum::routing::delete(end_silence))
         .route("/api/v1/routing/history", get(routing_history))
         .route("/api/v1/detect/status", get(detect_status))
+        .merge(crate::open311::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
@@ -553,6 +559,89 @@ async fn act_on_alert(
     Ok(Json(blocking(move || node.act_on_alert(&user, &id, &parsed, b.note.as_deref())).await?))
 }
 
+async fn get_incident(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    Ok(Json(blocking(move || node.desk().incident(&user, &id)).await?))
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+
+async fn list_webhooks(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    Ok(Json(node.desk().webhooks()))
+}
+
+async fn add_webhook(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    let body = body?;
+    let hook: cityward_alerts::Webhook = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("the webhook is not valid: {e}; send {{\"url\": \"http://…\", \"secret\": \"16+ characters\", \"unit\" and/or \"category\"}}"),
+        )
+    })?;
+    let stored = blocking(move || node.desk().add_webhook(&user, hook)).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+async fn remove_webhook(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    blocking(move || node.desk().remove_webhook(&user, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    webhook: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_deliveries(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    if let Some(s) = &q.status {
+        if !["pending", "delivered", "failed"].contains(&s.as_str()) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("status `{s}` is not a delivery status; use pending, delivered or failed")));
+        }
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = match q.cursor {
+        Some(c) => cityward_store::PageRequest::after(c, limit),
+        None => cityward_store::PageRequest::first(limit),
+    };
+    let got = blocking(move || Ok(node.state().list_deliveries(q.webhook.as_deref(), q.status.as_deref(), &page)?)).await?;
+    Ok(Json(json!({"items": got.items, "next": got.next})))
+}
+
+async fn replay_delivery(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    let delivery = blocking(move || Ok(node.state().replay_delivery(id, chrono::Utc::now())?)).await?;
+    tracing::info!(delivery = id, user = %user.username, "Webhook delivery replayed.");
+    Ok(Json(json!(delivery)))
+}
+
 async fn list_silences(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
     Ok(Json(node.desk().silences()))
@@ -652,13 +741,25 @@ pub(crate) fn require(user: &User, roles: &[Role], need: &str) -> Result<(), Api
 mod tests {
     use std::collections::BTreeSet;
 
-    /// (path, method) of every route registered in [`super::router`], read from this file.
+    /// (path, method) of every route registered in [`super::router`] and in the Open311
+    /// routes it merges, read from the source files.
     fn registered() -> BTreeSet<(String, String)> {
         let source = include_str!("http.rs");
         let start = source.find("pub fn router(").expect("router");
         let end = start + source[start..].find(".fallback(").expect("fallback");
         let mut out = BTreeSet::new();
-        for part in source[start..end].split(".route(").skip(1) {
+        routes_in(&source[start..end], &mut out);
+        assert!(source[start..end].contains(".merge(crate::open311::routes())"), "the router no longer merges the Open311 routes");
+        let source = include_str!("open311.rs");
+        let start = source.find("pub(crate) fn routes(").expect("open311 routes");
+        let end = start + source[start..].find("\n}\n").expect("the end of open311::routes");
+        routes_in(&source[start..end], &mut out);
+        out
+    }
+
+    /// Adds the (path, method) of every `.route(…)` call in `source`.
+    fn routes_in(source: &str, out: &mut BTreeSet<(String, String)>) {
+        for part in source.split(".route(").skip(1) {
             let path = part.split('"').nth(1).expect("a quoted path").to_string();
             let calls = &part[path.len() + 2..];
             for method in ["get", "post", "put", "delete"] {
@@ -668,7 +769,6 @@ mod tests {
                 }
             }
         }
-        out
     }
 
     #[test]

@@ -19,8 +19,10 @@ mod live;
 mod metrics;
 mod mqtt;
 mod node;
+mod open311;
 mod rules;
 mod storage;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -97,6 +99,7 @@ pub async fn shutdown_signal() {
 fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = storage::start_background(node.clone());
     tasks.push(tokio::spawn(desk::run_clock(node.desk().clone())));
+    tasks.push(tokio::spawn(webhooks::run(node.desk().clone())));
     if node.config().detect.enabled {
         tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
     }

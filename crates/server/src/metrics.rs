@@ -212,9 +212,23 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_alerts_webhook_attempts_total",
+        Family {
+            help: "Webhook delivery attempts, by outcome (delivered, retry, failed).",
+            kind: "counter",
+        },
+    ),
+    (
         "cityward_alerts_stream_clients_total",
         Family {
             help: "Live alert stream connections opened.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_open311_requests_total",
+        Family {
+            help: "Open311 service requests posted, by outcome (created or refused).",
             kind: "counter",
         },
     ),

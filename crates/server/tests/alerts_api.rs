@@ -389,3 +389,158 @@ async fn silenced_alerts_are_kept_as_suppressed_and_device_health_opens_tickets_
     let (status, _) = t.get("/api/v1/alerts?class=urgent", &duty).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_near_in_place_and_time_are_grouped_into_one_incident() {
+    let t = start(|_| {}).await;
+    let (resp_a, _, (sensor, _), (other, _)) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let camera = json!({"id": "camera-fire", "kind": "match", "when": "event.kind == \"video_event\" && event.attrs.event_type == \"fire\"",
+                        "severity": "high", "category": "fire.camera"});
+    t.install(&admin, camera).await;
+    // A camera sees fire 80 m from the smoke sensor that alarms; another sensor, far away, too.
+    let near = cityward_model::geo::offset_m((sensor.lon, sensor.lat), 80.0, 0.0);
+    let video = json!({"id": "cam-1", "source": "camera-77", "kind": "video_event", "time": now(), "lon": near.0, "lat": near.1,
+                       "attrs": {"event_type": "fire", "confidence": 0.9}});
+    t.ingest(&hub, &[alarm("smoke-i", &sensor), video, alarm("smoke-far", &other)]).await;
+    let smoke = t.wait_alert(&duty, "from smoke-i", |a| a["evidence"][0] == "smoke-i").await;
+    let cam = t.wait_alert(&duty, "from cam-1", |a| a["evidence"][0] == "cam-1").await;
+    let far = t.wait_alert(&duty, "from smoke-far", |a| a["evidence"][0] == "smoke-far").await;
+    let incident = smoke["incident"].as_str().unwrap();
+    assert_eq!(cam["incident"], smoke["incident"], "{cam:#}");
+    assert_ne!(far["incident"], smoke["incident"]);
+
+    let (status, body) = t.get(&format!("/api/v1/incidents/{incident}"), &resp_a).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 2);
+    assert_eq!(body["categories"], json!(["fire.camera", "fire.smoke"]));
+    let members: Vec<&str> = body["alerts"].as_array().unwrap().iter().map(|a| a["evidence"][0].as_str().unwrap()).collect();
+    assert!(members.contains(&"smoke-i") && members.contains(&"cam-1"), "{members:?}");
+    // A community none of its alerts was routed to sees nothing of it.
+    let involved: Vec<Value> = [&smoke, &cam]
+        .iter()
+        .flat_map(|a| {
+            let h = &a["handling"];
+            let mut units = vec![h["owner"].clone()];
+            units.extend(h["routing"]["candidates"].as_array().cloned().unwrap_or_default());
+            units
+        })
+        .collect();
+    let city = t.node.city();
+    let outsider = city.units.iter().find(|u| u.kind == "community" && !involved.contains(&json!(u.id))).unwrap();
+    t.node.create_user("outsider", "pass-o", Role::Responder, Some(&outsider.id)).unwrap();
+    let outsider = t.login("outsider", "pass-o").await;
+    let (status, _) = t.get(&format!("/api/v1/incidents/{incident}"), &outsider).await;
+    assert_eq!(status, 404, "another community sees nothing of it");
+}
+
+/// A webhook receiver on a free port: records each request's headers and body, and answers
+/// the statuses given in turn (204 once they run out).
+fn receiver(mut answers: Vec<u16>) -> (u16, mpsc::Receiver<(Vec<(String, String)>, String)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    answers.reverse();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap();
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+            let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let status = answers.pop().unwrap_or(204);
+            write!(stream, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            if tx.send((headers, String::from_utf8(body).unwrap())).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_get_signed_deliveries_retried_logged_and_replayable() {
+    let t = start(|_| {}).await;
+    let (resp_a, _, (sensor_a, unit_a), (sensor_b, _)) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let (port, requests) = receiver(vec![500]);
+    let secret = "a-long-shared-secret";
+    let (status, live) = t
+        .post_json("/api/v1/webhooks", &admin, json!({"url": format!("http://127.0.0.1:{port}/hook"), "secret": secret, "unit": unit_a}))
+        .await;
+    assert_eq!(status, 201, "{live}");
+    assert!(live.get("secret").is_none(), "the secret is never shown back");
+    let (status, dead) =
+        t.post_json("/api/v1/webhooks", &admin, json!({"url": "http://127.0.0.1:9/nobody", "secret": secret, "category": "fire.*"})).await;
+    assert_eq!(status, 201, "{dead}");
+    let (status, body) = t.post_json("/api/v1/webhooks", &admin, json!({"url": "http://x/", "secret": "short", "unit": unit_a})).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("16 characters"), "{body}");
+    let (status, _) = t.post_json("/api/v1/webhooks", &resp_a, json!({"url": "http://x/", "secret": secret, "unit": unit_a})).await;
+    assert_eq!(status, 403);
+
+    t.ingest(&hub, &[alarm("hook-a", &sensor_a), alarm("hook-b", &sensor_b)]).await;
+    let alert = t.wait_alert(&admin, "from hook-a", |a| a["evidence"][0] == "hook-a").await;
+    // First answered 500, then delivered on the retry (2 s later), signed both times.
+    let got = tokio::task::spawn_blocking(move || {
+        let first = requests.recv_timeout(Duration::from_secs(10)).expect("a first attempt");
+        let second = requests.recv_timeout(Duration::from_secs(10)).expect("a retry");
+        (first, second, requests)
+    })
+    .await
+    .unwrap();
+    let (first, (headers, body), requests) = got;
+    assert_eq!(first.1, body, "the retry sends the same delivery");
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let timestamp: i64 = header("x-cityward-timestamp").parse().unwrap();
+    assert_eq!(header("x-cityward-signature"), cityward_alerts::signature(secret, timestamp, body.as_bytes()));
+    let payload = parse(&body);
+    assert_eq!((payload["change"].as_str(), payload["alert"]["id"].as_str()), (Some("raised"), alert["id"].as_str()));
+
+    // The log: delivered after two attempts; the dead endpoint's attempts failing.
+    let live_id = live["id"].as_str().unwrap();
+    let (_, log) = t.get(&format!("/api/v1/webhooks/deliveries?webhook={live_id}"), &admin).await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "community B's alert is not for this unit's webhook: {log:#}");
+    let delivered = &items[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut delivered = delivered.clone();
+    while delivered["status"] != "delivered" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, log) = t.get(&format!("/api/v1/webhooks/deliveries?webhook={live_id}"), &admin).await;
+        delivered = log["items"][0].clone();
+    }
+    assert_eq!((delivered["status"].as_str(), delivered["attempts"].as_u64()), (Some("delivered"), Some(2)), "{delivered:#}");
+    let dead_id = dead["id"].as_str().unwrap();
+    let (_, log) = t.get(&format!("/api/v1/webhooks/deliveries?webhook={dead_id}"), &admin).await;
+    let dead_items = log["items"].as_array().unwrap();
+    assert_eq!(dead_items.len(), 2, "both fire alerts: {log:#}");
+    assert!(dead_items.iter().all(|d| d["status"] == "pending" && d["attempts"].as_u64() >= Some(1)), "{log:#}");
+    assert!(dead_items[0]["last_error"].as_str().unwrap().contains("no answer"), "{log:#}");
+    let (status, replayed) = t.post_json(&format!("/api/v1/webhooks/deliveries/{}/replay", dead_items[0]["id"]), &admin, json!({})).await;
+    assert_eq!((status, replayed["status"].as_str()), (200, Some("pending")), "{replayed}");
+
+    // An action is a change too.
+    let (status, _) = act(&t, &resp_a, alert["id"].as_str().unwrap(), "ack", json!({})).await;
+    assert_eq!(status, 200);
+    let (_, body) = tokio::task::spawn_blocking(move || requests.recv_timeout(Duration::from_secs(10)).expect("the ack")).await.unwrap();
+    assert_eq!(parse(&body)["change"], "ack");
+    let (status, _) = t.delete(&format!("/api/v1/webhooks/{dead_id}"), &admin).await;
+    assert_eq!(status, 204);
+}

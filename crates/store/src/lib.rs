@@ -31,7 +31,7 @@ pub use retention::{
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{
-    AlertFilter, AlertRow, DeadLetter, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
+    AlertFilter, AlertRow, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
     FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RoutingVersion, RulePut, RuleRow, SqliteState,
     StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
     MAX_PAGE_LIMIT,

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::Status;
 
 use super::{
-    AlertFilter, AlertRow, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
+    AlertFilter, AlertRow, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
     Page, PageRequest, RulePut, StateError, StateOptions, StateStore, UnitRow, MAX_PAGE_LIMIT,
 };
 
@@ -36,6 +36,7 @@ pub fn conformance_suite(new_store: &dyn Fn(StateOptions) -> Box<dyn StateStore>
     check_alerts(&*fresh());
     check_alert_scopes(&*fresh());
     check_routing(&*fresh());
+    check_deliveries(&*fresh());
     check_dead_letters(&*fresh());
     check_dead_letter_limit(&*new_store(StateOptions {
         dead_letter_max_rows: 10,
@@ -162,6 +163,7 @@ fn alert(id: &str, time: i64, status: &str) -> AlertRow {
         updated_at: t(time + 1),
         scopes: vec!["region:c-1".into(), format!("unit:u-{}", time % 2)],
         class: if time % 3 == 0 { "maintenance".into() } else { "incident".into() },
+        incident: Some(format!("inc-{}", time % 4)),
     }
 }
 
@@ -636,7 +638,7 @@ fn check_alert_scopes(store: &dyn StateStore) {
     assert!(ids(scoped(&["region:c-2"])).is_empty());
     assert!(ids(scoped(&[])).is_empty(), "no scopes sees nothing");
     // Statuses and scopes together; several statuses at once.
-    let both = AlertFilter { statuses: vec!["new".into()], scopes: Some(vec!["unit:u-1".into()]), class: None };
+    let both = AlertFilter { statuses: vec!["new".into()], scopes: Some(vec!["unit:u-1".into()]), ..AlertFilter::default() };
     assert!(ids(both).is_empty(), "odd times are all `assigned`");
     let any = AlertFilter { statuses: vec!["new".into(), "assigned".into()], ..AlertFilter::default() };
     assert_eq!(ids(any).len(), 12);
@@ -645,6 +647,8 @@ fn check_alert_scopes(store: &dyn StateStore) {
     assert_eq!(ids(tickets), ["s-00", "s-03", "s-06", "s-09"]);
     let incidents = AlertFilter { class: Some("incident".into()), scopes: Some(vec!["unit:u-0".into()]), ..AlertFilter::default() };
     assert_eq!(ids(incidents), ["s-02", "s-04", "s-08", "s-10"]);
+    let grouped = AlertFilter { incident: Some("inc-1".into()), ..AlertFilter::default() };
+    assert_eq!(ids(grouped), ["s-01", "s-05", "s-09"]);
     // An update adds scopes (a transfer to another unit) and keeps the old ones.
     let mut moved = alerts[0].clone();
     moved.scopes.push("unit:u-9".into());
@@ -656,6 +660,42 @@ fn check_alert_scopes(store: &dyn StateStore) {
     store.write_alerts(&[], &[again.clone()]).unwrap();
     assert_eq!(ids(scoped(&["unit:u-8"])), ["s-00"]);
     assert_eq!(store.alert("s-00").unwrap().unwrap().scopes, again.scopes, "the row reads back its scopes");
+}
+
+fn check_deliveries(store: &dyn StateStore) {
+    let new = |n: i64, webhook: &str| NewDelivery {
+        webhook: webhook.into(),
+        alert: format!("a-{n}"),
+        change: "raised".into(),
+        payload: json!({"n": n}),
+        created_at: t(n),
+    };
+    store.insert_deliveries(&[new(1, "w-1"), new(2, "w-2"), new(3, "w-1")]).unwrap();
+    store.insert_deliveries(&[]).unwrap();
+    let due = store.due_deliveries(t(2), 10).unwrap();
+    assert_eq!(due.iter().map(|d| d.alert.as_str()).collect::<Vec<_>>(), ["a-1", "a-2"], "due by time, oldest first");
+    assert_eq!((due[0].status.as_str(), due[0].attempts, &due[0].payload), ("pending", 0, &json!({"n": 1})));
+    let (first, second) = (due[0].id, due[1].id);
+    // Delivered; failed and retried later; failed for good.
+    store.record_delivery_attempt(first, &DeliveryAttempt { at: t(5), delivered: true, status: Some(204), error: None, retry_at: None }).unwrap();
+    let failed = |retry_at| DeliveryAttempt { at: t(5), delivered: false, status: Some(503), error: Some("unavailable".into()), retry_at };
+    store.record_delivery_attempt(second, &failed(Some(t(100)))).unwrap();
+    let due = store.due_deliveries(t(50), 10).unwrap();
+    assert_eq!(due.iter().map(|d| d.alert.as_str()).collect::<Vec<_>>(), ["a-3"], "the retry waits");
+    assert_eq!(store.due_deliveries(t(100), 10).unwrap().len(), 2);
+    store.record_delivery_attempt(second, &failed(None)).unwrap();
+    expect_kind(store.record_delivery_attempt(9_999, &failed(None)), Status::NotFound);
+    let all = walk(2, |p| store.list_deliveries(None, None, p).unwrap());
+    assert_eq!(all.iter().map(|d| d.alert.as_str()).collect::<Vec<_>>(), ["a-3", "a-2", "a-1"], "newest first");
+    let gave_up = store.list_deliveries(None, Some("failed"), &PageRequest::default()).unwrap().items;
+    assert_eq!((gave_up.len(), gave_up[0].attempts, gave_up[0].last_status, gave_up[0].last_error.as_deref()), (1, 2, Some(503), Some("unavailable")));
+    assert_eq!(store.list_deliveries(Some("w-1"), None, &PageRequest::default()).unwrap().items.len(), 2);
+    assert_eq!(store.list_deliveries(Some("w-1"), Some("delivered"), &PageRequest::default()).unwrap().items[0].last_status, Some(204));
+    // A replay queues it again, attempts kept.
+    let replayed = store.replay_delivery(second, t(200)).unwrap();
+    assert_eq!((replayed.status.as_str(), replayed.attempts, replayed.next_attempt), ("pending", 2, t(200)));
+    assert!(store.due_deliveries(t(200), 10).unwrap().iter().any(|d| d.id == second));
+    expect_kind(store.replay_delivery(9_999, t(0)), Status::NotFound);
 }
 
 fn check_routing(store: &dyn StateStore) {

@@ -171,6 +171,25 @@ pub trait StateStore: Send + Sync {
     /// Past versions of the routing table, newest first, at most `limit`.
     fn routing_history(&self, limit: usize) -> Result<Vec<RoutingVersion>, StateError>;
 
+    // --- webhook deliveries -------------------------------------------------------------------
+
+    /// Queues deliveries (status `pending`, due at their `created_at`), in one transaction.
+    fn insert_deliveries(&self, batch: &[NewDelivery]) -> Result<(), StateError>;
+
+    /// Pending deliveries due at `now`, oldest first, at most `limit`.
+    fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StateError>;
+
+    /// Records an attempt: delivered, pending again at `retry_at`, or failed.
+    /// [`Status::NotFound`] for an unknown id.
+    fn record_delivery_attempt(&self, id: i64, attempt: &DeliveryAttempt) -> Result<(), StateError>;
+
+    /// One page of deliveries, newest first, of one webhook and one status when given.
+    fn list_deliveries(&self, webhook: Option<&str>, status: Option<&str>, page: &PageRequest) -> Result<Page<Delivery>, StateError>;
+
+    /// Queues a delivery again (pending, due at `now`, attempts kept); answers it.
+    /// [`Status::NotFound`] for an unknown id.
+    fn replay_delivery(&self, id: i64, now: DateTime<Utc>) -> Result<Delivery, StateError>;
+
     // --- dead letters -----------------------------------------------------------------------
 
     /// Stores a batch of rejected records in one transaction, then prunes the oldest rows
@@ -465,6 +484,10 @@ pub struct AlertRow {
     /// `incident` or `maintenance` (a device's upkeep); [`AlertFilter::class`] selects on it.
     #[serde(default = "incident")]
     pub class: String,
+    /// The incident the alert belongs to (alerts near in place and time share one);
+    /// [`AlertFilter::incident`] selects on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
 }
 
 fn incident() -> String {
@@ -480,6 +503,69 @@ pub struct AlertFilter {
     pub scopes: Option<Vec<String>>,
     /// Only alerts of this class (`incident`, `maintenance`).
     pub class: Option<String>,
+    /// Only the alerts of this incident.
+    pub incident: Option<String>,
+}
+
+/// A webhook delivery to queue: one alert change for one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// The webhook's id.
+    pub webhook: String,
+    /// The alert's id.
+    pub alert: String,
+    /// What changed (`raised`, `ack`, `escalate`, …).
+    pub change: String,
+    /// The JSON body to POST.
+    pub payload: Value,
+    /// When it was queued (its first attempt is due then).
+    pub created_at: DateTime<Utc>,
+}
+
+/// A queued, delivered or failed webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Sequence number, from 1.
+    pub id: i64,
+    /// The webhook's id.
+    pub webhook: String,
+    /// The alert's id.
+    pub alert: String,
+    /// What changed.
+    pub change: String,
+    /// The JSON body posted.
+    pub payload: Value,
+    /// `pending`, `delivered` or `failed` (given up; can be replayed).
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt: DateTime<Utc>,
+    /// HTTP status of the last attempt, if one was answered.
+    #[serde(default)]
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// The endpoint answered 2xx.
+    pub delivered: bool,
+    /// The HTTP status answered, if any.
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When to try again; `None` after a failure gives the delivery up.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// One version of the routing table, with who changed it and why.
@@ -1032,6 +1118,7 @@ pub(crate) fn check_alert(a: &AlertRow) -> Result<(), StateError> {
     check_text("alerts", &what, "category", &a.category)?;
     check_opt_id("alerts", &what, "grid", a.grid.as_deref())?;
     check_id("alerts", &what, "class", &a.class)?;
+    check_opt_id("alerts", &what, "incident", a.incident.as_deref())?;
     Ok(())
 }
 

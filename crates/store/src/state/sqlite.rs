@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::{
     bad_cursor, check_alert, check_dead_letter, check_text, check_device, check_feature, check_id, check_rule,
     check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
-    page_limit, to_micros, AlertFilter, AlertRow, RoutingVersion, DeadLetter, DeadLetterChannel, DeadLetterFilter,
+    page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, DeadLetter, DeadLetterChannel, DeadLetterFilter,
     DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
     RuleRow, StateError, StateOptions, StateStore, UnitRow, UserRow,
 };
@@ -130,12 +130,31 @@ CREATE INDEX sessions_username ON sessions (username);
     sql: r#"
 ALTER TABLE alerts ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE alerts ADD COLUMN class TEXT NOT NULL DEFAULT 'incident';
+ALTER TABLE alerts ADD COLUMN incident TEXT;
+CREATE INDEX alerts_incident ON alerts (incident) WHERE incident IS NOT NULL;
 
 CREATE TABLE alert_scopes (
     scope TEXT NOT NULL,
     alert TEXT NOT NULL,
     PRIMARY KEY (scope, alert)
 ) WITHOUT ROWID;
+
+CREATE TABLE webhook_deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook      TEXT    NOT NULL,
+    alert        TEXT    NOT NULL,
+    change       TEXT    NOT NULL,
+    payload      TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_attempt INTEGER NOT NULL,
+    last_status  INTEGER,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt);
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook, id);
 
 CREATE TABLE routing_versions (
     version    INTEGER PRIMARY KEY,
@@ -153,9 +172,51 @@ const SCHEMA_VERSION_KEY: &str = "schema_version";
 const DEVICE_COLUMNS: &str = "id, kind, lon, lat, grid, owner_unit, attrs, registered_at";
 const RULE_COLUMNS: &str = "id, body, enabled, version, updated_at, updated_by";
 const ALERT_COLUMNS: &str =
-    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at, scopes, class"#;
+    r#"id, rule, "key", status, severity, category, time, grid, body, updated_at, scopes, class, incident"#;
 const DEAD_LETTER_COLUMNS: &str =
     "id, received_at, channel, origin, line, field, reason, raw, resubmitted_at";
+const DELIVERY_COLUMNS: &str =
+    "id, webhook, alert, change, payload, status, attempts, next_attempt, last_status, last_error, created_at, updated_at";
+
+type DeliveryRaw = (i64, String, String, String, String, String, i64, i64, Option<i64>, Option<String>, i64, i64);
+
+fn delivery_raw(r: &Row<'_>) -> rusqlite::Result<DeliveryRaw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+fn delivery_row(raw: DeliveryRaw) -> Result<Delivery, StateError> {
+    let (id, webhook, alert, change, payload, status, attempts, next_attempt, last_status, last_error, created_at, updated_at) = raw;
+    let key = id.to_string();
+    const T: &str = "webhook_deliveries";
+    Ok(Delivery {
+        id,
+        webhook,
+        alert,
+        change,
+        payload: decode_json(T, &key, "payload", &payload)?,
+        status,
+        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+        next_attempt: decode_time(T, &key, "next_attempt", next_attempt)?,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error,
+        created_at: decode_time(T, &key, "created_at", created_at)?,
+        updated_at: decode_time(T, &key, "updated_at", updated_at)?,
+    })
+}
+
 const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at";
 
 /// The embedded state store: one SQLite database file (or memory), WAL journal,
@@ -275,14 +336,14 @@ impl SqliteState {
 /// Inserts an alert row unless its id is stored (parameters of [`alert_params`]).
 fn insert_alert_sql() -> String {
     format!(
-        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+        "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT (id) DO NOTHING"
     )
 }
 
 /// Replaces an alert row by id (parameters of [`alert_params`]).
 const UPDATE_ALERT_SQL: &str = r#"UPDATE alerts SET rule = ?2, "key" = ?3, status = ?4, severity = ?5,
-    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11, class = ?12 WHERE id = ?1"#;
+    category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11, class = ?12, incident = ?13 WHERE id = ?1"#;
 
 /// Makes an alert visible under one more scope (scopes only grow).
 const INSERT_SCOPE_SQL: &str = "INSERT INTO alert_scopes (scope, alert) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
@@ -313,6 +374,7 @@ fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
         to_micros(&a.updated_at),
         serde_json::to_string(&a.scopes).unwrap_or_else(|_| "[]".into()),
         &a.class,
+        &a.incident,
     )
 }
 
@@ -576,6 +638,7 @@ type AlertRaw = (
     i64,
     String,
     String,
+    Option<String>,
 );
 
 fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
@@ -592,11 +655,12 @@ fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
         r.get(9)?,
         r.get(10)?,
         r.get(11)?,
+        r.get(12)?,
     ))
 }
 
 fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
-    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes, class) = raw;
+    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes, class, incident) = raw;
     let scopes = decode_json("alerts", &id, "scopes", &scopes)?;
     let scopes = serde_json::from_value(scopes).map_err(|e| StateError::Corrupt {
         table: "alerts",
@@ -620,6 +684,7 @@ fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
         updated_at,
         scopes,
         class,
+        incident,
     })
 }
 
@@ -1287,6 +1352,10 @@ impl StateStore for SqliteState {
             }
             clauses.push(format!("status IN ({})", marks.join(", ")));
         }
+        if let Some(incident) = &filter.incident {
+            values.push(SqlValue::Text(incident.clone()));
+            clauses.push(format!("incident = ?{}", values.len()));
+        }
         if let Some(class) = &filter.class {
             values.push(SqlValue::Text(class.clone()));
             clauses.push(format!("class = ?{}", values.len()));
@@ -1398,6 +1467,107 @@ impl StateStore for SqliteState {
                 })
             },
         )
+    }
+
+    fn insert_deliveries(&self, batch: &[NewDelivery]) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "queue webhook deliveries";
+        const T: &str = "webhook_deliveries";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, T)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO webhook_deliveries (webhook, alert, change, payload, status, attempts, next_attempt, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
+                )
+                .map_err(db(OP, T))?;
+            for d in batch {
+                let at = to_micros(&d.created_at);
+                stmt.execute((&d.webhook, &d.alert, &d.change, json_text(&d.payload), at)).map_err(db(OP, T))?;
+            }
+        }
+        tx.commit().map_err(db(OP, T))?;
+        Ok(())
+    }
+
+    fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StateError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
+        );
+        query_all(
+            &self.conn(),
+            &sql,
+            (to_micros(&now), limit.min(i64::MAX as usize) as i64),
+            "read due webhook deliveries",
+            "webhook_deliveries",
+            delivery_raw,
+            delivery_row,
+        )
+    }
+
+    fn record_delivery_attempt(&self, id: i64, attempt: &DeliveryAttempt) -> Result<(), StateError> {
+        let (status, next) = match (attempt.delivered, attempt.retry_at) {
+            (true, _) => ("delivered", attempt.at),
+            (false, Some(retry)) => ("pending", retry),
+            (false, None) => ("failed", attempt.at),
+        };
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE webhook_deliveries SET status = ?2, attempts = attempts + 1, next_attempt = ?3, last_status = ?4, \
+                 last_error = ?5, updated_at = ?6 WHERE id = ?1",
+                (id, status, to_micros(&next), attempt.status.map(i64::from), &attempt.error, to_micros(&attempt.at)),
+            )
+            .map_err(db("record a webhook delivery attempt", "webhook_deliveries"))?;
+        if n == 0 {
+            return Err(StateError::NotFound { table: "webhook_deliveries", id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    fn list_deliveries(&self, webhook: Option<&str>, status: Option<&str>, page: &PageRequest) -> Result<Page<Delivery>, StateError> {
+        const T: &str = "webhook_deliveries";
+        let limit = page_limit(T, page)?;
+        let mut clauses = Vec::new();
+        let mut values: Vec<SqlValue> = Vec::new();
+        if let Some(cursor) = page.after.as_deref() {
+            let before = decode_cursor(T, "dlv", cursor)?.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            values.push(SqlValue::Integer(before));
+            clauses.push(format!("id < ?{}", values.len()));
+        }
+        if let Some(w) = webhook {
+            values.push(SqlValue::Text(w.into()));
+            clauses.push(format!("webhook = ?{}", values.len()));
+        }
+        if let Some(s) = status {
+            values.push(SqlValue::Text(s.into()));
+            clauses.push(format!("status = ?{}", values.len()));
+        }
+        values.push(SqlValue::Integer(fetch_limit(limit)));
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries {filter} ORDER BY id DESC LIMIT ?{}", values.len());
+        let items = query_all(&self.conn(), &sql, params_from_iter(values.iter()), "list webhook deliveries", T, delivery_raw, delivery_row)?;
+        Ok(paginate(items, limit, "dlv", |d| d.id.to_string()))
+    }
+
+    fn replay_delivery(&self, id: i64, now: DateTime<Utc>) -> Result<Delivery, StateError> {
+        const T: &str = "webhook_deliveries";
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt = ?2, updated_at = ?2 WHERE id = ?1",
+                (id, to_micros(&now)),
+            )
+            .map_err(db("replay a webhook delivery", T))?;
+        if n == 0 {
+            return Err(StateError::NotFound { table: T, id: id.to_string() });
+        }
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1");
+        let mut rows = query_all(&conn, &sql, [id], "read a webhook delivery", T, delivery_raw, delivery_row)?;
+        rows.pop().ok_or_else(|| StateError::NotFound { table: T, id: id.to_string() })
     }
 
     fn insert_dead_letters(&self, batch: &[NewDeadLetter]) -> Result<DeadLetterInsert, StateError> {

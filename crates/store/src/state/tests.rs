@@ -115,6 +115,7 @@ fn state_persists_across_reopen() {
         updated_at: t(6),
         scopes: vec!["unit:u-1".into()],
         class: "incident".into(),
+        incident: None,
     };
     let letter = NewDeadLetter {
         received_at: t(7),

@@ -1,0 +1,92 @@
+//! The webhook sender: posts queued deliveries (one alert change for one endpoint, queued
+//! in the state store by the desk), signed with the webhook's secret, retrying failures
+//! with backoff, recording every attempt. It runs apart from detection and the desk, so a
+//! slow or dead endpoint only delays its own deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use cityward_store::{Delivery, DeliveryAttempt};
+
+use crate::desk::Desk;
+
+/// Deliveries posted at once.
+const PARALLEL: usize = 8;
+/// How long an endpoint has to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the sender until the node stops.
+pub(crate) async fn run(desk: Arc<Desk>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let d = desk.clone();
+        let due = match tokio::task::spawn_blocking(move || d.state().due_deliveries(Utc::now(), PARALLEL * 4)).await {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Due webhook deliveries could not be read.");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for chunk in due.chunks(PARALLEL) {
+            let mut set = tokio::task::JoinSet::new();
+            for delivery in chunk.iter().cloned() {
+                let desk = desk.clone();
+                set.spawn_blocking(move || deliver(&desk, delivery));
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// One attempt at one delivery, recorded.
+fn deliver(desk: &Desk, delivery: Delivery) {
+    let now = Utc::now();
+    let attempt = match desk.webhook(&delivery.webhook) {
+        None => DeliveryAttempt {
+            at: now,
+            delivered: false,
+            status: None,
+            error: Some("the webhook was removed".into()),
+            retry_at: None,
+        },
+        Some(hook) => {
+            let body = serde_json::to_vec(&delivery.payload).unwrap_or_default();
+            let timestamp = now.timestamp();
+            let agent = ureq::Agent::new_with_config(
+                ureq::config::Config::builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(TIMEOUT))
+                    .build(),
+            );
+            let result = agent
+                .post(&hook.url)
+                .header("Content-Type", "application/json")
+                .header("User-Agent", "cityward-webhooks")
+                .header("X-Cityward-Delivery", delivery.id.to_string())
+                .header("X-Cityward-Timestamp", timestamp.to_string())
+                .header("X-Cityward-Signature", cityward_alerts::signature(&hook.secret, timestamp, &body))
+                .send(&body[..]);
+            let (status, error) = match result {
+                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                Ok(r) => (Some(r.status().as_u16()), Some(format!("the endpoint answered {}", r.status()))),
+                Err(e) => (None, Some(format!("no answer: {e}"))),
+            };
+            let attempts = delivery.attempts + 1;
+            let retry_at = (error.is_some() && attempts < cityward_alerts::MAX_ATTEMPTS)
+                .then(|| now + chrono::Duration::from_std(cityward_alerts::backoff(attempts)).unwrap_or_default());
+            if let Some(e) = &error {
+                tracing::warn!(delivery = delivery.id, webhook = %hook.id, attempts, error = %e, given_up = retry_at.is_none(), "Webhook delivery failed.");
+            }
+            DeliveryAttempt { at: now, delivered: error.is_none(), status, error, retry_at }
+        }
+    };
+    let outcome = if attempt.delivered { "delivered" } else if attempt.retry_at.is_some() { "retry" } else { "failed" };
+    desk.metrics().add("cityward_alerts_webhook_attempts_total", &[("outcome", outcome)], 1.0);
+    if let Err(e) = desk.state().record_delivery_attempt(delivery.id, &attempt) {
+        tracing::error!(delivery = delivery.id, error = %e, "Webhook delivery attempt could not be recorded.");
+    }
+}
