@@ -15,6 +15,7 @@
 mod cap;
 mod config;
 mod correlate;
+mod dispatch;
 mod jurisdiction;
 mod lifecycle;
 mod routing;
@@ -23,6 +24,10 @@ mod webhook;
 
 pub use cap::{cap_message, CapAlert};
 pub use correlate::Correlator;
+pub use dispatch::{
+    recommend, Availability, Candidate, DispatchConfig, Fix, Measure, Recommendation, Recommendations, Responder, Responders,
+    RoadNetwork, Snap,
+};
 pub use config::{AlertsConfig, DeadlineRule, Deadlines};
 pub use jurisdiction::{alert_scopes, Jurisdiction};
 pub use lifecycle::{Action, AlertClass, ActionError, Actor, Case, Claim, Escalation, Status, Step};

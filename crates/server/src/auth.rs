@@ -98,6 +98,100 @@ pub fn authenticate(state: &dyn StateStore, token: &str) -> Result<Option<User>,
     }))
 }
 
+/// How much an API token for a machine may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Post events only.
+    Ingest,
+    /// Read alerts and rules, within the token's unit's jurisdiction.
+    Read,
+}
+
+/// A new API token: the token itself is in the answer once and never again.
+pub fn create_api_token(
+    state: &dyn StateStore,
+    name: &str,
+    scope: TokenScope,
+    unit: Option<&str>,
+    valid_for: chrono::Duration,
+) -> Result<serde_json::Value, NodeError> {
+    if name.trim().is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(NodeError::Invalid(format!("token name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`")));
+    }
+    if valid_for <= chrono::Duration::zero() || valid_for > chrono::Duration::days(3660) {
+        return Err(NodeError::Invalid("`days` must be between 1 and 3660".into()));
+    }
+    let role = match scope {
+        TokenScope::Ingest => Role::Ingest,
+        TokenScope::Read => Role::Reader,
+    };
+    match state.user(name)? {
+        // A machine user may hold several tokens (rotation); a person's name is refused.
+        Some(u) if u.role != role.as_str() => {
+            return Err(NodeError::Conflict(format!("`{name}` is already a {} user; choose another token name", u.role)));
+        }
+        Some(_) => {}
+        None => {
+            // Nobody knows this password: machine users authenticate by token only.
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
+            create_user(state, name, &hex::encode(secret), role, unit)?;
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
+    let token = format!("cwt_{}", hex::encode(bytes));
+    let digest = token_digest(&token);
+    let expires = Utc::now() + valid_for;
+    state.create_session(&digest, name, expires)?;
+    Ok(serde_json::json!({
+        "id": &digest[..16],
+        "name": name,
+        "scope": role.as_str(),
+        "unit": unit,
+        "token": token,
+        "expires_at": cityward_model::format_time(&expires),
+    }))
+}
+
+/// Every API token (machine users' sessions), without the tokens.
+pub fn list_api_tokens(state: &dyn StateStore) -> Result<serde_json::Value, NodeError> {
+    let mut items = Vec::new();
+    for user in state.list_users()? {
+        if user.role != Role::Ingest.as_str() && user.role != Role::Reader.as_str() {
+            continue;
+        }
+        for s in state.list_sessions(&user.username)? {
+            items.push(serde_json::json!({
+                "id": &s.token_hash[..16.min(s.token_hash.len())],
+                "name": user.username,
+                "scope": user.role,
+                "unit": user.unit,
+                "created_at": cityward_model::format_time(&s.created_at),
+                "expires_at": cityward_model::format_time(&s.expires_at),
+            }));
+        }
+    }
+    Ok(serde_json::json!({"items": items, "next": null}))
+}
+
+/// Revokes the API token with `id` (the first 16 hex digits of its digest, as listed).
+pub fn revoke_api_token(state: &dyn StateStore, id: &str) -> Result<(), NodeError> {
+    for user in state.list_users()? {
+        if user.role != Role::Ingest.as_str() && user.role != Role::Reader.as_str() {
+            continue;
+        }
+        for s in state.list_sessions(&user.username)? {
+            if id.len() == 16 && s.token_hash.starts_with(id) {
+                state.delete_session(&s.token_hash)?;
+                return Ok(());
+            }
+        }
+    }
+    Err(NodeError::NotFound(format!("no API token `{id}`; list them with GET /api/v1/tokens")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

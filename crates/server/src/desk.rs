@@ -385,6 +385,7 @@ impl Desk {
         silence.created_at = Some(now);
         self.store_silences(|list| list.push(silence.clone()))?;
         tracing::info!(silence = %silence.id, user = %user.username, reason = %silence.reason, "Silence set.");
+        self.audit(&user.username, "silence.add", &silence.id, json!(silence));
         Ok(json!(silence))
     }
 
@@ -400,6 +401,7 @@ impl Desk {
         })?;
         let s = found.ok_or_else(|| NodeError::NotFound(format!("no running silence `{id}`; list them with GET /api/v1/silences")))?;
         tracing::info!(silence = %id, user = %user.username, "Silence ended.");
+        self.audit(&user.username, "silence.end", id, json!({}));
         Ok(json!(s))
     }
 
@@ -503,6 +505,7 @@ impl Desk {
         hook.owner = user.username.clone();
         self.store_webhooks(|list| list.push(hook.clone()))?;
         tracing::info!(webhook = %hook.id, url = %hook.url, user = %user.username, "Webhook added.");
+        self.audit(&user.username, "webhook.add", &hook.id, json!(hook));
         Ok(json!(hook))
     }
 
@@ -518,6 +521,7 @@ impl Desk {
             return Err(NodeError::NotFound(format!("no webhook `{id}`; list them with GET /api/v1/webhooks")));
         }
         tracing::info!(webhook = %id, user = %user.username, "Webhook removed.");
+        self.audit(&user.username, "webhook.remove", id, json!({}));
         Ok(())
     }
 
@@ -530,6 +534,15 @@ impl Desk {
         self.state.meta_set(WEBHOOKS_KEY, &text)?;
         *list = next;
         Ok(())
+    }
+
+    /// Appends to the audit log; a failure is logged and counted, never hidden.
+    pub(crate) fn audit(&self, actor: &str, action: &str, target: &str, detail: Value) {
+        let entry = cityward_store::NewAuditEntry { actor: actor.into(), action: action.into(), target: target.into(), detail };
+        if let Err(e) = self.state.append_audit(&entry, Utc::now()) {
+            self.metrics.add("cityward_audit_failures_total", &[], 1.0);
+            tracing::error!(actor, action, target, error = %e, "Audit entry could not be written.");
+        }
     }
 
     /// The node's metrics.
@@ -547,9 +560,9 @@ impl Desk {
         match (&user.unit, user.role) {
             (_, Role::Admin) => Jurisdiction::City,
             (Some(unit), _) => Jurisdiction::of_unit(self.router().city(), unit),
-            // Analysts and auditors without a unit work city-wide; dispatchers and
-            // responders act for a unit and see nothing without one.
-            (None, Role::Analyst | Role::Auditor) => Jurisdiction::City,
+            // Analysts, auditors and read tokens without a unit work city-wide; dispatchers
+            // and responders act for a unit and see nothing without one.
+            (None, Role::Analyst | Role::Auditor | Role::Reader) => Jurisdiction::City,
             (None, _) => Jurisdiction::Scopes(Vec::new()),
         }
     }
@@ -561,6 +574,14 @@ impl Desk {
         if !self.jurisdiction(user).sees(&row.scopes) {
             return Err(missing());
         }
+        Ok(row)
+    }
+
+    /// The alert `id` with its evidence, for `user`; the read is audited.
+    pub(crate) fn read(&self, user: &User, id: &str) -> Result<AlertRow, NodeError> {
+        let row = self.visible(user, id)?;
+        let evidence = row.body.get("evidence").and_then(Value::as_array).map_or(0, Vec::len);
+        self.audit(&user.username, "alert.read", id, json!({"evidence": evidence}));
         Ok(row)
     }
 
@@ -629,6 +650,7 @@ impl Desk {
             self.push_due(due, &row.id);
         }
         self.metrics.add("cityward_alerts_actions_total", &[("action", action.name())], 1.0);
+        self.audit(&user.username, &format!("alert.{}", action.name()), id, json!({"status": case.status, "note": note}));
         tracing::info!(alert = %id, action = action.name(), user = %user.username, status = %case.status, "Alert changed.");
         self.publish(action.name(), &row);
         Ok(alert_json(&row))
@@ -637,6 +659,7 @@ impl Desk {
     /// The alert as an OASIS CAP 1.2 message, if `user` may see it.
     pub(crate) fn cap(&self, user: &User, id: &str) -> Result<String, NodeError> {
         let row = self.visible(user, id)?;
+        self.audit(&user.username, "alert.export", id, json!({"format": "cap"}));
         let case = case_of(&row).ok_or_else(|| NodeError::Conflict(format!("alert `{id}` has not been routed yet; try again in a moment")))?;
         let b = &row.body;
         let text = |k: &str| b.get(k).and_then(Value::as_str);
@@ -760,6 +783,7 @@ impl Desk {
         let router = Router::new(city, table, self.config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?;
         *self.router.write().expect("router lock") = Arc::new(router);
         tracing::info!(version = stored.version, user = %user.username, note = %stored.note, "Routing table changed.");
+        self.audit(&user.username, "routing.put", "routing", json!({"version": stored.version, "note": stored.note}));
         Ok(self.routing())
     }
 

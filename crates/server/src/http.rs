@@ -174,6 +174,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/routing", get(get_routing).put(put_routing))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/silences", get(list_silences).post(add_silence))
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/tokens", get(list_tokens).post(add_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/webhooks", get(list_webhooks).post(add_webhook))
         .route("/api/v1/webhooks/deliveries", get(list_deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(replay_delivery))
@@ -182,6 +185,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/routing/history", get(routing_history))
         .route("/api/v1/detect/status", get(detect_status))
         .merge(crate::open311::routes())
+        .merge(crate::dispatch::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
@@ -373,8 +377,8 @@ async fn sql(
 
 const RULE_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
 const RULE_NEED: &str = "role `admin` or `analyst`";
-pub(crate) const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor];
-pub(crate) const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor)";
+pub(crate) const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor, Role::Reader];
+pub(crate) const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor) or a read token";
 
 async fn list_rules(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
@@ -570,6 +574,92 @@ async fn get_incident(
 
 const ADMIN: &[Role] = &[Role::Admin];
 
+#[derive(Deserialize)]
+struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_audit(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user, &[Role::Admin, Role::Auditor], "the auditor or admin role")?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = match q.cursor {
+        Some(c) => cityward_store::PageRequest::after(c, limit),
+        None => cityward_store::PageRequest::first(limit),
+    };
+    let got = blocking(move || Ok(node.state().list_audit(q.actor.as_deref(), q.action.as_deref(), &page)?)).await?;
+    Ok(Json(json!({"items": got.items, "next": got.next})))
+}
+
+/// The body of `POST /api/v1/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    /// The machine's name (its user name).
+    name: String,
+    /// `ingest` or `read`.
+    scope: crate::auth::TokenScope,
+    /// For `read`: the unit whose jurisdiction it reads (none: the whole city).
+    unit: Option<String>,
+    /// How long the token works (default 365).
+    days: Option<i64>,
+}
+
+async fn list_tokens(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    Ok(Json(blocking(move || crate::auth::list_api_tokens(node.state().as_ref())).await?))
+}
+
+async fn add_token(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    let body = body?;
+    let b: TokenBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("the token request is not valid: {e}; send {{\"name\": \"sensor-gateway\", \"scope\": \"ingest\" or \"read\"}}"))
+    })?;
+    let created = blocking(move || {
+        if let Some(u) = &b.unit {
+            if node.city().unit(u).is_none() {
+                return Err(NodeError::Invalid(format!("unit `{u}` is not in the city's units.csv")));
+            }
+        }
+        let days = chrono::Duration::days(b.days.unwrap_or(365));
+        let created = crate::auth::create_api_token(node.state().as_ref(), &b.name, b.scope, b.unit.as_deref(), days)?;
+        tracing::info!(name = %b.name, scope = ?b.scope, user = %user.username, "API token issued.");
+        node.desk().audit(&user.username, "token.issue", created["id"].as_str().unwrap_or(""), json!({"name": b.name, "scope": created["scope"], "unit": b.unit}));
+        Ok(created)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn revoke_token(
+    State(node): State<Arc<Node>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&user, ADMIN, "the admin role")?;
+    let who = user.username.clone();
+    let revoked = id.clone();
+    blocking(move || {
+        crate::auth::revoke_api_token(node.state().as_ref(), &id)?;
+        node.desk().audit(&who, "token.revoke", &id, json!({}));
+        Ok(())
+    })
+    .await?;
+    tracing::info!(token = %revoked, user = %user.username, "API token revoked.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn list_webhooks(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, ADMIN, "the admin role")?;
     Ok(Json(node.desk().webhooks()))
@@ -742,7 +832,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// (path, method) of every route registered in [`super::router`] and in the Open311
-    /// routes it merges, read from the source files.
+    /// and dispatch routes it merges, read from the source files.
     fn registered() -> BTreeSet<(String, String)> {
         let source = include_str!("http.rs");
         let start = source.find("pub fn router(").expect("router");
@@ -750,10 +840,12 @@ mod tests {
         let mut out = BTreeSet::new();
         routes_in(&source[start..end], &mut out);
         assert!(source[start..end].contains(".merge(crate::open311::routes())"), "the router no longer merges the Open311 routes");
-        let source = include_str!("open311.rs");
-        let start = source.find("pub(crate) fn routes(").expect("open311 routes");
-        let end = start + source[start..].find("\n}\n").expect("the end of open311::routes");
-        routes_in(&source[start..end], &mut out);
+        assert!(source[start..end].contains(".merge(crate::dispatch::routes())"), "the router no longer merges the dispatch routes");
+        for (file, source) in [("open311", include_str!("open311.rs")), ("dispatch", include_str!("dispatch.rs"))] {
+            let start = source.find("pub(crate) fn routes(").unwrap_or_else(|| panic!("{file} routes"));
+            let end = start + source[start..].find("\n}\n").unwrap_or_else(|| panic!("the end of {file}::routes"));
+            routes_in(&source[start..end], &mut out);
+        }
         out
     }
 

@@ -14,6 +14,7 @@ mod config;
 mod dedup;
 mod desk;
 mod detect;
+mod dispatch;
 mod http;
 mod live;
 mod metrics;
@@ -100,6 +101,7 @@ fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = storage::start_background(node.clone());
     tasks.push(tokio::spawn(desk::run_clock(node.desk().clone())));
     tasks.push(tokio::spawn(webhooks::run(node.desk().clone())));
+    tasks.push(tokio::spawn(dispatch::run(node.clone())));
     if node.config().detect.enabled {
         tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
     }

@@ -219,9 +219,30 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_audit_failures_total",
+        Family {
+            help: "Audit entries that could not be written.",
+            kind: "counter",
+        },
+    ),
+    (
         "cityward_alerts_stream_clients_total",
         Family {
             help: "Live alert stream connections opened.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_dispatch_positions_total",
+        Family {
+            help: "Responder positions taken from their devices' gps events.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_dispatch_recommendations_total",
+        Family {
+            help: "Dispatch recommendations answered, by how the alert's place was measured (road or straight_line).",
             kind: "counter",
         },
     ),

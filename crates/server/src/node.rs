@@ -68,17 +68,21 @@ pub enum Role {
     Auditor,
     /// Machines posting events.
     Ingest,
+    /// Machines reading alerts and rules (read-only API tokens), within their unit's
+    /// jurisdiction.
+    Reader,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Admin,
         Role::Analyst,
         Role::Dispatcher,
         Role::Responder,
         Role::Auditor,
         Role::Ingest,
+        Role::Reader,
     ];
 
     /// The role's name.
@@ -90,6 +94,7 @@ impl Role {
             Role::Responder => "responder",
             Role::Auditor => "auditor",
             Role::Ingest => "ingest",
+            Role::Reader => "reader",
         }
     }
 
@@ -662,7 +667,9 @@ impl Node {
                 )));
             }
         }
-        crate::auth::create_user(self.state.as_ref(), username, password, role, unit)
+        crate::auth::create_user(self.state.as_ref(), username, password, role, unit)?;
+        self.desk.audit("system", "user.create", username, json!({"role": role.as_str(), "unit": unit}));
+        Ok(())
     }
 
     /// `GET /healthz`.

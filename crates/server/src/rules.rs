@@ -223,7 +223,7 @@ impl Node {
 
     /// One alert, if `user` may see it.
     pub fn alert(&self, user: &User, id: &str) -> Result<Value, NodeError> {
-        Ok(crate::desk::alert_json(&self.desk().visible(user, id)?))
+        Ok(crate::desk::alert_json(&self.desk().read(user, id)?))
     }
 
     /// Applies `user`'s action (ack, dispatch, …) to alert `id`; answers the changed alert.

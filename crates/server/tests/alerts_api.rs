@@ -130,6 +130,29 @@ async fn an_alert_is_routed_to_its_community_and_handled_to_closure() {
     assert!(page["items"].as_array().unwrap().iter().all(|a| a["status"] == "closed"));
     let (status, body) = t.get("/api/v1/alerts?status=done", &duty).await;
     assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("on_scene"), "{body}");
+
+    // Every change and every read of the alert is in the audit log, chained.
+    let (status, _) = t.get("/api/v1/audit", &duty).await;
+    assert_eq!(status, 403, "dispatchers do not read the audit log");
+    let admin = t.login("admin", "admin-pass").await;
+    let (status, log) = t.get(&format!("/api/v1/audit?action=alert.&limit=1000"), &admin).await;
+    assert_eq!(status, 200, "{log}");
+    let mine: Vec<(String, String)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == id.as_str())
+        .map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
+        .rev()
+        .collect();
+    let expected = [("resp-a", "alert.ack"), ("duty", "alert.dispatch"), ("resp-a", "alert.arrive"), ("resp-a", "alert.resolve"), ("duty", "alert.close"), ("duty", "alert.read")]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(mine, expected);
+    let (_, all) = t.get("/api/v1/audit?limit=1000", &admin).await;
+    let entries = all["items"].as_array().unwrap();
+    for pair in entries.windows(2) {
+        assert_eq!(pair[0]["prev_hash"], pair[1]["hash"], "newest first, each commits to the one before");
+    }
 }
 
 /// Reads a Server-Sent Events stream on a thread; each `alert` event's data arrives on the
@@ -543,4 +566,50 @@ async fn webhooks_get_signed_deliveries_retried_logged_and_replayable() {
     assert_eq!(parse(&body)["change"], "ack");
     let (status, _) = t.delete(&format!("/api/v1/webhooks/{dead_id}"), &admin).await;
     assert_eq!(status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_get_scoped_revocable_tokens() {
+    let t = start(|_| {}).await;
+    let (_, _, (sensor_a, unit_a), (sensor_b, _)) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    let (status, _) = t.post_json("/api/v1/tokens", &duty, json!({"name": "gw", "scope": "ingest"})).await;
+    assert_eq!(status, 403, "only an admin issues tokens");
+    let (status, body) = t.post_json("/api/v1/tokens", &admin, json!({"name": "gw", "scope": "write"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = t.post_json("/api/v1/tokens", &admin, json!({"name": "duty", "scope": "ingest"})).await;
+    assert_eq!(status, 409, "a person's name is not a machine's: {body}");
+    let (status, ingest) = t.post_json("/api/v1/tokens", &admin, json!({"name": "sensor-gateway", "scope": "ingest", "days": 30})).await;
+    assert_eq!(status, 201, "{ingest}");
+    let (status, reader) = t.post_json("/api/v1/tokens", &admin, json!({"name": "community-board", "scope": "read", "unit": unit_a})).await;
+    assert_eq!(status, 201, "{reader}");
+    let gateway = ingest["token"].as_str().unwrap().to_string();
+    let board = reader["token"].as_str().unwrap().to_string();
+
+    // The ingest token posts events and reads nothing.
+    t.ingest(&gateway, &[alarm("tok-a", &sensor_a), alarm("tok-b", &sensor_b)]).await;
+    let (status, _) = t.get("/api/v1/alerts", &gateway).await;
+    assert_eq!(status, 403);
+    // The read token reads its unit's alerts only, and cannot act.
+    let a = t.wait_alert(&duty, "from tok-a", |a| a["evidence"][0] == "tok-a").await;
+    t.wait_alert(&duty, "from tok-b", |a| a["evidence"][0] == "tok-b").await;
+    let seen: Vec<String> = t.alerts(&board).await.iter().map(|a| a["evidence"][0].as_str().unwrap().to_string()).collect();
+    assert!(seen.contains(&"tok-a".to_string()) && !seen.contains(&"tok-b".to_string()), "{seen:?}");
+    let (status, _) = act(&t, &board, a["id"].as_str().unwrap(), "ack", json!({})).await;
+    assert_eq!(status, 403);
+    let (status, _) = t.post_json("/api/v1/events", &board, json!([])).await;
+    assert_eq!(status, 403, "a read token posts nothing");
+
+    // Listed without the tokens; revoked at once.
+    let (_, list) = t.get("/api/v1/tokens", &admin).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert!(!list.to_string().contains(&gateway) && !list.to_string().contains(&board));
+    let (status, _) = t.delete(&format!("/api/v1/tokens/{}", ingest["id"].as_str().unwrap()), &admin).await;
+    assert_eq!(status, 204);
+    let (status, _) = t.post_json("/api/v1/events", &gateway, json!([])).await;
+    assert_eq!(status, 401, "a revoked token no longer works");
+    let (status, _) = t.delete(&format!("/api/v1/tokens/{}", ingest["id"].as_str().unwrap()), &admin).await;
+    assert_eq!(status, 404);
+    assert_eq!(t.alerts(&board).await.len(), seen.len(), "the other token still works");
 }

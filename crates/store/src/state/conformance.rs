@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::Status;
 
 use super::{
-    AlertFilter, AlertRow, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
+    AlertFilter, AlertRow, DeliveryAttempt, NewAuditEntry, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
     Page, PageRequest, RulePut, StateError, StateOptions, StateStore, UnitRow, MAX_PAGE_LIMIT,
 };
 
@@ -37,6 +37,7 @@ pub fn conformance_suite(new_store: &dyn Fn(StateOptions) -> Box<dyn StateStore>
     check_alert_scopes(&*fresh());
     check_routing(&*fresh());
     check_deliveries(&*fresh());
+    check_audit(&*fresh());
     check_dead_letters(&*fresh());
     check_dead_letter_limit(&*new_store(StateOptions {
         dead_letter_max_rows: 10,
@@ -698,6 +699,34 @@ fn check_deliveries(store: &dyn StateStore) {
     expect_kind(store.replay_delivery(9_999, t(0)), Status::NotFound);
 }
 
+fn check_audit(store: &dyn StateStore) {
+    let entry = |actor: &str, action: &str, n: i64| NewAuditEntry {
+        actor: actor.into(),
+        action: action.into(),
+        target: format!("a-{n}"),
+        detail: json!({"n": n}),
+    };
+    let first = store.append_audit(&entry("duty", "alert.ack", 1), t(1)).unwrap();
+    assert_eq!((first.seq, first.prev_hash.as_str()), (1, "0".repeat(64).as_str()));
+    assert_eq!(first.hash, first.expected_hash());
+    let second = store.append_audit(&entry("admin", "routing.put", 2), t(2)).unwrap();
+    store.append_audit(&entry("duty", "alert.close", 3), t(3)).unwrap();
+    assert_eq!(second.prev_hash, first.hash, "each entry commits to the one before");
+    let all = walk(2, |p| store.list_audit(None, None, p).unwrap());
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2, 1], "newest first");
+    assert!(all.iter().all(|e| e.hash == e.expected_hash()), "read back, every hash checks out");
+    assert_eq!(all[1], second);
+    let duty = store.list_audit(Some("duty"), None, &PageRequest::default()).unwrap().items;
+    assert_eq!(duty.len(), 2);
+    let alerts = store.list_audit(None, Some("alert."), &PageRequest::default()).unwrap().items;
+    assert_eq!(alerts.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 1]);
+    // A changed field no longer matches its hash.
+    let mut forged = second.clone();
+    forged.target = "a-99".into();
+    assert_ne!(forged.expected_hash(), forged.hash);
+    expect_kind(store.append_audit(&entry(" ", "x", 4), t(4)), Status::InvalidInput);
+}
+
 fn check_routing(store: &dyn StateStore) {
     assert_eq!(store.routing().unwrap(), None);
     let v1 = store.put_routing(&json!({"entries": []}), "admin", "first table", Some(0)).unwrap();
@@ -1092,6 +1121,15 @@ fn check_users_and_sessions(store: &dyn StateStore) {
     assert_eq!(store.session("h-20", t(0)).unwrap(), None, "purged");
     assert_eq!(store.session("h-30", t(0)).unwrap(), Some(responder));
     assert_eq!(store.purge_expired_sessions(t(20)).unwrap(), 0);
+    // Listing a user's sessions shows digests and times, never a token.
+    store.create_session("h-40", "responder", t(40)).unwrap();
+    let listed = store.list_sessions("responder").unwrap();
+    let mut hashes: Vec<&str> = listed.iter().map(|s| s.token_hash.as_str()).collect();
+    hashes.sort();
+    assert_eq!(hashes, ["h-30", "h-40"]);
+    assert!(listed.iter().all(|s| s.username == "responder"));
+    assert_eq!(listed.iter().find(|s| s.token_hash == "h-40").unwrap().expires_at, t(40));
+    assert!(store.list_sessions("nobody").unwrap().is_empty());
 }
 
 fn check_page_requests(store: &dyn StateStore) {

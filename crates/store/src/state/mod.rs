@@ -267,6 +267,31 @@ pub trait StateStore: Send + Sync {
 
     /// Deletes every session with `expires_at <= now`; returns how many.
     fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, StateError>;
+
+    /// The sessions of `username` (API tokens are sessions of machine users), newest first.
+    fn list_sessions(&self, username: &str) -> Result<Vec<SessionRow>, StateError>;
+
+    // --- audit log -----------------------------------------------------------------------------
+
+    /// Appends an entry to the audit log, chained to the last one.
+    fn append_audit(&self, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError>;
+
+    /// One page of the audit log, newest first; only entries of `actor` and of actions
+    /// starting with `action` when given.
+    fn list_audit(&self, actor: Option<&str>, action: Option<&str>, page: &PageRequest) -> Result<Page<AuditEntry>, StateError>;
+}
+
+/// A session (or API token): never its token, only the token's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// Whose it is.
+    pub username: String,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -566,6 +591,63 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
     /// When to try again; `None` after a failure gives the delivery up.
     pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// An audit entry to append: who did what to which thing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// The user (or `system`).
+    pub actor: String,
+    /// What, e.g. `alert.ack`, `alert.read`, `routing.put`, `token.issue`.
+    pub action: String,
+    /// What it was done to (an alert id, `routing`, a token id).
+    pub target: String,
+    /// Anything else worth keeping (the note, the new version, the result size).
+    pub detail: Value,
+}
+
+/// An appended audit entry. Each commits to the one before it: `hash` is the SHA-256 of
+/// the previous entry's hash and this entry's fields, so an entry edited, removed or moved
+/// in the store breaks the chain from there on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log, from 1.
+    pub seq: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// More.
+    pub detail: Value,
+    /// The previous entry's hash (64 zeros for the first).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// The hash this entry must have given its fields and `prev_hash`.
+    pub fn expected_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            self.prev_hash.as_str(),
+            &self.seq.to_string(),
+            &to_micros(&self.at).to_string(),
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.detail.to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// One version of the routing table, with who changed it and why.

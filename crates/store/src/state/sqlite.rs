@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::{
     bad_cursor, check_alert, check_dead_letter, check_text, check_device, check_feature, check_id, check_rule,
     check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
-    page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, DeadLetter, DeadLetterChannel, DeadLetterFilter,
+    page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, SessionRow, AuditEntry, NewAuditEntry, DeadLetter, DeadLetterChannel, DeadLetterFilter,
     DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
     RuleRow, StateError, StateOptions, StateStore, UnitRow, UserRow,
 };
@@ -155,6 +155,18 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt);
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook, id);
+
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    actor     TEXT    NOT NULL,
+    action    TEXT    NOT NULL,
+    target    TEXT    NOT NULL,
+    detail    TEXT    NOT NULL,
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+);
+CREATE INDEX audit_log_actor ON audit_log (actor, seq);
 
 CREATE TABLE routing_versions (
     version    INTEGER PRIMARY KEY,
@@ -1869,6 +1881,105 @@ impl StateStore for SqliteState {
             debug!(purged = n, "Expired sessions purged.");
         }
         Ok(n as u64)
+    }
+
+    fn list_sessions(&self, username: &str) -> Result<Vec<SessionRow>, StateError> {
+        query_all(
+            &self.conn(),
+            "SELECT token_hash, username, created_at, expires_at FROM sessions WHERE username = ?1 ORDER BY created_at DESC, token_hash",
+            [username],
+            "list sessions",
+            "sessions",
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)),
+            |(token_hash, username, created_at, expires_at)| {
+                Ok(SessionRow {
+                    created_at: decode_time("sessions", &token_hash, "created_at", created_at)?,
+                    expires_at: decode_time("sessions", &token_hash, "expires_at", expires_at)?,
+                    token_hash,
+                    username,
+                })
+            },
+        )
+    }
+    fn append_audit(&self, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError> {
+        const OP: &str = "append to the audit log";
+        const T: &str = "audit_log";
+        check_text(T, "an audit entry", "actor", &entry.actor)?;
+        check_text(T, "an audit entry", "action", &entry.action)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, T)?;
+        let last: Option<(i64, String)> = tx
+            .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db(OP, T))?;
+        let (seq, prev_hash) = last.map_or((1, "0".repeat(64)), |(s, h)| (s + 1, h));
+        let mut stored = AuditEntry {
+            seq,
+            // Whole microseconds, as stored, so the hash checks out when read back.
+            at: from_micros(to_micros(&at)).unwrap_or(at),
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            target: entry.target.clone(),
+            detail: entry.detail.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        stored.hash = stored.expected_hash();
+        tx.execute(
+            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            (seq, to_micros(&stored.at), &stored.actor, &stored.action, &stored.target, stored.detail.to_string(), &stored.prev_hash, &stored.hash),
+        )
+        .map_err(db(OP, T))?;
+        tx.commit().map_err(db(OP, T))?;
+        Ok(stored)
+    }
+
+    fn list_audit(&self, actor: Option<&str>, action: Option<&str>, page: &PageRequest) -> Result<Page<AuditEntry>, StateError> {
+        const T: &str = "audit_log";
+        let limit = page_limit(T, page)?;
+        let mut clauses = Vec::new();
+        let mut values: Vec<SqlValue> = Vec::new();
+        if let Some(cursor) = page.after.as_deref() {
+            let before = decode_cursor(T, "aud", cursor)?.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            values.push(SqlValue::Integer(before));
+            clauses.push(format!("seq < ?{}", values.len()));
+        }
+        if let Some(a) = actor {
+            values.push(SqlValue::Text(a.into()));
+            clauses.push(format!("actor = ?{}", values.len()));
+        }
+        if let Some(a) = action {
+            values.push(SqlValue::Text(a.into()));
+            clauses.push(format!("substr(action, 1, length(?{n})) = ?{n}", n = values.len()));
+        }
+        values.push(SqlValue::Integer(fetch_limit(limit)));
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log {filter} ORDER BY seq DESC LIMIT ?{}",
+            values.len()
+        );
+        let items = query_all(
+            &self.conn(),
+            &sql,
+            params_from_iter(values.iter()),
+            "read the audit log",
+            T,
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
+            |(seq, at, actor, action, target, detail, prev_hash, hash)| {
+                let id = seq.to_string();
+                Ok(AuditEntry {
+                    seq,
+                    at: decode_time(T, &id, "at", at)?,
+                    actor,
+                    action,
+                    target,
+                    detail: decode_json(T, &id, "detail", &detail)?,
+                    prev_hash,
+                    hash,
+                })
+            },
+        )?;
+        Ok(paginate(items, limit, "aud", |e| e.seq.to_string()))
     }
 }
 
