@@ -78,8 +78,14 @@ async fn client(
         if let Some(routed) = routed {
             mine.push((received - routed).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
+        // Visible when in the community's grids, or routed, offered (near a boundary) or
+        // escalated to the community's unit.
         let in_grid = alert["grid"].as_str().is_some_and(|g| grids.contains(g));
-        let routed_here = alert["handling"]["owner"].as_str() == Some(community.as_str());
+        let h = &alert["handling"];
+        let named = |v: &Value| v.as_str() == Some(community.as_str());
+        let routed_here = named(&h["owner"])
+            || h["routing"]["candidates"].as_array().is_some_and(|c| c.iter().any(named))
+            || h["escalations"].as_array().is_some_and(|e| e.iter().any(|x| named(&x["unit"])));
         if !in_grid && !routed_here {
             violations.fetch_add(1, Ordering::Relaxed);
         }

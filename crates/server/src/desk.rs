@@ -26,15 +26,85 @@ use crate::metrics::Metrics;
 use crate::node::{NodeError, Role, User};
 
 /// One change to an alert, as the live stream sends it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AlertChange {
-    /// `raised`, an action name, `escalate` or `retrigger`.
-    pub change: String,
-    /// The alert as `GET /api/v1/alerts/{id}` shows it after the change.
-    pub alert: Value,
-    /// Who may see it.
-    #[serde(skip)]
-    pub scopes: Vec<String>,
+    /// The alert's id.
+    pub id: String,
+    /// `{"change": …, "alert": …}` as JSON text, serialised once for every listener.
+    pub json: String,
+}
+
+/// The live stream's channels: one per unit with listeners, one for city-wide listeners.
+/// A change goes to the city channel and to the channels of the units that may see it, so
+/// a listener gets its jurisdiction's changes without filtering everyone's.
+struct Hub {
+    city: broadcast::Sender<Arc<AlertChange>>,
+    units: Mutex<std::collections::HashMap<String, broadcast::Sender<Arc<AlertChange>>>>,
+    /// The units answering for each region (their jurisdiction), from the city model.
+    units_by_region: RwLock<std::collections::HashMap<String, Vec<String>>>,
+}
+
+const STREAM_BUFFER: usize = 4096;
+
+impl Hub {
+    fn new(city: &City) -> Hub {
+        let hub = Hub {
+            city: broadcast::channel(STREAM_BUFFER).0,
+            units: Mutex::new(Default::default()),
+            units_by_region: RwLock::new(Default::default()),
+        };
+        hub.set_city(city);
+        hub
+    }
+
+    fn set_city(&self, city: &City) {
+        let mut map: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for u in &city.units {
+            if let Some(r) = &u.region {
+                map.entry(r.clone()).or_default().push(u.id.clone());
+            }
+        }
+        *self.units_by_region.write().expect("hub lock") = map;
+    }
+
+    fn subscribe(&self, jurisdiction: &Jurisdiction, unit: Option<&str>) -> broadcast::Receiver<Arc<AlertChange>> {
+        match (jurisdiction, unit) {
+            (Jurisdiction::City, _) => self.city.subscribe(),
+            (_, Some(unit)) => {
+                let mut units = self.units.lock().expect("hub lock");
+                units.entry(unit.to_string()).or_insert_with(|| broadcast::channel(STREAM_BUFFER).0).subscribe()
+            }
+            // Sees nothing: a channel nobody sends to.
+            (_, None) => broadcast::channel(1).1,
+        }
+    }
+
+    /// Whether anyone listens at all (nothing is built for nobody).
+    fn listened(&self) -> bool {
+        self.city.receiver_count() > 0 || self.units.lock().expect("hub lock").values().any(|c| c.receiver_count() > 0)
+    }
+
+    fn send(&self, change: Arc<AlertChange>, scopes: &[String]) {
+        let _ = self.city.send(change.clone());
+        let by_region = self.units_by_region.read().expect("hub lock");
+        let mut targets: Vec<&str> = Vec::new();
+        for scope in scopes {
+            if let Some(region) = scope.strip_prefix("region:") {
+                targets.extend(by_region.get(region).into_iter().flatten().map(String::as_str));
+            } else if let Some(unit) = scope.strip_prefix("unit:") {
+                targets.push(unit);
+            }
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        let mut units = self.units.lock().expect("hub lock");
+        units.retain(|_, c| c.receiver_count() > 0);
+        for t in targets {
+            if let Some(c) = units.get(t) {
+                let _ = c.send(change.clone());
+            }
+        }
+    }
 }
 
 /// The alert desk of a node.
@@ -53,7 +123,7 @@ pub(crate) struct Desk {
     webhooks: RwLock<Vec<Webhook>>,
     /// Recent alerts by place, for grouping alerts into incidents.
     correlator: Mutex<Correlator>,
-    changes: broadcast::Sender<Arc<AlertChange>>,
+    hub: Hub,
     metrics: Arc<Metrics>,
 }
 
@@ -167,7 +237,7 @@ impl Desk {
                 // A city changed under a stored table: route by the region tree until the
                 // table is fixed, rather than refusing to start.
                 tracing::error!(error = %e, "Stored routing table does not fit the city; alerts go to the administrative unit of their place until it is changed.");
-                Router::new(city, RoutingTable::default(), config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?
+                Router::new(city.clone(), RoutingTable::default(), config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?
             }
         };
         let silences: Vec<Silence> = match state.meta_get(SILENCES_KEY)? {
@@ -175,7 +245,7 @@ impl Desk {
                 .map_err(|e| NodeError::Internal(format!("stored silences are unreadable: {e}")))?,
             None => Vec::new(),
         };
-        let (changes, _) = broadcast::channel(4096);
+        let hub = Hub::new(&city);
         let webhooks: Vec<Webhook> = match state.meta_get(WEBHOOKS_KEY)? {
             Some(text) => serde_json::from_str::<Vec<StoredWebhook>>(&text)
                 .map_err(|e| NodeError::Internal(format!("stored webhooks are unreadable: {e}")))?
@@ -195,7 +265,7 @@ impl Desk {
             router: RwLock::new(Arc::new(router)),
             due: Mutex::new(BinaryHeap::new()),
             writes: Mutex::new(()),
-            changes,
+            hub,
             metrics,
         };
         desk.reload_deadlines()?;
@@ -216,9 +286,9 @@ impl Desk {
         &self.config
     }
 
-    /// Live changes (every alert; callers filter by jurisdiction).
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<AlertChange>> {
-        self.changes.subscribe()
+    /// Live changes of the alerts `user` may see.
+    pub(crate) fn subscribe(&self, user: &User) -> broadcast::Receiver<Arc<AlertChange>> {
+        self.hub.subscribe(&self.jurisdiction(user), user.unit.as_deref())
     }
 
     fn reload_deadlines(&self) -> Result<(), NodeError> {
@@ -451,11 +521,11 @@ impl Desk {
     }
 
     fn stream(&self, change: &str, row: &AlertRow) {
-        let _ = self.changes.send(Arc::new(AlertChange {
-            change: change.into(),
-            alert: alert_json(row),
-            scopes: row.scopes.clone(),
-        }));
+        if !self.hub.listened() {
+            return;
+        }
+        let json = json!({"change": change, "alert": alert_json(row)}).to_string();
+        self.hub.send(Arc::new(AlertChange { id: row.id.clone(), json }), &row.scopes);
     }
 
     /// Queues a delivery per change for every webhook that wants it, durably, so that a
@@ -790,10 +860,12 @@ impl Desk {
     /// Routes with a new city model from now on; refused when the table names what the new
     /// city lacks.
     pub(crate) fn set_city(&self, city: Arc<City>) -> Result<(), NodeError> {
+        let city_for_hub = city.clone();
         let table = self.router().table().clone();
         let router = Router::new(city, table, self.config.boundary_m)
             .map_err(|e| NodeError::Invalid(format!("the new city does not fit the routing table: {e}; change the routing table first")))?;
         *self.router.write().expect("router lock") = Arc::new(router);
+        self.hub.set_city(&city_for_hub);
         Ok(())
     }
 }

@@ -810,7 +810,7 @@ async fn detect_status(State(node): State<Arc<Node>>, Caller(user): Caller) -> R
 }
 
 /// Runs a blocking node call (state store I/O) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -200,6 +200,8 @@ pub struct Node {
     bus: broadcast::Sender<Arc<StoredBatch>>,
     detection: Option<crate::detect::Detection>,
     desk: Arc<crate::desk::Desk>,
+    /// Responders and road routing, opened on first use.
+    dispatch: std::sync::OnceLock<Arc<crate::dispatch::Dispatch>>,
     started: Instant,
 }
 
@@ -273,6 +275,7 @@ impl Node {
         Ok(Arc::new(Node {
             detection,
             desk,
+            dispatch: std::sync::OnceLock::new(),
             kinds,
             city: RwLock::new(city),
             validator: RwLock::new(Arc::new(validator)),
@@ -309,6 +312,11 @@ impl Node {
     /// The city model in force.
     pub fn city(&self) -> Arc<City> {
         self.city.read().expect("city lock").clone()
+    }
+
+    /// Where the dispatch state is kept.
+    pub(crate) fn dispatch_slot(&self) -> &std::sync::OnceLock<Arc<crate::dispatch::Dispatch>> {
+        &self.dispatch
     }
 
     /// The alert desk (routing, deadlines, actions).

@@ -231,14 +231,9 @@ impl Node {
         self.desk().act(user, id, action, note)
     }
 
-    /// Live alert changes; filter them with [`Node::sees_change`].
-    pub fn subscribe_alert_changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::AlertChange>> {
-        self.desk().subscribe()
-    }
-
-    /// Whether `user` may see the alert a change is about.
-    pub fn sees_change(&self, user: &User, change: &crate::AlertChange) -> bool {
-        self.desk().jurisdiction(user).sees(&change.scopes)
+    /// Live changes of the alerts `user` may see.
+    pub fn subscribe_alert_changes(&self, user: &User) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::AlertChange>> {
+        self.desk().subscribe(user)
     }
 
     /// The detection stage's state: position, watermark, counters, late events.
