@@ -39,8 +39,8 @@ fn cap_time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Appends `text` to `out` escaped for XML; characters XML 1.0 cannot carry become U+FFFD.
+pub fn xml_escape(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -48,11 +48,16 @@ fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // Control characters other than tab and newlines are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    xml_escape(&mut out, text);
     out
 }
 
@@ -181,7 +186,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_identifiers_are_tokens() {
-        assert_eq!(escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot; ");
+        assert_eq!(escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;\u{FFFD}");
         assert_eq!(token("node 1,a&b"), "node_1_a_b");
         assert_eq!(cap_time(&DateTime::from_timestamp(1_795_000_000, 123_000_000).unwrap()), "2026-11-18T11:06:40+00:00");
         assert_eq!(cap_category("fire.smoke"), "Fire");

@@ -22,7 +22,7 @@ mod routing;
 mod silence;
 mod webhook;
 
-pub use cap::{cap_message, CapAlert};
+pub use cap::{cap_message, xml_escape, CapAlert};
 pub use correlate::Correlator;
 pub use dispatch::{
     recommend, Availability, Candidate, DispatchConfig, Fix, Measure, Recommendation, Recommendations, Responder, Responders,

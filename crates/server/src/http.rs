@@ -534,9 +534,7 @@ async fn act_on_alert(
     let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("the action body is not valid: {e}; send JSON such as {{\"note\": \"…\"}}"))
-        })?
+        json_body(&body, "the action body", "JSON such as {\"note\": \"…\"}")?
     };
     let missing = |field: &str, what: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("`{action}` needs `{field}`: {what}"))
@@ -623,9 +621,7 @@ async fn add_token(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&user, ADMIN, "the admin role")?;
     let body = body?;
-    let b: TokenBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("the token request is not valid: {e}; send {{\"name\": \"sensor-gateway\", \"scope\": \"ingest\" or \"read\"}}"))
-    })?;
+    let b: TokenBody = json_body(&body, "the token request", "{\"name\": \"sensor-gateway\", \"scope\": \"ingest\" or \"read\"}")?;
     let created = blocking(move || {
         if let Some(u) = &b.unit {
             if node.city().unit(u).is_none() {
@@ -672,13 +668,7 @@ async fn add_webhook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&user, ADMIN, "the admin role")?;
     let body = body?;
-    let hook: cityward_alerts::Webhook = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("the webhook is not valid: {e}; send {{\"url\": \"http://…\", \"secret\": \"16+ characters\", \"unit\" and/or \"category\"}}"),
-        )
-    })?;
+    let hook: cityward_alerts::Webhook = json_body(&body, "the webhook", "{\"url\": \"http://…\", \"secret\": \"16+ characters\", \"unit\" and/or \"category\"}")?;
     let stored = blocking(move || node.desk().add_webhook(&user, hook)).await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
@@ -744,13 +734,7 @@ async fn add_silence(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&user, &[Role::Admin, Role::Dispatcher], "the admin or dispatcher role")?;
     let body = body?;
-    let silence: cityward_alerts::Silence = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("the silence is not valid: {e}; send {{\"category\" or \"rule\", \"source\", \"region\", \"grid\", \"reason\", \"expires\": RFC 3339}}"),
-        )
-    })?;
+    let silence: cityward_alerts::Silence = json_body(&body, "the silence", "{\"category\" or \"rule\", \"source\", \"region\", \"grid\", \"reason\", \"expires\": RFC 3339}")?;
     let stored = blocking(move || node.desk().add_silence(&user, silence)).await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
@@ -793,13 +777,7 @@ async fn put_routing(
 ) -> Result<Json<Value>, ApiError> {
     require(&user, &[Role::Admin], "the admin role")?;
     let body = body?;
-    let b: RoutingBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("the routing table is not valid: {e}; send {{\"entries\": [{{\"category\", \"region\" or \"grid\", \"unit\"}}], \"note\": \"why\"}}"),
-        )
-    })?;
+    let b: RoutingBody = json_body(&body, "the routing table", "{\"entries\": [{\"category\", \"region\" or \"grid\", \"unit\"}], \"note\": \"why\"}")?;
     let table = cityward_alerts::RoutingTable { version: 0, entries: b.entries };
     Ok(Json(blocking(move || node.desk().set_routing(&user, table, &b.note, b.expected_version)).await?))
 }
@@ -817,6 +795,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(ApiError::from)
+}
+
+/// Parses a JSON body; the error names what was wrong and shows what to send.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str, shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("{what} is not valid: {e}; send {shape}")))
 }
 
 pub(crate) fn require(user: &User, roles: &[Role], need: &str) -> Result<(), ApiError> {

@@ -203,24 +203,8 @@ fn xml_element(out: &mut String, name: &str, value: &Value) {
         other => other.to_string(),
     };
     out.push_str(&format!("<{name}>"));
-    xml_escape(out, &text);
+    cityward_alerts::xml_escape(out, &text);
     out.push_str(&format!("</{name}>"));
-}
-
-/// Escapes text for XML; characters XML 1.0 cannot carry become U+FFFD.
-fn xml_escape(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
