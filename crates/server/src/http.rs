@@ -115,6 +115,23 @@ impl FromRequestParts<Arc<Node>> for Caller {
     }
 }
 
+/// Query parameters, or the API error naming the one that could not be read.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(q)| ApiQuery(q)).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!("{}; the parameters are described at /api/openapi.json", e.body_text()),
+            )
+        })
+    }
+}
+
 /// A request body, or the API error for one that could not be read (too large, cut off).
 pub struct Body(Result<Bytes, ApiError>);
 
@@ -294,7 +311,7 @@ struct DeadletterQuery {
 async fn list_deadletter(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
-    Query(q): Query<DeadletterQuery>,
+    ApiQuery(q): ApiQuery<DeadletterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require(
         &user,
@@ -404,7 +421,7 @@ async fn put_rule(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -424,7 +441,7 @@ async fn delete_rule(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<StatusCode, ApiError> {
     require(&user, RULE_ROLES, RULE_NEED)?;
     blocking(move || node.delete_rule(&id, q.version)).await?;
@@ -475,10 +492,10 @@ struct AlertQuery {
 async fn list_alerts(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
-    Query(q): Query<AlertQuery>,
+    ApiQuery(q): ApiQuery<AlertQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_size(q.limit)?;
     // `status=assigned,escalated` lists alerts in any of them.
     let statuses: Vec<String> = q
         .status
@@ -583,10 +600,10 @@ struct AuditQuery {
 async fn list_audit(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require(&user, &[Role::Admin, Role::Auditor], "the auditor or admin role")?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_size(q.limit)?;
     let page = match q.cursor {
         Some(c) => cityward_store::PageRequest::after(c, limit),
         None => cityward_store::PageRequest::first(limit),
@@ -694,7 +711,7 @@ struct DeliveryQuery {
 async fn list_deliveries(
     State(node): State<Arc<Node>>,
     Caller(user): Caller,
-    Query(q): Query<DeliveryQuery>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ADMIN, "the admin role")?;
     if let Some(s) = &q.status {
@@ -702,7 +719,7 @@ async fn list_deliveries(
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("status `{s}` is not a delivery status; use pending, delivered or failed")));
         }
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_size(q.limit)?;
     let page = match q.cursor {
         Some(c) => cityward_store::PageRequest::after(c, limit),
         None => cityward_store::PageRequest::first(limit),
@@ -795,6 +812,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(ApiError::from)
+}
+
+/// The page size asked for: 100 when not given, else 1 to 1000.
+fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("limit {n} is out of range; ask for 1 to 1000 items"))),
+    }
 }
 
 /// Parses a JSON body; the error names what was wrong and shows what to send.
