@@ -107,6 +107,9 @@ impl Hub {
     }
 }
 
+/// (deadline, alert id), earliest first.
+type Due = Reverse<(DateTime<Utc>, String)>;
+
 /// The alert desk of a node.
 pub(crate) struct Desk {
     config: AlertsConfig,
@@ -115,7 +118,7 @@ pub(crate) struct Desk {
     state: Arc<dyn StateStore>,
     router: RwLock<Arc<Router>>,
     /// (deadline, alert id); stale entries are skipped when they come up.
-    due: Mutex<BinaryHeap<Reverse<(DateTime<Utc>, String)>>>,
+    due: Mutex<BinaryHeap<Due>>,
     writes: Mutex<()>,
     /// Silences, as stored under [`SILENCES_KEY`] (expired ones are kept a week for the record).
     silences: RwLock<Vec<Silence>>,

@@ -135,7 +135,7 @@ async fn an_alert_is_routed_to_its_community_and_handled_to_closure() {
     let (status, _) = t.get("/api/v1/audit", &duty).await;
     assert_eq!(status, 403, "dispatchers do not read the audit log");
     let admin = t.login("admin", "admin-pass").await;
-    let (status, log) = t.get(&format!("/api/v1/audit?action=alert.&limit=1000"), &admin).await;
+    let (status, log) = t.get("/api/v1/audit?action=alert.&limit=1000", &admin).await;
     assert_eq!(status, 200, "{log}");
     let mine: Vec<(String, String)> = log["items"]
         .as_array()
@@ -461,7 +461,10 @@ async fn alerts_near_in_place_and_time_are_grouped_into_one_incident() {
 
 /// A webhook receiver on a free port: records each request's headers and body, and answers
 /// the statuses given in turn (204 once they run out).
-fn receiver(mut answers: Vec<u16>) -> (u16, mpsc::Receiver<(Vec<(String, String)>, String)>) {
+/// A request as the receiver saw it: headers (names lowercased) and body.
+type Received = (Vec<(String, String)>, String);
+
+fn receiver(mut answers: Vec<u16>) -> (u16, mpsc::Receiver<Received>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
