@@ -259,13 +259,14 @@ enum UserCommand {
         /// Login name.
         #[arg(long)]
         username: String,
-        /// admin, analyst, dispatcher, responder, auditor or ingest.
+        /// admin, analyst, dispatcher, responder, auditor, ingest or reader.
         #[arg(long)]
         role: String,
         /// Password (or set CITYWARD_PASSWORD).
         #[arg(long, env = "CITYWARD_PASSWORD", hide_env_values = true)]
         password: String,
-        /// Unit the user belongs to.
+        /// Unit the user acts for; its region is their jurisdiction (required for
+        /// dispatchers and responders).
         #[arg(long)]
         unit: Option<String>,
     },
@@ -492,7 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let role = cityward_server::Role::parse(&role)
-                .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest"))?;
+                .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest, reader"))?;
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("cannot create {}", data.display()))?;
             let state = cityward_store::SqliteState::open(data.join("state.sqlite3"))?;
