@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub detect: DetectSection,
     /// What happens to alerts once raised: dispositions, deadlines, boundaries.
     pub alerts: cityward_alerts::AlertsConfig,
+    /// Responder positions and recommendations of whom to send.
+    pub dispatch: cityward_alerts::DispatchConfig,
     /// The service types residents and call-takers report through Open311 GeoReport v2.
     pub open311: Open311Config,
     /// Kinds the city adds to (or overrides among) the built-in ones.
@@ -433,6 +435,16 @@ impl NodeConfig {
             return Err("detect.max_evidence must be at least 1".into());
         }
         self.open311.check()?;
+        let d = &self.dispatch;
+        if d.stale_after.is_zero() {
+            return Err("dispatch.stale_after must be longer than 0s, e.g. \"10m\"".into());
+        }
+        if !(d.urban_speed_kmh > 0.0 && d.urban_speed_kmh <= 200.0) {
+            return Err(format!("dispatch.urban_speed_kmh = {} is out of range; use more than 0 and at most 200", d.urban_speed_kmh));
+        }
+        if !(d.snap_m >= 0.0 && d.join_m >= 0.0 && d.join_m <= 50.0) {
+            return Err("dispatch.snap_m must be 0 or more and dispatch.join_m 0 to 50 metres".into());
+        }
         self.alerts.validate()
     }
 
@@ -488,6 +500,22 @@ mod tests {
             reference.contains(DEFAULT_CONFIG_TOML),
             "docs/CONFIGURATION.md is stale: paste the output of `cityward config default` into it"
         );
+    }
+
+    #[test]
+    fn dispatch_and_alert_settings_out_of_range_are_refused_by_name() {
+        let mut c = NodeConfig::default();
+        c.dispatch.urban_speed_kmh = 0.0;
+        assert!(c.check().unwrap_err().contains("dispatch.urban_speed_kmh"));
+        let mut c = NodeConfig::default();
+        c.dispatch.stale_after = Duration::ZERO;
+        assert!(c.check().unwrap_err().contains("dispatch.stale_after"));
+        let mut c = NodeConfig::default();
+        c.alerts.boundary_m = -1.0;
+        assert!(c.check().unwrap_err().contains("alerts.boundary_m"));
+        let parsed: NodeConfig = toml::from_str("[dispatch]\nstale_after = \"2m\"\n").unwrap();
+        assert_eq!(parsed.dispatch.stale_after, Duration::from_secs(120));
+        assert!(parsed.check().is_ok());
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Dispatch {
         if let Some(d) = node.dispatch_slot().get() {
             return Ok(d.clone());
         }
-        let d = Arc::new(Dispatch::open(node, DispatchConfig::default())?);
+        let d = Arc::new(Dispatch::open(node, node.config().dispatch.clone())?);
         Ok(node.dispatch_slot().get_or_init(|| d).clone())
     }
 
