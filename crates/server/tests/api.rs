@@ -2,100 +2,13 @@
 //! duplicates, compaction, SQL, auth, metrics — and MQTT against the real broker.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cityward_server::{Node, NodeConfig, Role};
+use cityward_server::{Node, NodeConfig};
 use serde_json::{json, Value};
 
-struct TestNode {
-    node: Arc<Node>,
-    base: String,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-async fn start(mutate: impl FnOnce(&mut NodeConfig)) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let city = cityward_sim::generate_city(3, cityward_sim::Size::Small);
-    let city_dir = dir.path().join("city-src");
-    city.write(&city_dir).unwrap();
-    let mut config = NodeConfig::default();
-    config.node.data_dir = dir.path().join("data");
-    config.city.dir = Some(city_dir);
-    mutate(&mut config);
-    let node = Node::open(config).await.unwrap();
-    node.create_user("admin", "admin-pass", Role::Admin, None)
-        .unwrap();
-    node.create_user("sensorhub", "ingest-pass", Role::Ingest, None)
-        .unwrap();
-    node.create_user("duty", "duty-pass", Role::Dispatcher, Some("unit-city"))
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(cityward_server::serve_on(node.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    TestNode {
-        node,
-        base,
-        _dir: dir,
-        stop: Some(stop),
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .build(),
-    )
-}
-
-/// A blocking HTTP call run off the async runtime.
-async fn call(
-    method: &'static str,
-    url: String,
-    token: Option<String>,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let agent = agent();
-        let mut response = match method {
-            "GET" => {
-                let mut r = agent.get(&url);
-                if let Some(t) = &token {
-                    r = r.header("Authorization", &format!("Bearer {t}"));
-                }
-                r.call().unwrap()
-            }
-            _ => {
-                let mut r = agent.post(&url).header("Content-Type", content_type);
-                if let Some(t) = &token {
-                    r = r.header("Authorization", &format!("Bearer {t}"));
-                }
-                r.send(&body[..]).unwrap()
-            }
-        };
-        let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_to_string().unwrap_or_default(),
-        )
-    })
-    .await
-    .unwrap()
-}
+mod common;
+use common::*;
 
 /// Posts an NDJSON body to `POST /api/v1/events`.
 async fn post_ndjson(base: &str, token: Option<String>, body: Vec<u8>) -> (u16, String) {
@@ -140,14 +53,10 @@ async fn sql(base: &str, token: &str, query: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn now_rfc3339() -> String {
-    cityward_model::format_time(&chrono::Utc::now())
-}
-
 fn gps(id: &str, lon: f64, lat: f64) -> String {
     format!(
         r#"{{"id":"{id}","source":"truck-1","kind":"gps","time":"{}","lon":{lon},"lat":{lat},"attrs":{{"speed_kmh":42.5,"class":"hazmat"}}}}"#,
-        now_rfc3339()
+        now()
     )
 }
 
@@ -173,8 +82,8 @@ async fn intake_refuses_bad_records_keeps_good_ones_and_queries_them() {
     let body = [
         gps("e1", lon, lat),
         "{not json".to_string(),
-        format!(r#"{{"id":"e2","source":"cam-9","kind":"video_event","time":"{}","attrs":{{"event_type":"loitering","face_image":"AAAA"}}}}"#, now_rfc3339()),
-        format!(r#"{{"id":"e3","source":"s","kind":"teleport","time":"{}"}}"#, now_rfc3339()),
+        format!(r#"{{"id":"e2","source":"cam-9","kind":"video_event","time":"{}","attrs":{{"event_type":"loitering","face_image":"AAAA"}}}}"#, now()),
+        format!(r#"{{"id":"e3","source":"s","kind":"teleport","time":"{}"}}"#, now()),
         gps("e4", 2.35, 48.85),
         r#"{"id":"e5","source":"s","kind":"smoke","time":"2099-01-01T00:00:00Z"}"#.to_string(),
         gps("e6", lon, lat),
@@ -477,7 +386,7 @@ async fn kinds_that_require_registered_sources_refuse_unknown_ones_by_line() {
         .expect("the small city has smoke sensors")
         .clone();
     let hub = login(&t.base, "sensorhub", "ingest-pass").await;
-    let now = now_rfc3339();
+    let now = now();
     let body = format!(
         "{{\"source\":\"{}\",\"kind\":\"smoke\",\"time\":\"{now}\",\"attrs\":{{\"value\":0.4}}}}\n\
          {{\"source\":\"not-registered\",\"kind\":\"smoke\",\"time\":\"{now}\",\"attrs\":{{\"value\":0.4}}}}\n",
@@ -550,7 +459,7 @@ async fn a_wal_backlog_beyond_its_limit_answers_retry_later() {
     let hub = login(&t.base, "sensorhub", "ingest-pass").await;
     let body = format!(
         r#"{{"source":"d","kind":"door","time":"{}","attrs":{{"open":true}}}}"#,
-        now_rfc3339()
+        now()
     );
     let (status, text) = post_ndjson(&t.base, Some(hub), body.into_bytes()).await;
     assert_eq!(status, 503, "{text}");
