@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::routing::check_category_pattern;
+
 /// How alerts are handled once raised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +32,13 @@ pub struct AlertsConfig {
     /// queue.
     pub maintenance_categories: Vec<String>,
 }
+
+/// The deadlines of an alert no entry matches, and of the default catch-all entry.
+const FALLBACK: Deadlines = Deadlines {
+    ack: Duration::from_secs(15 * 60),
+    arrive: Duration::from_secs(120 * 60),
+    progress: Duration::from_secs(60 * 60),
+};
 
 impl Default for AlertsConfig {
     fn default() -> Self {
@@ -59,7 +68,7 @@ impl Default for AlertsConfig {
                 rule("device.*", None, 240, 3 * 1440, 1440),
                 rule("*", Some("critical"), 2, 15, 10),
                 rule("*", Some("high"), 5, 30, 15),
-                rule("*", None, 15, 120, 60),
+                DeadlineRule { category: "*".into(), severity: None, ack: FALLBACK.ack, arrive: FALLBACK.arrive, progress: FALLBACK.progress },
             ],
             maintenance_categories: vec!["device.*".into()],
         }
@@ -68,7 +77,7 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     /// The deadlines for an alert of `category` and `severity`: the first matching entry,
-    /// or the defaults of the last entry of [`AlertsConfig::default`] when none matches.
+    /// or the catch-all of [`AlertsConfig::default`] when none matches.
     pub fn deadlines_for(&self, category: &str, severity: &str) -> Deadlines {
         self.deadlines
             .iter()
@@ -77,11 +86,7 @@ impl AlertsConfig {
                     && d.severity.as_deref().is_none_or(|s| s == severity)
             })
             .map(DeadlineRule::deadlines)
-            .unwrap_or(Deadlines {
-                ack: Duration::from_secs(15 * 60),
-                arrive: Duration::from_secs(120 * 60),
-                progress: Duration::from_secs(60 * 60),
-            })
+            .unwrap_or(FALLBACK)
     }
 
     /// Whether alerts of `category` are maintenance tickets.
@@ -104,9 +109,7 @@ impl AlertsConfig {
             return Err("alerts.clock_every must be more than 0s, e.g. \"250ms\"".into());
         }
         for (i, c) in self.maintenance_categories.iter().enumerate() {
-            if !crate::routing::valid_category_pattern(c) {
-                return Err(format!("alerts.maintenance_categories[{i}] `{c}` is not a category, a prefix such as `device.*`, or `*`"));
-            }
+            check_category_pattern(c).map_err(|e| format!("alerts.maintenance_categories[{i}]: {e}"))?;
         }
         for (i, d) in self.deadlines.iter().enumerate() {
             if let Some(s) = &d.severity {
@@ -116,9 +119,7 @@ impl AlertsConfig {
                     ));
                 }
             }
-            if !crate::routing::valid_category_pattern(&d.category) {
-                return Err(format!("alerts.deadlines[{i}].category `{}` is not a category, a prefix such as `fire.*`, or `*`", d.category));
-            }
+            check_category_pattern(&d.category).map_err(|e| format!("alerts.deadlines[{i}]: {e}"))?;
             let ds = d.deadlines();
             if ds.ack.is_zero() || ds.arrive.is_zero() || ds.progress.is_zero() {
                 return Err(format!("alerts.deadlines[{i}] has a zero deadline; every deadline must be more than 0s"));

@@ -91,6 +91,15 @@ pub(crate) fn category_matches(pattern: &str, category: &str) -> Option<usize> {
     (pattern == category).then_some(usize::MAX)
 }
 
+/// Checks a category pattern; the message says what a pattern may be.
+pub(crate) fn check_category_pattern(p: &str) -> Result<(), String> {
+    if valid_category_pattern(p) {
+        Ok(())
+    } else {
+        Err(format!("category `{p}` is not a category, a prefix such as `fire.*`, or `*`"))
+    }
+}
+
 pub(crate) fn valid_category_pattern(p: &str) -> bool {
     let name = p.strip_suffix(".*").unwrap_or(p);
     p == "*" || (!name.is_empty() && !name.contains('*') && !name.contains(char::is_whitespace))

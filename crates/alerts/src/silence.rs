@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use cityward_model::City;
 use serde::{Deserialize, Serialize};
 
-use crate::routing::{category_matches, valid_category_pattern};
+use crate::routing::{category_matches, check_category_pattern};
 
 /// The longest a silence may run; a longer need is a rule or routing change.
 pub const MAX_SILENCE_DAYS: i64 = 30;
@@ -75,9 +75,7 @@ impl Silence {
             return Err(format!("`expires` is more than {MAX_SILENCE_DAYS} days ahead; change the rule or the routing instead of silencing for longer"));
         }
         if let Some(c) = &self.category {
-            if !valid_category_pattern(c) {
-                return Err(format!("category `{c}` is not a category, a prefix such as `fire.*`, or `*`"));
-            }
+            check_category_pattern(c)?;
         }
         if let Some(r) = &self.region {
             if city.region(r).is_none() {

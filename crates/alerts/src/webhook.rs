@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::routing::{category_matches, valid_category_pattern};
+use crate::routing::{category_matches, check_category_pattern};
 
 /// Attempts after which a delivery is given up (it stays listed, and can be replayed).
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -62,9 +62,7 @@ impl Webhook {
             }
         }
         if let Some(c) = &self.category {
-            if !valid_category_pattern(c) {
-                return Err(format!("category `{c}` is not a category, a prefix such as `fire.*`, or `*`"));
-            }
+            check_category_pattern(c)?;
         }
         Ok(())
     }

@@ -6,10 +6,17 @@ use std::time::Duration;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::Utc;
-use cityward_store::StateStore;
+use cityward_store::{SessionRow, StateStore, UserRow};
 use sha2::{Digest, Sha256};
 
 use crate::node::{NodeError, Role, Token, User};
+
+/// `n` random bytes from the OS, as hex: tokens, secrets, ids.
+pub(crate) fn random_hex(n: usize) -> Result<String, NodeError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
 
 fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -66,10 +73,7 @@ pub fn login(
             user.role
         ))
     })?;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
-    let token = hex::encode(bytes);
+    let token = random_hex(32)?;
     let expires =
         Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
     state.create_session(&token_digest(&token), username, expires)?;
@@ -134,14 +138,10 @@ pub fn create_api_token(
         Some(_) => {}
         None => {
             // Nobody knows this password: machine users authenticate by token only.
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
-            create_user(state, name, &hex::encode(secret), role, unit)?;
+            create_user(state, name, &random_hex(32)?, role, unit)?;
         }
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
-    let token = format!("cwt_{}", hex::encode(bytes));
+    let token = format!("cwt_{}", random_hex(32)?);
     let digest = token_digest(&token);
     let expires = Utc::now() + valid_for;
     state.create_session(&digest, name, expires)?;
@@ -155,41 +155,51 @@ pub fn create_api_token(
     }))
 }
 
-/// Every API token (machine users' sessions), without the tokens.
-pub fn list_api_tokens(state: &dyn StateStore) -> Result<serde_json::Value, NodeError> {
-    let mut items = Vec::new();
+/// Every API token: the sessions of machine users (ingest and reader), with their users.
+fn api_tokens(state: &dyn StateStore) -> Result<Vec<(UserRow, SessionRow)>, NodeError> {
+    let mut out = Vec::new();
     for user in state.list_users()? {
-        if user.role != Role::Ingest.as_str() && user.role != Role::Reader.as_str() {
-            continue;
+        if user.role == Role::Ingest.as_str() || user.role == Role::Reader.as_str() {
+            for s in state.list_sessions(&user.username)? {
+                out.push((user.clone(), s));
+            }
         }
-        for s in state.list_sessions(&user.username)? {
-            items.push(serde_json::json!({
-                "id": &s.token_hash[..16.min(s.token_hash.len())],
+    }
+    Ok(out)
+}
+
+/// The id of an API token as listed: the first 16 hex digits of its digest.
+fn token_id(s: &SessionRow) -> &str {
+    &s.token_hash[..16.min(s.token_hash.len())]
+}
+
+/// Every API token, without the tokens.
+pub fn list_api_tokens(state: &dyn StateStore) -> Result<serde_json::Value, NodeError> {
+    let items: Vec<serde_json::Value> = api_tokens(state)?
+        .iter()
+        .map(|(user, s)| {
+            serde_json::json!({
+                "id": token_id(s),
                 "name": user.username,
                 "scope": user.role,
                 "unit": user.unit,
                 "created_at": cityward_model::format_time(&s.created_at),
                 "expires_at": cityward_model::format_time(&s.expires_at),
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     Ok(serde_json::json!({"items": items, "next": null}))
 }
 
-/// Revokes the API token with `id` (the first 16 hex digits of its digest, as listed).
+/// Revokes the API token with `id` (as listed).
 pub fn revoke_api_token(state: &dyn StateStore, id: &str) -> Result<(), NodeError> {
-    for user in state.list_users()? {
-        if user.role != Role::Ingest.as_str() && user.role != Role::Reader.as_str() {
-            continue;
+    match api_tokens(state)?.into_iter().find(|(_, s)| token_id(s) == id) {
+        Some((_, s)) => {
+            state.delete_session(&s.token_hash)?;
+            Ok(())
         }
-        for s in state.list_sessions(&user.username)? {
-            if id.len() == 16 && s.token_hash.starts_with(id) {
-                state.delete_session(&s.token_hash)?;
-                return Ok(());
-            }
-        }
+        None => Err(NodeError::NotFound(format!("no API token `{id}`; list them with GET /api/v1/tokens"))),
     }
-    Err(NodeError::NotFound(format!("no API token `{id}`; list them with GET /api/v1/tokens")))
 }
 
 #[cfg(test)]

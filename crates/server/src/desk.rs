@@ -72,6 +72,8 @@ impl Hub {
             (Jurisdiction::City, _) => self.city.subscribe(),
             (_, Some(unit)) => {
                 let mut units = self.units.lock().expect("hub lock");
+                // Channels whose listeners all left go when someone new comes.
+                units.retain(|_, c| c.receiver_count() > 0);
                 units.entry(unit.to_string()).or_insert_with(|| broadcast::channel(STREAM_BUFFER).0).subscribe()
             }
             // Sees nothing: a channel nobody sends to.
@@ -97,8 +99,7 @@ impl Hub {
         }
         targets.sort_unstable();
         targets.dedup();
-        let mut units = self.units.lock().expect("hub lock");
-        units.retain(|_, c| c.receiver_count() > 0);
+        let units = self.units.lock().expect("hub lock");
         for t in targets {
             if let Some(c) = units.get(t) {
                 let _ = c.send(change.clone());
@@ -271,7 +272,7 @@ impl Desk {
             hub,
             metrics,
         };
-        desk.reload_deadlines()?;
+        desk.reload_open_alerts()?;
         Ok(desk)
     }
 
@@ -294,7 +295,8 @@ impl Desk {
         self.hub.subscribe(&self.jurisdiction(user), user.unit.as_deref())
     }
 
-    fn reload_deadlines(&self) -> Result<(), NodeError> {
+    /// After a (re)start: the deadlines of open alerts, and recent ones for correlation.
+    fn reload_open_alerts(&self) -> Result<(), NodeError> {
         let filter = AlertFilter {
             statuses: Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect(),
             ..AlertFilter::default()
@@ -439,11 +441,12 @@ impl Desk {
         let router = self.router();
         let city = router.city();
         silence.check(city, now).map_err(NodeError::Invalid)?;
-        if let Jurisdiction::Scopes(_) = self.jurisdiction(user) {
+        let jurisdiction = self.jurisdiction(user);
+        if let Jurisdiction::Scopes(_) = jurisdiction {
             let region = silence.region.clone().or_else(|| silence.grid.as_deref().and_then(|g| city.grid(g)).map(|g| g.region.clone()));
             let inside = region.is_some_and(|r| {
                 let scopes: Vec<String> = city.region_chain(&r).iter().map(|reg| format!("region:{}", reg.id)).collect();
-                self.jurisdiction(user).sees(&scopes)
+                jurisdiction.sees(&scopes)
             });
             if !inside {
                 return Err(NodeError::Forbidden(
@@ -451,9 +454,7 @@ impl Desk {
                 ));
             }
         }
-        let mut random = [0u8; 6];
-        getrandom::fill(&mut random).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
-        silence.id = format!("sil-{}", hex::encode(random));
+        silence.id = format!("sil-{}", crate::auth::random_hex(6)?);
         silence.owner = user.username.clone();
         silence.created_at = Some(now);
         self.store_silences(|list| list.push(silence.clone()))?;
@@ -572,9 +573,7 @@ impl Desk {
     pub(crate) fn add_webhook(&self, user: &User, mut hook: Webhook) -> Result<Value, NodeError> {
         let router = self.router();
         hook.check(|u| router.city().unit(u).is_some()).map_err(NodeError::Invalid)?;
-        let mut random = [0u8; 6];
-        getrandom::fill(&mut random).map_err(|e| NodeError::Internal(format!("no OS randomness: {e}")))?;
-        hook.id = format!("wh-{}", hex::encode(random));
+        hook.id = format!("wh-{}", crate::auth::random_hex(6)?);
         hook.owner = user.username.clone();
         self.store_webhooks(|list| list.push(hook.clone()))?;
         tracing::info!(webhook = %hook.id, url = %hook.url, user = %user.username, "Webhook added.");
