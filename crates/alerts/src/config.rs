@@ -31,6 +31,10 @@ pub struct AlertsConfig {
     /// (offline, battery, tamper) routed to the device's owner, kept out of the incident
     /// queue.
     pub maintenance_categories: Vec<String>,
+    /// PEM file of the certificate authorities that `https://` webhook endpoints'
+    /// certificates are checked against, instead of the built-in Mozilla roots: a city's
+    /// own CA, or the system bundle (`/etc/ssl/certs/ca-certificates.crt`) plus it.
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 /// The deadlines of an alert no entry matches, and of the default catch-all entry.
@@ -71,6 +75,7 @@ impl Default for AlertsConfig {
                 DeadlineRule { category: "*".into(), severity: None, ack: FALLBACK.ack, arrive: FALLBACK.arrive, progress: FALLBACK.progress },
             ],
             maintenance_categories: vec!["device.*".into()],
+            webhook_ca_file: None,
         }
     }
 }

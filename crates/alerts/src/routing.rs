@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cityward_model::geo::BBox;
+use cityward_model::geo::{MultiPolygon, Polygon, PolygonIndex};
 use cityward_model::City;
 use serde::{Deserialize, Serialize};
 
@@ -138,8 +138,9 @@ pub struct Router {
     city: Arc<City>,
     table: RoutingTable,
     boundary_m: f64,
-    /// Every grid's box grown by the boundary distance, for "which grids are near".
-    near_boxes: Vec<BBox>,
+    /// Every grid's box grown by the boundary distance, indexed: "which grids are near"
+    /// without looking at every grid of the city.
+    near_boxes: PolygonIndex<()>,
 }
 
 impl Router {
@@ -163,7 +164,9 @@ impl Router {
                 _ => {}
             }
         }
-        let near_boxes = city.grids.iter().map(|g| g.area.bbox().expand_m(boundary_m)).collect();
+        let near_boxes = PolygonIndex::new(
+            city.grids.iter().map(|g| (MultiPolygon::from(Polygon::rect(g.area.bbox().expand_m(boundary_m))), ())),
+        );
         Ok(Router { city, table, boundary_m, near_boxes })
     }
 
@@ -191,9 +194,9 @@ impl Router {
         let mut candidates = Vec::new();
         if let (Some(owner), Some(p), true) = (&owner, place.point, self.boundary_m > 0.0) {
             let mut units = BTreeSet::new();
-            for (i, b) in self.near_boxes.iter().enumerate() {
+            for i in self.near_boxes.containing_indices(p.0, p.1) {
                 let g = &self.city.grids[i];
-                if !b.contains(p.0, p.1) || Some(g.id.as_str()) == grid {
+                if Some(g.id.as_str()) == grid {
                     continue;
                 }
                 if g.area.distance_m(p) <= self.boundary_m {

@@ -18,7 +18,7 @@ pub struct Webhook {
     /// Set when stored.
     #[serde(default)]
     pub id: String,
-    /// `http://…` endpoint that receives a JSON POST per change.
+    /// `https://…` (or `http://…`) endpoint that receives a JSON POST per change.
     pub url: String,
     /// Shared secret for the `X-Cityward-Signature` HMAC; never shown back.
     #[serde(default, skip_serializing)]
@@ -44,9 +44,11 @@ fn yes() -> bool {
 impl Webhook {
     /// Checks a new webhook; the message says what to fix.
     pub fn check(&self, unit_exists: impl Fn(&str) -> bool) -> Result<(), String> {
-        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
-            format!("url `{}` must start with http:// (for https, put the node's outbound proxy in front of the endpoint)", self.url)
-        })?;
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .ok_or_else(|| format!("url `{}` must start with https:// or http://", self.url))?;
         if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
             return Err(format!("url `{}` has no host", self.url));
         }
@@ -149,7 +151,8 @@ mod tests {
             f(&mut b);
             b.check(|u| u == "unit-c1").unwrap_err()
         };
-        assert!(bad(&|b| b.url = "ftp://x".into()).contains("http://"));
+        assert!(bad(&|b| b.url = "ftp://x".into()).contains("https://"));
+        assert!(bad(&|b| b.url = "https://".into()).contains("no host"));
         assert!(bad(&|b| b.url = "http:///x".into()).contains("no host"));
         assert!(bad(&|b| b.secret = "short".into()).contains("16 characters"));
         assert!(bad(&|b| b.unit = Some("unit-x".into())).contains("unit-x"));

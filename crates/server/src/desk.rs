@@ -125,6 +125,8 @@ pub(crate) struct Desk {
     silences: RwLock<Vec<Silence>>,
     /// Webhooks, as stored under [`WEBHOOKS_KEY`].
     webhooks: RwLock<Vec<Webhook>>,
+    /// The client deliveries are posted with (kept, so connections are reused).
+    webhook_agent: ureq::Agent,
     /// Recent alerts by place, for grouping alerts into incidents.
     correlator: Mutex<Correlator>,
     hub: Hub,
@@ -259,7 +261,9 @@ impl Desk {
             None => Vec::new(),
         };
         let correlator = Correlator::new(config.correlate_m, config.correlate_within.as_millis() as i64);
+        let webhook_agent = crate::webhooks::agent(config.webhook_ca_file.as_deref())?;
         let desk = Desk {
+            webhook_agent,
             webhooks: RwLock::new(webhooks),
             correlator: Mutex::new(correlator),
             silences: RwLock::new(silences),
@@ -562,6 +566,11 @@ impl Desk {
     /// The webhooks (secrets not shown).
     pub(crate) fn webhooks(&self) -> Value {
         json!({"items": *self.webhooks.read().expect("webhooks lock"), "next": null})
+    }
+
+    /// The client webhook deliveries are posted with.
+    pub(crate) fn webhook_agent(&self) -> &ureq::Agent {
+        &self.webhook_agent
     }
 
     /// A webhook by id, with its secret (for the sender).

@@ -159,6 +159,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config().ingest.max_body_bytes;
     Router::new()
         .route("/", get(console))
+        .route("/assets/{file}", get(console_asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
@@ -203,6 +204,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/detect/status", get(detect_status))
         .merge(crate::open311::routes())
         .merge(crate::dispatch::routes())
+        .merge(crate::city_api::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
@@ -216,8 +218,19 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// The console (built from `console/` with `npm run build`; the built files are committed,
+/// so a Rust build needs no Node).
 async fn console() -> Html<&'static str> {
-    Html(include_str!("console.html"))
+    Html(include_str!("../../../console/dist/index.html"))
+}
+
+async fn console_asset(Path(file): Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &str) = match file.as_str() {
+        "console.js" => (include_bytes!("../../../console/dist/assets/console.js"), "text/javascript; charset=utf-8"),
+        "console.css" => (include_bytes!("../../../console/dist/assets/console.css"), "text/css; charset=utf-8"),
+        _ => return not_found().await.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 async fn healthz(State(node): State<Arc<Node>>) -> Response {
@@ -851,7 +864,10 @@ mod tests {
         routes_in(&source[start..end], &mut out);
         assert!(source[start..end].contains(".merge(crate::open311::routes())"), "the router no longer merges the Open311 routes");
         assert!(source[start..end].contains(".merge(crate::dispatch::routes())"), "the router no longer merges the dispatch routes");
-        for (file, source) in [("open311", include_str!("open311.rs")), ("dispatch", include_str!("dispatch.rs"))] {
+        assert!(source[start..end].contains(".merge(crate::city_api::routes())"), "the router no longer merges the city routes");
+        for (file, source) in
+            [("open311", include_str!("open311.rs")), ("dispatch", include_str!("dispatch.rs")), ("city_api", include_str!("city_api.rs"))]
+        {
             let start = source.find("pub(crate) fn routes(").unwrap_or_else(|| panic!("{file} routes"));
             let end = start + source[start..].find("\n}\n").unwrap_or_else(|| panic!("the end of {file}::routes"));
             routes_in(&source[start..end], &mut out);
@@ -866,7 +882,7 @@ mod tests {
             let calls = &part[path.len() + 2..];
             for method in ["get", "post", "put", "delete"] {
                 let called = [" ", ".", "::", "("].iter().any(|before| calls.contains(&format!("{before}{method}(")));
-                if called && path != "/" {
+                if called && path != "/" && !path.starts_with("/assets/") {
                     out.insert((path.clone(), method.to_string()));
                 }
             }

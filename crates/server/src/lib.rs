@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod city_api;
 mod citystate;
 mod config;
 mod dedup;

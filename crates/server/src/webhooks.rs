@@ -3,6 +3,7 @@
 //! with backoff, recording every attempt. It runs apart from detection and the desk, so a
 //! slow or dead endpoint only delays its own deliveries.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +11,38 @@ use chrono::Utc;
 use cityward_store::{Delivery, DeliveryAttempt};
 
 use crate::desk::Desk;
+use crate::NodeError;
 
 /// Deliveries posted at once.
 const PARALLEL: usize = 8;
 /// How long an endpoint has to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP client deliveries go out with: statuses are answers (not errors), every request
+/// has [`TIMEOUT`], and `https://` certificates are checked against the built-in Mozilla
+/// roots, or only the CAs of `alerts.webhook_ca_file` when it is set.
+pub(crate) fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, NodeError> {
+    let mut config = ureq::config::Config::builder().http_status_as_error(false).timeout_global(Some(TIMEOUT));
+    if let Some(path) = ca_file {
+        let fail = |why: String| {
+            NodeError::Invalid(format!("alerts.webhook_ca_file `{}` {why}; give a PEM file of CA certificates", path.display()))
+        };
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot be read ({e})")))?;
+        let mut roots = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item.map_err(|e| fail(format!("is not valid PEM ({e})")))? {
+                ureq::tls::PemItem::Certificate(cert) => roots.push(cert),
+                _ => {} // a private key next to the certificates is not a root; skip it.
+            }
+        }
+        if roots.is_empty() {
+            return Err(fail("holds no certificate".into()));
+        }
+        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build();
+        config = config.tls_config(tls);
+    }
+    Ok(ureq::Agent::new_with_config(config.build()))
+}
 
 /// Runs the sender until the node stops.
 pub(crate) async fn run(desk: Arc<Desk>) {
@@ -56,13 +84,8 @@ fn deliver(desk: &Desk, delivery: Delivery) {
         Some(hook) => {
             let body = serde_json::to_vec(&delivery.payload).unwrap_or_default();
             let timestamp = now.timestamp();
-            let agent = ureq::Agent::new_with_config(
-                ureq::config::Config::builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(TIMEOUT))
-                    .build(),
-            );
-            let result = agent
+            let result = desk
+                .webhook_agent()
                 .post(&hook.url)
                 .header("Content-Type", "application/json")
                 .header("User-Agent", "cityward-webhooks")

@@ -616,3 +616,133 @@ async fn machines_get_scoped_revocable_tokens() {
     assert_eq!(status, 404);
     assert_eq!(t.alerts(&board).await.len(), seen.len(), "the other token still works");
 }
+
+/// A certificate authority and a server certificate it signs for 127.0.0.1, made with the
+/// `openssl` command line in `dir`: (CA file, certificate file, key file).
+fn tls_identity(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs (apt install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca_key, ca, key, csr, cert) =
+        (format!("{name}-ca.key"), format!("{name}-ca.pem"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    let subject = format!("/CN={name} city CA");
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert, "-days", "2", "-extfile", &ext]);
+    (dir.join(ca), dir.join(cert), dir.join(key))
+}
+
+/// An https webhook receiver (Python's `http.server` behind `ssl`): its port, and each
+/// request's body as it arrives. Killed when the guard drops.
+struct HttpsReceiver {
+    child: std::process::Child,
+    port: u16,
+    bodies: mpsc::Receiver<String>,
+}
+
+impl HttpsReceiver {
+    fn start(cert: &std::path::Path, key: &std::path::Path) -> HttpsReceiver {
+        const SERVER: &str = r#"
+import http.server, json, ssl, sys
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        print(json.dumps(body.decode()), flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(('127.0.0.1', 0), Hook)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SERVER])
+            .arg(cert)
+            .arg(key)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        let (tx, bodies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if tx.send(serde_json::from_str::<String>(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        HttpsReceiver { child, port, bodies }
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_https_endpoints_whose_certificates_the_city_trusts() {
+    let certs = tempfile::tempdir().unwrap();
+    let (city_ca, city_cert, city_key) = tls_identity(certs.path(), "city");
+    let (_, stranger_cert, stranger_key) = tls_identity(certs.path(), "stranger");
+    let trusted = HttpsReceiver::start(&city_cert, &city_key);
+    let untrusted = HttpsReceiver::start(&stranger_cert, &stranger_key);
+    let ca = city_ca.clone();
+    let t = start(move |c| c.alerts.webhook_ca_file = Some(ca)).await;
+    let (_, _, (sensor_a, unit_a), _) = setup(&t).await;
+    let admin = t.login("admin", "admin-pass").await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let secret = "a-long-shared-secret";
+    let mut hooks = Vec::new();
+    for port in [trusted.port, untrusted.port] {
+        let url = format!("https://127.0.0.1:{port}/hook");
+        let (status, hook) = t.post_json("/api/v1/webhooks", &admin, json!({"url": url, "secret": secret, "unit": unit_a})).await;
+        assert_eq!(status, 201, "{hook}");
+        hooks.push(hook["id"].as_str().unwrap().to_string());
+    }
+    t.ingest(&hub, &[alarm("tls-a", &sensor_a)]).await;
+    let alert = t.wait_alert(&admin, "from tls-a", |a| a["evidence"][0] == "tls-a").await;
+
+    let bodies = trusted.bodies;
+    let body = tokio::task::spawn_blocking(move || bodies.recv_timeout(Duration::from_secs(10)).expect("a delivery over https"))
+        .await
+        .unwrap();
+    assert_eq!(parse(&body)["alert"]["id"], alert["id"]);
+    // The stranger's certificate is not signed by a CA the city trusts: nothing reaches it,
+    // and the failed attempt says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let (_, log) = t.get(&format!("/api/v1/webhooks/deliveries?webhook={}", hooks[1]), &admin).await;
+        let item = log["items"][0].clone();
+        if item["attempts"].as_u64() >= Some(1) || std::time::Instant::now() > deadline {
+            break item;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["status"], "pending", "{failed:#}");
+    assert!(failed["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{failed:#}");
+    assert!(untrusted.bodies.try_recv().is_err(), "no body reached the untrusted endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_ca_file_that_is_not_pem_stops_the_node_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let mut config = cityward_server::NodeConfig::default();
+    config.node.data_dir = dir.path().join("data");
+    config.alerts.webhook_ca_file = Some(bad.clone());
+    let err = cityward_server::Node::open(config).await.err().expect("refused").to_string();
+    assert!(err.contains("alerts.webhook_ca_file") && err.contains(&bad.display().to_string()), "{err}");
+    assert!(err.contains("no certificate"), "{err}");
+}
