@@ -9,14 +9,20 @@ use crate::lifecycle::Case;
 
 /// The scopes of an alert at `grid` with this case.
 pub fn alert_scopes(city: &City, grid: Option<&str>, case: &Case) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    if let Some(g) = grid.and_then(|g| city.grid(g)) {
-        out.extend(city.region_chain(&g.region).into_iter().map(|r| format!("region:{}", r.id)));
-    }
+    let mut out = grid.map(|g| grid_scopes(city, g)).unwrap_or_default();
     out.extend(case.units().into_iter().map(|u| format!("unit:{u}")));
     out.sort();
     out.dedup();
     out
+}
+
+/// The scopes of a place in `grid`: `region:` and the id of every region holding it, up to
+/// the district (none for a grid the city does not know).
+pub fn grid_scopes(city: &City, grid: &str) -> Vec<String> {
+    match city.grid(grid) {
+        Some(g) => city.region_chain(&g.region).into_iter().map(|r| format!("region:{}", r.id)).collect(),
+        None => Vec::new(),
+    }
 }
 
 /// What a user sees.

@@ -29,7 +29,7 @@ pub use dispatch::{
     RoadNetwork, Snap,
 };
 pub use config::{AlertsConfig, DeadlineRule, Deadlines};
-pub use jurisdiction::{alert_scopes, Jurisdiction};
+pub use jurisdiction::{alert_scopes, grid_scopes, Jurisdiction};
 pub use lifecycle::{Action, AlertClass, ActionError, Actor, Case, Claim, Escalation, Status, Step};
 pub use silence::{Silence, SilenceTarget, MAX_SILENCE_DAYS};
 pub use webhook::{backoff, signature, Webhook, MAX_ATTEMPTS};

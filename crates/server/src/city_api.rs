@@ -13,7 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cityward_alerts::Jurisdiction;
+use cityward_alerts::{grid_scopes, Jurisdiction};
 use cityward_model::geo::Geometry;
 use cityward_model::City;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ use crate::http::{blocking, require, ApiError, Caller, ALERT_NEED, ALERT_ROLES};
 use crate::node::Node;
 
 /// The layers `GET /api/v1/city/layers/{layer}` serves.
-pub(crate) const LAYERS: [&str; 5] = ["regions", "grids", "roads", "zones", "devices"];
+const LAYERS: [&str; 5] = ["regions", "grids", "roads", "zones", "devices"];
 
 /// The city routes; `crate::http::router` merges them.
 pub(crate) fn routes() -> Router<Arc<Node>> {
@@ -123,25 +123,22 @@ fn layer_geojson(city: &City, layer: &str, jurisdiction: &Jurisdiction) -> Strin
                 feature(&z.id, z.geometry.to_geojson(), properties)
             })
             .collect(),
-        _ => city
-            .devices
-            .iter()
-            .filter(|d| match jurisdiction {
-                Jurisdiction::City => true,
-                Jurisdiction::Scopes(_) => {
-                    let region = city.grid(&d.grid).map(|g| g.region.as_str()).unwrap_or("");
-                    let scopes: Vec<String> = city.region_chain(region).iter().map(|r| format!("region:{}", r.id)).collect();
-                    jurisdiction.sees(&scopes)
-                }
-            })
+        _ => {
+            // Visibility is a property of the grid: decided once per grid, not per device.
+            let visible: std::collections::HashSet<&str> =
+                city.grids.iter().filter(|g| jurisdiction.sees(&grid_scopes(city, &g.id))).map(|g| g.id.as_str()).collect();
+            city.devices
+                .iter()
+                .filter(|d| matches!(jurisdiction, Jurisdiction::City) || visible.contains(d.grid.as_str()))
             .map(|d| {
                 feature(
                     &d.id,
                     json!({"type": "Point", "coordinates": [d.lon, d.lat]}),
-                    json!({"id": d.id, "kind": d.kind, "grid": d.grid, "owner_unit": d.owner_unit}),
-                )
-            })
-            .collect(),
+                        json!({"id": d.id, "kind": d.kind, "grid": d.grid, "owner_unit": d.owner_unit}),
+                    )
+                })
+                .collect()
+        }
     };
     json!({"type": "FeatureCollection", "features": features}).to_string()
 }

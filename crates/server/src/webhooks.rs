@@ -30,9 +30,9 @@ pub(crate) fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, NodeError> {
         let pem = std::fs::read(path).map_err(|e| fail(format!("cannot be read ({e})")))?;
         let mut roots = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
-            match item.map_err(|e| fail(format!("is not valid PEM ({e})")))? {
-                ureq::tls::PemItem::Certificate(cert) => roots.push(cert),
-                _ => {} // a private key next to the certificates is not a root; skip it.
+            // A private key next to the certificates is not a root: skipped.
+            if let ureq::tls::PemItem::Certificate(cert) = item.map_err(|e| fail(format!("is not valid PEM ({e})")))? {
+                roots.push(cert);
             }
         }
         if roots.is_empty() {
