@@ -469,6 +469,20 @@ impl Engine {
     /// Replaces the rule set. Rules whose spec is unchanged keep their state and open
     /// alerts; changed and new rules start empty; removed rules drop theirs.
     pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        self.replace_rules(rules, false);
+    }
+
+    /// Replaces the city model (zones drawn or edited) and the rules, compiled against it.
+    /// Rules that read zones, corridors or roads start over with empty state, since zone
+    /// state refers to the old model's zones; the others keep theirs as in
+    /// [`Engine::set_rules`].
+    pub fn set_city(&mut self, city: Arc<City>, rules: Vec<Rule>) {
+        self.city = city;
+        self.zones = ZoneSets::default();
+        self.replace_rules(rules, true);
+    }
+
+    fn replace_rules(&mut self, rules: Vec<Rule>, city_changed: bool) {
         let old_ids: Vec<String> = self.slots.iter().map(|s| s.rule.spec.id.clone()).collect();
         let old_stats = std::mem::take(&mut self.sink.stats);
         let mut old: HashMap<String, (Slot, RuleStats)> = std::mem::take(&mut self.slots)
@@ -482,7 +496,7 @@ impl Engine {
         for rule in rules.into_iter().filter(|r| r.spec.enabled) {
             let index = slots.len() as u32;
             match old.remove(&rule.spec.id) {
-                Some((slot, st)) if slot.rule.fingerprint == rule.fingerprint => {
+                Some((slot, st)) if slot.rule.fingerprint == rule.fingerprint && !(city_changed && rule.spec.reads_zones()) => {
                     kept.insert(rule.spec.id.clone(), index);
                     slots.push(Slot { rule, ..slot });
                     stats.push(st);

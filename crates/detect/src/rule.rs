@@ -395,6 +395,16 @@ pub struct Rule {
 pub const DEFAULT_SUPPRESS: Duration = Duration::from_secs(600);
 
 impl RuleSpec {
+    /// Whether the rule reads the city's zones, corridors or roads (its state then refers
+    /// to them and does not survive a change of the city model).
+    pub fn reads_zones(&self) -> bool {
+        !self.zones.is_empty()
+            || !self.zone_kinds.is_empty()
+            || self.corridor.is_some()
+            || self.corridor_attr.is_some()
+            || matches!(self.kind, RuleKind::Geofence | RuleKind::Corridor | RuleKind::Speed)
+    }
+
     /// Checks the rule against its kind and the city, and compiles its expressions.
     pub fn compile(&self, city: &City) -> Result<Rule, RuleError> {
         let id = self.id.as_str();

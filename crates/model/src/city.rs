@@ -1137,6 +1137,37 @@ fn parse_grid(f: Feature) -> Result<Grid, CityError> {
     })
 }
 
+impl Zone {
+    /// A zone from one GeoJSON Feature with the properties of `zones.geojson` (`id`,
+    /// `name`, `kind`, `width_m` for a corridor), e.g. one drawn in the console.
+    pub fn from_feature(feature: &Value) -> Result<Zone, CityError> {
+        let props = feature.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+        let id = props.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let geometry = feature.get("geometry").cloned().unwrap_or(Value::Null);
+        parse_zone(Feature { file: files::ZONES, index: 0, id, props, geometry })
+    }
+}
+
+impl City {
+    /// The same city with `zone` added, or in place of the zone with its id.
+    pub fn with_zone(&self, zone: Zone) -> Result<City, CityError> {
+        let mut zones = self.zones.clone();
+        match zones.iter_mut().find(|z| z.id == zone.id) {
+            Some(old) => *old = zone,
+            None => zones.push(zone),
+        }
+        City::from_parts(self.regions.clone(), self.grids.clone(), zones, self.roads.clone(), self.units.clone(), self.devices.clone())
+    }
+
+    /// The same city without zone `id`; None when it has no such zone.
+    pub fn without_zone(&self, id: &str) -> Option<Result<City, CityError>> {
+        let zones: Vec<Zone> = self.zones.iter().filter(|z| z.id != id).cloned().collect();
+        (zones.len() < self.zones.len()).then(|| {
+            City::from_parts(self.regions.clone(), self.grids.clone(), zones, self.roads.clone(), self.units.clone(), self.devices.clone())
+        })
+    }
+}
+
 fn parse_zone(f: Feature) -> Result<Zone, CityError> {
     let mut properties = f.props.clone();
     for known in ["id", "name", "kind", "width_m"] {

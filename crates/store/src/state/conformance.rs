@@ -650,6 +650,20 @@ fn check_alert_scopes(store: &dyn StateStore) {
     assert_eq!(ids(incidents), ["s-02", "s-04", "s-08", "s-10"]);
     let grouped = AlertFilter { incident: Some("inc-1".into()), ..AlertFilter::default() };
     assert_eq!(ids(grouped), ["s-01", "s-05", "s-09"]);
+    // Severity, category, a scope within the caller's, and a time range.
+    let mut critical = alerts[7].clone();
+    critical.severity = "critical".into();
+    critical.category = "fire.smoke".into();
+    store.update_alert(&critical).unwrap();
+    let severe = AlertFilter { severities: vec!["critical".into(), "low".into()], ..AlertFilter::default() };
+    assert_eq!(ids(severe), ["s-07"]);
+    let fires = AlertFilter { categories: vec!["fire.smoke".into()], ..AlertFilter::default() };
+    assert_eq!(ids(fires), ["s-07"]);
+    let in_region = AlertFilter { within: Some("region:c-1".into()), scopes: Some(vec!["unit:u-1".into()]), ..AlertFilter::default() };
+    assert_eq!(ids(in_region).len(), 6);
+    assert!(ids(AlertFilter { within: Some("region:c-2".into()), ..AlertFilter::default() }).is_empty());
+    let window = AlertFilter { since: Some(t(3)), until: Some(t(6)), ..AlertFilter::default() };
+    assert_eq!(ids(window), ["s-03", "s-04", "s-05"]);
     // An update adds scopes (a transfer to another unit) and keeps the old ones.
     let mut moved = alerts[0].clone();
     moved.scopes.push("unit:u-9".into());

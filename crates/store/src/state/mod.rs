@@ -530,6 +530,16 @@ pub struct AlertFilter {
     pub class: Option<String>,
     /// Only the alerts of this incident.
     pub incident: Option<String>,
+    /// Only alerts with one of these severities (empty: any).
+    pub severities: Vec<String>,
+    /// Only alerts with one of these categories (empty: any).
+    pub categories: Vec<String>,
+    /// Only alerts visible under this scope too (e.g. `region:ID`), besides `scopes`.
+    pub within: Option<String>,
+    /// Only alerts raised at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only alerts raised before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// A webhook delivery to queue: one alert change for one endpoint.

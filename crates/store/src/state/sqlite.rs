@@ -1383,6 +1383,28 @@ impl StateStore for SqliteState {
                 marks.join(", ")
             ));
         }
+        for (column, wanted) in [("severity", &filter.severities), ("category", &filter.categories)] {
+            if !wanted.is_empty() {
+                let mut marks = Vec::new();
+                for value in wanted {
+                    values.push(SqlValue::Text(value.clone()));
+                    marks.push(format!("?{}", values.len()));
+                }
+                clauses.push(format!("{column} IN ({})", marks.join(", ")));
+            }
+        }
+        if let Some(scope) = &filter.within {
+            values.push(SqlValue::Text(scope.clone()));
+            clauses.push(format!("id IN (SELECT alert FROM alert_scopes WHERE scope = ?{})", values.len()));
+        }
+        if let Some(since) = &filter.since {
+            values.push(SqlValue::Integer(to_micros(since)));
+            clauses.push(format!("time >= ?{}", values.len()));
+        }
+        if let Some(until) = &filter.until {
+            values.push(SqlValue::Integer(to_micros(until)));
+            clauses.push(format!("time < ?{}", values.len()));
+        }
         if let Some((time, id)) = after {
             values.push(SqlValue::Integer(time));
             values.push(SqlValue::Text(id));
