@@ -5,21 +5,25 @@
 //! - `GET /api/v1/city/layers/{layer}`: one layer as a GeoJSON FeatureCollection (RFC 7946),
 //!   each feature's `id` the object's id: `regions`, `grids`, `roads`, `zones` (the shared
 //!   map, the same for everyone) and `devices` (only those in the caller's jurisdiction).
+//! - `PUT /api/v1/city/zones/{id}`, `DELETE /api/v1/city/zones/{id}`: zones and corridors
+//!   drawn in the console, saved to the city model and read by rules at once; a zone a
+//!   rule needs cannot be deleted.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use cityward_alerts::{grid_scopes, Jurisdiction};
 use cityward_model::geo::Geometry;
+use cityward_model::city::Zone;
 use cityward_model::City;
 use serde_json::{json, Value};
 
-use crate::http::{blocking, require, ApiError, Caller, ALERT_NEED, ALERT_ROLES};
-use crate::node::Node;
+use crate::http::{blocking, require, ApiError, Body, Caller, ALERT_NEED, ALERT_ROLES, RULE_NEED, RULE_ROLES};
+use crate::node::{Node, NodeError};
 
 /// The layers `GET /api/v1/city/layers/{layer}` serves.
 const LAYERS: [&str; 5] = ["regions", "grids", "roads", "zones", "devices"];
@@ -30,6 +34,7 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/city", get(city))
         .route("/api/v1/city/layers/{layer}", get(layer))
+        .route("/api/v1/city/zones/{id}", put(put_zone).delete(delete_zone))
 }
 
 async fn me(State(node): State<Arc<Node>>, Caller(user): Caller) -> Json<Value> {
@@ -55,7 +60,14 @@ async fn city(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Jso
     require(&user, ALERT_ROLES, ALERT_NEED)?;
     let city = node.city();
     let bbox = city.bbox();
+    let c = &node.config().city;
+    let basemap = match (&c.basemap_style, &c.basemap_xyz) {
+        (Some(style), _) => json!({"style_url": style, "attribution": c.basemap_attribution}),
+        (None, Some(xyz)) => json!({"xyz": xyz, "attribution": c.basemap_attribution}),
+        (None, None) => Value::Null,
+    };
     Ok(Json(json!({
+        "basemap": basemap,
         "bbox": [bbox.min_lon, bbox.min_lat, bbox.max_lon, bbox.max_lat],
         "units": city.units.iter().map(|u| json!({
             "id": u.id, "name": u.name, "kind": u.kind, "region": u.region, "parent_unit": u.parent_unit,
@@ -141,4 +153,77 @@ fn layer_geojson(city: &City, layer: &str, jurisdiction: &Jurisdiction) -> Strin
         }
     };
     json!({"type": "FeatureCollection", "features": features}).to_string()
+}
+
+/// A zone id: what rules and the city files can name.
+fn check_zone_id(id: &str) -> Result<(), NodeError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(NodeError::Invalid(format!(
+            "zone id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    Ok(())
+}
+
+async fn put_zone(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+    let body = body.0?;
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    check_zone_id(&id)?;
+    let mut feature: Value = serde_json::from_slice(&body).map_err(|e| {
+        NodeError::Invalid(format!("body must be a GeoJSON Feature with properties `name`, `kind` (and `width_m` for a corridor): {e}"))
+    })?;
+    let properties = feature
+        .get_mut("properties")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| NodeError::Invalid("the feature needs `properties` with `name` and `kind`".into()))?;
+    match properties.get("id").and_then(Value::as_str) {
+        Some(other) if other != id => {
+            return Err(NodeError::Invalid(format!("the feature's id `{other}` differs from the id in the path `{id}`; make them the same")).into())
+        }
+        _ => {
+            properties.insert("id".into(), json!(id));
+        }
+    }
+    let zone = Zone::from_feature(&feature).map_err(|e| NodeError::Invalid(format!("zone `{id}`: {e}")))?;
+    if zone.is_corridor() && zone.width_m.is_none() {
+        return Err(NodeError::Invalid(format!("zone `{id}` is a line: give the corridor's full width in metres as `width_m`")).into());
+    }
+    let stored = blocking(move || {
+        let city = node.edit_city(|city| city.with_zone(zone).map_err(|e| NodeError::Invalid(e.to_string())))?;
+        node.desk().audit(&user.username, "zone.put", &id, json!({"kind": feature["properties"]["kind"]}));
+        let zone = city.zone(&id).expect("the zone just stored");
+        let mut properties = json!({"id": zone.id, "name": zone.name, "kind": zone.kind, "width_m": zone.width_m});
+        for (k, v) in &zone.properties {
+            properties[k] = v.clone();
+        }
+        Ok(json!({"type": "Feature", "id": zone.id, "geometry": zone.geometry.to_geojson(), "properties": properties}))
+    })
+    .await?;
+    Ok(Json(stored))
+}
+
+async fn delete_zone(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    require(&user, RULE_ROLES, RULE_NEED)?;
+    blocking(move || {
+        node.edit_city(|city| {
+            let without = city
+                .without_zone(&id)
+                .ok_or_else(|| NodeError::NotFound(format!("no zone `{id}`; see GET /api/v1/city/layers/zones")))?
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            let needing = crate::rules::rules_not_compiling(node.state().as_ref(), &without)?;
+            if !needing.is_empty() {
+                return Err(NodeError::Conflict(format!(
+                    "zone `{id}` is needed by rule{} {}; change or delete {} first",
+                    if needing.len() == 1 { "" } else { "s" },
+                    needing.join(", "),
+                    if needing.len() == 1 { "it" } else { "them" },
+                )));
+            }
+            Ok(without)
+        })?;
+        node.desk().audit(&user.username, "zone.delete", &id, json!({}));
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -76,6 +76,16 @@ pub struct CitySection {
     /// import at start-up. Unset: use the city already in the state database, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// A MapLibre style URL drawn under the city's own layers in the console, where the
+    /// deployment has a map server. Unset: the city's layers alone (nothing from the internet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basemap_style: Option<String>,
+    /// Or a raster tile URL with `{z}`, `{x}` and `{y}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basemap_xyz: Option<String>,
+    /// The basemap's attribution, shown on the map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basemap_attribution: Option<String>,
 }
 
 /// `[wal]`
@@ -423,6 +433,24 @@ impl NodeConfig {
         }
         for topic in &self.mqtt.topics {
             topic.check()?;
+        }
+        let url = |name: &str, u: &str| -> Result<(), String> {
+            if u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/') {
+                Ok(())
+            } else {
+                Err(format!("city.{name} `{u}` must be an http(s) URL or a path on this server"))
+            }
+        };
+        match (&self.city.basemap_style, &self.city.basemap_xyz) {
+            (Some(_), Some(_)) => return Err("set city.basemap_style or city.basemap_xyz, not both".into()),
+            (Some(style), None) => url("basemap_style", style)?,
+            (None, Some(xyz)) => {
+                url("basemap_xyz", xyz)?;
+                if !["{z}", "{x}", "{y}"].iter().all(|p| xyz.contains(p)) {
+                    return Err(format!("city.basemap_xyz `{xyz}` must contain {{z}}, {{x}} and {{y}}"));
+                }
+            }
+            (None, None) => {}
         }
         self.kind_registry().attribute_columns()?;
         if self.detect.checkpoint_every.is_zero() {

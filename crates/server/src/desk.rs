@@ -666,23 +666,64 @@ impl Desk {
         Ok(row)
     }
 
-    /// One page of the alerts `user` may see.
-    pub(crate) fn list(&self, user: &User, statuses: Vec<String>, class: Option<String>, page: &PageRequest) -> Result<Value, NodeError> {
-        if let Some(c) = &class {
+    /// One page of the alerts `user` may see, narrowed by `filter` (its `scopes` are
+    /// set here from the user's jurisdiction).
+    pub(crate) fn list(&self, user: &User, mut filter: AlertFilter, page: &PageRequest) -> Result<Value, NodeError> {
+        if let Some(c) = &filter.class {
             if ![AlertClass::Incident, AlertClass::Maintenance].iter().any(|k| k.as_str() == c) {
                 return Err(NodeError::Invalid(format!("class `{c}` is not a class; use incident or maintenance")));
             }
         }
-        for s in &statuses {
+        for s in &filter.statuses {
             if Status::parse(s).is_none() {
                 let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
                 return Err(NodeError::Invalid(format!("status `{s}` is not a status; use one of {}", names.join(", "))));
             }
         }
-        let filter = AlertFilter { statuses, class, scopes: self.jurisdiction(user).scopes().map(<[String]>::to_vec), incident: None };
+        for s in &filter.severities {
+            if !["low", "medium", "high", "critical"].contains(&s.as_str()) {
+                return Err(NodeError::Invalid(format!("severity `{s}` is not a severity; use one of low, medium, high, critical")));
+            }
+        }
+        filter.scopes = self.jurisdiction(user).scopes().map(<[String]>::to_vec);
         let page = self.state.list_alerts(&filter, page)?;
         let items: Vec<Value> = page.items.iter().map(alert_json).collect();
         Ok(json!({"items": items, "next": page.next}))
+    }
+
+    /// Records a photo stored for alert `id` (its file written already): listed in the
+    /// alert's `photos` and as a `photo` step of its timeline. Whoever may act on an
+    /// alert and sees it may add one.
+    pub(crate) fn add_photo(&self, user: &User, id: &str, photo: Value) -> Result<Value, NodeError> {
+        if !matches!(user.role, Role::Admin | Role::Dispatcher | Role::Responder) {
+            return Err(NodeError::Forbidden(format!("role `{}` may not add photos to alerts", user.role.as_str())));
+        }
+        let _guard = self.write_lock();
+        let mut row = self.visible(user, id)?;
+        let router = self.router();
+        let now = Utc::now();
+        let mut case = case_of(&row).ok_or_else(|| NodeError::Conflict(format!("alert `{id}` is not routed yet; try again in a second")))?;
+        case.timeline.push(cityward_alerts::Step {
+            at: now,
+            actor: user.username.clone(),
+            action: "photo".into(),
+            from: case.status,
+            to: case.status,
+            unit: user.unit.clone(),
+            note: photo["id"].as_str().map(|p| format!("photo {p}")),
+        });
+        if let Some(body) = row.body.as_object_mut() {
+            let photos = body.entry("photos").or_insert_with(|| json!([]));
+            if let Some(list) = photos.as_array_mut() {
+                list.push(photo.clone());
+            }
+        }
+        put_case(&mut row, &case, router.city());
+        row.updated_at = now;
+        self.state.update_alert(&row)?;
+        self.audit(&user.username, "alert.photo", id, json!({"photo": photo["id"], "bytes": photo["bytes"]}));
+        self.publish("photo", &row);
+        Ok(photo)
     }
 
     /// Applies `user`'s action to alert `id`.

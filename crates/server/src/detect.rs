@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::alert_writer::AlertWriter;
 use crate::config::DetectSection;
 use crate::metrics::Metrics;
 use crate::node::{NodeError, StoredBatch};
@@ -41,6 +42,8 @@ pub(crate) enum Msg {
     Lagged,
     /// A new rule set.
     Rules(Vec<Rule>),
+    /// A new city model, with the rules compiled against it.
+    City(Arc<City>, Vec<Rule>),
     /// New hotlists.
     Hotlists(Hotlists),
     /// Save a checkpoint now; answer when done.
@@ -153,10 +156,9 @@ impl Detection {
             next_seq,
             path,
             reader: events.wal_reader().clone(),
-            state: parts.state,
+            alerts: AlertWriter::start(parts.state, parts.desk, parts.metrics.clone(), parts.config.max_evidence)?,
             metrics: parts.metrics,
             status: status.clone(),
-            desk: parts.desk,
             config: parts.config,
             pending: BTreeMap::new(),
             pending_since: None,
@@ -167,7 +169,6 @@ impl Detection {
             writer: None,
             last_status: Instant::now(),
             batch_stored_at: None,
-            latencies: std::collections::VecDeque::new(),
             has_rules: true,
         };
         stage.has_rules = stage.engine.rules().next().is_some();
@@ -207,6 +208,11 @@ impl Detection {
     /// Replaces the rule set (unchanged rules keep their state).
     pub(crate) fn set_rules(&self, rules: Vec<Rule>) {
         let _ = self.tx.send(Msg::Rules(rules));
+    }
+
+    /// Replaces the city model: rules that read zones, corridors or roads start over.
+    pub(crate) fn set_city(&self, city: Arc<City>, rules: Vec<Rule>) {
+        let _ = self.tx.send(Msg::City(city, rules));
     }
 
     /// Replaces the hotlists.
@@ -259,7 +265,7 @@ pub(crate) fn new_alert_row(alert: &Alert, now: chrono::DateTime<Utc>) -> AlertR
 }
 
 /// Applies a repeat or a clear to a stored alert's row.
-fn apply_output(row: &mut AlertRow, output: &Output, max_evidence: usize, now: chrono::DateTime<Utc>) {
+pub(crate) fn apply_output(row: &mut AlertRow, output: &Output, max_evidence: usize, now: chrono::DateTime<Utc>) {
     row.updated_at = now;
     let Some(body) = row.body.as_object_mut() else { return };
     match output {
@@ -309,10 +315,10 @@ struct Stage {
     next_seq: u64,
     path: PathBuf,
     reader: WalReader,
-    state: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<DetectStatus>>,
-    desk: Arc<crate::desk::Desk>,
+    /// Routes and stores the alerts raised, on its own thread.
+    alerts: AlertWriter,
     config: DetectSection,
     /// Batches that came before an earlier one, by first sequence number.
     pending: BTreeMap<u64, Arc<StoredBatch>>,
@@ -327,8 +333,6 @@ struct Stage {
     last_status: Instant,
     /// When the batch being applied was stored (None while reading the WAL back).
     batch_stored_at: Option<Instant>,
-    /// Latencies (ms) of the last alerts raised from live batches.
-    latencies: std::collections::VecDeque<f64>,
     /// Whether any rule runs (without, events only move the position).
     has_rules: bool,
 }
@@ -385,11 +389,12 @@ impl Stage {
             Msg::Rules(rules) => {
                 self.flush();
                 self.engine.set_rules(rules);
-                let had_rules = std::mem::replace(&mut self.has_rules, self.engine.rules().next().is_some());
-                if self.has_rules && !had_rules {
-                    // From now on the WAL after this point is needed again.
-                    self.keep.store(self.next_seq, Ordering::Release);
-                }
+                self.rules_changed();
+            }
+            Msg::City(city, rules) => {
+                self.flush();
+                self.engine.set_city(city, rules);
+                self.rules_changed();
             }
             Msg::Hotlists(h) => self.engine.set_hotlists(h),
             Msg::Checkpoint(done) => {
@@ -403,6 +408,14 @@ impl Stage {
             }
         }
         true
+    }
+
+    fn rules_changed(&mut self) {
+        let had_rules = std::mem::replace(&mut self.has_rules, self.engine.rules().next().is_some());
+        if self.has_rules && !had_rules {
+            // From now on the WAL after this point is needed again.
+            self.keep.store(self.next_seq, Ordering::Release);
+        }
     }
 
     /// Applies a batch from the bus if it is next; holds it if an earlier one is missing.
@@ -520,78 +533,11 @@ impl Stage {
         }
     }
 
-    /// Stores the engine's outputs: one transaction for the whole batch (an alert raised and
-    /// repeated or cleared in the same batch is written once, as it ends up).
+    /// Hands the engine's outputs to the alert writer.
     fn flush(&mut self) {
         self.engine.drain_into(&mut self.outputs);
-        if self.outputs.is_empty() {
-            self.publish_status(false);
-            return;
-        }
-        let outputs = std::mem::take(&mut self.outputs);
-        let now = Utc::now();
-        // Actions and the deadline clock also rewrite alert rows: one writer at a time.
-        let desk = self.desk.clone();
-        let _writing = desk.write_lock();
-        let mut inserts: Vec<AlertRow> = Vec::new();
-        let mut pending: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        let mut updates: Vec<AlertRow> = Vec::new();
-        let mut updating: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for output in outputs {
-            match output {
-                Output::Raised(alert) => {
-                    pending.insert(alert.id.clone(), inserts.len());
-                    let mut row = new_alert_row(&alert, now);
-                    desk.route_new(&mut row, now);
-                    inserts.push(row);
-                }
-                other => {
-                    let id = other.alert_id().to_string();
-                    let row = if let Some(&i) = pending.get(&id) {
-                        &mut inserts[i]
-                    } else {
-                        if !updating.contains_key(&id) {
-                            match self.state.alert(&id) {
-                                Ok(Some(row)) => {
-                                    updating.insert(id.clone(), updates.len());
-                                    updates.push(row);
-                                }
-                                Ok(None) => continue,
-                                Err(e) => {
-                                    tracing::error!(alert = %id, error = %e, "Alert could not be read for an update.");
-                                    continue;
-                                }
-                            }
-                        }
-                        &mut updates[updating[&id]]
-                    };
-                    apply_output(row, &other, self.config.max_evidence, now);
-                }
-            }
-        }
-        match self.state.write_alerts(&inserts, &updates) {
-            Ok(inserted) => {
-                // Raised again while re-applying the WAL after a restart: already stored.
-                let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-                inserts.retain(|row| inserted.contains(&row.id));
-                if !inserts.is_empty() {
-                    if let Some(stored) = self.batch_stored_at {
-                        let ms = stored.elapsed().as_secs_f64() * 1000.0;
-                        for _ in &inserts {
-                            if self.latencies.len() == 10_000 {
-                                self.latencies.pop_front();
-                            }
-                            self.latencies.push_back(ms);
-                        }
-                    }
-                    self.metrics.add("cityward_detect_alerts_raised_total", &[], inserts.len() as f64);
-                    desk.stored_new(&inserts);
-                }
-                for row in &updates {
-                    desk.publish("updated", row);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, alerts = inserts.len(), updates = updates.len(), "Alerts could not be stored."),
+        if !self.outputs.is_empty() {
+            self.alerts.write(std::mem::take(&mut self.outputs), self.batch_stored_at);
         }
         self.publish_status(false);
     }
@@ -614,6 +560,8 @@ impl Stage {
         // Taken here, between events; turned into JSON and written on the writer thread.
         let snapshot = self.engine.snapshot();
         let next_seq = self.next_seq;
+        // The position may be recorded only once the alerts raised before it are stored.
+        let alerts_stored = self.alerts.barrier();
         let pause = self.last_checkpoint.elapsed().as_secs_f64();
         self.metrics.set("cityward_detect_checkpoint_pause_seconds", &[], pause);
         self.status.lock().expect("status lock").checkpoint_pause_ms = Some(pause * 1000.0);
@@ -621,6 +569,10 @@ impl Stage {
         // Without rules there is no state to rebuild from the WAL: keep none of it back.
         let keep_from = if self.has_rules { self.next_seq } else { u64::MAX };
         let writer = std::thread::spawn(move || {
+            if alerts_stored.recv().is_err() {
+                tracing::error!(next_seq, "Detection checkpoint not written: the alerts before it were not all stored; the WAL is kept.");
+                return;
+            }
             let file = CheckpointFile {
                 version: 1,
                 next_seq,
@@ -669,16 +621,8 @@ impl Stage {
             status.rules = self.engine.rules().count();
             status.stats = self.engine.stats();
             status.late_events = self.engine.late_events().cloned().collect();
-            if !self.latencies.is_empty() {
-                let mut sorted: Vec<f64> = self.latencies.iter().copied().collect();
-                sorted.sort_by(|a, b| a.total_cmp(b));
-                let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
-                status.alert_latency_ms = Some(LatencySummary {
-                    alerts: sorted.len(),
-                    p50: at(0.5),
-                    p99: at(0.99),
-                    max: sorted[sorted.len() - 1],
-                });
+            if let Some(latency) = self.alerts.latency() {
+                status.alert_latency_ms = Some(latency);
             }
             self.metrics.set("cityward_detect_late_events", &[], status.stats.late as f64);
             self.metrics.set("cityward_detect_timers", &[], status.stats.timers as f64);

@@ -161,6 +161,15 @@ impl Dispatch {
         Ok(out)
     }
 
+    /// The responders of the units `jurisdiction` holds: id → (unit, availability).
+    pub(crate) fn responders_seen_by(&self, city: &City, jurisdiction: &Jurisdiction) -> std::collections::HashMap<String, (String, String)> {
+        lock(&self.registry)
+            .values()
+            .filter(|r| covers(city, jurisdiction, &r.unit))
+            .map(|r| (r.id.clone(), (r.unit.clone(), r.status.as_str().to_string())))
+            .collect()
+    }
+
     /// The responder as the API shows it.
     fn view(&self, r: &Registered, now: DateTime<Utc>) -> Value {
         let live = lock(&self.live);

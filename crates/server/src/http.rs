@@ -133,7 +133,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
 }
 
 /// A request body, or the API error for one that could not be read (too large, cut off).
-pub struct Body(Result<Bytes, ApiError>);
+pub struct Body(pub(crate) Result<Bytes, ApiError>);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = std::convert::Infallible;
@@ -205,6 +205,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::open311::routes())
         .merge(crate::dispatch::routes())
         .merge(crate::city_api::routes())
+        .merge(crate::search::routes())
+        .merge(crate::trial::routes())
+        .merge(crate::jobs::routes())
+        .merge(crate::stats::routes())
+        .merge(crate::positions::routes())
+        .merge(crate::heat::routes())
+        .merge(crate::photos::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(node)
@@ -405,14 +412,14 @@ async fn sql(
     Ok(Json(result))
 }
 
-const RULE_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
-const RULE_NEED: &str = "role `admin` or `analyst`";
+pub(crate) const RULE_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
+pub(crate) const RULE_NEED: &str = "role `admin` or `analyst`";
 pub(crate) const ALERT_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher, Role::Responder, Role::Auditor, Role::Reader];
 pub(crate) const ALERT_NEED: &str = "a console role (admin, analyst, dispatcher, responder or auditor) or a read token";
 
 async fn list_rules(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
-    Ok(Json(blocking(move || node.list_rules()).await?))
+    Ok(Json(blocking(move || node.list_rules(&user)).await?))
 }
 
 async fn get_rule(
@@ -498,8 +505,28 @@ async fn delete_hotlist_entry(
 struct AlertQuery {
     status: Option<String>,
     class: Option<String>,
+    severity: Option<String>,
+    category: Option<String>,
+    region: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
+}
+
+/// `a,b` as a list (absent or empty: none).
+fn comma_list(text: Option<&str>) -> Vec<String> {
+    text.map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn query_time(name: &str, text: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    text.map(|t| {
+        cityward_model::parse_time(t).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("`{name}` must be an RFC 3339 time like 2026-12-04T08:00:00Z, not `{t}`"))
+        })
+    })
+    .transpose()
 }
 
 async fn list_alerts(
@@ -509,13 +536,23 @@ async fn list_alerts(
 ) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
     let limit = page_size(q.limit)?;
-    // `status=assigned,escalated` lists alerts in any of them.
-    let statuses: Vec<String> = q
-        .status
-        .as_deref()
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-        .unwrap_or_default();
-    Ok(Json(blocking(move || node.alerts(&user, statuses, q.class, q.cursor, limit)).await?))
+    if let Some(region) = &q.region {
+        if node.city().region(region).is_none() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("`region` `{region}` is not a region of the city")));
+        }
+    }
+    // `status=assigned,escalated` lists alerts in any of them; likewise severity and category.
+    let filter = cityward_store::AlertFilter {
+        statuses: comma_list(q.status.as_deref()),
+        severities: comma_list(q.severity.as_deref()),
+        categories: comma_list(q.category.as_deref()),
+        class: q.class,
+        within: q.region.map(|r| format!("region:{r}")),
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
+        ..cityward_store::AlertFilter::default()
+    };
+    Ok(Json(blocking(move || node.alerts(&user, filter, q.cursor, limit)).await?))
 }
 
 async fn get_alert(
@@ -863,10 +900,22 @@ mod tests {
         let mut out = BTreeSet::new();
         routes_in(&source[start..end], &mut out);
         assert!(source[start..end].contains(".merge(crate::open311::routes())"), "the router no longer merges the Open311 routes");
-        assert!(source[start..end].contains(".merge(crate::dispatch::routes())"), "the router no longer merges the dispatch routes");
-        assert!(source[start..end].contains(".merge(crate::city_api::routes())"), "the router no longer merges the city routes");
-        for (file, source) in
-            [("open311", include_str!("open311.rs")), ("dispatch", include_str!("dispatch.rs")), ("city_api", include_str!("city_api.rs"))]
+        let merged = [
+            ("open311", include_str!("open311.rs")),
+            ("dispatch", include_str!("dispatch.rs")),
+            ("city_api", include_str!("city_api.rs")),
+            ("search", include_str!("search.rs")),
+            ("trial", include_str!("trial.rs")),
+            ("jobs", include_str!("jobs.rs")),
+            ("stats", include_str!("stats.rs")),
+            ("positions", include_str!("positions.rs")),
+            ("heat", include_str!("heat.rs")),
+            ("photos", include_str!("photos.rs")),
+        ];
+        for (file, _) in &merged[1..] {
+            assert!(source[start..end].contains(&format!(".merge(crate::{file}::routes())")), "the router no longer merges the {file} routes");
+        }
+        for (file, source) in merged
         {
             let start = source.find("pub(crate) fn routes(").unwrap_or_else(|| panic!("{file} routes"));
             let end = start + source[start..].find("\n}\n").unwrap_or_else(|| panic!("the end of {file}::routes"));

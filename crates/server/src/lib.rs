@@ -8,6 +8,7 @@
 //! logic of its own.
 #![deny(missing_docs)]
 
+mod alert_writer;
 mod auth;
 mod city_api;
 mod citystate;
@@ -16,14 +17,21 @@ mod dedup;
 mod desk;
 mod detect;
 mod dispatch;
+mod heat;
 mod http;
+mod jobs;
 mod live;
 mod metrics;
 mod mqtt;
 mod node;
 mod open311;
+mod photos;
+mod positions;
 mod rules;
+mod search;
+mod stats;
 mod storage;
+mod trial;
 mod webhooks;
 
 use std::future::Future;
@@ -103,6 +111,7 @@ fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     tasks.push(tokio::spawn(desk::run_clock(node.desk().clone())));
     tasks.push(tokio::spawn(webhooks::run(node.desk().clone())));
     tasks.push(tokio::spawn(dispatch::run(node.clone())));
+    tasks.push(tokio::spawn(positions::run(node.clone())));
     if node.config().detect.enabled {
         tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
     }

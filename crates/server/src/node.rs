@@ -202,6 +202,12 @@ pub struct Node {
     desk: Arc<crate::desk::Desk>,
     /// Responders and road routing, opened on first use.
     dispatch: std::sync::OnceLock<Arc<crate::dispatch::Dispatch>>,
+    /// Long operations started through the API (rule trials).
+    jobs: crate::jobs::Jobs,
+    /// The last position of every moving source, for the live map.
+    positions: crate::positions::Positions,
+    /// Held while the city model is edited through the API.
+    city_edits: Mutex<()>,
     started: Instant,
 }
 
@@ -276,6 +282,9 @@ impl Node {
             detection,
             desk,
             dispatch: std::sync::OnceLock::new(),
+            jobs: crate::jobs::Jobs::default(),
+            city_edits: Mutex::new(()),
+            positions: crate::positions::Positions::default(),
             kinds,
             city: RwLock::new(city),
             validator: RwLock::new(Arc::new(validator)),
@@ -319,13 +328,24 @@ impl Node {
         &self.dispatch
     }
 
+    /// The last position of every moving source.
+    pub(crate) fn positions(&self) -> &crate::positions::Positions {
+        &self.positions
+    }
+
+    /// Long operations started through the API.
+    pub(crate) fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.jobs
+    }
+
     /// The alert desk (routing, deadlines, actions).
     pub(crate) fn desk(&self) -> &Arc<crate::desk::Desk> {
         &self.desk
     }
 
     /// Replaces the city model (stored in the state database; takes effect for new events
-    /// and new alerts). Refused when the routing table names what the new city lacks.
+    /// and new alerts, and rules that read zones restart against it). Refused when the
+    /// routing table names what the new city lacks.
     pub fn set_city(&self, city: City) -> Result<(), NodeError> {
         let city = Arc::new(city);
         self.desk.set_city(city.clone())?;
@@ -336,8 +356,20 @@ impl Node {
         )?;
         let validator = build_validator(&self.config, &self.kinds, &city);
         *self.validator.write().expect("validator lock") = Arc::new(validator);
-        *self.city.write().expect("city lock") = city;
+        *self.city.write().expect("city lock") = city.clone();
+        if let Some(d) = self.detection() {
+            d.set_city(city.clone(), crate::rules::stored_rules(self.state.as_ref(), &city));
+        }
         Ok(())
+    }
+
+    /// Changes the city model by `change` (one change at a time, so two edits never lose
+    /// one another) and puts the result in force; answers it.
+    pub(crate) fn edit_city(&self, change: impl FnOnce(&City) -> Result<City, NodeError>) -> Result<Arc<City>, NodeError> {
+        let _one_at_a_time = self.city_edits.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = change(&self.city())?;
+        self.set_city(changed)?;
+        Ok(self.city())
     }
 
     /// Subscribes to the stream of stored events (batches in WAL order), for the detection

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use cityward_detect::{compile_rules, parse_rule, HotlistEntry, Hotlists, Rule, RuleSpec};
 use cityward_model::City;
-use cityward_store::{PageRequest, RulePut, RuleRow, StateStore};
+use cityward_store::{AlertFilter, PageRequest, RulePut, RuleRow, StateStore};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -43,7 +43,7 @@ pub(crate) fn startup_rules(config: &NodeConfig, state: &dyn StateStore, city: &
 }
 
 /// Every enabled stored rule that compiles against `city`.
-fn stored_rules(state: &dyn StateStore, city: &City) -> Vec<Rule> {
+pub(crate) fn stored_rules(state: &dyn StateStore, city: &City) -> Vec<Rule> {
     let rows = match state.list_rules() {
         Ok(rows) => rows,
         Err(e) => {
@@ -61,6 +61,16 @@ fn stored_rules(state: &dyn StateStore, city: &City) -> Vec<Rule> {
             }
         })
         .collect()
+}
+
+/// The ids of the enabled stored rules that do not compile against `city`.
+pub(crate) fn rules_not_compiling(state: &dyn StateStore, city: &City) -> Result<Vec<String>, NodeError> {
+    Ok(state
+        .list_rules()?
+        .into_iter()
+        .filter(|r| r.enabled && spec_of(r).and_then(|s| s.compile(city).map_err(|e| e.to_string())).is_err())
+        .map(|r| r.id)
+        .collect())
 }
 
 fn spec_of(row: &RuleRow) -> Result<RuleSpec, String> {
@@ -94,10 +104,23 @@ pub struct HotlistEntryInput {
 }
 
 impl Node {
-    /// Every stored rule, with its text and version.
-    pub fn list_rules(&self) -> Result<Value, NodeError> {
+    /// Every stored rule, with its text, version, engine counters and the alerts it has
+    /// open and raised in the last 24 hours that `user` may see.
+    pub fn list_rules(&self, user: &User) -> Result<Value, NodeError> {
         let rows = self.state().list_rules()?;
         let stats = self.detection().map(|d| d.status().stats.rules).unwrap_or_default();
+        let day = AlertFilter { since: Some(Utc::now() - chrono::Duration::hours(24)), ..AlertFilter::default() };
+        let open = AlertFilter {
+            statuses: cityward_alerts::Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect(),
+            ..AlertFilter::default()
+        };
+        let mut counts: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
+        for row in crate::stats::read_alerts(self, user, open)?.0 {
+            counts.entry(row.rule).or_default().0 += 1;
+        }
+        for row in crate::stats::read_alerts(self, user, day)?.0 {
+            counts.entry(row.rule).or_default().1 += 1;
+        }
         let items: Vec<Value> = rows
             .iter()
             .map(|r| {
@@ -105,6 +128,8 @@ impl Node {
                 if let Some(st) = stats.get(&r.id) {
                     v["stats"] = json!(st);
                 }
+                let (open, day) = counts.get(&r.id).copied().unwrap_or_default();
+                v["alerts"] = json!({"open": open, "last_24h": day});
                 v
             })
             .collect();
@@ -213,12 +238,12 @@ impl Node {
 
     /// One page of the alerts `user` may see, newest first, of any of `statuses` (all
     /// when empty), of `class` (`incident`, `maintenance`) when given.
-    pub fn alerts(&self, user: &User, statuses: Vec<String>, class: Option<String>, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
+    pub fn alerts(&self, user: &User, filter: AlertFilter, cursor: Option<String>, limit: usize) -> Result<Value, NodeError> {
         let page = match cursor {
             Some(c) => PageRequest::after(c, limit),
             None => PageRequest::first(limit),
         };
-        self.desk().list(user, statuses, class, &page)
+        self.desk().list(user, filter, &page)
     }
 
     /// One alert, if `user` may see it.
@@ -313,13 +338,17 @@ async fn run_sql_rule(node: &Node, rule: &Rule) -> Result<(), NodeError> {
 }
 
 fn rule_json(row: &RuleRow) -> Value {
-    let rule: Value = spec_of(row)
-        .ok()
+    let spec = spec_of(row).ok();
+    let rule: Value = spec
+        .as_ref()
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_else(|| Value::String(row.body.clone()));
+    // The text an analyst edits.
+    let yaml = spec.as_ref().and_then(|s| serde_yaml::to_string(s).ok());
     json!({
         "id": row.id,
         "rule": rule,
+        "yaml": yaml,
         "enabled": row.enabled,
         "version": row.version,
         "updated_at": cityward_model::format_time(&row.updated_at),
