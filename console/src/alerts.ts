@@ -2,8 +2,9 @@
 // Ordering by urgency and the filters live here so the queue, the map and the responder
 // list agree on what "open" and "due" mean.
 
-import { api } from './api';
+import { api, type AlertQuery } from './api';
 import type { Alert, Severity, Status } from './types';
+import { SEVERITIES, STATUSES } from './types';
 
 const OPEN_STATUSES: Status[] = ['new', 'assigned', 'escalated', 'transferred', 'acknowledged', 'dispatched', 'on_scene'];
 
@@ -72,34 +73,108 @@ export function byUrgency(a: Alert, b: Alert): number {
 }
 
 export type StatusFilter = 'open' | 'unacked' | 'all' | Status;
-export type TimeFilter = 'all' | '1h' | '6h' | '24h' | '7d';
+export type TimeFilter = 'all' | '1h' | '6h' | '24h' | '7d' | 'custom';
 export interface Filters {
   status: StatusFilter;
-  severity: '' | Severity;
-  category: string;
+  /** Any of these (none: any severity). */
+  severities: Severity[];
+  /** Any of these categories, exactly as the rules name them (`fire.smoke`). */
+  categories: string[];
+  /** A region id: alerts in its grids and its sub-regions' grids. */
+  region: string;
   within: TimeFilter;
+  /** `datetime-local` values, read when `within` is `custom`. */
+  since: string;
+  until: string;
   alertClass: '' | 'incident' | 'maintenance';
 }
 
-export const DEFAULT_FILTERS: Filters = { status: 'open', severity: '', category: '', within: 'all', alertClass: '' };
+export const DEFAULT_FILTERS: Filters = {
+  status: 'open',
+  severities: [],
+  categories: [],
+  region: '',
+  within: 'all',
+  since: '',
+  until: '',
+  alertClass: '',
+};
 
-const WITHIN_MS: Record<TimeFilter, number> = { all: Infinity, '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
+const WITHIN_MS: Record<TimeFilter, number> = { all: Infinity, custom: Infinity, '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
 
-export function matches(alert: Alert, filters: Filters, now: number): boolean {
-  const status = statusOf(alert);
-  if (filters.status === 'open' && !isOpen(status)) return false;
-  if (filters.status === 'unacked' && !awaitsAck(status)) return false;
-  if (filters.status !== 'open' && filters.status !== 'unacked' && filters.status !== 'all' && status !== filters.status) return false;
-  if (filters.severity && alert.severity !== filters.severity) return false;
-  if (filters.category) {
-    const needle = filters.category.trim().toLowerCase();
-    const haystack = `${alert.category ?? ''} ${alert.title ?? ''} ${alert.rule ?? ''}`.toLowerCase();
-    if (needle && !haystack.includes(needle)) return false;
+const UNACKED_STATUSES: Status[] = ['new', 'assigned', 'escalated', 'transferred'];
+
+/** The statuses a status filter stands for (none: all). */
+export function statusesOf(filter: StatusFilter): Status[] {
+  if (filter === 'open') return OPEN_STATUSES;
+  if (filter === 'unacked') return UNACKED_STATUSES;
+  if (filter === 'all') return [];
+  return [filter];
+}
+
+/** The time window of the filters in milliseconds since the epoch (NaN: open-ended). */
+export function timeWindow(filters: Filters, now: number): { since: number; until: number } {
+  if (filters.within === 'custom') {
+    return { since: filters.since ? Date.parse(filters.since) : NaN, until: filters.until ? Date.parse(filters.until) : NaN };
   }
+  const span = WITHIN_MS[filters.within];
+  return { since: span === Infinity ? NaN : now - span, until: NaN };
+}
+
+/** The filters as `GET /api/v1/alerts` parameters. */
+export function alertQuery(filters: Filters, now: number): AlertQuery {
+  const { since, until } = timeWindow(filters, now);
+  return {
+    status: statusesOf(filters.status),
+    severity: filters.severities,
+    category: filters.categories,
+    region: filters.region || undefined,
+    since: Number.isNaN(since) ? undefined : new Date(since).toISOString(),
+    until: Number.isNaN(until) ? undefined : new Date(until).toISOString(),
+    class: filters.alertClass || undefined,
+  };
+}
+
+/** Whether the grid lies in a region (the region index, once loaded). */
+export type RegionTest = (grid: string | undefined, region: string) => boolean;
+
+/**
+ * The same filters as the node applies, for live changes and for checking what a node
+ * sent: a region is only checked once `inRegion` is known.
+ */
+export function matches(alert: Alert, filters: Filters, now: number, inRegion?: RegionTest): boolean {
+  const status = statusOf(alert);
+  const statuses = statusesOf(filters.status);
+  if (statuses.length && !statuses.includes(status)) return false;
+  if (filters.severities.length && !filters.severities.includes((alert.severity ?? 'medium') as Severity)) return false;
+  if (filters.categories.length && !filters.categories.includes(alert.category ?? '')) return false;
+  if (filters.region && inRegion && !inRegion(alert.grid, filters.region)) return false;
   if (filters.alertClass && (alert.handling?.class ?? 'incident') !== filters.alertClass) return false;
-  const window = WITHIN_MS[filters.within];
-  if (window !== Infinity && now - Date.parse(alert.time) > window) return false;
+  const { since, until } = timeWindow(filters, now);
+  const time = Date.parse(alert.time);
+  if (!Number.isNaN(since) && time < since) return false;
+  // As the node has it: from `since` inclusive to `until` exclusive.
+  if (!Number.isNaN(until) && time >= until) return false;
   return true;
+}
+
+/** Filters as saved by this or an earlier console, made whole. */
+export function readFilters(saved: unknown): Filters {
+  const s = (saved && typeof saved === 'object' ? saved : {}) as Record<string, unknown>;
+  const strings = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+  const text = (v: unknown) => (typeof v === 'string' ? v : '');
+  const statuses: string[] = ['open', 'unacked', 'all', ...STATUSES];
+  const times: string[] = ['all', '1h', '6h', '24h', '7d', 'custom'];
+  return {
+    status: statuses.includes(text(s.status)) ? (s.status as StatusFilter) : DEFAULT_FILTERS.status,
+    severities: strings(s.severities).filter((x): x is Severity => (SEVERITIES as readonly string[]).includes(x)),
+    categories: strings(s.categories),
+    region: text(s.region),
+    within: times.includes(text(s.within)) ? (s.within as TimeFilter) : DEFAULT_FILTERS.within,
+    since: text(s.since),
+    until: text(s.until),
+    alertClass: s.alertClass === 'incident' || s.alertClass === 'maintenance' ? s.alertClass : '',
+  };
 }
 
 type Listener = (changed: Alert | null) => void;

@@ -1,7 +1,25 @@
 // The node's HTTP API: bearer token from sessionStorage, JSON errors turned into ApiError
 // with the server's message, and a 401 anywhere sending the user back to the login form.
 
-import type { Alert, AlertPage, CityInfo, FeatureCollection, Incident, LayerName, Me, Recommendations, ActionName } from './types';
+import type {
+  ActionName,
+  Alert,
+  AlertPage,
+  CityInfo,
+  EventRecord,
+  FeatureCollection,
+  Incident,
+  Job,
+  LayerName,
+  Me,
+  Recommendations,
+  RuleItem,
+  SearchPage,
+  SearchQuery,
+  Stats,
+  TrialResult,
+  ZoneFeature,
+} from './types';
 
 const TOKEN_KEY = 'cityward.token';
 
@@ -42,14 +60,31 @@ async function errorOf(response: Response): Promise<ApiError> {
   return new ApiError(response.status, code, message);
 }
 
-async function send(method: string, path: string, body?: unknown, authenticated = true): Promise<Response> {
+interface SendOptions {
+  /** Sent as JSON. */
+  json?: unknown;
+  /** Sent as is, with `type` as its Content-Type (YAML text, an image). */
+  raw?: Blob | string;
+  type?: string;
+  authenticated?: boolean;
+}
+
+async function send(method: string, path: string, options: SendOptions = {}): Promise<Response> {
+  const { json: value, raw, type, authenticated = true } = options;
   const headers: Record<string, string> = {};
   const bearer = token();
   if (authenticated && bearer) headers.Authorization = `Bearer ${bearer}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let body: BodyInit | undefined;
+  if (raw !== undefined) {
+    body = raw;
+    headers['Content-Type'] = type ?? 'application/octet-stream';
+  } else if (value !== undefined) {
+    body = JSON.stringify(value);
+    headers['Content-Type'] = 'application/json';
+  }
   let response: Response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await fetch(path, { method, headers, body });
   } catch (e) {
     throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
   }
@@ -64,34 +99,105 @@ async function send(method: string, path: string, body?: unknown, authenticated 
 }
 
 async function json<T>(method: string, path: string, body?: unknown): Promise<T> {
-  return (await (await send(method, path, body)).json()) as T;
+  return (await (await send(method, path, { json: body })).json()) as T;
 }
 
 export async function login(username: string, password: string): Promise<{ token: string; role: string; expires_at: string }> {
-  const response = await send('POST', '/api/v1/login', { username, password }, false);
+  const response = await send('POST', '/api/v1/login', { json: { username, password }, authenticated: false });
   return (await response.json()) as { token: string; role: string; expires_at: string };
 }
+
+/** Query of `GET /api/v1/alerts`; lists become comma-separated values. */
+export interface AlertQuery {
+  status?: readonly string[];
+  severity?: readonly string[];
+  category?: readonly string[];
+  region?: string;
+  since?: string;
+  until?: string;
+  class?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+const id = encodeURIComponent;
 
 export const api = {
   me: () => json<Me>('GET', '/api/v1/me'),
   city: () => json<CityInfo>('GET', '/api/v1/city'),
   layer: (name: LayerName) => json<FeatureCollection>('GET', `/api/v1/city/layers/${name}`),
-  alerts: (query: { status?: string[]; limit?: number; cursor?: string | null; class?: string }) => {
+  alerts: (query: AlertQuery) => {
     const params = new URLSearchParams();
-    if (query.status?.length) params.set('status', query.status.join(','));
+    for (const key of ['status', 'severity', 'category'] as const) {
+      const values = query[key];
+      if (values?.length) params.set(key, values.join(','));
+    }
+    for (const key of ['region', 'since', 'until', 'class', 'cursor'] as const) {
+      const value = query[key];
+      if (value) params.set(key, value);
+    }
     if (query.limit) params.set('limit', String(query.limit));
-    if (query.cursor) params.set('cursor', query.cursor);
-    if (query.class) params.set('class', query.class);
     return json<AlertPage>('GET', `/api/v1/alerts?${params}`);
   },
-  alert: (id: string) => json<Alert>('GET', `/api/v1/alerts/${encodeURIComponent(id)}`),
-  incident: (id: string) => json<Incident>('GET', `/api/v1/incidents/${encodeURIComponent(id)}`),
-  recommendations: (id: string, k = 5) => json<Recommendations>('GET', `/api/v1/alerts/${encodeURIComponent(id)}/recommendations?k=${k}`),
-  act: (id: string, action: ActionName, body: Record<string, unknown> = {}) =>
-    json<Alert>('POST', `/api/v1/alerts/${encodeURIComponent(id)}/${action}`, body),
+  alert: (alertId: string) => json<Alert>('GET', `/api/v1/alerts/${id(alertId)}`),
+  incident: (incidentId: string) => json<Incident>('GET', `/api/v1/incidents/${id(incidentId)}`),
+  recommendations: (alertId: string, k = 5) => json<Recommendations>('GET', `/api/v1/alerts/${id(alertId)}/recommendations?k=${k}`),
+  act: (alertId: string, action: ActionName, body: Record<string, unknown> = {}) =>
+    json<Alert>('POST', `/api/v1/alerts/${id(alertId)}/${action}`, body),
   /** The CAP XML as a blob (the download needs the token, so a plain link cannot fetch it). */
-  cap: async (id: string) => (await send('GET', `/api/v1/alerts/${encodeURIComponent(id)}/cap`)).blob(),
+  cap: async (alertId: string) => (await send('GET', `/api/v1/alerts/${id(alertId)}/cap`)).blob(),
+  /** Attaches a photo (the raw image) to an alert. */
+  photo: async (alertId: string, image: Blob) =>
+    (await (await send('POST', `/api/v1/alerts/${id(alertId)}/photos`, { raw: image, type: image.type })).json()) as { id: string; url: string },
+  /** The alert's evidence events the node still stores (missing ones are left out). */
+  evidence: (alertId: string) => json<{ items: EventRecord[] }>('GET', `/api/v1/alerts/${id(alertId)}/evidence`),
+  event: (eventId: string) => json<EventRecord>('GET', `/api/v1/events/${id(eventId)}`),
+
+  rules: () => json<{ items: RuleItem[]; next: string | null }>('GET', '/api/v1/rules'),
+  /** Creates (version 0) or replaces (the version last read) a rule from its YAML text. */
+  putRule: async (ruleId: string, version: number, yaml: string) =>
+    (await (await send('PUT', `/api/v1/rules/${id(ruleId)}?version=${version}`, { raw: yaml, type: 'application/yaml' })).json()) as RuleItem,
+  trial: async (yaml: string) =>
+    ((await (await send('POST', '/api/v1/rules/trial', { raw: yaml, type: 'application/yaml' })).json()) as { job: Job<TrialResult> }).job,
+  job: <R>(jobId: string) => json<Job<R>>('GET', `/api/v1/jobs/${id(jobId)}`),
+
+  putZone: (zoneId: string, zone: ZoneFeature) => json<ZoneFeature>('PUT', `/api/v1/city/zones/${id(zoneId)}`, zone),
+  deleteZone: async (zoneId: string) => {
+    await send('DELETE', `/api/v1/city/zones/${id(zoneId)}`);
+  },
+  positions: () => json<GeoJSON.FeatureCollection>('GET', '/api/v1/city/positions'),
+  heat: (of: 'events' | 'alerts', since: string, until: string, res: number) =>
+    json<GeoJSON.FeatureCollection>('GET', `/api/v1/city/heat?${new URLSearchParams({ of, since, until, res: String(res) })}`),
+
+  search: (query: SearchQuery) => json<SearchPage>('POST', '/api/v1/search', query),
+  /** The same search as CSV text, as a blob to download. */
+  searchCsv: async (query: SearchQuery) => (await send('POST', '/api/v1/search?format=csv', { json: query })).blob(),
+  stats: (since: string, until: string, bucket: 'hour' | 'day') =>
+    json<Stats>('GET', `/api/v1/stats?${new URLSearchParams({ since, until, bucket })}`),
 };
+
+/**
+ * Whether the node lacks the endpoint (an older node): its fallback's 404 ("no such path"),
+ * a 404 that is not the node's JSON at all, or 405 where the path matches another route.
+ * Other 404s mean the thing asked for does not exist, and their message says which.
+ */
+export function unavailable(error: unknown): boolean {
+  if (!(error instanceof ApiError)) return false;
+  if (error.status === 405 || error.status === 501) return true;
+  return error.status === 404 && (error.code === 'http_404' || error.message.startsWith('no such path'));
+}
+
+/** Saves a blob under `name` through a temporary link. */
+export function download(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
 
 /** The message to show for any failure. */
 export function messageOf(error: unknown): string {

@@ -1,4 +1,6 @@
-// Live countdowns: any element made here is refreshed by one shared one-second tick.
+// Live countdowns: any element made here is refreshed by one shared one-second tick, while
+// it is on screen (a queue of hundreds of alerts would otherwise re-lay itself out every
+// second, and that second's frame of the map with it).
 
 import type { Deadline } from './alerts';
 import { h } from './dom';
@@ -6,12 +8,31 @@ import { formatCountdown, t, type MessageKey } from './i18n';
 
 const LABELS: Record<Deadline['kind'], MessageKey> = { ack: 'escalates_in', arrive: 'arrival_due_in', progress: 'progress_due_in' };
 
+const onScreen = new Set<HTMLElement>();
+const watcher =
+  typeof IntersectionObserver === 'undefined'
+    ? null
+    : new IntersectionObserver((entries) => {
+        const now = Date.now();
+        for (const entry of entries) {
+          const el = entry.target as HTMLElement;
+          if (entry.isIntersecting) {
+            onScreen.add(el);
+            refresh(el, now);
+          } else {
+            onScreen.delete(el);
+            if (!el.isConnected) watcher?.unobserve(el);
+          }
+        }
+      });
+
 export function countdown(deadline: Deadline | null): HTMLElement {
   const el = h('span', { className: 'countdown' });
   if (!deadline) return el;
   el.dataset.due = String(deadline.at);
   el.dataset.kind = deadline.kind;
   refresh(el, Date.now());
+  watcher?.observe(el);
   return el;
 }
 
@@ -25,9 +46,19 @@ function refresh(el: HTMLElement, now: number): void {
   el.classList.toggle('soon', !overdue && left < 60);
 }
 
-export function tickCountdowns(root: ParentNode = document): void {
+export function tickCountdowns(): void {
   const now = Date.now();
-  root.querySelectorAll<HTMLElement>('.countdown[data-due]').forEach((el) => refresh(el, now));
+  if (!watcher) {
+    document.querySelectorAll<HTMLElement>('.countdown[data-due]').forEach((el) => refresh(el, now));
+    return;
+  }
+  for (const el of onScreen) {
+    if (el.isConnected) refresh(el, now);
+    else {
+      onScreen.delete(el);
+      watcher.unobserve(el);
+    }
+  }
 }
 
 let timer = 0;

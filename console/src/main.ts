@@ -5,8 +5,10 @@ import './style.css';
 
 import { api, login, messageOf, setToken, token, whenUnauthorized } from './api';
 import { loadAlerts, store } from './alerts';
+import { forgetLayers } from './cityindex';
 import { makeSession, type Session } from './context';
 import { startCountdownTicker } from './countdown';
+import { DashboardPage } from './dashboard';
 import { field, h, option } from './dom';
 import { locale, onLocaleChange, setLocale, t, tCode, type Locale, type MessageKey } from './i18n';
 import { installKeyboard } from './keyboard';
@@ -14,12 +16,16 @@ import type { CityMap, MapTestHook } from './map';
 import { Panel } from './panel';
 import { Queue } from './queue';
 import { ResponderView } from './responder';
+import { currentRoute, href, onRouteChange, PAGES, type Route } from './router';
+import { RulesPage } from './rules';
+import { canSearch, SearchPage } from './search';
 import { startStream, stopStream, type LiveState } from './stream';
+import { canEditZones, ZoneEditor } from './zones';
 
 declare global {
   interface Window {
-    /** Read by the end-to-end tests (tests/e2e.mjs). */
-    __cityward?: { map: MapTestHook | null; alerts: () => number; mode: () => string; me: () => string | null };
+    /** Read by the end-to-end tests (tests/e2e.mjs) and the benchmark (tests/fps.mjs). */
+    __cityward?: { map: MapTestHook | null; alerts: () => number; mode: () => string; me: () => string | null; page: () => string };
   }
 }
 
@@ -50,6 +56,7 @@ function showLogin(message?: string): void {
   teardown = null;
   stopStream();
   store.clear();
+  forgetLayers();
   const render = () => {
     const username = h('input', { type: 'text', name: 'username', autocomplete: 'username', required: true });
     const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
@@ -86,7 +93,7 @@ function showLogin(message?: string): void {
   render();
   const stop = onLocaleChange(render);
   teardown = stop;
-  window.__cityward = { map: null, alerts: () => 0, mode: () => 'login', me: () => null };
+  window.__cityward = { map: null, alerts: () => 0, mode: () => 'login', me: () => null, page: () => 'login' };
 }
 
 async function showConsole(): Promise<void> {
@@ -111,6 +118,16 @@ async function showConsole(): Promise<void> {
     live.dataset.state = liveState;
   };
   const header = h('header', { className: 'topbar' });
+  const nav = h('nav', { className: 'pages' });
+  let route: Route = currentRoute();
+  const renderNav = () => {
+    nav.setAttribute('aria-label', t('nav_label'));
+    nav.replaceChildren(
+      ...PAGES.filter((page) => page !== 'search' || canSearch(session)).map((page) =>
+        h('a', { href: href(page), 'data-page': page, 'aria-current': route.page === page ? 'page' : null }, t(`nav_${page}`)),
+      ),
+    );
+  };
   const helpDialog = h('dialog', { className: 'help', 'aria-labelledby': 'help-heading' });
   const renderHeader = () => {
     const me = session.me;
@@ -118,6 +135,7 @@ async function showConsole(): Promise<void> {
     header.replaceChildren(
       h('span', { className: 'brand' }, t('app_title')),
       live,
+      mode === 'desk' ? nav : '',
       h('div', { className: 'spacer' }),
       h('span', { className: 'who' }, t('signed_in_as', { user: me.username, role: tCode('role', me.role) }), where ? ` · ${where}` : ''),
       languageSwitch(),
@@ -125,6 +143,7 @@ async function showConsole(): Promise<void> {
       h('button', { type: 'button', className: 'secondary', 'data-action': 'logout', onclick: () => logout() }, t('logout')),
     );
     showLive();
+    renderNav();
   };
   const renderHelp = () => {
     const keys: [string, MessageKey][] = [
@@ -152,6 +171,12 @@ async function showConsole(): Promise<void> {
   // phone never pays for WebGL.
   const mapBox = h('section', { className: 'map', 'aria-label': t('map_label') });
   let cityMap: CityMap | null = null;
+  let zoneEditor: ZoneEditor | null = null;
+  let mapWaiters: (() => void)[] = [];
+  let rules: RulesPage | null = null;
+  let search: SearchPage | null = null;
+  let dashboard: DashboardPage | null = null;
+  const mapHooks = { map: () => cityMap };
   const panel = new Panel(session, {
     closed: () => {
       desk.classList.remove('with-panel');
@@ -180,30 +205,82 @@ async function showConsole(): Promise<void> {
   const ensureMap = async () => {
     if (cityMap) return;
     const { CityMap } = await import('./map');
-    cityMap = new CityMap(mapBox, session.city, { openAlert: (id) => {
-      queue.select(id);
-      openAlert(id);
-    } });
-    const filtered = store.all();
-    cityMap.setCommunityCounts(filtered);
+    if (cityMap) return;
+    cityMap = new CityMap(mapBox, session, {
+      openAlert: (id) => {
+        if (route.page !== 'desk') location.hash = href('desk');
+        queue.select(id);
+        openAlert(id);
+      },
+    });
+    if (canEditZones(session)) {
+      zoneEditor = new ZoneEditor(cityMap);
+      mapBox.appendChild(zoneEditor.el);
+    }
+    cityMap.setCommunityCounts(store.all());
+    cityMap.setActive(route.page !== 'dashboard');
     queue.render();
     if (window.__cityward) window.__cityward.map = cityMap.testHook;
+    for (const waiter of mapWaiters.splice(0)) waiter();
+  };
+  /** Runs `callback` once the map exists (the pages that draw on it may come first). */
+  const withMap = (callback: () => void) => {
+    if (cityMap) callback();
+    else mapWaiters.push(callback);
+  };
+
+  // The pages: the desk's queue and panel, or rules, search or the dashboard beside (or
+  // instead of) the map. The map stays the same element throughout, so it keeps its state.
+  const showPage = (next: Route) => {
+    const previous = route.page;
+    route = next;
+    if (previous === 'search' && next.page !== 'search') search?.hide();
+    desk.dataset.page = next.page;
+    if (next.page === 'desk') {
+      desk.replaceChildren(mapBox, queue.el, panel.el);
+    } else if (next.page === 'rules') {
+      rules ??= new RulesPage(session, mapHooks);
+      desk.replaceChildren(mapBox, rules.el);
+      rules.show(next.param);
+    } else if (next.page === 'search' && !canSearch(session)) {
+      desk.replaceChildren(mapBox, h('section', { className: 'search-page' }, h('p', { className: 'muted', role: 'status' }, t('search_not_for_role'))));
+    } else if (next.page === 'search') {
+      search ??= new SearchPage(mapHooks);
+      desk.replaceChildren(mapBox, search.el);
+      const page = search;
+      withMap(() => {
+        page.relabel();
+        page.show();
+      });
+    } else {
+      dashboard ??= new DashboardPage(session);
+      desk.replaceChildren(dashboard.el);
+      dashboard.show();
+    }
+    cityMap?.setActive(next.page !== 'dashboard');
+    renderNav();
   };
 
   let mode: 'desk' | 'phone' = PHONE.matches ? 'phone' : 'desk';
   const layout = () => {
     mode = PHONE.matches ? 'phone' : 'desk';
     root.dataset.mode = mode;
+    renderHeader();
     root.replaceChildren(header, mode === 'desk' ? desk : phone, helpDialog);
     responder.setActive(mode === 'phone');
-    if (mode === 'desk') void ensureMap();
+    if (mode === 'desk') {
+      showPage(route);
+      void ensureMap();
+    } else {
+      cityMap?.setActive(false);
+    }
   };
+  cleanups.push(onRouteChange((next) => mode === 'desk' && showPage(next)));
   const onMedia = () => layout();
   PHONE.addEventListener('change', onMedia);
   cleanups.push(() => PHONE.removeEventListener('change', onMedia));
 
-  window.__cityward = { map: null, alerts: () => store.size, mode: () => mode, me: () => session.me.username };
-  renderHeader();
+  window.__cityward = { map: null, alerts: () => store.size, mode: () => mode, me: () => session.me.username, page: () => route.page };
   layout();
 
   cleanups.push(
@@ -214,12 +291,16 @@ async function showConsole(): Promise<void> {
       panel.rerender();
       responder.renderFrame();
       cityMap?.relabel();
+      zoneEditor?.relabel();
+      rules?.relabel();
+      search?.relabel();
+      dashboard?.relabel();
       if (helpDialog.open) renderHelp();
     }),
   );
   cleanups.push(
     installKeyboard({
-      active: () => mode === 'desk' && !helpDialog.open,
+      active: () => mode === 'desk' && route.page === 'desk' && !helpDialog.open,
       move: (delta) => queue.move(delta),
       open: () => {
         const id = queue.selected();
@@ -248,8 +329,11 @@ async function showConsole(): Promise<void> {
   cleanups.push(queue.dispose, panel.dispose, responder.dispose);
   teardown = () => {
     for (const cleanup of cleanups) cleanup();
+    rules?.dispose();
+    zoneEditor?.dispose();
     cityMap?.destroy();
     cityMap = null;
+    mapWaiters = [];
   };
 
   try {

@@ -1,120 +1,105 @@
 // The live city map: the node's own GeoJSON layers (no tiles, no glyphs, no requests
-// beyond the API), alerts by severity with a pulse on the unacknowledged ones, a layer
-// switcher, and popups built from DOM nodes (labels live there, not in symbol layers).
+// beyond the API unless the node configures a base map), alerts by severity with a pulse
+// on the unacknowledged ones, live vehicles and responders, the H3 heat layer, result
+// layers of a rule trial and of a search, a drawing tool, a layer switcher, and popups
+// built from DOM nodes (labels live there, not in symbol layers).
+//
+// Everything that moves is a GeoJSON source replaced with setData, never a DOM marker.
 
 import maplibregl from 'maplibre-gl';
-import type { ExpressionSpecification, GeoJSONSource, LayerSpecification, MapGeoJSONFeature, StyleSpecification } from 'maplibre-gl';
+import type { GeoJSONSource, MapGeoJSONFeature } from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 
 import { api } from './api';
 import { awaitsAck, isOpen, statusOf } from './alerts';
-import { h } from './dom';
-import { t, tCode, type MessageKey } from './i18n';
-import type { Alert, CityInfo, FeatureCollection, LayerName } from './types';
+import { baseStyle, fallBackOnStyleError, hasBasemap } from './basemap';
+import { fixedLayer } from './cityindex';
+import { unitName, type Session } from './context';
+import { h, option } from './dom';
+import { DrawTool } from './draw';
+import { Heat, HEAT_COLOURS, HEAT_SOURCE, type HeatOf, type HeatRange, type HeatRes } from './heat';
+import { formatDateTime, formatNumber, t, tCode } from './i18n';
+import {
+  AREA_LAYERS,
+  CLICK_ORDER,
+  CLUSTER_ABOVE,
+  cityLayers,
+  GROUP_LABELS,
+  GROUP_LAYERS,
+  OVERLAY_COLOURS,
+  OVERLAY_LABELS,
+  type Group,
+  type OverlayName,
+} from './layers';
+import { outlines } from './mesh';
+import { addHeadingArrow, Positions, POSITIONS_SOURCE, positionsFilter } from './positions';
+import { MotionResolution } from './resolution';
+import type { Alert, FeatureCollection, LayerName } from './types';
 import { LAYER_NAMES } from './types';
 
-/** Above this many devices the device layer clusters points. */
-const CLUSTER_ABOVE = 3000;
-
-export const SEVERITY_COLOURS: Record<string, string> = {
-  critical: '#b3261e',
-  high: '#e8590c',
-  medium: '#d9a400',
-  low: '#3b7dd8',
-};
-
-const severityColour: ExpressionSpecification = [
-  'match',
-  ['get', 'severity'],
-  'critical',
-  SEVERITY_COLOURS.critical,
-  'high',
-  SEVERITY_COLOURS.high,
-  'low',
-  SEVERITY_COLOURS.low,
-  SEVERITY_COLOURS.medium,
-];
-
-const ZONE_COLOURS: ExpressionSpecification = [
-  'match',
-  ['get', 'kind'],
-  'restricted',
-  '#c0392b',
-  'depot',
-  '#8e44ad',
-  'school',
-  '#2e86de',
-  'square',
-  '#16a085',
-  'underpass',
-  '#1f618d',
-  'corridor',
-  '#d35400',
-  '#7f8c8d',
-];
-
-type Group = LayerName | 'alerts';
-const GROUP_LAYERS: Record<Group, string[]> = {
-  regions: ['regions-fill', 'regions-line'],
-  grids: ['grids-line'],
-  roads: ['roads-line'],
-  zones: ['zones-fill', 'zones-line'],
-  devices: ['devices-cluster', 'devices-point'],
-  alerts: ['alerts-pulse', 'alerts-circle', 'alerts-selected'],
-};
-const GROUP_LABELS: Record<Group, MessageKey> = {
-  regions: 'layer_regions',
-  grids: 'layer_grids',
-  roads: 'layer_roads',
-  zones: 'layer_zones',
-  devices: 'layer_devices',
-  alerts: 'layer_alerts',
-};
-// Clicks go to the topmost kind of thing under the pointer.
-const CLICK_ORDER = ['alerts-circle', 'devices-cluster', 'devices-point', 'zones-line', 'zones-fill', 'roads-line', 'grids-line', 'regions-fill'];
-
 const EMPTY: FeatureCollection = { type: 'FeatureCollection', features: [] };
+const EMPTY_GEOJSON: GeoJSON.FeatureCollection = { type: 'FeatureCollection', features: [] };
 
 export interface MapHooks {
   openAlert(id: string): void;
 }
 
-/** What the end-to-end tests read: features loaded per layer, and the alerts drawn. */
+/** What the end-to-end tests and the frame-rate benchmark read. */
 export interface MapTestHook {
   ready: boolean;
   layers: Partial<Record<LayerName, number>>;
   alertsDrawn: number;
+  positions: number;
+  vehicles: number;
+  positionUpdates: number;
+  positionsState: string;
+  heatCells: number;
+  heatState: string;
+  overlays: Partial<Record<OverlayName, number>>;
+  /** Where a place is on the page, in CSS pixels (for tests that click the map). */
+  project(lon: number, lat: number): [number, number];
+  /** The render scale now and the lowest used while moving (resolution.ts). */
+  resolution(): { scale: number; lowest: number };
 }
 
 export class CityMap {
-  private readonly map: maplibregl.Map;
+  readonly map: maplibregl.Map;
+  readonly draw: DrawTool;
   private readonly switcher: HTMLElement;
+  private readonly positions: Positions;
+  private readonly heat: Heat;
+  private readonly resolution: MotionResolution;
   private readonly gridRegion = new Map<string, string>();
   private readonly communities = new Set<string>();
+  private readonly overlayCounts: Partial<Record<OverlayName, number>> = {};
+  private readonly loadedCallbacks: (() => void)[] = [];
+  private zonesData: FeatureCollection = EMPTY;
   private openCounts = new Map<string, number>();
   private popup: maplibregl.Popup | null = null;
   private loaded = false;
+  private active = true;
+  private styleNote = '';
   private pendingAlerts: Alert[] = [];
+  private selectedId: string | null = null;
+  private unacked = false;
   private pendingCounts: Alert[] = [];
   private pulseFrame = 0;
   private pulsing = false;
   private drawTimer = 0;
-  readonly testHook: MapTestHook = { ready: false, layers: {}, alertsDrawn: 0 };
+  private hoverFrame = 0;
+  private hoverPoint: maplibregl.Point | null = null;
+  readonly testHook: MapTestHook;
 
   constructor(
     private readonly container: HTMLElement,
-    city: CityInfo,
+    private readonly session: Session,
     private readonly hooks: MapHooks,
   ) {
+    const city = session.city;
     const [west, south, east, north] = city.bbox;
-    const style: StyleSpecification = {
-      version: 8,
-      sources: {},
-      layers: [{ id: 'background', type: 'background', paint: { 'background-color': '#eef1f4' } }],
-    };
     this.map = new maplibregl.Map({
       container,
-      style,
+      style: baseStyle(city.basemap),
       bounds: [
         [west, south],
         [east, north],
@@ -123,21 +108,70 @@ export class CityMap {
       attributionControl: false,
       // The console draws its own labels in popups; nothing may be fetched from outside.
       localIdeographFontFamily: 'sans-serif',
+      // No fade-in of symbols after each update: it would redraw the map for 300 ms every second.
+      fadeDuration: 0,
+      renderWorldCopies: false,
+      pitchWithRotate: false,
     });
+    this.map.dragRotate.disable();
+    this.map.touchZoomRotate.disableRotation();
+    fallBackOnStyleError(this.map, city.basemap, () => {
+      this.styleNote = t('basemap_failed');
+      this.renderSwitcher();
+    });
+    if (hasBasemap(city.basemap)) this.map.addControl(new maplibregl.AttributionControl({ compact: true }), 'bottom-right');
     this.map.addControl(new maplibregl.NavigationControl({ showCompass: false }), 'top-right');
+    this.map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
+    this.draw = new DrawTool(this.map);
+    this.resolution = new MotionResolution(this.map);
+    this.positions = new Positions(this.map, () => this.feedChanged());
+    this.heat = new Heat(this.map, () => this.feedChanged());
+    this.testHook = {
+      ready: false,
+      layers: {},
+      alertsDrawn: 0,
+      positions: 0,
+      vehicles: 0,
+      positionUpdates: 0,
+      positionsState: 'idle',
+      heatCells: 0,
+      heatState: 'idle',
+      overlays: {},
+      project: (lon, lat) => {
+        const p = this.map.project([lon, lat]);
+        const box = this.map.getCanvas().getBoundingClientRect();
+        return [box.left + p.x, box.top + p.y];
+      },
+      resolution: () => ({ scale: this.resolution.scale, lowest: this.resolution.lowest }),
+    };
     this.switcher = h('fieldset', { className: 'layer-switcher' });
     container.appendChild(this.switcher);
     this.renderSwitcher();
     this.map.on('load', () => void this.loadLayers());
     this.map.on('click', (event) => this.onClick(event));
-    this.map.on('mousemove', (event) => {
-      const hit = this.map.queryRenderedFeatures(event.point, { layers: this.visibleClickLayers() });
-      this.map.getCanvas().style.cursor = hit.length ? 'pointer' : '';
+    this.map.on('mousemove', (event) => this.onHover(event.point));
+    // While the map moves the pulse is hidden: a transparent circle layer is skipped by the
+    // renderer, and hundreds of large translucent circles would cost a third of each frame.
+    this.map.on('movestart', () => {
+      if (this.map.getLayer('alerts-pulse')) this.map.setPaintProperty('alerts-pulse', 'circle-opacity', 0);
     });
   }
 
+  /** Runs `callback` once the city's layers are on the map. */
+  whenLoaded(callback: () => void): void {
+    if (this.loaded) callback();
+    else this.loadedCallbacks.push(callback);
+  }
+
   private async loadLayers(): Promise<void> {
-    const results = await Promise.allSettled(LAYER_NAMES.map((name) => api.layer(name)));
+    const fetchers: Record<LayerName, () => Promise<FeatureCollection>> = {
+      regions: () => fixedLayer('regions'),
+      grids: () => fixedLayer('grids'),
+      roads: () => fixedLayer('roads'),
+      zones: () => api.layer('zones'),
+      devices: () => api.layer('devices'),
+    };
+    const results = await Promise.allSettled(LAYER_NAMES.map((name) => fetchers[name]()));
     const data = {} as Record<LayerName, FeatureCollection>;
     LAYER_NAMES.forEach((name, i) => {
       const result = results[i];
@@ -146,10 +180,19 @@ export class CityMap {
     });
     for (const f of data.grids.features) this.gridRegion.set(String(f.id), String(f.properties.region ?? ''));
     for (const f of data.regions.features) if (f.properties.level === 'community') this.communities.add(String(f.id));
+    this.zonesData = data.zones;
 
     const map = this.map;
+    const lat = map.getCenter().lat;
     map.addSource('regions', { type: 'geojson', data: data.regions as GeoJSON.FeatureCollection, promoteId: 'id' });
     map.addSource('grids', { type: 'geojson', data: data.grids as GeoJSON.FeatureCollection });
+    // Outlines as lines drawn once each (see mesh.ts); grid edges on a region boundary are left
+    // to the region's line.
+    const RANK: Record<string, number> = { district: 3, street: 2 };
+    const regionLines = outlines(data.regions.features, (f) => RANK[String(f.properties.level)] ?? 1);
+    const gridLines = outlines(data.grids.features, () => 0, regionLines.keys);
+    map.addSource('region-lines', { type: 'geojson', data: regionLines.lines as GeoJSON.FeatureCollection });
+    map.addSource('grid-lines', { type: 'geojson', data: gridLines.lines as GeoJSON.FeatureCollection });
     map.addSource('roads', { type: 'geojson', data: data.roads as GeoJSON.FeatureCollection });
     map.addSource('zones', { type: 'geojson', data: data.zones as GeoJSON.FeatureCollection });
     const clustered = data.devices.features.length > CLUSTER_ABOVE;
@@ -159,123 +202,25 @@ export class CityMap {
       cluster: clustered,
       clusterRadius: 40,
       clusterMaxZoom: 15,
+      // Points need no deeper tiles: fewer to cut while zooming in.
+      maxzoom: 16,
     });
-    map.addSource('alerts', { type: 'geojson', data: EMPTY as GeoJSON.FeatureCollection });
+    map.addSource(HEAT_SOURCE, { type: 'geojson', data: EMPTY_GEOJSON });
+    map.addSource(POSITIONS_SOURCE, { type: 'geojson', data: EMPTY_GEOJSON, maxzoom: 14 });
+    map.addSource('alerts', { type: 'geojson', data: EMPTY_GEOJSON, maxzoom: 16 });
+    for (const name of ['trial', 'search'] as OverlayName[]) map.addSource(`${name}-points`, { type: 'geojson', data: EMPTY_GEOJSON, maxzoom: 16 });
+    addHeadingArrow(map);
 
-    const layers: LayerSpecification[] = [
-      {
-        id: 'regions-fill',
-        type: 'fill',
-        source: 'regions',
-        filter: ['==', ['get', 'level'], 'community'],
-        paint: {
-          // Communities coloured by their open alerts (feature-state set from the alert list).
-          'fill-color': [
-            'step',
-            ['coalesce', ['feature-state', 'open'], 0],
-            'rgba(255,255,255,0)',
-            1,
-            '#fde7b0',
-            3,
-            '#f8b35b',
-            8,
-            '#e4572e',
-            20,
-            '#a4161a',
-          ],
-          'fill-opacity': 0.55,
-        },
-      },
-      {
-        id: 'regions-line',
-        type: 'line',
-        source: 'regions',
-        paint: {
-          'line-color': ['match', ['get', 'level'], 'district', '#34495e', 'street', '#5d6d7e', '#95a5a6'],
-          'line-width': ['match', ['get', 'level'], 'district', 2.5, 'street', 1.5, 0.8],
-        },
-      },
-      { id: 'grids-line', type: 'line', source: 'grids', paint: { 'line-color': '#b0bec5', 'line-width': 0.5, 'line-dasharray': [2, 2] } },
-      {
-        id: 'roads-line',
-        type: 'line',
-        source: 'roads',
-        layout: { 'line-cap': 'round', 'line-join': 'round' },
-        paint: {
-          'line-color': ['match', ['get', 'class'], ['motorway', 'trunk', 'expressway'], '#e67e22', ['primary', 'arterial'], '#f1c40f', '#ffffff'],
-          'line-width': ['interpolate', ['linear'], ['zoom'], 10, 1, 15, 4],
-        },
-      },
-      { id: 'zones-fill', type: 'fill', source: 'zones', filter: ['==', ['geometry-type'], 'Polygon'], paint: { 'fill-color': ZONE_COLOURS, 'fill-opacity': 0.2 } },
-      {
-        id: 'zones-line',
-        type: 'line',
-        source: 'zones',
-        paint: {
-          'line-color': ZONE_COLOURS,
-          'line-width': ['match', ['geometry-type'], 'LineString', 3, 1.5],
-          'line-opacity': 0.8,
-        },
-      },
-      {
-        id: 'devices-cluster',
-        type: 'circle',
-        source: 'devices',
-        filter: ['has', 'point_count'],
-        paint: {
-          'circle-color': '#607d8b',
-          'circle-opacity': 0.6,
-          'circle-radius': ['step', ['get', 'point_count'], 8, 20, 12, 100, 16, 500, 22],
-          'circle-stroke-color': '#ffffff',
-          'circle-stroke-width': 1,
-        },
-      },
-      {
-        id: 'devices-point',
-        type: 'circle',
-        source: 'devices',
-        filter: ['!', ['has', 'point_count']],
-        paint: {
-          'circle-color': ['match', ['get', 'kind'], 'smoke', '#d35400', 'gas', '#8e44ad', 'water_level', '#2980b9', 'camera', '#2c3e50', '#7f8c8d'],
-          'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 1.5, 16, 5],
-          'circle-stroke-color': '#ffffff',
-          'circle-stroke-width': 0.5,
-        },
-      },
-      {
-        id: 'alerts-pulse',
-        type: 'circle',
-        source: 'alerts',
-        filter: ['==', ['get', 'unacked'], true],
-        paint: { 'circle-color': severityColour, 'circle-radius': 10, 'circle-opacity': 0.5, 'circle-stroke-width': 0 },
-      },
-      {
-        id: 'alerts-circle',
-        type: 'circle',
-        source: 'alerts',
-        paint: {
-          'circle-color': severityColour,
-          'circle-radius': ['match', ['get', 'severity'], 'critical', 8, 'high', 7, 6],
-          'circle-stroke-color': ['case', ['get', 'open'], '#ffffff', '#555555'],
-          'circle-stroke-width': 2,
-          'circle-opacity': ['case', ['get', 'open'], 1, 0.45],
-        },
-      },
-      {
-        id: 'alerts-selected',
-        type: 'circle',
-        source: 'alerts',
-        filter: ['==', ['get', 'id'], ''],
-        paint: { 'circle-color': 'rgba(0,0,0,0)', 'circle-radius': 13, 'circle-stroke-color': '#111111', 'circle-stroke-width': 3 },
-      },
-    ];
-    for (const layer of layers) map.addLayer(layer);
-    this.applyVisibility();
+    for (const layer of cityLayers(lat)) map.addLayer(layer);
+    if (this.selectedId) map.setFilter('alerts-selected', ['==', ['get', 'id'], this.selectedId]);
     this.loaded = true;
+    this.applyVisibility();
     this.testHook.ready = true;
     this.container.dataset.layersLoaded = LAYER_NAMES.filter((n) => (this.testHook.layers[n] ?? 0) > 0).join(',');
     this.drawAlerts(this.pendingAlerts);
     this.setCommunityCounts(this.pendingCounts);
+    this.updateFeeds();
+    for (const callback of this.loadedCallbacks.splice(0)) callback();
   }
 
   /** Draws the alerts (the queue's filtered list), at most a few times a second. */
@@ -305,7 +250,11 @@ export class CityMap {
     (this.map.getSource('alerts') as GeoJSONSource | undefined)?.setData({ type: 'FeatureCollection', features });
     this.testHook.alertsDrawn = features.length;
     const pulse = features.some((f) => f.properties.unacked);
-    if (pulse && !this.pulsing) this.startPulse();
+    if (pulse !== this.unacked) {
+      this.unacked = pulse;
+      this.applyVisibility();
+    }
+    if (pulse && !this.pulsing && this.active) this.startPulse();
     if (!pulse) this.stopPulse();
   }
 
@@ -319,21 +268,74 @@ export class CityMap {
       const region = this.gridRegion.get(alert.grid);
       if (region && this.communities.has(region)) counts.set(region, (counts.get(region) ?? 0) + 1);
     }
+    let changedSet = counts.size !== this.openCounts.size;
     for (const region of new Set([...this.openCounts.keys(), ...counts.keys()])) {
       const n = counts.get(region) ?? 0;
       if ((this.openCounts.get(region) ?? 0) !== n) this.map.setFeatureState({ source: 'regions', id: region }, { open: n });
+      if (!this.openCounts.has(region) || !counts.has(region)) changedSet = true;
     }
+    if (changedSet) this.map.setFilter('regions-fill', ['in', ['get', 'id'], ['literal', [...counts.keys()]]]);
     this.openCounts = counts;
   }
 
   setSelected(id: string | null): void {
+    this.selectedId = id;
     if (!this.loaded) return;
     this.map.setFilter('alerts-selected', ['==', ['get', 'id'], id ?? '']);
+    this.applyVisibility();
   }
 
   focus(alert: Alert): void {
     if (typeof alert.lon !== 'number' || typeof alert.lat !== 'number') return;
-    this.map.easeTo({ center: [alert.lon, alert.lat], zoom: Math.max(this.map.getZoom(), 14), duration: 600 });
+    this.flyTo(alert.lon, alert.lat);
+  }
+
+  flyTo(lon: number, lat: number, zoom = 14): void {
+    this.map.easeTo({ center: [lon, lat], zoom: Math.max(this.map.getZoom(), zoom), duration: 600 });
+  }
+
+  /** Fits the map to points (lon, lat pairs), if any. */
+  fitPoints(points: [number, number][]): void {
+    if (!points.length) return;
+    const bounds = new maplibregl.LngLatBounds(points[0], points[0]);
+    for (const p of points) bounds.extend(p);
+    this.map.fitBounds(bounds, { padding: 60, maxZoom: 15, duration: 600 });
+  }
+
+  /** The zones as last loaded. */
+  zones(): FeatureCollection {
+    return this.zonesData;
+  }
+
+  /** Loads the zones layer again (after a zone was saved or deleted). */
+  async reloadZones(): Promise<void> {
+    const zones = await api.layer('zones');
+    this.zonesData = zones;
+    this.testHook.layers.zones = zones.features.length;
+    (this.map.getSource('zones') as GeoJSONSource | undefined)?.setData(zones as GeoJSON.FeatureCollection);
+  }
+
+  /** Shows points of a trial or a search (null: removes them). */
+  setOverlay(name: OverlayName, features: GeoJSON.Feature<GeoJSON.Point>[] | null): void {
+    const apply = () => {
+      (this.map.getSource(`${name}-points`) as GeoJSONSource | undefined)?.setData({ type: 'FeatureCollection', features: features ?? [] });
+      if (features?.length) this.overlayCounts[name] = features.length;
+      else delete this.overlayCounts[name];
+      this.testHook.overlays = { ...this.overlayCounts };
+      if (features?.length) this.visibleOverlays[name] = true;
+      this.applyVisibility();
+      this.renderSwitcher();
+    };
+    this.whenLoaded(apply);
+  }
+
+  /** Whether the map is on screen: live feeds and the pulse run only then. */
+  setActive(active: boolean): void {
+    this.active = active;
+    if (active) this.map.resize();
+    if (!active) this.stopPulse();
+    else if (this.loaded) this.drawAlerts(this.pendingAlerts);
+    this.updateFeeds();
   }
 
   resize(): void {
@@ -345,55 +347,205 @@ export class CityMap {
     this.renderSwitcher();
   }
 
-  private readonly visible: Record<Group, boolean> = { regions: true, grids: true, roads: true, zones: true, devices: true, alerts: true };
+  private readonly visible: Record<Group, boolean> = {
+    regions: true,
+    heat: false,
+    grids: true,
+    roads: true,
+    zones: true,
+    devices: true,
+    vehicles: true,
+    responders: true,
+    alerts: true,
+  };
+  private readonly visibleOverlays: Record<OverlayName, boolean> = { trial: true, search: true };
+
+  private updateFeeds(): void {
+    if (!this.loaded) return;
+    this.positions.setWanted(this.active && (this.visible.vehicles || this.visible.responders));
+    this.heat.setWanted(this.active && this.visible.heat);
+  }
+
+  private feedChanged(): void {
+    this.testHook.positions = this.positions.count;
+    this.testHook.vehicles = this.positions.vehicles;
+    this.testHook.positionUpdates = this.positions.updates;
+    this.testHook.positionsState = this.positions.state;
+    this.testHook.heatCells = this.heat.cells;
+    this.testHook.heatState = this.heat.state;
+    // The switcher shows the feeds' states; redraw it only when one of them changes.
+    const key = `${this.positions.state}|${this.heat.state}|${this.heat.cells}|${this.heat.max}`;
+    if (key !== this.feedKey) {
+      this.feedKey = key;
+      this.renderSwitcher();
+    }
+  }
+  private feedKey = '';
 
   private renderSwitcher(): void {
     const groups = Object.keys(GROUP_LAYERS) as Group[];
+    const note = (group: Group): string => {
+      const feed = group === 'vehicles' || group === 'responders' ? this.positions.state : group === 'heat' ? this.heat.state : 'idle';
+      if (feed === 'unavailable') return t('feed_unavailable');
+      if (feed === 'error') return t('feed_error');
+      return '';
+    };
+    const box = (id: string, checked: boolean, onChange: (checked: boolean) => void) => {
+      const input = h('input', { type: 'checkbox', id });
+      input.checked = checked;
+      input.addEventListener('change', () => onChange(input.checked));
+      return input;
+    };
+    const rows: HTMLElement[] = groups.map((group) => {
+      const input = box(`layer-${group}`, this.visible[group], (checked) => {
+        this.visible[group] = checked;
+        this.applyVisibility();
+        this.updateFeeds();
+        if (group === 'heat') this.renderSwitcher();
+      });
+      input.dataset.layer = group;
+      const text = note(group);
+      return h(
+        'div',
+        { className: 'layer-option' },
+        input,
+        h('label', { for: input.id }, t(GROUP_LABELS[group])),
+        text ? h('span', { className: 'layer-note', 'data-note': group }, text) : '',
+      );
+    });
+    const heatIndex = groups.indexOf('heat');
+    if (this.visible.heat) rows.splice(heatIndex + 1, 0, this.heatControls());
+    const overlays = (Object.keys(this.overlayCounts) as OverlayName[]).map((name) => {
+      const input = box(`layer-${name}`, this.visibleOverlays[name], (checked) => {
+        this.visibleOverlays[name] = checked;
+        this.applyVisibility();
+      });
+      input.dataset.layer = name;
+      return h(
+        'div',
+        { className: 'layer-option overlay' },
+        input,
+        h('label', { for: input.id }, h('span', { className: 'swatch', style: `background:${OVERLAY_COLOURS[name]}` }), `${t(OVERLAY_LABELS[name])} (${this.overlayCounts[name]})`),
+        h(
+          'button',
+          { type: 'button', className: 'icon small', 'data-clear': name, title: t('layer_clear'), 'aria-label': `${t('layer_clear')}: ${t(OVERLAY_LABELS[name])}`, onclick: () => this.setOverlay(name, null) },
+          '×',
+        ),
+      );
+    });
     this.switcher.replaceChildren(
       h('legend', {}, t('layers')),
-      ...groups.map((group) => {
-        const box = h('input', { type: 'checkbox', id: `layer-${group}`, 'data-layer': group });
-        box.checked = this.visible[group];
-        box.addEventListener('change', () => {
-          this.visible[group] = box.checked;
-          this.applyVisibility();
-        });
-        return h('div', { className: 'layer-option' }, box, h('label', { for: `layer-${group}` }, t(GROUP_LABELS[group])));
-      }),
+      ...rows,
+      ...overlays,
+      this.styleNote ? h('p', { className: 'layer-note' }, this.styleNote) : '',
     );
   }
 
-  private applyVisibility(): void {
-    if (!this.map.isStyleLoaded() && !this.loaded) return;
-    for (const group of Object.keys(GROUP_LAYERS) as Group[]) {
-      for (const layer of GROUP_LAYERS[group]) {
-        if (this.map.getLayer(layer)) this.map.setLayoutProperty(layer, 'visibility', this.visible[group] ? 'visible' : 'none');
-      }
+  private heatControls(): HTMLElement {
+    const o = this.heat.options;
+    const of = h('select', { name: 'heat-of', 'aria-label': t('heat_of') }, option('events', t('heat_events'), o.of === 'events'), option('alerts', t('heat_alerts'), o.of === 'alerts'));
+    const range = h(
+      'select',
+      { name: 'heat-range', 'aria-label': t('heat_range') },
+      (['1h', '24h', '7d'] as HeatRange[]).map((r) => option(r, t(`time_${r}`), o.range === r)),
+    );
+    const res = h(
+      'select',
+      { name: 'heat-res', 'aria-label': t('heat_res') },
+      ([7, 8, 9] as HeatRes[]).map((r) => option(String(r), t(`heat_res_${r}`), o.res === r)),
+    );
+    const change = () => this.heat.setOptions({ of: of.value as HeatOf, range: range.value as HeatRange, res: Number(res.value) as HeatRes });
+    for (const s of [of, range, res]) s.addEventListener('change', change);
+    const legend =
+      this.heat.state === 'live'
+        ? h(
+            'div',
+            { className: 'heat-legend' },
+            h('span', {}, formatNumber(this.heat.min)),
+            h('span', { className: 'ramp', style: `background:linear-gradient(to right,${HEAT_COLOURS.join(',')})` }),
+            h('span', {}, formatNumber(this.heat.max)),
+            h('span', { className: 'muted' }, t('heat_cells', { n: formatNumber(this.heat.cells) })),
+          )
+        : '';
+    return h('div', { className: 'heat-controls' }, of, range, res, legend);
+  }
+
+  /**
+   * Whether a layer is drawn: its group is switched on, and it has something to draw. A
+   * layer left visible costs draw calls on every frame even when it filters out everything.
+   */
+  private shown(layer: string, group: Group): boolean {
+    switch (layer) {
+      case 'positions-circle':
+        return this.visible.vehicles || this.visible.responders;
+      case 'alerts-pulse':
+        return this.visible.alerts && this.unacked;
+      case 'alerts-selected':
+        return this.visible.alerts && this.selectedId !== null;
+      default:
+        return this.visible[group];
     }
+  }
+
+  private applyVisibility(): void {
+    if (!this.loaded) return;
+    const set = (layer: string, on: boolean) => {
+      const value = on ? 'visible' : 'none';
+      if (this.map.getLayer(layer) && this.map.getLayoutProperty(layer, 'visibility') !== value) this.map.setLayoutProperty(layer, 'visibility', value);
+    };
+    for (const group of Object.keys(GROUP_LAYERS) as Group[]) {
+      for (const layer of GROUP_LAYERS[group]) set(layer, this.shown(layer, group));
+    }
+    const filter = positionsFilter(this.visible.vehicles, this.visible.responders);
+    if (JSON.stringify(filter) !== JSON.stringify(this.map.getFilter('positions-circle'))) this.map.setFilter('positions-circle', filter);
+    for (const name of ['trial', 'search'] as OverlayName[]) set(`${name}-circle`, this.visibleOverlays[name] && !!this.overlayCounts[name]);
   }
 
   private visibleClickLayers(): string[] {
     return CLICK_ORDER.filter((id) => this.map.getLayer(id) && this.map.getLayoutProperty(id, 'visibility') !== 'none');
   }
 
+  /** The pointer over something clickable: at most one look-up per frame, none while moving. */
+  private onHover(point: maplibregl.Point): void {
+    if (this.draw.active || !this.loaded) return;
+    this.hoverPoint = point;
+    if (this.hoverFrame) return;
+    this.hoverFrame = requestAnimationFrame(() => {
+      this.hoverFrame = 0;
+      if (!this.hoverPoint || this.map.isMoving() || this.draw.active) return;
+      const hit = this.map.queryRenderedFeatures(this.hoverPoint, { layers: this.visibleClickLayers().filter((l) => !AREA_LAYERS.has(l)) });
+      this.map.getCanvas().style.cursor = hit.length ? 'pointer' : '';
+    });
+  }
+
   private onClick(event: maplibregl.MapMouseEvent): void {
+    if (this.draw.active || !this.loaded) return;
     const hits = this.map.queryRenderedFeatures(event.point, { layers: this.visibleClickLayers() });
     if (!hits.length) return;
     const top = CLICK_ORDER.map((layer) => hits.find((f) => f.layer.id === layer)).find((f): f is MapGeoJSONFeature => !!f);
     if (!top) return;
-    if (top.layer.id === 'alerts-circle') {
+    const layer = top.layer.id;
+    if (layer === 'alerts-circle') {
       const id = String(top.properties.id);
       this.showPopup(event.lngLat, this.alertPopup(top));
       this.hooks.openAlert(id);
       return;
     }
-    if (top.layer.id === 'devices-cluster') {
+    if (layer === 'devices-cluster') {
       const count = Number(top.properties.point_count);
       this.showPopup(event.lngLat, h('div', {}, t('popup_cluster', { n: count })));
       const source = this.map.getSource('devices') as GeoJSONSource;
       void source.getClusterExpansionZoom(Number(top.properties.cluster_id)).then((zoom) => {
         this.map.easeTo({ center: event.lngLat, zoom });
       });
+      return;
+    }
+    if (layer === 'positions-circle') {
+      this.showPopup(event.lngLat, this.positionPopup(top));
+      return;
+    }
+    if (layer === 'trial-circle') {
+      this.showPopup(event.lngLat, this.trialPopup(top));
       return;
     }
     this.showPopup(event.lngLat, this.propertiesPopup(top));
@@ -407,6 +559,36 @@ export class CityMap {
       h('strong', {}, String(p.title ?? p.id)),
       h('div', {}, `${tCode('severity', String(p.severity))} · ${tCode('status', String(p.status))}`),
       h('button', { type: 'button', className: 'link', onclick: () => this.hooks.openAlert(String(p.id)) }, t('popup_open_alert')),
+    );
+  }
+
+  private trialPopup(feature: MapGeoJSONFeature): HTMLElement {
+    const p = feature.properties;
+    return h(
+      'div',
+      { className: 'popup' },
+      h('strong', {}, String(p.title || p.id)),
+      h('div', {}, `${t('layer_trial')} · ${tCode('severity', String(p.severity ?? 'medium'))}`),
+      h('div', {}, formatDateTime(String(p.time ?? ''))),
+      p.grid ? h('div', {}, `${t('field_grid')}: ${String(p.grid)}`) : '',
+    );
+  }
+
+  private positionPopup(feature: MapGeoJSONFeature): HTMLElement {
+    const p = feature.properties;
+    const vehicle = p.kind === 'vehicle';
+    const rows: [string, string][] = [];
+    rows.push([t('field_time'), formatDateTime(String(p.time ?? ''))]);
+    if (p.speed_kmh !== undefined && p.speed_kmh !== null) rows.push([t('position_speed'), t('kmh', { n: formatNumber(Number(p.speed_kmh)) })]);
+    if (p.heading !== undefined && p.heading !== null) rows.push([t('position_heading'), `${formatNumber(Number(p.heading))}°`]);
+    if (p.class) rows.push([t('position_class'), String(p.class)]);
+    if (p.unit) rows.push([t('field_owner'), unitName(this.session, String(p.unit))]);
+    if (p.available !== undefined && p.available !== null) rows.push([t('position_available'), p.available === true || p.available === 'true' ? t('yes') : t('no')]);
+    return h(
+      'div',
+      { className: 'popup', 'data-position': String(p.id) },
+      h('strong', {}, `${vehicle ? t('position_vehicle') : t('position_responder')} ${String(p.id ?? '')}`),
+      h('table', {}, rows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, v)))),
     );
   }
 
@@ -428,23 +610,26 @@ export class CityMap {
     return body;
   }
 
-  private showPopup(at: maplibregl.LngLat, content: HTMLElement): void {
+  showPopup(at: maplibregl.LngLatLike, content: HTMLElement): void {
     this.popup?.remove();
     this.popup = new maplibregl.Popup({ maxWidth: '320px' }).setLngLat(at).setDOMContent(content).addTo(this.map);
   }
 
-  /** Unacknowledged alerts pulse: radius and opacity of their own layer, frame by frame. */
+  /**
+   * Unacknowledged alerts pulse: radius and opacity of their own layer. Each step redraws
+   * the whole map, so it steps ten times a second, and not at all while the map moves
+   * (it redraws anyway then, and the frames belong to panning).
+   */
   private startPulse(): void {
     this.pulsing = true;
     const period = 1600;
     let last = 0;
     const frame = (now: number) => {
       if (!this.pulsing) return;
-      // About 30 updates a second is smooth enough and spares the CPU.
-      if (now - last > 33 && this.map.getLayer('alerts-pulse')) {
+      if (now - last > 100 && !this.map.isMoving() && this.visible.alerts && this.map.getLayer('alerts-pulse')) {
         last = now;
         const phase = (now % period) / period;
-        this.map.setPaintProperty('alerts-pulse', 'circle-radius', 8 + 16 * phase);
+        this.map.setPaintProperty('alerts-pulse', 'circle-radius', 8 + 12 * phase);
         this.map.setPaintProperty('alerts-pulse', 'circle-opacity', 0.55 * (1 - phase));
       }
       this.pulseFrame = requestAnimationFrame(frame);
@@ -459,7 +644,12 @@ export class CityMap {
 
   destroy(): void {
     this.stopPulse();
+    this.positions.destroy();
+    this.heat.destroy();
+    this.draw.stop();
+    this.resolution.destroy();
     clearTimeout(this.drawTimer);
+    cancelAnimationFrame(this.hoverFrame);
     this.popup?.remove();
     this.map.remove();
   }

@@ -1,12 +1,14 @@
 // The side panel: one alert in full (what, where, who owns it and why, deadlines, the
 // timeline, evidence, CAP) with the actions its status allows; or an incident's alerts.
 
-import { api, messageOf } from './api';
+import { api, download, messageOf } from './api';
 import { availableActions } from './actions';
 import { nextDeadline, statusOf, store } from './alerts';
 import { unitLabel, type Session } from './context';
 import { countdown } from './countdown';
 import { field, h, option, uid } from './dom';
+import { EvidenceView, MAX_EVIDENCE } from './evidence';
+import { PhotoPicker } from './photos';
 import { formatDateTime, formatDistance, formatDuration, t, tCode, type MessageKey } from './i18n';
 import type { ActionName, Alert, Incident } from './types';
 
@@ -38,6 +40,9 @@ export class Panel {
   private openForm: FormAction | null = null;
   private message: { text: string; error: boolean } | null = null;
   private busy = false;
+  private evidence: EvidenceView | null = null;
+  private evidenceKey = '';
+  private photos: PhotoPicker | null = null;
 
   constructor(
     private readonly session: Session,
@@ -104,6 +109,9 @@ export class Panel {
   }
 
   close(): void {
+    this.dropEvidence();
+    this.photos?.dispose();
+    this.photos = null;
     this.el.hidden = true;
     this.alertId = null;
     this.incidentId = null;
@@ -198,15 +206,37 @@ export class Panel {
         handling?.responders?.length ? row(t('field_responders'), handling.responders.join(', ')) : [],
         handling?.disposition ? row(t('field_disposition'), tCode('disp', handling.disposition)) : [],
         handling?.suppressed_by ? row(t('field_silence'), handling.suppressed_by) : [],
-        alert.evidence?.length ? row(t('field_evidence'), h('ul', { className: 'plain evidence' }, alert.evidence.map((e) => h('li', {}, h('code', {}, e))))) : [],
         alert.incident
           ? row(t('field_incident'), h('button', { type: 'button', className: 'link', onclick: () => void this.openIncident(alert.incident as string) }, alert.incident))
           : [],
       ),
       h('p', {}, h('button', { type: 'button', className: 'secondary', onclick: () => void this.downloadCap(alert.id) }, t('download_cap'))),
       this.actionsSection(alert),
+      this.evidenceSection(alert),
       this.timeline(alert),
     );
+  }
+
+  /** The evidence map and list, kept across redraws of the same alert (it fetches events). */
+  private evidenceSection(alert: Alert): HTMLElement | string {
+    const ids = (alert.evidence ?? []).slice(0, MAX_EVIDENCE);
+    if (!ids.length) {
+      this.dropEvidence();
+      return '';
+    }
+    const key = `${alert.id}|${ids.join(',')}`;
+    if (!this.evidence || key !== this.evidenceKey) {
+      this.dropEvidence();
+      this.evidence = new EvidenceView(alert.id, alert, this.session.city.basemap);
+      this.evidenceKey = key;
+    }
+    return this.evidence.el;
+  }
+
+  private dropEvidence(): void {
+    this.evidence?.destroy();
+    this.evidence = null;
+    this.evidenceKey = '';
   }
 
   private messageBox(): HTMLElement {
@@ -327,12 +357,24 @@ export class Panel {
       note.setAttribute('aria-required', 'true');
       form.append(field(t('close_disposition'), disposition), field(t('note_required'), note));
       body = () => ({ disposition: disposition.value });
+    } else if (action === 'resolve') {
+      // Kept while the alert stays open here, so a redraw does not lose photos on their way.
+      if (this.photos?.alertId !== alert.id) {
+        this.photos?.dispose();
+        this.photos = new PhotoPicker(alert.id);
+      }
+      form.append(this.photos.el, field(t('note_optional'), note));
     } else {
       form.append(field(t('note_optional'), note));
     }
     form.append(h('div', { className: 'form-buttons' }, submit, cancel));
     form.addEventListener('submit', (event) => {
       event.preventDefault();
+      if (action === 'resolve' && this.photos?.sending()) {
+        this.message = { text: t('photo_wait'), error: true };
+        this.showMessageOnly();
+        return;
+      }
       const payload = body();
       if (note.value.trim()) payload.note = note.value.trim();
       void this.perform(action, payload);
@@ -393,13 +435,7 @@ export class Panel {
 
   private async downloadCap(id: string): Promise<void> {
     try {
-      const blob = await api.cap(id);
-      const url = URL.createObjectURL(blob);
-      const link = h('a', { href: url, download: `${id}.cap.xml` });
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      download(await api.cap(id), `${id}.cap.xml`);
     } catch (e) {
       this.message = { text: messageOf(e), error: true };
       this.showMessageOnly();

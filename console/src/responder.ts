@@ -8,12 +8,15 @@ import { unitName, type Session } from './context';
 import { countdown } from './countdown';
 import { field, h } from './dom';
 import { formatDateTime, t, tCode } from './i18n';
+import { PhotoPicker } from './photos';
 import type { ActionName, Alert } from './types';
 
 export class ResponderView {
   readonly el: HTMLElement;
   private readonly list: HTMLElement;
   private readonly messages = new Map<string, { text: string; error: boolean }>();
+  /** Photo pickers by alert, kept across redraws (an upload may be under way). */
+  private readonly pickers = new Map<string, PhotoPicker>();
   private scheduled = false;
   private active = false;
 
@@ -39,6 +42,7 @@ export class ResponderView {
       me.unit ? h('p', { className: 'muted' }, t('my_alerts_unit', { unit: unitName(this.session, me.unit) })) : '',
       this.list,
     );
+    for (const picker of this.pickers.values()) picker.render();
     this.render();
   }
 
@@ -62,12 +66,19 @@ export class ResponderView {
 
   private render(): void {
     // Keep what a responder is typing: a redraw while a note field has focus waits.
-    const typing = this.el.contains(document.activeElement) && document.activeElement instanceof HTMLInputElement;
+    const active = document.activeElement;
+    const typing = this.el.contains(active) && active instanceof HTMLInputElement && active.type !== 'file';
     if (typing) {
       setTimeout(() => this.schedule(), 1000);
       return;
     }
     const alerts = this.mine();
+    const shown = new Set(alerts.map((a) => a.id));
+    for (const [id, picker] of this.pickers) {
+      if (shown.has(id)) continue;
+      picker.dispose();
+      this.pickers.delete(id);
+    }
     this.list.replaceChildren(...(alerts.length ? alerts.map((a) => this.card(a)) : [h('li', { className: 'empty' }, t('my_alerts_empty'))]));
     this.el.dataset.count = String(alerts.length);
   }
@@ -111,15 +122,34 @@ export class ResponderView {
       actions.includes('resolve')
         ? h(
             'div',
-            { className: 'resolve-row' },
-            field(t('resolve_note'), note),
-            button('resolve', t('action_resolve'), () => (note.value.trim() ? { note: note.value.trim() } : {})),
+            { className: 'resolve-box' },
+            this.picker(alert.id).el,
+            h(
+              'div',
+              { className: 'resolve-row' },
+              field(t('resolve_note'), note),
+              button('resolve', t('action_resolve'), () => (note.value.trim() ? { note: note.value.trim() } : {})),
+            ),
           )
         : '',
     );
   }
 
+  private picker(id: string): PhotoPicker {
+    let picker = this.pickers.get(id);
+    if (!picker) {
+      picker = new PhotoPicker(id);
+      this.pickers.set(id, picker);
+    }
+    return picker;
+  }
+
   private async perform(id: string, action: ActionName, body: Record<string, unknown>): Promise<void> {
+    if (action === 'resolve' && this.pickers.get(id)?.sending()) {
+      this.messages.set(id, { text: t('photo_wait'), error: true });
+      this.render();
+      return;
+    }
     try {
       const changed = await api.act(id, action, body);
       this.messages.set(id, { text: t('action_done', { action: t(`action_${action}`) }), error: false });

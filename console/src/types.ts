@@ -106,6 +106,8 @@ export interface CityInfo {
   bbox: [number, number, number, number];
   units: Unit[];
   counts: Record<string, number>;
+  /** Absent or null: the city's own layers only. */
+  basemap?: Basemap | null;
 }
 
 export interface Recommendation {
@@ -147,3 +149,102 @@ export interface FeatureCollection {
 
 export const LAYER_NAMES = ['regions', 'grids', 'roads', 'zones', 'devices'] as const;
 export type LayerName = (typeof LAYER_NAMES)[number];
+
+/** How the city's own layers sit on a base map, when the node configures one. */
+export type Basemap = { style_url: string } | { xyz: string; attribution?: string };
+
+/** One stored event (`GET /api/v1/events/{id}`, search results). */
+export interface EventRecord {
+  id: string;
+  time: string;
+  kind: string;
+  source: string;
+  lon?: number | null;
+  lat?: number | null;
+  grid?: string | null;
+  attrs?: Record<string, unknown>;
+}
+
+export interface RuleStats {
+  matched?: number;
+  raised?: number;
+  repeated?: number;
+  cleared?: number;
+  eval_errors?: number;
+  out_of_order?: number;
+  keys?: number;
+}
+
+/** A stored rule as `GET /api/v1/rules` lists it. */
+export interface RuleItem {
+  id: string;
+  rule: Record<string, unknown> | string;
+  yaml?: string;
+  enabled: boolean;
+  version: number;
+  updated_at?: string;
+  updated_by?: string;
+  stats?: RuleStats;
+  alerts?: { open: number; last_24h: number };
+}
+
+export interface Job<R = unknown> {
+  id: string;
+  kind: string;
+  state: 'running' | 'done' | 'failed';
+  progress?: { done: number; total: number };
+  result?: R;
+  error?: string;
+}
+
+export interface TrialItem {
+  id: string;
+  time: string;
+  lon?: number | null;
+  lat?: number | null;
+  grid?: string | null;
+  severity?: string;
+  title?: string;
+}
+
+export interface TrialResult {
+  events: number;
+  alerts: number;
+  /** Alerts per grid, most first; `grid` is null for alerts without a place. */
+  by_grid: { grid: string | null; alerts: number }[];
+  items: TrialItem[];
+}
+
+export interface SearchQuery {
+  plate?: string;
+  kind?: string;
+  since?: string;
+  until?: string;
+  area?: GeoJSON.Polygon;
+  limit: number;
+  cursor?: string;
+}
+
+export interface SearchPage {
+  items: EventRecord[];
+  next: string | null;
+}
+
+export interface Stats {
+  /** True when the node stopped reading alerts at its bound: the figures cover the first part. */
+  truncated?: boolean;
+  alerts?: number;
+  alerts_over_time: { bucket: string; category: string; count: number }[];
+  alerts_by_region: { region: string; name?: string; count: number }[];
+  deadline_compliance: { unit: string; name?: string; ack_total: number; ack_met: number; arrive_total: number; arrive_met: number }[];
+  false_alarm_rate: { device_type: string; closed: number; false_alarms: number }[];
+  devices: { total: number; offline: number; by_type: { device_type: string; total: number; offline: number }[] };
+}
+
+/** A zone as `PUT /api/v1/city/zones/{id}` takes it. */
+export interface ZoneFeature {
+  type: 'Feature';
+  id?: string;
+  geometry: GeoJSON.Polygon | GeoJSON.LineString;
+  properties: { name: string; kind: string; width_m?: number };
+}

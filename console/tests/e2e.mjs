@@ -12,186 +12,38 @@
 //       The same, but the node serves the console itself at / (once it embeds dist/).
 //
 //   CITYWARD_URL=http://127.0.0.1:8080 npm run test:e2e
-//       A demo node already running there (users `dispatcher`, `responder`, `ingest` with
-//       password `demo`) that serves the console; nothing is started or stopped.
+//       A demo node already running there (users `dispatcher`, `responder`, `analyst`,
+//       `ingest` with password `demo`) that serves the console; nothing is started or stopped.
 //
 // Other settings: CHROMIUM (default /usr/bin/chromium), E2E_HEADFUL=1 to watch,
-// E2E_ARTIFACTS (default: a temporary directory) for screenshots of failed checks.
+// E2E_ARTIFACTS (default: a temporary directory) for screenshots of failed checks,
+// E2E_ONLY=a,i,j to run some scenarios (most need `a`, which signs the dispatcher in).
+//
+// Scenarios a–h cover the desk, the live stream, languages and the phone view; i–q the
+// pages and layers that need the newer API (filters through the node, rules with trials,
+// zones, search, dashboard, live positions, evidence, photos).
 //
 // Exit code 0 when every scenario passed; otherwise 1, and each failed check is named.
 
-import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const PASSWORD = 'demo';
+import { check, CheckFailed, cleanup, cleanups, launchChromium, PASSWORD, signIn, sleep, startTarget, waitFor } from './node.mjs';
+
 const artifacts = process.env.E2E_ARTIFACTS || mkdtempSync(path.join(os.tmpdir(), 'cityward-e2e-artifacts-'));
-
-// ---------------------------------------------------------------- plumbing
-
-class CheckFailed extends Error {}
-
-/** Fails the current scenario with a message naming what was expected. */
-function check(condition, message) {
-  if (!condition) throw new CheckFailed(message);
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `probe` until it returns a truthy value; fails with `what` after `timeoutMs`. */
-async function waitFor(what, probe, timeoutMs = 30_000, everyMs = 500) {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = null;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (e) {
-      lastError = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new CheckFailed(`${what} (waited ${Math.round(timeoutMs / 1000)} s${lastError ? `; last error: ${lastError.message}` : ''})`);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const cleanups = [];
-async function cleanup() {
-  while (cleanups.length) {
-    const step = cleanups.pop();
-    try {
-      await step();
-    } catch (e) {
-      console.error(`cleanup: ${e.message}`);
-    }
-  }
-}
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    void cleanup().then(() => process.exit(130));
-  });
-}
-
-/** Starts `cityward demo` in a temporary data directory; stops it and removes the directory at the end. */
-async function startNode(bin) {
-  check(existsSync(bin), `CITYWARD_BIN ${bin} does not exist`);
-  const port = await freePort();
-  const data = mkdtempSync(path.join(os.tmpdir(), 'cityward-e2e-data-'));
-  const log = path.join(artifacts, 'node.log');
-  const out = openSync(log, 'w');
-  const child = spawn(bin, ['demo', '--size', 'small', '--listen', `127.0.0.1:${port}`, '--data', data], {
-    stdio: ['ignore', out, out],
-    detached: true, // its own process group, so that stopping it stops everything it started
-  });
-  let exited = null;
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-  });
-  cleanups.push(async () => {
-    if (exited === null) {
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        child.kill('SIGTERM');
-      }
-      const deadline = Date.now() + 10_000;
-      while (exited === null && Date.now() < deadline) await sleep(100);
-      if (exited === null) {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          child.kill('SIGKILL');
-        }
-      }
-    }
-    rmSync(data, { recursive: true, force: true });
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    `the demo node to answer GET /healthz with 200 (log: ${log})`,
-    async () => {
-      if (exited) throw new Error(`the node exited (${JSON.stringify(exited)}); see ${log}`);
-      const response = await fetch(`${url}/healthz`);
-      return response.status === 200;
-    },
-    180_000,
-    500,
-  );
-  console.log(`node: ${bin} demo on ${url} (data ${data}, log ${log})`);
-  return url;
-}
-
-const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
-
-/** Serves the built console and passes the node's paths through, streaming (for SSE). */
-async function startConsoleProxy(dist, nodeUrl) {
-  const root = path.resolve(dist);
-  check(existsSync(path.join(root, 'index.html')), `CITYWARD_CONSOLE_DIST ${root} has no index.html; run npm run build`);
-  const upstream = new URL(nodeUrl);
-  const server = http.createServer((req, res) => {
-    const pathname = new URL(req.url, 'http://x').pathname;
-    if (pathname.startsWith('/api/') || pathname === '/healthz' || pathname.startsWith('/open311/') || pathname === '/metrics') {
-      const forward = http.request(
-        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
-        (answer) => {
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          res.flushHeaders();
-          answer.pipe(res);
-        },
-      );
-      forward.on('error', (e) => {
-        if (!res.headersSent) res.writeHead(502, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { code: 'unavailable', message: `proxy: ${e.message}` } }));
-      });
-      // The browser went away (an EventSource closed): stop the upstream request too.
-      res.on('close', () => forward.destroy());
-      req.pipe(forward);
-      return;
-    }
-    let file = path.join(root, pathname === '/' ? 'index.html' : pathname);
-    if (!file.startsWith(root) || !existsSync(file) || !statSync(file).isFile()) file = path.join(root, 'index.html');
-    res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
-    createReadStream(file).pipe(res);
-  });
-  const port = await freePort();
-  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  cleanups.push(
-    () =>
-      new Promise((resolve) => {
-        server.closeAllConnections?.();
-        server.close(() => resolve());
-      }),
-  );
-  const url = `http://127.0.0.1:${port}`;
-  console.log(`console: ${root} served on ${url}, API proxied to ${nodeUrl}`);
-  return url;
-}
+mkdirSync(artifacts, { recursive: true });
 
 // ---------------------------------------------------------------- the node's API
 
 function makeApi(base) {
-  async function call(method, pathname, token, body) {
+  /** `body` goes as JSON, unless `type` is given: then as is, with that Content-Type (YAML). */
+  async function call(method, pathname, token, body, type) {
     const headers = {};
     if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const response = await fetch(`${base}${pathname}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (body !== undefined) headers['Content-Type'] = type ?? 'application/json';
+    const payload = body === undefined ? undefined : type ? body : JSON.stringify(body);
+    const response = await fetch(`${base}${pathname}`, { method, headers, body: payload });
     const text = await response.text();
     let json = null;
     try {
@@ -231,12 +83,6 @@ async function newPage(browser, base, options, offOrigin) {
   return { context, page };
 }
 
-async function signIn(page, username, labels = { user: 'User name', password: 'Password', submit: 'Sign in' }) {
-  await page.getByLabel(labels.user, { exact: true }).fill(username);
-  await page.getByLabel(labels.password, { exact: true }).fill(PASSWORD);
-  await page.getByRole('button', { name: labels.submit }).click();
-}
-
 /** Moves keyboard focus off any form field, so that shortcuts reach the console. */
 async function blur(page) {
   await page.evaluate(() => (document.activeElement instanceof HTMLElement ? document.activeElement.blur() : undefined));
@@ -274,42 +120,20 @@ async function alertFromEvent(api, token, eventId, timeoutMs = 60_000) {
 // ---------------------------------------------------------------- scenarios
 
 async function main() {
-  let base;
-  let apiBase;
-  if (process.env.CITYWARD_URL) {
-    base = process.env.CITYWARD_URL.replace(/\/$/, '');
-    apiBase = base;
-  } else {
-    const bin = process.env.CITYWARD_BIN;
-    if (!bin) {
-      console.error('Set CITYWARD_BIN (path of the cityward binary) or CITYWARD_URL (a running demo node serving the console). See the top of this file.');
-      process.exit(2);
-    }
-    apiBase = await startNode(bin);
-    if (process.env.CITYWARD_CONSOLE_DIST) {
-      base = await startConsoleProxy(path.resolve(process.cwd(), process.env.CITYWARD_CONSOLE_DIST), apiBase);
-    } else {
-      base = apiBase;
-      const index = await (await fetch(`${base}/`)).text();
-      check(
-        index.includes('/assets/console.js'),
-        'the node does not serve the built console at / yet; set CITYWARD_CONSOLE_DIST=dist to serve console/dist from this script',
-      );
-    }
-  }
-  const api = makeApi(base);
-  check(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (set CHROMIUM)`);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: !process.env.E2E_HEADFUL,
-    args: ['--no-sandbox', '--use-gl=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+  const { base } = await startTarget({
+    size: 'small',
+    logDir: artifacts,
+    usage: 'Set CITYWARD_BIN (path of the cityward binary) or CITYWARD_URL (a running demo node serving the console). See the top of this file.',
   });
-  cleanups.push(() => browser.close());
+  const api = makeApi(base);
+  const browser = await launchChromium();
 
   const offOrigin = [];
   const results = [];
   const state = {};
+  const only = process.env.E2E_ONLY ? new Set(process.env.E2E_ONLY.split(',').map((n) => n.trim())) : null;
   const scenario = async (name, title, body) => {
+    if (only && !only.has(name)) return;
     const started = Date.now();
     try {
       await body();
@@ -413,6 +237,7 @@ async function main() {
     const alert = await alertFromEvent(api, dispatcherToken, eventId);
     await page.locator(`.queue-list .alert-row[data-alert-id="${alert.id}"]`).waitFor({ timeout: 30_000 });
     check(await page.evaluate(() => window.__e2eNoReload === true), 'the page was not reloaded');
+    state.liveAlertId = alert.id;
     console.log(`     smoke alarm ${eventId} from ${sensor} → alert ${alert.id} listed live`);
   });
 
@@ -498,6 +323,7 @@ async function main() {
       const box = await ack.boundingBox();
       check(box && box.height >= 44 && box.width >= 44, `the acknowledge button is a large touch target (${box?.width}×${box?.height})`);
       check((await card.locator('a[href^="geo:"]').count()) === 1, 'the card has a geo: navigation link');
+      state.responderAlertId = raised.id;
       await ack.tap();
       await waitFor('the card to show acknowledged', async () => (await card.locator('.status').textContent())?.trim() === 'acknowledged', 15_000, 250);
       const stored = await api.get(`/api/v1/alerts/${encodeURIComponent(raised.id)}`, responderToken);
@@ -508,6 +334,358 @@ async function main() {
       await context.close();
     }
   });
+
+
+  // ------------------------------------------------------------ pages and layers of the newer API
+
+  const analystToken = await api.login('analyst');
+
+  await scenario('i', 'filters: severity and category go to the node; a live alert outside the filters stays out until they admit it', async () => {
+    const page = state.desk;
+    check(page, 'scenario a left no signed-in page');
+    await page.evaluate(() => (location.hash = '#/'));
+    const queue = page.locator('section.queue');
+    const asked = (pattern) => page.waitForRequest((r) => r.url().includes('/api/v1/alerts?') && pattern.test(decodeURIComponent(r.url())), { timeout: 10_000 });
+    let request = asked(/severity=critical/);
+    await page.getByLabel('Status', { exact: true }).selectOption('open');
+    await queue.getByLabel('critical', { exact: true }).check();
+    await request;
+    await waitFor('the queue to show only critical alerts', async () => {
+      if ((await queue.getAttribute('data-loading')) === 'true') return false;
+      const severities = await page.locator('.queue-list .alert-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-severity')));
+      return severities.every((s) => s === 'critical');
+    }, 15_000, 250);
+    // A category that smoke alarms are not in: a new smoke alarm must not be listed.
+    request = asked(/category=traffic\.speeding/);
+    await queue.getByLabel('Category', { exact: true }).fill('traffic.speeding');
+    await request;
+    const devices = await api.get('/api/v1/city/layers/devices', dispatcherToken);
+    const sensor = await quietSmokeSensor(api, dispatcherToken, devices);
+    const eventId = await smokeAlarm(api, ingestToken, sensor, 'filters');
+    const alert = await alertFromEvent(api, dispatcherToken, eventId);
+    check(alert.severity === 'critical', `the demo's smoke alarms are critical (got ${alert.severity})`);
+    await sleep(2000);
+    check((await page.locator(`.queue-list .alert-row[data-alert-id="${alert.id}"]`).count()) === 0, `alert ${alert.id} (${alert.category}) is not listed under category traffic.speeding`);
+    const rows = await page.locator('.queue-list .alert-row .row-category').allTextContents();
+    check(rows.every((c) => c === 'traffic.speeding'), `every listed alert is in category traffic.speeding (got ${[...new Set(rows)].join(', ')})`);
+    // The node answers the same filters the same way.
+    const fromNode = await api.get('/api/v1/alerts?status=new,assigned,escalated,transferred,acknowledged,dispatched,on_scene&severity=critical&category=traffic.speeding&limit=500', dispatcherToken);
+    check(fromNode.items.every((a) => a.severity === 'critical' && a.category === 'traffic.speeding'), 'GET /api/v1/alerts applies severity and category itself');
+    // Its own category: the node's answer brings the alert in.
+    request = asked(new RegExp(`category=${alert.category.replace('.', '\\.')}`));
+    await queue.getByLabel('Category', { exact: true }).fill(alert.category);
+    await request;
+    await page.locator(`.queue-list .alert-row[data-alert-id="${alert.id}"]`).waitFor({ timeout: 15_000 });
+    // A region: every listed alert is one the node lists for that region too.
+    const region = await page.locator('select[name=region] option').nth(1).getAttribute('value');
+    check(region, 'the region filter lists the city\'s regions');
+    request = asked(new RegExp(`region=${region}`));
+    await page.locator('select[name=region]').selectOption(region);
+    await request;
+    await waitFor(`the queue to match the node's answer for region ${region}`, async () => {
+      if ((await queue.getAttribute('data-loading')) === 'true') return false;
+      const expected = await api.get(`/api/v1/alerts?status=new,assigned,escalated,transferred,acknowledged,dispatched,on_scene&severity=critical&category=${encodeURIComponent(alert.category)}&region=${encodeURIComponent(region)}&limit=500`, dispatcherToken);
+      const shown = await page.locator('.queue-list .alert-row').evaluateAll((r) => r.map((row) => row.getAttribute('data-alert-id')));
+      return JSON.stringify(expected.items.map((a) => a.id).sort()) === JSON.stringify(shown.sort());
+    }, 20_000, 1000);
+    // Back to the defaults, for the scenarios after this one.
+    await page.locator('select[name=region]').selectOption('');
+    await queue.getByLabel('Category', { exact: true }).fill('');
+    await queue.getByLabel('critical', { exact: true }).uncheck();
+    await waitFor('the queue to fill again without filters', async () => (await page.locator('.queue-list .alert-row').count()) > 0, 15_000, 250);
+  });
+
+  await scenario('j', 'rules: the node\'s refusal shows under the editor with its line marked; switching a rule off and saving an edit work', async () => {
+    const { context, page } = await newPage(browser, base, { locale: 'en-US', viewport: { width: 1440, height: 900 } }, offOrigin);
+    state.pages.analyst = page;
+    state.analyst = { context, page };
+    await signIn(page, 'analyst');
+    await page.getByRole('link', { name: 'Rules' }).click();
+    await page.locator('tr[data-rule-id="smoke-alarm"]').waitFor({ timeout: 30_000 });
+    await page.locator('button[data-open-rule="smoke-alarm"]').click();
+    const editor = page.locator('textarea[data-editor]');
+    await editor.waitFor();
+    const text = await editor.inputValue();
+    check(/^kind:/m.test(text), `the editor holds the rule as YAML (got ${JSON.stringify(text.slice(0, 80))})`);
+    const broken = text.replace(/^kind:.*$/m, 'kind: no-such-kind');
+    const stored = (await api.get('/api/v1/rules', analystToken)).items.find((r) => r.id === 'smoke-alarm');
+    const refused = await api.call('PUT', `/api/v1/rules/smoke-alarm?version=${stored.version}`, analystToken, broken, 'application/yaml');
+    check(refused.status === 400, `the node refuses an unknown kind with 400 (got ${refused.status})`);
+    const message = refused.body.error.message;
+    await editor.fill(broken);
+    await page.locator('button[data-action="save-rule"]').click();
+    const box = page.locator('.editor-error');
+    const shown = await waitFor('the refusal under the editor', async () => ((await box.textContent())?.trim() ? box.textContent() : null), 10_000, 200);
+    check(shown.includes(message), `the editor shows the node's message "${message}" (shows "${shown}")`);
+    const line = /\bline (\d+)/.exec(message)?.[1];
+    if (line) {
+      check((await box.getAttribute('data-line')) === line, `the error names line ${line}`);
+      const marked = await page.locator('.code-numbers div.marked').allTextContents();
+      check(marked.length === 1 && marked[0] === line, `line ${line} is marked in the gutter (marked: ${marked.join(', ')})`);
+    } else {
+      console.log(`     (the node's message names no line: "${message}")`);
+    }
+    check((await api.get('/api/v1/rules', analystToken)).items.find((r) => r.id === 'smoke-alarm').version === stored.version, 'the refused rule kept its version');
+    await page.getByRole('button', { name: 'Undo changes' }).click();
+
+    // Off and on again with the switch in the list, on another rule than the smoke alarm.
+    const other = (await api.get('/api/v1/rules', analystToken)).items.find((r) => r.id !== 'smoke-alarm' && r.enabled);
+    check(other, 'the demo has an enabled rule besides smoke-alarm');
+    const toggle = page.locator(`input[data-toggle="${other.id}"]`);
+    await toggle.uncheck();
+    const off = await waitFor(`rule ${other.id} switched off in the node`, async () => {
+      const r = (await api.get('/api/v1/rules', analystToken)).items.find((x) => x.id === other.id);
+      return r.enabled === false ? r : null;
+    }, 10_000, 300);
+    check(off.version === other.version + 1, `switching off made version ${other.version + 1} (got ${off.version})`);
+    await page.locator(`input[data-toggle="${other.id}"]`).check();
+    await waitFor(`rule ${other.id} switched on again`, async () => (await api.get('/api/v1/rules', analystToken)).items.find((x) => x.id === other.id).enabled === true, 10_000, 300);
+
+    // A valid edit of that rule through the editor.
+    await page.locator(`button[data-open-rule="${other.id}"]`).click();
+    await page.locator(`.rule-editor[data-rule="${other.id}"]`).waitFor();
+    const before = (await api.get('/api/v1/rules', analystToken)).items.find((x) => x.id === other.id);
+    const otherText = await editor.inputValue();
+    await editor.fill(`${otherText.replace(/\s*$/, '')}\n# checked by the e2e test\n`);
+    await page.locator('button[data-action="save-rule"]').click();
+    await page.locator('.rule-editor p.ok').waitFor({ timeout: 10_000 });
+    const after = (await api.get('/api/v1/rules', analystToken)).items.find((x) => x.id === other.id);
+    check(after.version === before.version + 1, `saving made version ${before.version + 1} (got ${after.version})`);
+  });
+
+  await scenario('k', 'rules: a trial on the last 24 h shows its progress, then its result, and its alerts on the map', async () => {
+    const page = state.analyst?.page;
+    check(page, 'scenario j left no analyst page');
+    await page.locator('button[data-open-rule="smoke-alarm"]').click();
+    await page.locator('.rule-editor[data-rule="smoke-alarm"]').waitFor();
+    let last = null;
+    const onResponse = async (response) => {
+      if (!response.url().includes('/api/v1/jobs/')) return;
+      try {
+        last = await response.json();
+      } catch {
+        // A response cut short: the next poll brings the state.
+      }
+    };
+    page.on('response', onResponse);
+    try {
+      await page.locator('button[data-action="trial"]').click();
+      await page.locator('.trial progress').waitFor({ timeout: 10_000 });
+      const trial = page.locator('.trial');
+      const state_ = await waitFor('the trial to finish (done or failed)', async () => {
+        const s = await trial.getAttribute('data-state');
+        return s === 'done' || s === 'failed' ? s : null;
+      }, 300_000, 500);
+      check(state_ === 'done', `the trial finished (state ${state_}: ${await trial.textContent()})`);
+      check(last?.state === 'done' && last.result, 'GET /api/v1/jobs/{id} answered the result');
+      const summary = await page.locator('.trial-summary').textContent();
+      check(summary.includes(`would have raised ${last.result.alerts.toLocaleString('en')}`), `the summary gives the alert count ${last.result.alerts} ("${summary}")`);
+      const placed = last.result.items.filter((i) => typeof i.lon === 'number' && typeof i.lat === 'number').length;
+      const drawn = await page.evaluate(() => window.__cityward?.map?.overlays.trial ?? 0);
+      check(drawn === placed, `the map draws the trial's ${placed} placed alerts (draws ${drawn})`);
+      if (placed) {
+        await page.locator('button[data-action="clear-trial"]').click();
+        await waitFor('the trial layer to be cleared', async () => !(await page.evaluate(() => window.__cityward?.map?.overlays.trial)), 5000, 200);
+      }
+      console.log(`     trial: ${last.result.events} events, ${last.result.alerts} alerts, ${last.result.by_grid.length} grids`);
+    } finally {
+      page.off('response', onResponse);
+    }
+  });
+
+  await scenario('l', 'zones: an analyst draws an area, names and saves it, and deletes it; a dispatcher has no zone tool', async () => {
+    const page = state.analyst?.page;
+    check(page, 'scenario j left no analyst page');
+    check((await state.desk?.locator('.zone-tool').count()) === 0, 'the dispatcher sees no zone tool');
+    await page.getByRole('link', { name: 'Alerts' }).click();
+    await page.waitForFunction(() => window.__cityward?.map?.ready, null, { timeout: 30_000 });
+    const before = (await api.get('/api/v1/city/layers/zones', analystToken)).features.length;
+    await page.getByRole('button', { name: 'Edit zones' }).click();
+    await page.locator('button[data-zone-new="polygon"]').click();
+    const box = await page.locator('.map .maplibregl-canvas').boundingBox();
+    const cx = box.x + box.width / 2;
+    const cy = box.y + box.height / 2;
+    for (const [dx, dy] of [[-70, -50], [70, -50], [70, 50]]) {
+      await page.mouse.click(cx + dx, cy + dy);
+      await sleep(150);
+    }
+    await page.mouse.dblclick(cx - 70, cy + 50);
+    await page.locator('.zone-form .zone-points', { hasText: '4 points' }).waitFor({ timeout: 5000 });
+    // Drag one corner a little: editing after drawing.
+    await page.mouse.move(cx + 70, cy - 50);
+    await page.mouse.down();
+    await page.mouse.move(cx + 90, cy - 70, { steps: 6 });
+    await page.mouse.up();
+    const name = `e2e zone ${Date.now()}`;
+    await page.locator('input[name="zone-name"]').fill(name);
+    // A kind of its own, so that no rule of the demo starts watching the test's zone.
+    await page.locator('input[name="zone-kind"]').fill('e2e');
+    const id = await page.locator('input[name="zone-id"]').inputValue();
+    check(/^e2e-zone-\d+$/.test(id), `the id follows the name (got ${id})`);
+    await page.getByRole('button', { name: 'Save zone' }).click();
+    await page.locator('.zone-message.ok', { hasText: 'saved' }).waitFor({ timeout: 10_000 });
+    const zones = await api.get('/api/v1/city/layers/zones', analystToken);
+    const saved = zones.features.find((f) => String(f.id) === id || f.properties.id === id);
+    check(saved, `GET /api/v1/city/layers/zones lists ${id}`);
+    check(saved.geometry.type === 'Polygon' && saved.geometry.coordinates[0].length === 5, `the zone is a closed Polygon of 4 corners (${JSON.stringify(saved.geometry).slice(0, 120)})`);
+    check(saved.properties.name === name && saved.properties.kind === 'e2e', 'the zone keeps its name and kind');
+    check(zones.features.length === before + 1, `one zone more (${before} → ${zones.features.length})`);
+    await waitFor('the map to reload the zones layer', async () => (await page.evaluate(() => window.__cityward?.map?.layers.zones)) === before + 1, 5000, 200);
+    await page.locator(`button[data-zone-delete="${id}"]`).click();
+    await page.locator(`li[data-zone-id="${id}"] button[data-confirm="yes"]`).click();
+    await page.locator('.zone-message.ok', { hasText: 'deleted' }).waitFor({ timeout: 10_000 });
+    const after = await api.get('/api/v1/city/layers/zones', analystToken);
+    check(!after.features.some((f) => String(f.id) === id), `the zone ${id} is gone from the node`);
+  });
+
+  await scenario('m', 'search: a partial plate lists matching events in the table and on the map; CSV export downloads the same search', async () => {
+    const page = state.analyst?.page;
+    check(page, 'scenario j left no analyst page');
+    // The form's "until" has minute resolution: search up to the last full minute, once the
+    // demo has a plate read before it (a node started a minute ago may have none yet). The
+    // same search asked again of the API must then find the same events.
+    const { plate, until } = await waitFor('a plate read before the last full minute', async () => {
+      const until = new Date(Math.floor(Date.now() / 60_000) * 60_000);
+      const sample = await api.call('POST', '/api/v1/search', analystToken, { kind: 'plate_read', limit: 20, until: until.toISOString() });
+      check(sample.status === 200, `POST /api/v1/search answered ${sample.status}: ${JSON.stringify(sample.body).slice(0, 200)}`);
+      const plate = sample.body.items.map((e) => e.attrs?.plate).find((p) => typeof p === 'string' && p.length >= 4);
+      return plate ? { plate, until } : null;
+    }, 90_000, 2_000);
+    const pattern = `${plate.slice(0, plate.length - 2)}*`;
+    await page.getByRole('link', { name: 'Search' }).click();
+    await page.getByLabel('Plate', { exact: true }).fill(pattern);
+    await page.getByLabel('Kind', { exact: true }).fill('plate_read');
+    const pad = (n) => String(n).padStart(2, '0');
+    const local = `${until.getFullYear()}-${pad(until.getMonth() + 1)}-${pad(until.getDate())}T${pad(until.getHours())}:${pad(until.getMinutes())}`;
+    await page.getByLabel('Until', { exact: true }).fill(local);
+    const sent = page.waitForRequest((r) => r.url().endsWith('/api/v1/search') && r.method() === 'POST', { timeout: 10_000 });
+    await page.locator('button[data-action="search"]').click();
+    const body = JSON.parse((await sent).postData() ?? '{}');
+    check(body.plate === pattern && body.kind === 'plate_read' && body.limit === 500 && body.since && body.until, `the search sends plate, kind, time and limit (${JSON.stringify(body)})`);
+    check(!('case_number' in body) && !('legal_basis' in body), 'the purpose fields are not sent yet');
+    const results = page.locator('.search-results');
+    const count = Number(await waitFor('the results', async () => results.getAttribute('data-count'), 20_000, 250));
+    check(count > 0, `the search for ${pattern} found events`);
+    const plates = await page.locator('.search-table td.plate').allTextContents();
+    const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
+    check(plates.every((p) => re.test(p)), `every plate matches ${pattern} (${[...new Set(plates)].slice(0, 5).join(', ')})`);
+    const expected = await api.call('POST', '/api/v1/search', analystToken, body);
+    check(Math.abs(expected.body.items.length - count) <= 2, `the table lists what the node finds for the same search (${count} shown, ${expected.body.items.length} from the API)`);
+    const onMap = await page.evaluate(() => window.__cityward?.map?.overlays.search ?? 0);
+    check(onMap > 0, `the results are drawn on the map (${onMap})`);
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 20_000 }), page.locator('button[data-action="export-csv"]').click()]);
+    check(/\.csv$/.test(download.suggestedFilename()), `the download is a .csv file (${download.suggestedFilename()})`);
+    const csv = readFileSync(await download.path(), 'utf8');
+    const lines = csv.trim().split(/\r?\n/);
+    check(lines.length >= 2, `the CSV has a header and rows (${lines.length} lines)`);
+    const firstId = await page.locator('.search-table tbody tr').first().getAttribute('data-event-id');
+    check(csv.includes(firstId) || csv.includes(plates[0]), `the CSV holds the first result (${firstId})`);
+    check((await page.locator('fieldset.purpose').getAttribute('disabled')) !== null, 'the purpose fields are shown disabled (not sent yet)');
+    await page.getByRole('button', { name: 'Clear' }).click();
+  });
+
+  await scenario('n', 'dashboard: the charts are drawn from GET /api/v1/stats, in English and Chinese', async () => {
+    const page = state.analyst?.page;
+    check(page, 'scenario j left no analyst page');
+    const until = new Date();
+    const stats = await api.get(`/api/v1/stats?since=${new Date(until - 86400e3).toISOString()}&until=${until.toISOString()}&bucket=hour`, analystToken);
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    for (const name of ['alerts_over_time', 'alerts_by_region', 'deadline_compliance', 'false_alarm_rate', 'devices']) {
+      await page.locator(`[data-chart="${name}"]`).waitFor({ timeout: 20_000 });
+    }
+    if (stats.alerts_over_time.length) {
+      const bars = await page.locator('[data-chart="alerts_over_time"] svg rect.bar').count();
+      check(bars > 0, 'alerts over time are drawn as bars');
+    }
+    if (stats.alerts_by_region.some((r) => r.count > 0)) {
+      check((await page.locator('[data-chart="alerts_by_region"] svg rect.bar').count()) > 0, 'alerts by region are drawn as bars');
+    }
+    check((await page.locator('[data-chart="devices"] svg, [data-chart="devices"] .empty-chart').count()) > 0, 'devices offline are drawn');
+    check((await page.locator('[data-chart="alerts_over_time"] svg text.axis-label').allTextContents()).includes('Alerts'), 'the y axis is labelled');
+    await page.getByLabel('Language').selectOption('zh-CN');
+    await page.getByRole('heading', { name: '告警趋势（按类别）' }).waitFor({ timeout: 5000 });
+    await page.getByLabel('语言').selectOption('en');
+    await page.getByRole('heading', { name: 'Alerts over time, by category' }).waitFor({ timeout: 5000 });
+  });
+
+  await scenario('o', 'positions: the vehicles and responders layer is updated every second, and stops when both are off', async () => {
+    const page = state.desk;
+    check(page, 'scenario a left no signed-in page');
+    await page.evaluate(() => (location.hash = '#/'));
+    const answer = await api.get('/api/v1/city/positions', dispatcherToken);
+    check(answer.type === 'FeatureCollection', 'GET /api/v1/city/positions answers a FeatureCollection');
+    await waitFor('the positions layer to go live', async () => (await page.evaluate(() => window.__cityward?.map?.positionsState)) === 'live', 15_000, 250);
+    const first = await page.evaluate(() => window.__cityward.map.positionUpdates);
+    await sleep(3500);
+    const updates = (await page.evaluate(() => window.__cityward.map.positionUpdates)) - first;
+    check(updates >= 2, `at least 2 updates in 3.5 s (got ${updates})`);
+    const drawn = await page.evaluate(() => window.__cityward.map.positions);
+    check(Math.abs(drawn - answer.features.length) <= Math.max(5, answer.features.length * 0.1), `the layer holds the node's positions (${drawn} drawn, ${answer.features.length} from the API)`);
+    await page.locator('#layer-vehicles').uncheck();
+    await page.locator('#layer-responders').uncheck();
+    await sleep(1200);
+    const stopped = await page.evaluate(() => window.__cityward.map.positionUpdates);
+    await sleep(2500);
+    check((await page.evaluate(() => window.__cityward.map.positionUpdates)) === stopped, 'no polling while both layers are off');
+    await page.locator('#layer-vehicles').check();
+    await page.locator('#layer-responders').check();
+    await waitFor('polling to resume', async () => (await page.evaluate(() => window.__cityward.map.positionUpdates)) > stopped, 5000, 250);
+    console.log(`     positions: ${drawn} features, ${updates} updates in 3.5 s`);
+  });
+
+  await scenario('p', 'alert page: the evidence events are drawn on a small map of their own', async () => {
+    const page = state.desk;
+    const id = state.liveAlertId;
+    check(page && id, 'scenario c left no alert with evidence');
+    const alert = await api.get(`/api/v1/alerts/${encodeURIComponent(id)}`, dispatcherToken);
+    // The evidence in one call; a node without it answers each event on its own.
+    const evidence = await api.call('GET', `/api/v1/alerts/${encodeURIComponent(id)}/evidence`, dispatcherToken);
+    const event =
+      evidence.status === 200
+        ? evidence.body.items.find((e) => e.id === alert.evidence[0])
+        : await api.get(`/api/v1/events/${encodeURIComponent(alert.evidence[0])}`, dispatcherToken);
+    check(event?.id === alert.evidence[0], `the node answers the evidence event ${alert.evidence[0]} (evidence call: ${evidence.status})`);
+    await page.evaluate(() => (location.hash = '#/'));
+    await page.locator(`.queue-list .alert-row[data-alert-id="${id}"] .row-open`).click();
+    const panel = page.locator(`aside.panel[data-alert-id="${id}"]`);
+    await panel.locator(`.evidence-list li[data-event-id="${event.id}"]`).waitFor({ timeout: 15_000 });
+    if (typeof event.lon === 'number') {
+      await panel.locator('.evidence-map[data-points] canvas').waitFor({ timeout: 15_000 });
+      check(Number(await panel.locator('.evidence-map').getAttribute('data-points')) >= 1, 'the evidence map draws the event');
+    }
+  });
+
+  await scenario('q', 'responder on a phone: a photo is attached while resolving', async () => {
+    const id = state.responderAlertId;
+    check(id, 'scenario e left no alert of the responder');
+    const { context, page } = await newPage(browser, base, { locale: 'en-US', viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true }, offOrigin);
+    state.pages.phone = page;
+    try {
+      await signIn(page, 'responder');
+      const card = page.locator(`.my-alerts .card[data-alert-id="${id}"]`);
+      await card.waitFor({ timeout: 30_000 });
+      const input = card.locator('input[type=file][data-photo-input]');
+      check((await input.getAttribute('capture')) === 'environment' && (await input.getAttribute('accept')) === 'image/*', 'the photo input asks for the camera');
+      // The smallest PNG there is: one transparent pixel.
+      const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
+      const uploaded = page.waitForResponse((r) => r.url().includes(`/api/v1/alerts/${encodeURIComponent(id)}/photos`), { timeout: 15_000 });
+      await input.setInputFiles({ name: 'scene.png', mimeType: 'image/png', buffer: png });
+      const response = await uploaded;
+      check(response.status() === 201, `POST …/photos answered 201 (got ${response.status()})`);
+      await card.locator('.photos li[data-state="sent"]').waitFor({ timeout: 10_000 });
+      await card.getByLabel('Resolution note').fill('resolved with a photo (e2e)');
+      await card.locator('button[data-action="resolve"]').tap();
+      await waitFor('the alert to be resolved', async () => (await api.get(`/api/v1/alerts/${encodeURIComponent(id)}`, dispatcherToken)).status === 'resolved', 15_000, 500);
+    } finally {
+      delete state.pages.phone;
+      await context.close();
+    }
+  });
+
+  if (state.analyst) {
+    delete state.pages.analyst;
+    await state.analyst.context.close();
+  }
 
   await scenario('g', 'an invalid token anywhere returns to the login form', async () => {
     const page = state.desk;
