@@ -823,7 +823,7 @@ fn check_bus_geofence(zones: &BusZones, events: &[Event], run: &Run, what: &str)
     // What the models do not cover: the time inside on exit, the dwell, the id's form.
     for a in &got {
         assert!(
-            a.id.len() == 17 && a.id.starts_with('a'),
+            a.id.len() == 28 && a.id.starts_with('a'),
             "alert id {}",
             a.id
         );

@@ -163,6 +163,10 @@ impl Worker {
         let mut pending: HashMap<String, usize> = HashMap::new();
         let mut updates: Vec<AlertRow> = Vec::new();
         let mut updating: HashMap<String, usize> = HashMap::new();
+        // Repeats and clears applied to a row about to be inserted, by its index: if the
+        // row turns out to be stored already (raised again while re-applying the WAL after
+        // a restart), they are applied to the stored row instead.
+        let mut followups: HashMap<usize, Vec<Output>> = HashMap::new();
         for (output, stored_at) in outputs {
             match output {
                 Output::Raised(alert) => {
@@ -175,6 +179,7 @@ impl Worker {
                 other => {
                     let id = other.alert_id().to_string();
                     let row = if let Some(&i) = pending.get(&id) {
+                        followups.entry(i).or_default().push(other.clone());
                         &mut inserts[i]
                     } else {
                         if !updating.contains_key(&id) {
@@ -202,8 +207,12 @@ impl Worker {
                 let inserted: HashSet<String> = inserted.into_iter().collect();
                 let mut kept = Vec::with_capacity(inserted.len());
                 let mut sample = self.latencies.lock().expect("latency lock");
-                for (row, stored_at) in inserts.into_iter().zip(acknowledged) {
+                let mut late_updates = Vec::new();
+                for (i, (row, stored_at)) in inserts.into_iter().zip(acknowledged).enumerate() {
                     if !inserted.contains(&row.id) {
+                        if let Some(outputs) = followups.remove(&i) {
+                            late_updates.push((row.id, outputs));
+                        }
                         continue;
                     }
                     if let Some(at) = stored_at {
@@ -222,11 +231,41 @@ impl Worker {
                 for row in &updates {
                     desk.publish("updated", row);
                 }
+                if !late_updates.is_empty() {
+                    self.update_stored(late_updates, now);
+                }
             }
-            Err(e) => {
-                self.failed = true;
-                tracing::error!(error = %e, alerts = inserts.len(), updates = updates.len(), "Alerts could not be stored; detection writes no checkpoint from now on, so a restart raises them again from the WAL.");
+            Err(e) => self.fail(&e, inserts.len(), updates.len()),
+        }
+    }
+
+    /// Applies repeats and clears to alerts already stored (the write-lock is held).
+    fn update_stored(&mut self, outputs: Vec<(String, Vec<Output>)>, now: chrono::DateTime<Utc>) {
+        let mut rows = Vec::with_capacity(outputs.len());
+        for (id, outputs) in outputs {
+            match self.state.alert(&id) {
+                Ok(Some(mut row)) => {
+                    for output in &outputs {
+                        apply_output(&mut row, output, self.max_evidence, now);
+                    }
+                    rows.push(row);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(alert = %id, error = %e, "Alert could not be read for an update."),
             }
         }
+        match self.state.write_alerts(&[], &rows) {
+            Ok(_) => {
+                for row in &rows {
+                    self.desk.publish("updated", row);
+                }
+            }
+            Err(e) => self.fail(&e, 0, rows.len()),
+        }
+    }
+
+    fn fail(&mut self, e: &cityward_store::StateError, alerts: usize, updates: usize) {
+        self.failed = true;
+        tracing::error!(error = %e, alerts, updates, "Alerts could not be stored; detection writes no checkpoint from now on, so a restart raises them again from the WAL.");
     }
 }

@@ -37,7 +37,7 @@ fn match_fires_once_per_matching_event_of_distinct_keys() {
     assert_eq!(a.fired_at, at(0));
     assert_eq!((a.lon, a.lat), (Some(121.405), Some(31.205)));
     assert_eq!(a.count, 1);
-    assert!(a.id.starts_with('a') && a.id.len() == 17, "{}", a.id);
+    assert!(a.id.starts_with('a') && a.id.len() == 28, "{}", a.id);
     assert_eq!(alerts[1].lon, None, "an event without a place gives an alert without one");
 }
 

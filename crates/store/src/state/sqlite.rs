@@ -21,7 +21,7 @@ use rusqlite::{
     TransactionBehavior,
 };
 use serde_json::Value;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{
     bad_cursor, check_alert, check_dead_letter, check_text, check_device, check_feature, check_id, check_rule,
@@ -176,6 +176,23 @@ CREATE TABLE routing_versions (
     note       TEXT    NOT NULL
 );
 "#,
+}, Migration {
+    // Scope rows keyed by the alert's time within each scope: a new alert's rows go at the
+    // end of its scopes' ranges, where (scope, alert id) put them at random places and every
+    // write of thousands of alerts touched as many pages.
+    version: 3,
+    sql: r#"
+CREATE TABLE alert_scopes_by_time (
+    scope TEXT    NOT NULL,
+    time  INTEGER NOT NULL,
+    alert TEXT    NOT NULL,
+    PRIMARY KEY (scope, time, alert)
+) WITHOUT ROWID;
+INSERT INTO alert_scopes_by_time (scope, time, alert)
+    SELECT s.scope, a.time, s.alert FROM alert_scopes s JOIN alerts a ON a.id = s.alert;
+DROP TABLE alert_scopes;
+ALTER TABLE alert_scopes_by_time RENAME TO alert_scopes;
+"#,
 }];
 
 /// The `meta` key holding the schema version.
@@ -232,7 +249,7 @@ fn delivery_row(raw: DeliveryRaw) -> Result<Delivery, StateError> {
 const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at";
 
 /// The embedded state store: one SQLite database file (or memory), WAL journal,
-/// `synchronous=NORMAL`, foreign keys on, schema migrated on open.
+/// `synchronous=NORMAL`, foreign keys on, a 64 MiB page cache, schema migrated on open.
 ///
 /// `synchronous=NORMAL` in WAL mode means a committed write survives a process crash but
 /// the last transactions before a power loss may roll back; the durable event record is the
@@ -241,6 +258,50 @@ pub struct SqliteState {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
     options: StateOptions,
+    /// Checkpoints the journal of a database file; stops when the store is dropped.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// How often the journal is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// A thread with its own connection that checkpoints the journal four times a second, in
+/// the `PASSIVE` mode: it never blocks the writer, and copies what no reader still needs.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(file: &Path) -> Result<Checkpointer, StateError> {
+        let conn = Connection::open(file).map_err(|e| open_error(file, e))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| open_error(file, e))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let shown = file.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("cityward-state-ckpt".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = done {
+                        warn!(path = %shown, error = %e, "Checkpointing the state journal failed; it is tried again in a second (the journal grows meanwhile).");
+                    }
+                }
+                // A last full copy, so that the file alone holds everything on a clean stop.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StateError::Open { path: file.to_path_buf(), source: format!("cannot start the checkpoint thread: {e}").into() })?;
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteState {
@@ -254,7 +315,7 @@ impl std::fmt::Debug for SqliteState {
 
 impl SqliteState {
     /// The newest schema version this build creates and understands.
-    pub const SCHEMA_VERSION: i64 = 2;
+    pub const SCHEMA_VERSION: i64 = 3;
 
     /// Opens (creating if needed) the database file at `path` with default options, and
     /// migrates it to [`SqliteState::SCHEMA_VERSION`]. The directory must exist.
@@ -321,12 +382,27 @@ impl SqliteState {
             .map_err(|e| open_error(&shown, e))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| open_error(&shown, e))?;
+        // 64 MiB of page cache (the default is 2 MiB): a transaction storing thousands of
+        // alerts with their scope rows otherwise spills pages to the file before it commits.
+        // 64 MiB of page cache (the default is 2 MiB): a transaction storing alerts with their
+        // scope rows otherwise spills pages to the file before it commits.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(|e| open_error(&shown, e))?;
+        // Most of each checkpoint (copying the journal into the file) is done ahead on a
+        // thread of its own, so the write that crosses SQLite's threshold of 1,000 pages
+        // and checkpoints has little left to copy while alerts wait behind it; that write's
+        // checkpoint is still the one that lets the journal start over.
+        let checkpointer = match &path {
+            Some(file) => Some(Checkpointer::start(file)?),
+            None => None,
+        };
         let version = migrate(&mut conn, &shown)?;
         info!(path = %shown.display(), schema_version = version, "State database opened.");
         Ok(SqliteState {
             conn: Mutex::new(conn),
             path,
             options,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -358,14 +434,14 @@ const UPDATE_ALERT_SQL: &str = r#"UPDATE alerts SET rule = ?2, "key" = ?3, statu
     category = ?6, time = ?7, grid = ?8, body = ?9, updated_at = ?10, scopes = ?11, class = ?12, incident = ?13 WHERE id = ?1"#;
 
 /// Makes an alert visible under one more scope (scopes only grow).
-const INSERT_SCOPE_SQL: &str = "INSERT INTO alert_scopes (scope, alert) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+const INSERT_SCOPE_SQL: &str = "INSERT INTO alert_scopes (scope, time, alert) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 
 /// Writes the scope rows of stored alerts.
 fn write_scopes(tx: &Transaction<'_>, alerts: &[&AlertRow], op: &'static str) -> Result<(), StateError> {
     let mut stmt = tx.prepare_cached(INSERT_SCOPE_SQL).map_err(db(op, "alerts"))?;
     for a in alerts {
         for scope in &a.scopes {
-            stmt.execute((scope, &a.id)).map_err(db(op, "alerts"))?;
+            stmt.execute((scope, to_micros(&a.time), &a.id)).map_err(db(op, "alerts"))?;
         }
     }
     Ok(())
