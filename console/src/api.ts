@@ -126,6 +126,7 @@ export const api = {
   me: () => json<Me>('GET', '/api/v1/me'),
   city: () => json<CityInfo>('GET', '/api/v1/city'),
   layer: (name: LayerName) => json<FeatureCollection>('GET', `/api/v1/city/layers/${name}`),
+  deviceHealth: () => json<{ offline: string[]; fault: string[]; truncated: boolean }>('GET', '/api/v1/city/devices/health'),
   alerts: (query: AlertQuery) => {
     const params = new URLSearchParams();
     for (const key of ['status', 'severity', 'category'] as const) {

@@ -36,14 +36,19 @@ export function countdown(deadline: Deadline | null): HTMLElement {
   return el;
 }
 
-function refresh(el: HTMLElement, now: number): void {
-  const due = Number(el.dataset.due);
-  const kind = el.dataset.kind as Deadline['kind'];
+/** What a countdown to `due` shows at `now` (ms): its text, and whether it is overdue or under a minute away. */
+export function countdownState(kind: Deadline['kind'], due: number, now: number): { text: string; overdue: boolean; soon: boolean } {
   const left = (due - now) / 1000;
   const overdue = left <= 0;
-  el.textContent = overdue ? t('overdue') : t(LABELS[kind] ?? 'escalates_in', { t: formatCountdown(left) });
-  el.classList.toggle('overdue', overdue);
-  el.classList.toggle('soon', !overdue && left < 60);
+  const text = overdue ? t('overdue') : t(LABELS[kind] ?? 'escalates_in', { t: formatCountdown(left) });
+  return { text, overdue, soon: !overdue && left < 60 };
+}
+
+function refresh(el: HTMLElement, now: number): void {
+  const state = countdownState(el.dataset.kind as Deadline['kind'], Number(el.dataset.due), now);
+  el.textContent = state.text;
+  el.classList.toggle('overdue', state.overdue);
+  el.classList.toggle('soon', state.soon);
 }
 
 export function tickCountdowns(): void {

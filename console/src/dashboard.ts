@@ -14,8 +14,29 @@ const RANGE_MS: Record<Range, number> = { '24h': 24 * 3600e3, '7d': 7 * 24 * 360
 /** Categories drawn on their own; the rest are summed as "other". */
 const MAX_CATEGORIES = 9;
 const MAX_ROWS = 15;
-const OTHER = '\u0000other';
+/** The series key of the categories summed together. */
+export const OTHER = '\u0000other';
 const COLOURS = { ack: '#3b7dd8', arrive: '#1e7a3a', falseAlarm: '#e8590c', region: '#4e79a7', offline: '#b3261e', online: '#59a14f' };
+
+/**
+ * Alerts over time as stacked series: the `max` categories with most alerts each on their
+ * own, largest first, and the rest summed as `OTHER` (a lone leftover keeps its own series:
+ * "other" standing for one category would hide its name). Buckets in time order.
+ */
+export function stackByCategory(rows: Stats['alerts_over_time'], max = MAX_CATEGORIES) {
+  const totals = new Map<string, number>();
+  for (const r of rows) totals.set(r.category, (totals.get(r.category) ?? 0) + r.count);
+  const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1]).map(([c]) => c);
+  const shown = new Set(ranked.length > max + 1 ? ranked.slice(0, max) : ranked);
+  const key = (category: string) => (shown.has(category) ? category : OTHER);
+  const cells = new Map<string, number>();
+  for (const r of rows) cells.set(`${r.bucket}|${key(r.category)}`, (cells.get(`${r.bucket}|${key(r.category)}`) ?? 0) + r.count);
+  const buckets = [...new Set(rows.map((r) => r.bucket))].sort((a, b) => Date.parse(a) - Date.parse(b));
+  const keys = [...shown, ...(shown.size < ranked.length ? [OTHER] : [])];
+  const value = (bucket: string, k: string) => cells.get(`${bucket}|${k}`) ?? 0;
+  const total = (k: string) => (k === OTHER ? ranked.filter((c) => !shown.has(c)).reduce((s, c) => s + (totals.get(c) ?? 0), 0) : (totals.get(k) ?? 0));
+  return { buckets, keys, value, total };
+}
 
 export class DashboardPage {
   readonly el: HTMLElement;
@@ -136,17 +157,8 @@ export class DashboardPage {
   private overTime(stats: Stats, width: number): Node {
     const rows = stats.alerts_over_time ?? [];
     if (!rows.length) return this.empty();
-    const totals = new Map<string, number>();
-    for (const r of rows) totals.set(r.category, (totals.get(r.category) ?? 0) + r.count);
-    const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1]).map(([c]) => c);
-    const shown = new Set(ranked.length > MAX_CATEGORIES + 1 ? ranked.slice(0, MAX_CATEGORIES) : ranked);
-    const key = (category: string) => (shown.has(category) ? category : OTHER);
-    const cells = new Map<string, number>();
-    for (const r of rows) cells.set(`${r.bucket}|${key(r.category)}`, (cells.get(`${r.bucket}|${key(r.category)}`) ?? 0) + r.count);
-    const buckets = [...new Set(rows.map((r) => r.bucket))].sort((a, b) => Date.parse(a) - Date.parse(b));
-    const keys = [...shown, ...(shown.size < ranked.length ? [OTHER] : [])];
+    const { buckets, keys, value, total } = stackByCategory(rows);
     const series = keys.map((k, i) => ({ key: k, label: k === OTHER ? t('chart_other') : k || t('chart_uncategorised'), colour: PALETTE[i % PALETTE.length] }));
-    const total = (k: string) => (k === OTHER ? ranked.filter((c) => !shown.has(c)).reduce((s, c) => s + (totals.get(c) ?? 0), 0) : totals.get(k) ?? 0);
     return h(
       'div',
       {},
@@ -154,7 +166,7 @@ export class DashboardPage {
         buckets,
         bucketLabel: (b) => formatBucket(b, this.bucket),
         series,
-        value: (b, k) => cells.get(`${b}|${k}`) ?? 0,
+        value,
         xLabel: t(this.bucket === 'hour' ? 'chart_axis_hour' : 'chart_axis_day'),
         yLabel: t('chart_alerts'),
         format: (n) => formatNumber(n),

@@ -30,6 +30,11 @@ const en = {
   layer_alerts: 'Alerts',
   popup_open_alert: 'Open alert',
   popup_cluster: '{n} devices here; zoom in to see them',
+  popup_cluster_care: '{n} of them offline or faulty',
+  field_health: 'Health',
+  health_ok: 'working',
+  health_offline: 'offline (open ticket)',
+  health_fault: 'fault (open ticket)',
   popup_open_alerts: 'Open alerts: {n}',
 
   // Queue
@@ -194,6 +199,8 @@ const en = {
   step_close: 'closed',
   step_reopen: 'reopened',
   step_transfer: 'transferred',
+  step_suppressed: 'suppressed by a silence',
+  step_photo: 'photo added',
 
   // Units of time and distance
   minutes_short: '{n} min',
@@ -444,6 +451,11 @@ const zh: Record<MessageKey, string> = {
   layer_alerts: '告警',
   popup_open_alert: '打开告警',
   popup_cluster: '此处有 {n} 台设备，放大查看',
+  popup_cluster_care: '其中 {n} 台离线或故障',
+  field_health: '状态',
+  health_ok: '正常',
+  health_offline: '离线（工单未结）',
+  health_fault: '故障（工单未结）',
   popup_open_alerts: '未结告警：{n}',
 
   queue_heading: '告警队列',
@@ -600,6 +612,8 @@ const zh: Record<MessageKey, string> = {
   step_close: '关闭',
   step_reopen: '重新打开',
   step_transfer: '转办',
+  step_suppressed: '已被静默规则屏蔽',
+  step_photo: '添加照片',
 
   minutes_short: '{n} 分钟',
   seconds_short: '{n} 秒',
@@ -853,7 +867,7 @@ export function t(key: MessageKey, params: Record<string, string | number> = {})
 }
 
 /** A status, severity or disposition code in words, falling back to the code itself. */
-export function tCode(prefix: 'status' | 'severity' | 'disp' | 'role' | 'step', code: string | undefined | null): string {
+export function tCode(prefix: 'status' | 'severity' | 'disp' | 'role' | 'step' | 'health', code: string | undefined | null): string {
   if (!code) return '';
   const key = `${prefix}_${code}`;
   return key in en ? t(key as MessageKey) : code;

@@ -32,6 +32,11 @@ export const severityColour: ExpressionSpecification = [
   SEVERITY_COLOURS.medium,
 ];
 
+const DEVICE_KIND_COLOUR: ExpressionSpecification = ['match', ['get', 'kind'], 'smoke', '#d35400', 'gas', '#8e44ad', 'water_level', '#2980b9', 'camera', '#2c3e50', '#7f8c8d'];
+/** Device health (devicehealth.ts): `ok` unless it has an open maintenance ticket. */
+const HEALTHY: ExpressionSpecification = ['==', ['get', 'health'], 'ok'];
+const OFFLINE: ExpressionSpecification = ['==', ['get', 'health'], 'offline'];
+
 export const ZONE_COLOURS: ExpressionSpecification = [
   'match',
   ['get', 'kind'],
@@ -223,8 +228,9 @@ return [
         'circle-color': '#607d8b',
         'circle-opacity': 0.6,
         'circle-radius': ['step', ['get', 'point_count'], 8, 20, 12, 100, 16, 500, 22],
-        'circle-stroke-color': '#ffffff',
-        'circle-stroke-width': 1,
+        // A cluster holding devices that need care gets a thick ring (shape, not only colour).
+        'circle-stroke-color': ['case', ['>', ['get', 'needs_care'], 0], '#c0392b', '#ffffff'],
+        'circle-stroke-width': ['case', ['>', ['get', 'needs_care'], 0], 3, 1],
       },
     },
     {
@@ -232,11 +238,13 @@ return [
       type: 'circle',
       source: 'devices',
       filter: ['!', ['has', 'point_count']],
+      // Health by shape as well as colour: an offline device is a hollow ring, a faulty one
+      // has a thick amber ring; both are drawn larger than healthy ones.
       paint: {
-        'circle-color': ['match', ['get', 'kind'], 'smoke', '#d35400', 'gas', '#8e44ad', 'water_level', '#2980b9', 'camera', '#2c3e50', '#7f8c8d'],
-        'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 1.5, 16, 5],
-        'circle-stroke-color': '#ffffff',
-        'circle-stroke-width': 0.5,
+        'circle-color': ['case', OFFLINE, '#ffffff', DEVICE_KIND_COLOUR],
+        'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, ['case', HEALTHY, 1.5, 3], 16, ['case', HEALTHY, 5, 7]],
+        'circle-stroke-color': ['case', OFFLINE, '#c0392b', HEALTHY, '#ffffff', '#e69500'],
+        'circle-stroke-width': ['case', HEALTHY, 0.5, 2.5],
       },
     },
     ...POSITION_LAYERS,

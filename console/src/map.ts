@@ -16,6 +16,7 @@ import { baseStyle, fallBackOnStyleError, hasBasemap } from './basemap';
 import { fixedLayer } from './cityindex';
 import { unitName, type Session } from './context';
 import { h, option } from './dom';
+import { DeviceHealth, withHealth } from './devicehealth';
 import { DrawTool } from './draw';
 import { Heat, HEAT_COLOURS, HEAT_SOURCE, type HeatOf, type HeatRange, type HeatRes } from './heat';
 import { formatDateTime, formatNumber, t, tCode } from './i18n';
@@ -55,6 +56,9 @@ export interface MapTestHook {
   positionsState: string;
   heatCells: number;
   heatState: string;
+  /** Devices drawn as offline and as faulty (GET /api/v1/city/devices/health). */
+  devicesOffline: number;
+  devicesFault: number;
   overlays: Partial<Record<OverlayName, number>>;
   /** Where a place is on the page, in CSS pixels (for tests that click the map). */
   project(lon: number, lat: number): [number, number];
@@ -74,6 +78,8 @@ export class CityMap {
   private readonly overlayCounts: Partial<Record<OverlayName, number>> = {};
   private readonly loadedCallbacks: (() => void)[] = [];
   private zonesData: FeatureCollection = EMPTY;
+  private devicesData: FeatureCollection = EMPTY;
+  private readonly health: DeviceHealth;
   private openCounts = new Map<string, number>();
   private popup: maplibregl.Popup | null = null;
   private loaded = false;
@@ -126,6 +132,14 @@ export class CityMap {
     this.resolution = new MotionResolution(this.map);
     this.positions = new Positions(this.map, () => this.feedChanged());
     this.heat = new Heat(this.map, () => this.feedChanged());
+    this.health = new DeviceHealth(
+      () => this.map.getSource('devices') as GeoJSONSource | undefined,
+      () => this.devicesData,
+      () => {
+        this.testHook.devicesOffline = this.health.offline;
+        this.testHook.devicesFault = this.health.fault;
+      },
+    );
     this.testHook = {
       ready: false,
       layers: {},
@@ -136,6 +150,8 @@ export class CityMap {
       positionsState: 'idle',
       heatCells: 0,
       heatState: 'idle',
+      devicesOffline: 0,
+      devicesFault: 0,
       overlays: {},
       project: (lon, lat) => {
         const p = this.map.project([lon, lat]);
@@ -181,6 +197,7 @@ export class CityMap {
     for (const f of data.grids.features) this.gridRegion.set(String(f.id), String(f.properties.region ?? ''));
     for (const f of data.regions.features) if (f.properties.level === 'community') this.communities.add(String(f.id));
     this.zonesData = data.zones;
+    this.devicesData = data.devices;
 
     const map = this.map;
     const lat = map.getCenter().lat;
@@ -198,8 +215,10 @@ export class CityMap {
     const clustered = data.devices.features.length > CLUSTER_ABOVE;
     map.addSource('devices', {
       type: 'geojson',
-      data: data.devices as GeoJSON.FeatureCollection,
+      data: withHealth(data.devices, new Map()) as GeoJSON.FeatureCollection,
       cluster: clustered,
+      // How many devices of a cluster need care: the cluster gets a ring and says so.
+      clusterProperties: { needs_care: ['+', ['case', ['==', ['get', 'health'], 'ok'], 0, 1]] },
       clusterRadius: 40,
       clusterMaxZoom: 15,
       // Points need no deeper tiles: fewer to cut while zooming in.
@@ -364,6 +383,7 @@ export class CityMap {
     if (!this.loaded) return;
     this.positions.setWanted(this.active && (this.visible.vehicles || this.visible.responders));
     this.heat.setWanted(this.active && this.visible.heat);
+    this.health.setWanted(this.active && this.visible.devices);
   }
 
   private feedChanged(): void {
@@ -533,7 +553,8 @@ export class CityMap {
     }
     if (layer === 'devices-cluster') {
       const count = Number(top.properties.point_count);
-      this.showPopup(event.lngLat, h('div', {}, t('popup_cluster', { n: count })));
+      const care = Number(top.properties.needs_care ?? 0);
+      this.showPopup(event.lngLat, h('div', {}, t('popup_cluster', { n: count }), care ? h('div', {}, t('popup_cluster_care', { n: care })) : ''));
       const source = this.map.getSource('devices') as GeoJSONSource;
       void source.getClusterExpansionZoom(Number(top.properties.cluster_id)).then((zoom) => {
         this.map.easeTo({ center: event.lngLat, zoom });
@@ -604,7 +625,11 @@ export class CityMap {
       h(
         'table',
         {},
-        rows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v)))),
+        rows.map(([k, v]) =>
+          k === 'health'
+            ? h('tr', { className: `health-${String(v)}` }, h('th', { scope: 'row' }, t('field_health')), h('td', {}, tCode('health', String(v))))
+            : h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))),
+        ),
       ),
     );
     return body;

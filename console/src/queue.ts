@@ -28,9 +28,17 @@ export interface QueueHooks {
 }
 
 /** The later of two copies of an alert (the stream and a page can race). */
-function newer(a: Alert, b: Alert | undefined): Alert {
+export function newer(a: Alert, b: Alert | undefined): Alert {
   if (!b?.updated_at || !a.updated_at) return a;
   return Date.parse(b.updated_at) > Date.parse(a.updated_at) ? b : a;
+}
+
+/** The categories typed in the filter: separated by commas (also the full-width `，` of a Chinese keyboard) or spaces. */
+export function categoriesOf(text: string): string[] {
+  return text
+    .split(/[,，\s]+/)
+    .map((c) => c.trim())
+    .filter(Boolean);
 }
 
 export class Queue {
@@ -165,10 +173,7 @@ export class Queue {
       this.filters = {
         status: status.value as Filters['status'],
         severities: severityBoxes.filter(({ box }) => box.checked).map(({ s }) => s as Severity),
-        categories: category.value
-          .split(/[,，\s]+/)
-          .map((c) => c.trim())
-          .filter(Boolean),
+        categories: categoriesOf(category.value),
         region: region.value,
         within: within.value as TimeFilter,
         since: since.value,

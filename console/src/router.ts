@@ -13,8 +13,17 @@ export interface Route {
 export function currentRoute(hash: string = location.hash): Route {
   const [name, ...rest] = hash.replace(/^#\/?/, '').split('/');
   const page = (PAGES as readonly string[]).includes(name) && name !== 'desk' ? (name as Page) : 'desk';
-  const param = rest.length && rest[0] ? decodeURIComponent(rest.join('/')) : null;
+  const param = rest.length && rest[0] ? decode(rest.join('/')) : null;
   return { page, param };
+}
+
+/** A hash typed or pasted by hand may hold a stray `%`: taken as it is rather than failing the page. */
+function decode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 export function href(page: Page, param?: string | null): string {

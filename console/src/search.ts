@@ -35,6 +35,42 @@ export function localInput(time: number): string {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** What the search form holds: its fields as typed, and the area drawn on the map. */
+export interface SearchForm {
+  plate: string;
+  kind: string;
+  /** `datetime-local` values (local time); empty: open-ended. */
+  since: string;
+  until: string;
+  /** A polygon's points, without the closing one. */
+  area: LngLat[] | null;
+  /** An area is still being drawn (its points are not final). */
+  areaUnfinished: boolean;
+}
+
+/**
+ * The body of `POST /api/v1/search` for the form, or what is wrong with it. The plate goes
+ * as typed (trimmed): the node reads `*` and `?` in it as wildcards.
+ */
+export function searchQuery(form: SearchForm, limit = PAGE): SearchQuery | { error: 'search_bad_range' | 'search_finish_area' } {
+  const query: SearchQuery = { limit };
+  const plate = form.plate.trim();
+  const kind = form.kind.trim();
+  if (plate) query.plate = plate;
+  if (kind) query.kind = kind;
+  const since = form.since ? Date.parse(form.since) : NaN;
+  const until = form.until ? Date.parse(form.until) : NaN;
+  if (!Number.isNaN(since) && !Number.isNaN(until) && since >= until) return { error: 'search_bad_range' };
+  if (!Number.isNaN(since)) query.since = new Date(since).toISOString();
+  if (!Number.isNaN(until)) query.until = new Date(until).toISOString();
+  if (form.areaUnfinished) return { error: 'search_finish_area' };
+  if (form.area) {
+    const ring = form.area.map((p) => [p[0], p[1]]);
+    query.area = { type: 'Polygon', coordinates: [[...ring, ring[0]]] };
+  }
+  return query;
+}
+
 function plateOf(event: EventRecord): string {
   const plate = event.attrs?.plate;
   return typeof plate === 'string' ? plate : '';
@@ -221,22 +257,15 @@ export class SearchPage {
   }
 
   private buildQuery(): SearchQuery | string {
-    const query: SearchQuery = { limit: PAGE };
-    const plate = this.plate.value.trim();
-    const kind = this.kind.value.trim();
-    if (plate) query.plate = plate;
-    if (kind) query.kind = kind;
-    const since = this.since.value ? Date.parse(this.since.value) : NaN;
-    const until = this.until.value ? Date.parse(this.until.value) : NaN;
-    if (!Number.isNaN(since) && !Number.isNaN(until) && since >= until) return t('search_bad_range');
-    if (!Number.isNaN(since)) query.since = new Date(since).toISOString();
-    if (!Number.isNaN(until)) query.until = new Date(until).toISOString();
-    if (this.drawing && this.hooks.map()?.draw.drawing) return t('search_finish_area');
-    if (this.area) {
-      const ring = this.area.map((p) => [p[0], p[1]]);
-      query.area = { type: 'Polygon', coordinates: [[...ring, ring[0]]] };
-    }
-    return query;
+    const query = searchQuery({
+      plate: this.plate.value,
+      kind: this.kind.value,
+      since: this.since.value,
+      until: this.until.value,
+      area: this.area,
+      areaUnfinished: this.drawing && !!this.hooks.map()?.draw.drawing,
+    });
+    return 'error' in query ? t(query.error) : query;
   }
 
   private async search(): Promise<void> {

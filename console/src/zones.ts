@@ -303,9 +303,13 @@ export class ZoneEditor {
 export function slug(name: string): string {
   const s = name
     .normalize('NFKD')
+    // The accents NFKD split off the letters: dropped, not turned into dashes (é → e, not e-).
+    .replace(/[\u0300-\u036f]/g, '')
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(0, 48);
+    .replace(/^-+/, '')
+    // Cut before trimming the end, so that a cut after a dash does not leave it dangling.
+    .slice(0, 48)
+    .replace(/-+$/, '');
   return s || `zone-${Date.now().toString(36)}`;
 }

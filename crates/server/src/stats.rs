@@ -9,6 +9,11 @@
 //! - `devices`: devices in the caller's jurisdiction per type, and those with an open
 //!   `device.offline` ticket.
 //!
+//! `GET /api/v1/city/devices/health` lists the devices in the caller's jurisdiction that
+//! have an open maintenance ticket: `offline` (a `device.offline` ticket) or `fault` (any
+//! other, such as a low battery); every other device is taken as healthy. The console's
+//! map colours and marks devices by it.
+//!
 //! Figures come from the alert rows (their `handling`); nothing is kept for them.
 
 use std::collections::{BTreeMap, HashSet};
@@ -18,7 +23,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use cityward_alerts::{grid_scopes, Case, Jurisdiction, Status};
+use cityward_alerts::{grid_scopes, AlertClass, Case, Jurisdiction, Status};
 use cityward_model::{format_time, parse_time, City};
 use cityward_store::{AlertFilter, AlertRow, PageRequest};
 use serde::Deserialize;
@@ -34,7 +39,33 @@ const FALSE_ALARM: &str = "false_alarm";
 
 /// The stats route; `crate::http::router` merges it.
 pub(crate) fn routes() -> Router<Arc<Node>> {
-    Router::new().route("/api/v1/stats", get(stats))
+    Router::new()
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/city/devices/health", get(devices_health))
+}
+
+async fn devices_health(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    require(&user, ALERT_ROLES, ALERT_NEED)?;
+    let (tickets, truncated) = blocking(move || open_tickets(&node, &user)).await?;
+    let list = |health: &str| tickets.iter().filter(|(_, h)| **h == health).map(|(d, _)| d.clone()).collect::<Vec<_>>();
+    Ok(Json(json!({"offline": list("offline"), "fault": list("fault"), "truncated": truncated})))
+}
+
+/// Devices with an open maintenance ticket the user may see, each `offline` or `fault`
+/// (an offline ticket wins over others for the same device).
+fn open_tickets(node: &Node, user: &User) -> Result<(BTreeMap<String, &'static str>, bool), NodeError> {
+    let open: Vec<String> = Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect();
+    let filter = AlertFilter { statuses: open, class: Some(AlertClass::Maintenance.as_str().into()), ..AlertFilter::default() };
+    let (rows, truncated) = read_alerts(node, user, filter)?;
+    let mut devices = BTreeMap::new();
+    for row in rows {
+        let health = if row.category == "device.offline" { "offline" } else { "fault" };
+        let entry = devices.entry(row.key).or_insert(health);
+        if health == "offline" {
+            *entry = health;
+        }
+    }
+    Ok((devices, truncated))
 }
 
 #[derive(Deserialize)]
@@ -181,9 +212,8 @@ fn device_health(node: &Node, user: &User, city: &City) -> Result<Value, NodeErr
         .filter(|g| matches!(jurisdiction, Jurisdiction::City) || jurisdiction.sees(&grid_scopes(city, &g.id)))
         .map(|g| g.id.as_str())
         .collect();
-    let open: Vec<String> = Status::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str().to_string()).collect();
-    let (tickets, _) = read_alerts(node, user, AlertFilter { statuses: open, categories: vec!["device.offline".into()], ..AlertFilter::default() })?;
-    let offline: HashSet<&str> = tickets.iter().map(|t| t.key.as_str()).collect();
+    let (tickets, _) = open_tickets(node, user)?;
+    let offline: HashSet<&str> = tickets.iter().filter(|(_, h)| **h == "offline").map(|(d, _)| d.as_str()).collect();
     let mut by_type: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for d in city.devices.iter().filter(|d| visible.contains(d.grid.as_str())) {
         let entry = by_type.entry(d.kind.as_str()).or_default();

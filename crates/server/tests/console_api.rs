@@ -385,3 +385,52 @@ async fn a_photo_is_attached_to_an_alert_read_back_by_those_who_see_it_and_audit
     assert_eq!(status, 200, "{evidence}");
     assert_eq!(evidence["items"][0]["id"], "ph1", "{evidence}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_health_lists_devices_with_open_tickets_in_the_callers_jurisdiction_until_closed() {
+    let t = start(|c| c.detect.lateness = Duration::from_millis(200)).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let admin = t.login("admin", "admin-pass").await;
+    // Maintenance tickets keyed by the device: an offline one and a fault.
+    t.install(&admin, json!({"id": "smoke-silent", "kind": "match", "when": "event.kind == \"smoke\" && event.attrs.alarm == false",
+                             "key": "event.source", "severity": "low", "category": "device.offline"})).await;
+    t.install(&admin, json!({"id": "smoke-hot-idle", "kind": "match", "when": "event.kind == \"smoke\" && event.attrs.temperature_c > 70.0",
+                             "key": "event.source", "severity": "low", "category": "device.tamper"})).await;
+    let city = t.node.city();
+    let smokes: Vec<_> = city.devices.iter().filter(|d| d.kind == "smoke").collect();
+    let (down, faulty) = (smokes[0].clone(), smokes[1].clone());
+    // Both tickets on `down`: offline wins.
+    t.ingest(&hub, &[smoke("h1", &down.id, false, 80.0), smoke("h2", &faulty.id, true, 80.0)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.alerts(&admin).await.len() < 3 {
+        assert!(Instant::now() < deadline, "three tickets");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, health) = t.get("/api/v1/city/devices/health", &admin).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["offline"], json!([down.id]), "{health}");
+    assert_eq!(health["fault"], json!([faulty.id]), "{health}");
+    assert_eq!(health["truncated"], false);
+
+    // A responder of a community where neither device is sees neither.
+    let region_of = |grid: &str| city.grid(grid).unwrap().region.clone();
+    let elsewhere = city
+        .units
+        .iter()
+        .find(|u| u.kind == "community" && u.region.as_deref().is_some_and(|r| r != region_of(&down.grid) && r != region_of(&faulty.grid)))
+        .expect("another community");
+    t.node.create_user("far", "far-pass", Role::Responder, Some(&elsewhere.id)).unwrap();
+    let far = t.login("far", "far-pass").await;
+    let (_, theirs) = t.get("/api/v1/city/devices/health", &far).await;
+    assert_eq!(theirs["offline"], json!([]), "{theirs}");
+    assert_eq!(theirs["fault"], json!([]), "{theirs}");
+
+    // Closing the fault ticket makes the device healthy again.
+    let ticket = t.alerts(&admin).await.into_iter().find(|a| a["key"] == faulty.id.as_str()).unwrap();
+    let path = format!("/api/v1/alerts/{}/close", ticket["id"].as_str().unwrap());
+    let (status, closed) = t.post_json(&path, &admin, json!({"disposition": "device_fault", "note": "replaced"})).await;
+    assert_eq!(status, 200, "{closed}");
+    let (_, health) = t.get("/api/v1/city/devices/health", &admin).await;
+    assert_eq!(health["fault"], json!([]), "{health}");
+    assert_eq!(health["offline"], json!([down.id]), "{health}");
+}
