@@ -197,7 +197,8 @@ fn point_of(row: &AlertRow) -> Option<(f64, f64)> {
     }
 }
 
-fn case_of(row: &AlertRow) -> Option<Case> {
+/// The handling of an alert's row, as stored in its body.
+pub(crate) fn case_of(row: &AlertRow) -> Option<Case> {
     serde_json::from_value(row.body.get("handling")?.clone()).ok()
 }
 

@@ -15,8 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Duration, Utc};
-use cityward_model::{format_time, parse_time};
+use cityward_model::format_time;
 use cityward_store::AlertFilter;
 use h3o::{CellIndex, LatLng, Resolution};
 use serde::Deserialize;
@@ -43,14 +42,7 @@ struct HeatQuery {
 
 async fn heat(State(node): State<Arc<Node>>, Caller(user): Caller, ApiQuery(q): ApiQuery<HeatQuery>) -> Result<Response, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
-    let time = |name: &str, text: Option<&str>| -> Result<Option<DateTime<Utc>>, NodeError> {
-        text.map(|t| parse_time(t).ok_or_else(|| NodeError::Invalid(format!("`{name}` must be an RFC 3339 time, not `{t}`")))).transpose()
-    };
-    let until = time("until", q.until.as_deref())?.unwrap_or_else(Utc::now);
-    let since = time("since", q.since.as_deref())?.unwrap_or(until - Duration::hours(24));
-    if since >= until {
-        return Err(NodeError::Invalid("`since` must be before `until`".into()).into());
-    }
+    let (since, until) = crate::stats::time_range(q.since.as_deref(), q.until.as_deref())?;
     let res = match q.res.unwrap_or(8) {
         r @ 7..=9 => Resolution::try_from(r).expect("7 to 9 are resolutions"),
         other => return Err(NodeError::Invalid(format!("`res` must be 7, 8 or 9, not {other}")).into()),

@@ -29,6 +29,7 @@ use cityward_store::{AlertFilter, AlertRow, PageRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::desk::case_of;
 use crate::http::{blocking, require, ApiError, ApiQuery, Caller, ALERT_NEED, ALERT_ROLES};
 use crate::node::{Node, NodeError, User};
 
@@ -42,6 +43,19 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/city/devices/health", get(devices_health))
+}
+
+/// The `since` and `until` of a query (RFC 3339): by default the 24 hours up to now.
+pub(crate) fn time_range(since: Option<&str>, until: Option<&str>) -> Result<(DateTime<Utc>, DateTime<Utc>), NodeError> {
+    let time = |name: &str, text: Option<&str>| -> Result<Option<DateTime<Utc>>, NodeError> {
+        text.map(|t| parse_time(t).ok_or_else(|| NodeError::Invalid(format!("`{name}` must be an RFC 3339 time, not `{t}`")))).transpose()
+    };
+    let until = time("until", until)?.unwrap_or_else(Utc::now);
+    let since = time("since", since)?.unwrap_or(until - Duration::hours(24));
+    if since >= until {
+        return Err(NodeError::Invalid("`since` must be before `until`".into()));
+    }
+    Ok((since, until))
 }
 
 async fn devices_health(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
@@ -77,14 +91,7 @@ struct StatsQuery {
 
 async fn stats(State(node): State<Arc<Node>>, Caller(user): Caller, ApiQuery(q): ApiQuery<StatsQuery>) -> Result<Json<Value>, ApiError> {
     require(&user, ALERT_ROLES, ALERT_NEED)?;
-    let time = |name: &str, text: Option<&str>| -> Result<Option<DateTime<Utc>>, NodeError> {
-        text.map(|t| parse_time(t).ok_or_else(|| NodeError::Invalid(format!("`{name}` must be an RFC 3339 time, not `{t}`")))).transpose()
-    };
-    let until = time("until", q.until.as_deref())?.unwrap_or_else(Utc::now);
-    let since = time("since", q.since.as_deref())?.unwrap_or(until - Duration::hours(24));
-    if since >= until {
-        return Err(NodeError::Invalid("`since` must be before `until`".into()).into());
-    }
+    let (since, until) = time_range(q.since.as_deref(), q.until.as_deref())?;
     let bucket = match q.bucket.as_deref() {
         None | Some("hour") => Duration::hours(1),
         Some("day") => Duration::days(1),
@@ -113,10 +120,6 @@ pub(crate) fn read_alerts(node: &Node, user: &User, mut filter: AlertFilter) -> 
             None => return Ok((rows, false)),
         }
     }
-}
-
-fn case_of(row: &AlertRow) -> Option<Case> {
-    serde_json::from_value(row.body.get("handling")?.clone()).ok()
 }
 
 /// When the first step named `action` happened.
