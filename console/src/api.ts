@@ -147,6 +147,8 @@ export const api = {
     json<Alert>('POST', `/api/v1/alerts/${id(alertId)}/${action}`, body),
   /** The CAP XML as a blob (the download needs the token, so a plain link cannot fetch it). */
   cap: async (alertId: string) => (await send('GET', `/api/v1/alerts/${id(alertId)}/cap`)).blob(),
+  /** A photo of an alert, as a blob (its url needs the token, so an <img> cannot load it itself). */
+  photoBlob: async (url: string) => (await send('GET', url)).blob(),
   /** Attaches a photo (the raw image) to an alert. */
   photo: async (alertId: string, image: Blob) =>
     (await (await send('POST', `/api/v1/alerts/${id(alertId)}/photos`, { raw: image, type: image.type })).json()) as { id: string; url: string },

@@ -272,6 +272,10 @@ const en = {
   photo_type: 'Not attached: use a JPEG, PNG or WebP photo (this is {type}).',
   photo_unavailable: 'This node does not take photos yet.',
   photo_wait: 'A photo is still being sent; resolve once it is attached.',
+  photos_heading: 'Photos ({n})',
+  photo_loading: 'Loading the photo…',
+  photo_by: 'Photo by {by}, {at}',
+  photo_load_failed: 'The photo could not be loaded: {message}',
 
   // Rules
   rules_heading: 'Rules',
@@ -679,6 +683,10 @@ const zh: Record<MessageKey, string> = {
   photo_type: '未能附上：请使用 JPEG、PNG 或 WebP 照片（当前为 {type}）。',
   photo_unavailable: '本节点暂不接收照片。',
   photo_wait: '照片仍在上传，请在附上后再办结。',
+  photos_heading: '照片（{n}）',
+  photo_loading: '正在加载照片…',
+  photo_by: '{by} 于 {at} 拍摄的照片',
+  photo_load_failed: '照片无法加载：{message}',
 
   rules_heading: '规则',
   rules_new: '新建规则',

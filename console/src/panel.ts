@@ -8,7 +8,7 @@ import { unitLabel, type Session } from './context';
 import { countdown } from './countdown';
 import { field, h, option, uid } from './dom';
 import { EvidenceView, MAX_EVIDENCE } from './evidence';
-import { PhotoPicker } from './photos';
+import { PhotoGallery, PhotoPicker } from './photos';
 import { formatDateTime, formatDistance, formatDuration, t, tCode, type MessageKey } from './i18n';
 import type { ActionName, Alert, Incident } from './types';
 
@@ -43,6 +43,8 @@ export class Panel {
   private evidence: EvidenceView | null = null;
   private evidenceKey = '';
   private photos: PhotoPicker | null = null;
+  private gallery: PhotoGallery | null = null;
+  private galleryOf = '';
 
   constructor(
     private readonly session: Session,
@@ -110,6 +112,7 @@ export class Panel {
 
   close(): void {
     this.dropEvidence();
+    this.dropGallery();
     this.photos?.dispose();
     this.photos = null;
     this.el.hidden = true;
@@ -213,6 +216,7 @@ export class Panel {
       h('p', {}, h('button', { type: 'button', className: 'secondary', onclick: () => void this.downloadCap(alert.id) }, t('download_cap'))),
       this.actionsSection(alert),
       this.evidenceSection(alert),
+      this.photoSection(alert),
       this.timeline(alert),
     );
   }
@@ -231,6 +235,26 @@ export class Panel {
       this.evidenceKey = key;
     }
     return this.evidence.el;
+  }
+
+  /** The photos attached, kept across redraws of the same alert (each is fetched once). */
+  private photoSection(alert: Alert): HTMLElement | string {
+    const photos = alert.photos ?? [];
+    if (!photos.length || this.galleryOf !== alert.id) this.dropGallery();
+    if (!photos.length) return '';
+    if (!this.gallery) {
+      this.gallery = new PhotoGallery(photos);
+      this.galleryOf = alert.id;
+    } else {
+      this.gallery.update(photos);
+    }
+    return this.gallery.el;
+  }
+
+  private dropGallery(): void {
+    this.gallery?.dispose();
+    this.gallery = null;
+    this.galleryOf = '';
   }
 
   private dropEvidence(): void {

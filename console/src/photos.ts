@@ -5,7 +5,8 @@
 
 import { api, messageOf, unavailable } from './api';
 import { h, uid } from './dom';
-import { t } from './i18n';
+import { formatDateTime, t } from './i18n';
+import type { AlertPhoto } from './types';
 
 const TYPES = ['image/jpeg', 'image/png', 'image/webp'];
 
@@ -83,5 +84,54 @@ export class PhotoPicker {
 
   dispose(): void {
     for (const p of this.photos) URL.revokeObjectURL(p.preview);
+  }
+}
+
+/**
+ * The photos attached to an alert, on its page. Each is fetched once with the caller's
+ * token (the node audits every view) and shown from a local object URL; a photo that
+ * cannot be fetched says so in its place.
+ */
+export class PhotoGallery {
+  readonly el: HTMLElement;
+  private readonly shown = new Map<string, { figure: HTMLElement; url: string | null }>();
+  private disposed = false;
+
+  constructor(photos: AlertPhoto[]) {
+    this.el = h('section', { className: 'photo-gallery', 'data-photos': String(photos.length) });
+    this.update(photos);
+  }
+
+  /** Shows `photos`, fetching only those not shown yet. */
+  update(photos: AlertPhoto[]): void {
+    for (const photo of photos) {
+      if (this.shown.has(photo.id)) continue;
+      const caption = h('figcaption', {}, `${photo.by} · ${formatDateTime(photo.at)}`);
+      const figure = h('figure', { 'data-photo': photo.id }, h('span', { className: 'muted' }, t('photo_loading')), caption);
+      const entry = { figure, url: null as string | null };
+      this.shown.set(photo.id, entry);
+      void api
+        .photoBlob(photo.url)
+        .then((blob) => {
+          if (this.disposed) return;
+          entry.url = URL.createObjectURL(blob);
+          const img = h('img', { src: entry.url, alt: t('photo_by', { by: photo.by, at: formatDateTime(photo.at) }), loading: 'lazy' });
+          figure.replaceChildren(h('a', { href: entry.url, target: '_blank', rel: 'noopener' }, img), caption);
+        })
+        .catch((e) => {
+          if (!this.disposed) figure.replaceChildren(h('span', { className: 'error', role: 'alert' }, t('photo_load_failed', { message: messageOf(e) })), caption);
+        });
+    }
+    this.el.dataset.photos = String(photos.length);
+    this.el.replaceChildren(
+      h('h3', {}, t('photos_heading', { n: photos.length })),
+      h('div', { className: 'photo-grid' }, photos.map((p) => this.shown.get(p.id)?.figure ?? '')),
+    );
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    for (const { url } of this.shown.values()) if (url) URL.revokeObjectURL(url);
+    this.shown.clear();
   }
 }

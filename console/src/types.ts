@@ -74,6 +74,8 @@ export interface Alert {
   status: Status;
   cleared_at?: string;
   evidence?: string[];
+  /** Photos responders attached (`POST /api/v1/alerts/{id}/photos`). */
+  photos?: AlertPhoto[];
   detail?: Record<string, unknown>;
   updated_at?: string;
   handling?: Handling;
@@ -140,6 +142,16 @@ export interface Feature {
   id: string;
   geometry: { type: string; coordinates: unknown };
   properties: Record<string, unknown>;
+}
+
+/** A photo attached to an alert; `url` answers only with the caller's token. */
+export interface AlertPhoto {
+  id: string;
+  url: string;
+  content_type: string;
+  bytes: number;
+  by: string;
+  at: string;
 }
 
 export interface FeatureCollection {

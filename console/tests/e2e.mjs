@@ -683,6 +683,20 @@ async function main() {
       delete state.pages.phone;
       await context.close();
     }
+    // The dispatcher sees the photo on the alert's page, loaded with their own token.
+    const desk = state.desk;
+    check(desk, 'scenario a left no signed-in page');
+    await desk.evaluate(() => (location.hash = '#/'));
+    await desk.getByLabel('Status', { exact: true }).selectOption('resolved');
+    try {
+      await desk.locator(`.queue-list .alert-row[data-alert-id="${id}"] .row-open`).click({ timeout: 15_000 });
+      const img = desk.locator(`aside.panel[data-alert-id="${id}"] .photo-gallery img`);
+      await img.waitFor({ timeout: 15_000 });
+      await waitFor('the photo to be decoded', async () => (await img.evaluate((el) => el.complete && el.naturalWidth)) === 1, 10_000, 250);
+      check(/Photos \(1\)/.test(await desk.locator(`aside.panel[data-alert-id="${id}"] .photo-gallery h3`).textContent()), 'the page says how many photos there are');
+    } finally {
+      await desk.getByLabel('Status', { exact: true }).selectOption('open');
+    }
   });
 
   if (state.analyst) {
