@@ -8,6 +8,7 @@ import type {
   CityInfo,
   EventRecord,
   FeatureCollection,
+  ExportResult,
   Incident,
   Job,
   LayerName,
@@ -147,8 +148,8 @@ export const api = {
     json<Alert>('POST', `/api/v1/alerts/${id(alertId)}/${action}`, body),
   /** The CAP XML as a blob (the download needs the token, so a plain link cannot fetch it). */
   cap: async (alertId: string) => (await send('GET', `/api/v1/alerts/${id(alertId)}/cap`)).blob(),
-  /** A photo of an alert, as a blob (its url needs the token, so an <img> cannot load it itself). */
-  photoBlob: async (url: string) => (await send('GET', url)).blob(),
+  /** A file the node serves only with the caller's token (a photo, an export), as a blob. */
+  blob: async (url: string) => (await send('GET', url)).blob(),
   /** Attaches a photo (the raw image) to an alert. */
   photo: async (alertId: string, image: Blob) =>
     (await (await send('POST', `/api/v1/alerts/${id(alertId)}/photos`, { raw: image, type: image.type })).json()) as { id: string; url: string },
@@ -163,6 +164,10 @@ export const api = {
   trial: async (yaml: string) =>
     ((await (await send('POST', '/api/v1/rules/trial', { raw: yaml, type: 'application/yaml' })).json()) as { job: Job<TrialResult> }).job,
   job: <R>(jobId: string) => json<Job<R>>('GET', `/api/v1/jobs/${id(jobId)}`),
+  /** Every event a search matches, as a CSV file written by a job on the node. */
+  searchExport: async (query: Omit<SearchQuery, 'limit' | 'cursor'>) =>
+    ((await (await send('POST', '/api/v1/search/export', { json: query })).json()) as { job: Job<ExportResult> }).job,
+
 
   putZone: (zoneId: string, zone: ZoneFeature) => json<ZoneFeature>('PUT', `/api/v1/city/zones/${id(zoneId)}`, zone),
   deleteZone: async (zoneId: string) => {

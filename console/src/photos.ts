@@ -111,7 +111,7 @@ export class PhotoGallery {
       const entry = { figure, url: null as string | null };
       this.shown.set(photo.id, entry);
       void api
-        .photoBlob(photo.url)
+        .blob(photo.url)
         .then((blob) => {
           if (this.disposed) return;
           entry.url = URL.createObjectURL(blob);

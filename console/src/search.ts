@@ -11,6 +11,7 @@ import type { Session } from './context';
 import { field, h, option } from './dom';
 import type { LngLat } from './draw';
 import { formatDateTime, formatNumber, t } from './i18n';
+import { followJob } from './jobs';
 import type { CityMap } from './map';
 import type { EventRecord, SearchQuery } from './types';
 
@@ -94,6 +95,8 @@ export class SearchPage {
   private next: string | null = null;
   private picked: string | null = null;
   private busy = false;
+  /** The export under way: rows written so far of about how many. */
+  private exporting: { done: number; total: number } | null = null;
   private message: { text: string; error: boolean } | null = null;
 
   constructor(private readonly hooks: SearchHooks) {
@@ -305,17 +308,50 @@ export class SearchPage {
     this.renderForm();
   }
 
+  /**
+   * Exports every event the search matches (not just the pages shown) through a job on
+   * the node, showing its progress; a node without exports gives the shown page's CSV.
+   */
   private async exportCsv(): Promise<void> {
-    if (!this.query) return;
+    if (!this.query || this.exporting) return;
+    const { limit, cursor, ...query } = this.query;
+    const stamp = new Date().toISOString().slice(0, 16).replace(/[-:]/g, '').replace('T', '-');
+    const name = `cityward-search-${stamp}.csv`;
+    this.exporting = { done: 0, total: 0 };
+    this.renderResults();
     try {
-      const blob = await api.searchCsv(this.query);
-      const stamp = new Date().toISOString().slice(0, 16).replace(/[-:]/g, '').replace('T', '-');
-      download(blob, `cityward-search-${stamp}.csv`);
-      this.message = { text: t('search_exported'), error: false };
+      let job = await api.searchExport(query);
+      job = await followJob(job, (j) => this.showExportProgress(j.progress?.done ?? 0, j.progress?.total ?? 0), new AbortController().signal);
+      if (job.state !== 'done' || !job.result) throw new Error(job.error ?? t('search_export_failed'));
+      download(await api.blob(job.result.url), name);
+      this.message = { text: t(job.result.truncated ? 'search_exported_truncated' : 'search_exported_rows', { n: formatNumber(job.result.rows) }), error: false };
     } catch (e) {
-      this.message = { text: unavailable(e) ? t('search_csv_unavailable') : messageOf(e), error: true };
+      if (unavailable(e)) {
+        try {
+          download(await api.searchCsv({ ...query, limit, cursor }), name);
+          this.message = { text: t('search_exported'), error: false };
+        } catch (page) {
+          this.message = { text: unavailable(page) ? t('search_csv_unavailable') : messageOf(page), error: true };
+        }
+      } else {
+        this.message = { text: messageOf(e), error: true };
+      }
+    } finally {
+      this.exporting = null;
     }
     this.renderResults();
+  }
+
+  /** Updates the export's progress in place (a redraw would rebuild the whole table). */
+  private showExportProgress(done: number, total: number): void {
+    this.exporting = { done, total };
+    const bar = this.results.querySelector<HTMLProgressElement>('progress.export-progress');
+    const text = this.results.querySelector<HTMLElement>('.export-progress-text');
+    if (bar) {
+      bar.max = Math.max(total, 1);
+      bar.value = done;
+    }
+    if (text) text.textContent = t('search_exporting', { done: formatNumber(done), total: formatNumber(total) });
   }
 
   private showOnMap(): void {
@@ -355,8 +391,16 @@ export class SearchPage {
         this.next ? h('span', { className: 'muted' }, t('search_more_exist')) : '',
         h('div', { className: 'spacer' }),
         this.next ? h('button', { type: 'button', 'data-action': 'load-more', disabled: this.busy, onclick: () => void this.fetchPage(this.next) }, t('queue_load_more')) : '',
-        this.items.length ? h('button', { type: 'button', 'data-action': 'export-csv', onclick: () => void this.exportCsv() }, t('search_export')) : '',
+        this.items.length ? h('button', { type: 'button', 'data-action': 'export-csv', disabled: !!this.exporting, onclick: () => void this.exportCsv() }, t('search_export')) : '',
       ),
+      this.exporting
+        ? h(
+            'div',
+            { className: 'export-status', role: 'status' },
+            h('progress', { className: 'export-progress', max: String(Math.max(this.exporting.total, 1)), value: String(this.exporting.done), 'aria-label': t('search_export') }),
+            h('span', { className: 'export-progress-text muted' }, t('search_exporting', { done: formatNumber(this.exporting.done), total: formatNumber(this.exporting.total) })),
+          )
+        : '',
       this.items.length
         ? h(
             'div',

@@ -237,6 +237,13 @@ export interface SearchQuery {
   cursor?: string;
 }
 
+/** The result of a finished search export. */
+export interface ExportResult {
+  rows: number;
+  truncated: boolean;
+  url: string;
+}
+
 export interface SearchPage {
   items: EventRecord[];
   next: string | null;

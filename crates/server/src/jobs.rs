@@ -42,6 +42,11 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// The job's id (what `GET /api/v1/jobs/{id}` takes).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Sets how much there is to do.
     pub(crate) fn set_total(&self, total: u64) {
         self.total.store(total, Ordering::Relaxed);

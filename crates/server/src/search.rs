@@ -5,6 +5,12 @@
 //!   time range and area (a GeoJSON polygon), newest first, paged by a cursor; with
 //!   `?format=csv` the same page as CSV. Every search is written to the audit log with
 //!   its filters and result size.
+//! - `POST /api/v1/search/export`: every event a search matches (newest first, at most
+//!   200,000) as a CSV file, written by a job: it answers `202` with the job, whose
+//!   progress `GET /api/v1/jobs/{id}` shows; the finished job names
+//!   `GET /api/v1/exports/{job}.csv`, which only the user who started it (or an
+//!   administrator) downloads, while the job is kept (an hour after it ended). Audited
+//!   when it starts (`search.export`) and on each download (`search.export.download`).
 //! - `GET /api/v1/alerts/{id}/evidence`: the evidence events of an alert the caller sees.
 //!
 //! Filters become SQL over the `events` table; values are checked and quoted here, never
@@ -13,7 +19,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,6 +37,10 @@ const SEARCH_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher];
 const SEARCH_NEED: &str = "role `admin`, `analyst` or `dispatcher`";
 /// Largest page.
 const MAX_PAGE: usize = 5000;
+/// Most events one export writes.
+const MAX_EXPORT: usize = 200_000;
+/// How long an export file is kept on disk (its job is forgotten after an hour).
+const KEEP_EXPORTS: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 /// The columns read back into events.
 const EVENT_COLUMNS: &str = "id, source, kind, time, lon, lat, grid, unit, attrs";
 
@@ -38,6 +48,8 @@ const EVENT_COLUMNS: &str = "id, source, kind, time, lon, lat, grid, unit, attrs
 pub(crate) fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/api/v1/search", post(search))
+        .route("/api/v1/search/export", post(export))
+        .route("/api/v1/exports/{file}", get(exported))
         .route("/api/v1/alerts/{id}/evidence", get(evidence))
 }
 
@@ -262,8 +274,15 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+const CSV_HEADER: &str = "time,kind,source,plate,lon,lat,grid,id\r\n";
+
 fn csv(events: &[Event]) -> String {
-    let mut out = String::from("time,kind,source,plate,lon,lat,grid,id\r\n");
+    let mut out = String::from(CSV_HEADER);
+    csv_rows(&mut out, events);
+    out
+}
+
+fn csv_rows(out: &mut String, events: &[Event]) {
     for e in events {
         let plate = e.attrs.get("plate").and_then(Value::as_str).unwrap_or("");
         let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -280,7 +299,6 @@ fn csv(events: &[Event]) -> String {
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");
     }
-    out
 }
 
 async fn search(
@@ -296,11 +314,7 @@ async fn search(
         Some("csv") => true,
         Some(other) => return Err(NodeError::Invalid(format!("`format` must be json or csv, not `{other}`")).into()),
     };
-    let request: SearchRequest = serde_json::from_slice(&body).map_err(|e| {
-        NodeError::Invalid(format!(
-            "body must be {{\"plate\", \"kind\", \"since\", \"until\", \"area\", \"limit\", \"cursor\", \"purpose\"}} (all optional): {e}"
-        ))
-    })?;
+    let request = search_request(&body)?;
     let plan = request.plan(&node)?;
     let (events, next) = run(&node, &plan).await?;
     node.desk().audit(
@@ -324,6 +338,104 @@ async fn search(
     }
     let items: Vec<Value> = events.iter().map(event_json).collect();
     Ok(Json(json!({"items": items, "next": next})).into_response())
+}
+
+fn exports_dir(node: &Node) -> std::path::PathBuf {
+    node.config().node.data_dir.join("exports")
+}
+
+/// Parses a search body; the error shows what to send.
+fn search_request(body: &[u8]) -> Result<SearchRequest, NodeError> {
+    serde_json::from_slice(body).map_err(|e| {
+        NodeError::Invalid(format!(
+            "body must be {{\"plate\", \"kind\", \"since\", \"until\", \"area\", \"limit\", \"cursor\", \"purpose\"}} (all optional): {e}"
+        ))
+    })
+}
+
+async fn export(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.0?;
+    require(&user, SEARCH_ROLES, SEARCH_NEED)?;
+    let request = search_request(&body)?;
+    let mut plan = request.plan(&node)?;
+    plan.limit = MAX_PAGE;
+    plan.cursor = None;
+    let dir = exports_dir(&node);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| NodeError::Internal(format!("cannot create {}: {e}; check the data directory", dir.display())))?;
+    forget_old_exports(&dir);
+    let audit = json!({
+        "plate": request.plate, "kind": request.kind, "since": request.since, "until": request.until,
+        "area": request.area.is_some(), "purpose": request.purpose,
+    });
+    let job = node.jobs().start("search_export", &user, |job| {
+        let (node, user) = (node.clone(), user.clone());
+        async move {
+            // With an area the count is of its bounding box: an upper bound.
+            job.set_total(count_where(&node, &plan.conditions).await?.min(MAX_EXPORT as u64));
+            let file = exports_dir(&node).join(format!("{}.csv", job.id()));
+            let mut text = String::from(CSV_HEADER);
+            let mut rows = 0usize;
+            let truncated = loop {
+                let (events, next) = run(&node, &plan).await?;
+                let take = events.len().min(MAX_EXPORT - rows);
+                csv_rows(&mut text, &events[..take]);
+                rows += take;
+                job.advance(take as u64);
+                match next {
+                    _ if rows >= MAX_EXPORT => break next.is_some() || take < events.len(),
+                    Some(next) => plan.cursor = Some(parse_cursor(&next)?),
+                    None => break false,
+                }
+            };
+            let written = file.clone();
+            tokio::task::spawn_blocking(move || std::fs::write(&written, text))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::Internal(format!("cannot write {}: {e}; check the disk", file.display())))?;
+            let mut detail = audit;
+            detail["results"] = json!(rows);
+            node.desk().audit(&user.username, "search.export", "events", detail);
+            Ok(json!({"rows": rows, "truncated": truncated, "url": format!("/api/v1/exports/{}.csv", job.id())}))
+        }
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job": job }))))
+}
+
+/// Deletes export files older than [`KEEP_EXPORTS`] (their jobs are gone).
+fn forget_old_exports(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > KEEP_EXPORTS);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+async fn exported(State(node): State<Arc<Node>>, Caller(user): Caller, Path(file): Path<String>) -> Result<Response, ApiError> {
+    let job = file.strip_prefix('j').and_then(|_| file.strip_suffix(".csv")).filter(|j| j[1..].chars().all(|c| c.is_ascii_hexdigit()));
+    let Some(job) = job else {
+        return Err(NodeError::NotFound(format!("no export `{file}`; its name is the job's id and .csv")).into());
+    };
+    // Only the job's owner (or an administrator) sees the job, and so its file.
+    let state = node.jobs().get(&user, job)?;
+    if state["state"] != "done" || state["kind"] != "search_export" {
+        return Err(NodeError::NotFound(format!("job `{job}` has no finished export; follow it at GET /api/v1/jobs/{job}")).into());
+    }
+    let path = exports_dir(&node).join(&file);
+    let text = tokio::fs::read(&path)
+        .await
+        .map_err(|_| NodeError::NotFound(format!("the export of job `{job}` is no longer on disk; run it again")))?;
+    node.desk().audit(&user.username, "search.export.download", "events", json!({"job": job, "bytes": text.len()}));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"cityward-search.csv\""),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 async fn evidence(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -434,3 +434,61 @@ async fn device_health_lists_devices_with_open_tickets_in_the_callers_jurisdicti
     assert_eq!(health["fault"], json!([]), "{health}");
     assert_eq!(health["offline"], json!([down.id]), "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_export_runs_as_a_job_with_progress_and_only_its_owner_downloads_the_whole_result() {
+    let t = start(|_| {}).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let analyst = t.login("analyst", "analyst-pass").await;
+    let admin = t.login("admin", "admin-pass").await;
+    let duty = t.login("duty", "duty-pass").await;
+    let anpr = device(&t.node, "anpr");
+    // More reads than one search page holds, so the export must page through them.
+    let reads: Vec<Value> = (0..5_200).map(|i| plate_read(&format!("x{i}"), &anpr, &format!("粤E{i:05}"))).collect();
+    for chunk in reads.chunks(1000) {
+        t.ingest(&hub, chunk).await;
+    }
+    t.ingest(&hub, &[plate_read("other", &anpr, "沪A00001")]).await;
+
+    let (status, answer) = t.post_json("/api/v1/search/export", &analyst, json!({"plate": "粤E*", "purpose": {"case_number": "2026-117"}})).await;
+    assert_eq!(status, 202, "{answer}");
+    let job = answer["job"].clone();
+    assert_eq!(job["kind"], "search_export");
+    let done = finish(&t, &analyst, &job).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["progress"]["done"], 5_200, "{done}");
+    assert_eq!(done["progress"]["total"], 5_200, "{done}");
+    assert_eq!(done["result"]["rows"], 5_200, "{done}");
+    assert_eq!(done["result"]["truncated"], false);
+    let url = format!("{}{}", t.base, done["result"]["url"].as_str().unwrap());
+
+    let (status, csv) = call("GET", url.clone(), Some(analyst.clone()), "text/plain", Vec::new()).await;
+    assert_eq!(status, 200, "{csv}");
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    assert_eq!(lines[0], "time,kind,source,plate,lon,lat,grid,id");
+    assert_eq!(lines.len(), 5_201, "a header and every matching read");
+    assert!(!csv.contains("沪A00001"), "only what the search matches");
+    let ids: std::collections::HashSet<&str> = lines[1..].iter().map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(ids.len(), 5_200, "no read twice across pages");
+
+    // Someone else cannot fetch it, an administrator can; both downloads are audited.
+    let (status, _) = call("GET", url.clone(), Some(duty.clone()), "text/plain", Vec::new()).await;
+    assert_eq!(status, 404);
+    let (status, _) = call("GET", url.clone(), Some(admin.clone()), "text/plain", Vec::new()).await;
+    assert_eq!(status, 200);
+    let (status, _) = call("GET", format!("{}/api/v1/exports/..%2Fstate.db", t.base), Some(admin.clone()), "text/plain", Vec::new()).await;
+    assert_eq!(status, 404);
+    let (_, audit) = t.get("/api/v1/audit?limit=200", &admin).await;
+    let items = audit["items"].as_array().unwrap();
+    let export = items.iter().find(|e| e["action"] == "search.export").expect("the export is audited");
+    assert_eq!(export["detail"]["purpose"]["case_number"], "2026-117", "{export}");
+    assert_eq!(export["detail"]["results"], 5_200, "{export}");
+    assert_eq!(items.iter().filter(|e| e["action"] == "search.export.download").count(), 2);
+
+    // A responder may not export.
+    let community = t.node.city().units.iter().find(|u| u.kind == "community").unwrap().id.clone();
+    t.node.create_user("warden", "warden-pass", Role::Responder, Some(&community)).unwrap();
+    let warden = t.login("warden", "warden-pass").await;
+    let (status, _) = t.post_json("/api/v1/search/export", &warden, json!({"plate": "粤E*"})).await;
+    assert_eq!(status, 403);
+}
