@@ -284,7 +284,7 @@ impl Checkpointer {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                     let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                     if let Err(e) = done {
-                        warn!(path = %shown, error = %e, "Checkpointing the state journal failed; it is tried again in a second (the journal grows meanwhile).");
+                        warn!(path = %shown, error = %e, "Checkpointing the state journal failed; it is tried again in a moment (the journal grows meanwhile).");
                     }
                 }
                 // A last full copy, so that the file alone holds everything on a clean stop.
@@ -382,8 +382,6 @@ impl SqliteState {
             .map_err(|e| open_error(&shown, e))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| open_error(&shown, e))?;
-        // 64 MiB of page cache (the default is 2 MiB): a transaction storing thousands of
-        // alerts with their scope rows otherwise spills pages to the file before it commits.
         // 64 MiB of page cache (the default is 2 MiB): a transaction storing alerts with their
         // scope rows otherwise spills pages to the file before it commits.
         conn.pragma_update(None, "cache_size", -65_536)
@@ -392,11 +390,11 @@ impl SqliteState {
         // thread of its own, so the write that crosses SQLite's threshold of 1,000 pages
         // and checkpoints has little left to copy while alerts wait behind it; that write's
         // checkpoint is still the one that lets the journal start over.
+        let version = migrate(&mut conn, &shown)?;
         let checkpointer = match &path {
             Some(file) => Some(Checkpointer::start(file)?),
             None => None,
         };
-        let version = migrate(&mut conn, &shown)?;
         info!(path = %shown.display(), schema_version = version, "State database opened.");
         Ok(SqliteState {
             conn: Mutex::new(conn),
