@@ -31,7 +31,7 @@ pub use retention::{
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{
-    AlertFilter, AlertRow, AuditEntry, NewAuditEntry, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
+    AlertFilter, AlertRow, AuditBreak, AuditEntry, AuditHead, AuditVerdict, NewAuditEntry, SearchApproval, verify_audit, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
     FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RoutingVersion, RulePut, RuleRow, SessionRow, SqliteState,
     StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
     MAX_PAGE_LIMIT,

@@ -15,7 +15,7 @@ use crate::Status;
 
 use super::{
     AlertFilter, AlertRow, DeliveryAttempt, NewAuditEntry, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeviceRow, FeatureRow, Layer, NewDeadLetter,
-    Page, PageRequest, RulePut, StateError, StateOptions, StateStore, UnitRow, MAX_PAGE_LIMIT,
+    Page, PageRequest, RulePut, SearchApproval, StateError, StateOptions, StateStore, UnitRow, MAX_PAGE_LIMIT,
 };
 
 /// Runs every check against stores made by `new_store`.
@@ -43,6 +43,7 @@ pub fn conformance_suite(new_store: &dyn Fn(StateOptions) -> Box<dyn StateStore>
         dead_letter_max_rows: 10,
     }));
     check_users_and_sessions(&*fresh());
+    check_search_approvals(&*fresh());
     check_page_requests(&*fresh());
     check_concurrent_use(&*fresh());
 }
@@ -739,6 +740,60 @@ fn check_audit(store: &dyn StateStore) {
     forged.target = "a-99".into();
     assert_ne!(forged.expected_hash(), forged.hash);
     expect_kind(store.append_audit(&entry(" ", "x", 4), t(4)), Status::InvalidInput);
+    // In order, from a position, for the chain check.
+    let tail = store.audit_after(1, 10).unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(tail[0], second);
+    let verdict = crate::verify_audit(store, None).unwrap();
+    assert_eq!((verdict.entries, verdict.broken.clone()), (3, None));
+    let head = verdict.head.unwrap();
+    assert_eq!(head.seq, 3);
+    assert_eq!(crate::verify_audit(store, Some(&head)).unwrap().broken, None, "the head it gave checks out");
+    // An anchor beyond the end: entries were cut off.
+    let cut = crate::AuditHead { seq: 4, ..head.clone() };
+    let broken = crate::verify_audit(store, Some(&cut)).unwrap().broken.unwrap();
+    assert!(broken.reason.contains("cut from its end"), "{}", broken.reason);
+    let forged = crate::AuditHead { hash: "f".repeat(64), ..head };
+    assert_eq!(crate::verify_audit(store, Some(&forged)).unwrap().broken.unwrap().seq, 3);
+}
+
+fn check_search_approvals(store: &dyn StateStore) {
+    store.create_user("sup", HASH, "analyst", None).unwrap();
+    assert!(!store.user("sup").unwrap().unwrap().supervisor, "not a supervisor until marked");
+    store.set_supervisor("sup", true).unwrap();
+    assert!(store.user("sup").unwrap().unwrap().supervisor);
+    expect_kind(store.set_supervisor("nobody", true), Status::NotFound);
+    let request = |id: &str, by: &str, at: i64| SearchApproval {
+        id: id.into(),
+        requested_by: by.into(),
+        unit: Some("u-1".into()),
+        requested_at: t(at),
+        request: json!({"plate": "粤B12345", "purpose": {"case_number": "C-1", "legal_basis": "court_order"}}),
+        reasons: vec!["spans 30 days; the analyst role may search 7 days".into()],
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        decision_note: None,
+    };
+    for (i, by) in ["ana", "ana", "duty"].iter().enumerate() {
+        store.add_search_approval(&request(&format!("sa{i}"), by, i as i64)).unwrap();
+    }
+    expect_kind(store.add_search_approval(&request("sa0", "ana", 9)), Status::Conflict);
+    assert_eq!(store.search_approval("sa1").unwrap(), Some(request("sa1", "ana", 1)));
+    assert_eq!(store.search_approval("sa9").unwrap(), None);
+    let all = walk(2, |p| store.list_search_approvals(None, None, p).unwrap());
+    assert_eq!(all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["sa2", "sa1", "sa0"], "newest first");
+    let anas = store.list_search_approvals(None, Some("ana"), &PageRequest::default()).unwrap().items;
+    assert_eq!(anas.len(), 2);
+    let approved = store.decide_search_approval("sa1", "approved", "sup", t(10), "case file seen").unwrap();
+    assert_eq!((approved.status.as_str(), approved.decided_by.as_deref(), approved.decided_at), ("approved", Some("sup"), Some(t(10))));
+    assert_eq!(store.search_approval("sa1").unwrap(), Some(approved));
+    let e = expect_kind(store.decide_search_approval("sa1", "rejected", "sup", t(11), "no"), Status::Conflict);
+    assert!(e.to_string().contains("already approved"), "{e}");
+    expect_kind(store.decide_search_approval("sa0", "maybe", "sup", t(11), "?"), Status::InvalidInput);
+    expect_kind(store.decide_search_approval("sa9", "approved", "sup", t(11), "?"), Status::NotFound);
+    let pending = store.list_search_approvals(Some("pending"), None, &PageRequest::default()).unwrap().items;
+    assert_eq!(pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["sa2", "sa0"]);
 }
 
 fn check_routing(store: &dyn StateStore) {

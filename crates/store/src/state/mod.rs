@@ -279,6 +279,57 @@ pub trait StateStore: Send + Sync {
     /// One page of the audit log, newest first; only entries of `actor` and of actions
     /// starting with `action` when given.
     fn list_audit(&self, actor: Option<&str>, action: Option<&str>, page: &PageRequest) -> Result<Page<AuditEntry>, StateError>;
+
+    /// At most `limit` audit entries with `seq > after`, in ascending order, exactly as
+    /// stored (for verifying the chain and for reports).
+    fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StateError>;
+
+    // --- supervisors and search approvals ----------------------------------------------------
+
+    /// Marks `username` as a supervisor (who approves searches beyond a role's limits) or
+    /// not; [`Status::NotFound`] when the user does not exist.
+    fn set_supervisor(&self, username: &str, supervisor: bool) -> Result<(), StateError>;
+
+    /// Stores a new search approval request (status `pending`); [`Status::Conflict`] when
+    /// its id is taken.
+    fn add_search_approval(&self, approval: &SearchApproval) -> Result<(), StateError>;
+
+    /// The approval request `id`, or `None`.
+    fn search_approval(&self, id: &str) -> Result<Option<SearchApproval>, StateError>;
+
+    /// Approval requests, newest first: only those with `status` and of `requested_by` when
+    /// given.
+    fn list_search_approvals(&self, status: Option<&str>, requested_by: Option<&str>, page: &PageRequest) -> Result<Page<SearchApproval>, StateError>;
+
+    /// Decides a pending request: `status` is `approved` or `rejected`. Returns the stored
+    /// request; [`Status::Conflict`] when it is no longer pending.
+    fn decide_search_approval(&self, id: &str, status: &str, decided_by: &str, at: DateTime<Utc>, note: &str) -> Result<SearchApproval, StateError>;
+}
+
+/// A search of personal data beyond the limits of its requester's role, waiting for (or
+/// given) a supervisor's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchApproval {
+    /// `sa` and 16 hex digits.
+    pub id: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// The requester's unit, if any.
+    pub unit: Option<String>,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+    /// The search, as the API took it (filters and purpose).
+    pub request: Value,
+    /// Which limits it goes beyond, in words.
+    pub reasons: Vec<String>,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// The supervisor who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The supervisor's reason.
+    pub decision_note: Option<String>,
 }
 
 /// A session (or API token): never its token, only the token's digest.
@@ -660,6 +711,99 @@ impl AuditEntry {
     }
 }
 
+/// The last entry of the audit log: what to anchor elsewhere (a notary, a newspaper, the
+/// city's other nodes), so that a log cut short after it can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Its position.
+    pub seq: i64,
+    /// Its hash, which commits to every entry before it.
+    pub hash: String,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
+/// What checking the audit chain found: how many entries, the head, and the first break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerdict {
+    /// Entries read.
+    pub entries: u64,
+    /// The last entry, if any.
+    pub head: Option<AuditHead>,
+    /// The first entry where the chain does not hold, and why; `None` when it holds.
+    pub broken: Option<AuditBreak>,
+}
+
+/// Where and why the audit chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditBreak {
+    /// The entry (position) at which the check failed.
+    pub seq: i64,
+    /// What is wrong there, in words.
+    pub reason: String,
+}
+
+/// Reads the whole audit log in order and checks that each entry's hash matches its fields,
+/// that each commits to the one before it, and that no position is missing. With `anchor`
+/// (a head exported earlier), also checks that the log still holds that entry unchanged,
+/// which finds entries cut from the end.
+pub fn verify_audit(store: &dyn StateStore, anchor: Option<&AuditHead>) -> Result<AuditVerdict, StateError> {
+    const BATCH: usize = 10_000;
+    let mut verdict = AuditVerdict { entries: 0, head: None, broken: None };
+    let mut previous: Option<AuditEntry> = None;
+    let mut anchor_seen = false;
+    'read: loop {
+        let after = previous.as_ref().map_or(0, |e| e.seq);
+        let batch = store.audit_after(after, BATCH)?;
+        let done = batch.len() < BATCH;
+        for entry in batch {
+            verdict.entries += 1;
+            let (want_seq, want_prev) = previous.as_ref().map_or((1, "0".repeat(64)), |p| (p.seq + 1, p.hash.clone()));
+            let broken = if entry.seq != want_seq {
+                Some(format!("position {want_seq} is missing: the log goes from {} to {} (entries were removed)", want_seq - 1, entry.seq))
+            } else if entry.hash != entry.expected_hash() {
+                Some("its fields do not match its hash: the entry was edited after it was written".to_string())
+            } else if entry.prev_hash != want_prev {
+                Some(format!("it does not commit to entry {}: the entries before it were edited, removed or reordered", want_seq - 1))
+            } else {
+                None
+            };
+            if let Some(reason) = broken {
+                verdict.broken = Some(AuditBreak { seq: entry.seq.min(want_seq), reason });
+                break 'read;
+            }
+            if let Some(a) = anchor {
+                if a.seq == entry.seq {
+                    anchor_seen = true;
+                    if a.hash != entry.hash {
+                        verdict.broken = Some(AuditBreak {
+                            seq: entry.seq,
+                            reason: format!("the anchored head says entry {} has hash {}, the log has {}", a.seq, a.hash, entry.hash),
+                        });
+                        break 'read;
+                    }
+                }
+            }
+            verdict.head = Some(AuditHead { seq: entry.seq, hash: entry.hash.clone(), at: entry.at });
+            previous = Some(entry);
+        }
+        if done {
+            break;
+        }
+    }
+    if let (Some(a), None, false) = (anchor, &verdict.broken, anchor_seen) {
+        verdict.broken = Some(AuditBreak {
+            seq: a.seq,
+            reason: format!(
+                "the anchored head is entry {} but the log ends at {}: entries were cut from its end",
+                a.seq,
+                verdict.head.as_ref().map_or(0, |h| h.seq)
+            ),
+        });
+    }
+    Ok(verdict)
+}
+
 /// One version of the routing table, with who changed it and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutingVersion {
@@ -811,6 +955,9 @@ pub struct UserRow {
     pub unit: Option<String>,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
+    /// Approves searches beyond the limits of a role.
+    #[serde(default)]
+    pub supervisor: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1031,7 +1178,7 @@ pub(crate) fn batch_item(noun: &str, id: &str, index: usize, len: usize) -> Stri
     }
 }
 
-fn invalid(table: &'static str, what: &str, field: &'static str, reason: String) -> StateError {
+pub(crate) fn invalid(table: &'static str, what: &str, field: &'static str, reason: String) -> StateError {
     StateError::InvalidInput {
         table,
         what: what.to_string(),

@@ -28,7 +28,7 @@ use super::{
     check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
     page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, SessionRow, AuditEntry, NewAuditEntry, DeadLetter, DeadLetterChannel, DeadLetterFilter,
     DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
-    RuleRow, StateError, StateOptions, StateStore, UnitRow, UserRow,
+    RuleRow, SearchApproval, StateError, StateOptions, StateStore, UnitRow, UserRow, invalid,
 };
 
 /// One schema step: the statements that take the database from `version - 1` to `version`.
@@ -193,6 +193,19 @@ INSERT INTO alert_scopes_by_time (scope, time, alert)
 DROP TABLE alert_scopes;
 ALTER TABLE alert_scopes_by_time RENAME TO alert_scopes;
 "#,
+}, Migration {
+    version: 4,
+    sql: r#"
+ALTER TABLE users ADD COLUMN supervisor INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE search_approvals (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    requested_by TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    requested_at INTEGER NOT NULL,
+    body         TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX search_approvals_by_time ON search_approvals (requested_at DESC, id);
+"#,
 }];
 
 /// The `meta` key holding the schema version.
@@ -246,7 +259,7 @@ fn delivery_row(raw: DeliveryRaw) -> Result<Delivery, StateError> {
     })
 }
 
-const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at";
+const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at, supervisor";
 
 /// The embedded state store: one SQLite database file (or memory), WAL journal,
 /// `synchronous=NORMAL`, foreign keys on, a 64 MiB page cache, schema migrated on open.
@@ -315,7 +328,7 @@ impl std::fmt::Debug for SqliteState {
 
 impl SqliteState {
     /// The newest schema version this build creates and understands.
-    pub const SCHEMA_VERSION: i64 = 3;
+    pub const SCHEMA_VERSION: i64 = 4;
 
     /// Opens (creating if needed) the database file at `path` with default options, and
     /// migrates it to [`SqliteState::SCHEMA_VERSION`]. The directory must exist.
@@ -838,14 +851,14 @@ fn dead_letter_row(raw: DeadLetterRaw) -> Result<DeadLetter, StateError> {
     })
 }
 
-type UserRaw = (String, String, String, Option<String>, i64);
+type UserRaw = (String, String, String, Option<String>, i64, bool);
 
 fn user_raw(r: &Row<'_>) -> rusqlite::Result<UserRaw> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
 fn user_row(raw: UserRaw) -> Result<UserRow, StateError> {
-    let (username, password_hash, role, unit, created_at) = raw;
+    let (username, password_hash, role, unit, created_at, supervisor) = raw;
     let created_at = decode_time("users", &username, "created_at", created_at)?;
     Ok(UserRow {
         username,
@@ -853,7 +866,25 @@ fn user_row(raw: UserRaw) -> Result<UserRow, StateError> {
         role,
         unit,
         created_at,
+        supervisor,
     })
+}
+
+type AuditRaw = (i64, i64, String, String, String, String, String, String);
+
+fn audit_raw(r: &Row<'_>) -> rusqlite::Result<AuditRaw> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+fn audit_row(raw: AuditRaw) -> Result<AuditEntry, StateError> {
+    const T: &str = "audit_log";
+    let (seq, at, actor, action, target, detail, prev_hash, hash) = raw;
+    let id = seq.to_string();
+    Ok(AuditEntry { seq, at: decode_time(T, &id, "at", at)?, actor, action, target, detail: decode_json(T, &id, "detail", &detail)?, prev_hash, hash })
+}
+
+fn approval_row((id, body): (String, String)) -> Result<SearchApproval, StateError> {
+    serde_json::from_str(&body).map_err(|e| StateError::Corrupt { table: "search_approvals", id, column: "body", reason: e.to_string() })
 }
 
 /// Runs a query and decodes every row, mapping both kinds of failure.
@@ -1865,6 +1896,7 @@ impl StateStore for SqliteState {
             role: role.into(),
             unit: unit.map(str::to_string),
             created_at,
+            supervisor: false,
         })
     }
 
@@ -1946,7 +1978,7 @@ impl StateStore for SqliteState {
     fn session(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<UserRow>, StateError> {
         let mut rows = query_all(
             &self.conn(),
-            "SELECT u.username, u.password_hash, u.role, u.unit, u.created_at \
+            "SELECT u.username, u.password_hash, u.role, u.unit, u.created_at, u.supervisor \
              FROM sessions s JOIN users u ON u.username = s.username \
              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
             params![token_hash, to_micros(&now)],
@@ -2060,22 +2092,133 @@ impl StateStore for SqliteState {
             params_from_iter(values.iter()),
             "read the audit log",
             T,
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
-            |(seq, at, actor, action, target, detail, prev_hash, hash)| {
-                let id = seq.to_string();
-                Ok(AuditEntry {
-                    seq,
-                    at: decode_time(T, &id, "at", at)?,
-                    actor,
-                    action,
-                    target,
-                    detail: decode_json(T, &id, "detail", &detail)?,
-                    prev_hash,
-                    hash,
-                })
-            },
+            audit_raw,
+            audit_row,
         )?;
         Ok(paginate(items, limit, "aud", |e| e.seq.to_string()))
+    }
+
+    fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
+        const T: &str = "audit_log";
+        query_all(
+            &self.conn(),
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            (after, limit.min(i64::MAX as usize) as i64),
+            "read the audit log",
+            T,
+            audit_raw,
+            audit_row,
+        )
+    }
+
+    fn set_supervisor(&self, username: &str, supervisor: bool) -> Result<(), StateError> {
+        let n = self
+            .conn()
+            .execute("UPDATE users SET supervisor = ?2 WHERE username = ?1", (username, supervisor))
+            .map_err(db("mark a supervisor", "users"))?;
+        if n == 0 {
+            return Err(StateError::NotFound { table: "users", id: username.into() });
+        }
+        Ok(())
+    }
+
+    fn add_search_approval(&self, approval: &SearchApproval) -> Result<(), StateError> {
+        const T: &str = "search_approvals";
+        check_id(T, "a search approval", "id", &approval.id)?;
+        let body = serde_json::to_string(approval).map_err(|e| StateError::Corrupt { table: T, id: approval.id.clone(), column: "body", reason: e.to_string() })?;
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO search_approvals (id, requested_by, status, requested_at, body) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                (&approval.id, &approval.requested_by, &approval.status, to_micros(&approval.requested_at), body),
+            )
+            .map_err(db("store a search approval request", T))?;
+        if n == 0 {
+            return Err(StateError::Conflict { table: T, id: approval.id.clone(), reason: "already exists".into() });
+        }
+        Ok(())
+    }
+
+    fn search_approval(&self, id: &str) -> Result<Option<SearchApproval>, StateError> {
+        let mut rows = query_all(
+            &self.conn(),
+            "SELECT id, body FROM search_approvals WHERE id = ?1",
+            [id],
+            "read a search approval request",
+            "search_approvals",
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            approval_row,
+        )?;
+        Ok(rows.pop())
+    }
+
+    fn list_search_approvals(&self, status: Option<&str>, requested_by: Option<&str>, page: &PageRequest) -> Result<Page<SearchApproval>, StateError> {
+        const T: &str = "search_approvals";
+        let limit = page_limit(T, page)?;
+        let mut clauses = Vec::new();
+        let mut values: Vec<SqlValue> = Vec::new();
+        if let Some(cursor) = page.after.as_deref() {
+            let key = decode_cursor(T, "sa", cursor)?;
+            let (at, id) = key.split_once('|').ok_or_else(|| bad_cursor(T, cursor))?;
+            let at = at.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            values.push(SqlValue::Integer(at));
+            values.push(SqlValue::Text(id.into()));
+            clauses.push(format!("(requested_at < ?{a} OR (requested_at = ?{a} AND id > ?{b}))", a = values.len() - 1, b = values.len()));
+        }
+        if let Some(s) = status {
+            values.push(SqlValue::Text(s.into()));
+            clauses.push(format!("status = ?{}", values.len()));
+        }
+        if let Some(u) = requested_by {
+            values.push(SqlValue::Text(u.into()));
+            clauses.push(format!("requested_by = ?{}", values.len()));
+        }
+        values.push(SqlValue::Integer(fetch_limit(limit)));
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT id, body FROM search_approvals {filter} ORDER BY requested_at DESC, id LIMIT ?{}", values.len());
+        let items = query_all(
+            &self.conn(),
+            &sql,
+            params_from_iter(values.iter()),
+            "list search approval requests",
+            T,
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            approval_row,
+        )?;
+        Ok(paginate(items, limit, "sa", |a| format!("{}|{}", to_micros(&a.requested_at), a.id)))
+    }
+
+    fn decide_search_approval(&self, id: &str, status: &str, decided_by: &str, at: DateTime<Utc>, note: &str) -> Result<SearchApproval, StateError> {
+        const OP: &str = "decide a search approval request";
+        const T: &str = "search_approvals";
+        if status != "approved" && status != "rejected" {
+            return Err(invalid(T, &format!("search approval `{id}`"), "status", format!("is `{status}`; use approved or rejected")));
+        }
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, T)?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM search_approvals WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(db(OP, T))?;
+        let Some(body) = body else {
+            return Err(StateError::NotFound { table: T, id: id.into() });
+        };
+        let mut approval = approval_row((id.to_string(), body))?;
+        if approval.status != "pending" {
+            return Err(StateError::Conflict {
+                table: T,
+                id: id.into(),
+                reason: format!("was already {} by {}", approval.status, approval.decided_by.as_deref().unwrap_or("?")),
+            });
+        }
+        approval.status = status.into();
+        approval.decided_by = Some(decided_by.into());
+        approval.decided_at = Some(stored_time(at));
+        approval.decision_note = Some(note.into());
+        let body = serde_json::to_string(&approval).map_err(|e| StateError::Corrupt { table: T, id: id.into(), column: "body", reason: e.to_string() })?;
+        tx.execute("UPDATE search_approvals SET status = ?2, body = ?3 WHERE id = ?1", (id, status, body)).map_err(db(OP, T))?;
+        tx.commit().map_err(db(OP, T))?;
+        Ok(approval)
     }
 }
 

@@ -440,3 +440,59 @@ fn state_rows_serialize_as_documented() {
         Status::InvalidInput
     );
 }
+
+/// Tampering with the audit log in the database file itself — the way someone with access
+/// to the disk would — is found by the chain check, whatever the kind of change.
+#[test]
+fn audit_chain_finds_entries_edited_removed_or_reordered_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    let fresh = |name: &str| {
+        let copy = dir.path().join(name);
+        let store = SqliteState::open(&copy).unwrap();
+        for n in 1..=5 {
+            let entry = NewAuditEntry { actor: "ana".into(), action: "search".into(), target: "events".into(), detail: json!({"results": n}) };
+            store.append_audit(&entry, t(n)).unwrap();
+        }
+        drop(store);
+        copy
+    };
+    let verdict = |file: &Path| verify_audit(&SqliteState::open(file).unwrap(), None).unwrap();
+    let tamper = |file: &Path, sql: &str| Connection::open(file).unwrap().execute_batch(sql).unwrap();
+
+    let intact = fresh("state.sqlite3");
+    assert_eq!(intact, path);
+    let clean = verdict(&intact);
+    assert_eq!((clean.entries, clean.broken), (5, None));
+
+    let edited = fresh("edited.sqlite3");
+    tamper(&edited, r#"UPDATE audit_log SET detail = '{"results":0}' WHERE seq = 3"#);
+    let broken = verdict(&edited).broken.expect("an edited entry is found");
+    assert_eq!(broken.seq, 3);
+    assert!(broken.reason.contains("edited"), "{}", broken.reason);
+
+    let removed = fresh("removed.sqlite3");
+    tamper(&removed, "DELETE FROM audit_log WHERE seq = 2");
+    let broken = verdict(&removed).broken.expect("a removed entry is found");
+    assert_eq!(broken.seq, 2);
+    assert!(broken.reason.contains("removed"), "{}", broken.reason);
+
+    // Removing an entry and renumbering the rest to hide the gap still breaks the chain.
+    let renumbered = fresh("renumbered.sqlite3");
+    tamper(&renumbered, "DELETE FROM audit_log WHERE seq = 2; UPDATE audit_log SET seq = seq - 1 WHERE seq > 2");
+    assert_eq!(verdict(&renumbered).broken.expect("found").seq, 2);
+
+    // Two entries swapped (their positions exchanged).
+    let swapped = fresh("swapped.sqlite3");
+    tamper(&swapped, "UPDATE audit_log SET seq = -1 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -1");
+    assert_eq!(verdict(&swapped).broken.expect("found").seq, 2);
+
+    // The last entry cut off: only the anchored head tells.
+    let cut = fresh("cut.sqlite3");
+    let head = clean.head.clone().unwrap();
+    tamper(&cut, "DELETE FROM audit_log WHERE seq = 5");
+    assert_eq!(verdict(&cut).broken, None, "a shorter chain is consistent in itself");
+    let store = SqliteState::open(&cut).unwrap();
+    let broken = verify_audit(&store, Some(&head)).unwrap().broken.expect("the anchor finds the cut");
+    assert!(broken.reason.contains("cut from its end"), "{}", broken.reason);
+}
