@@ -48,6 +48,7 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
         username: "demo".into(),
         role: Role::Admin,
         unit: None,
+        supervisor: false,
     };
     for plate in cityward_sim::HOTLIST_PLATES {
         let entry = HotlistEntryInput {
@@ -78,6 +79,9 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
         // Users survive in a reused --data directory; creating them again is not an error.
         let _ = node.create_user(role.as_str(), "demo", role, unit_of(role).as_deref());
     }
+    // An analyst who approves searches beyond the limits of a role.
+    let _ = node.create_user("supervisor", "demo", Role::Analyst, None);
+    node.state().set_supervisor("supervisor", true)?;
     println!(
         "cityward demo city: {} devices, {} grids, {} roads, {} units.",
         city.devices.len(),

@@ -164,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The tamper-evident audit log: verify its chain, export its head.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The dead-letter store: records that were refused, with the reason.
     Deadletter {
         #[command(subcommand)]
@@ -269,6 +274,41 @@ enum UserCommand {
         /// dispatchers and responders).
         #[arg(long)]
         unit: Option<String>,
+        /// The user approves searches beyond their role's limits.
+        #[arg(long)]
+        supervisor: bool,
+    },
+    /// Make a user a supervisor (who approves searches beyond a role's limits), or not.
+    Supervisor {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// Login name.
+        username: String,
+        /// Take the flag away instead.
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: every entry unchanged, none removed or reordered.
+    /// Exits with status 1 when it does not hold.
+    Verify {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
+        /// A head exported earlier with `cityward audit head` (a file): also finds entries
+        /// cut from the end of the log.
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
+    /// Print the chain head (position, hash, time) as JSON, to anchor it elsewhere.
+    Head {
+        /// The node's data directory.
+        #[arg(long, default_value = "./cityward-data")]
+        data: PathBuf,
     },
 }
 
@@ -490,6 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     role,
                     password,
                     unit,
+                    supervisor,
                 },
         } => {
             let role = cityward_server::Role::parse(&role)
@@ -498,12 +539,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", data.display()))?;
             let state = cityward_store::SqliteState::open(data.join("state.sqlite3"))?;
             cityward_server::create_user(&state, &username, &password, role, unit.as_deref())?;
+            if supervisor {
+                cityward_store::StateStore::set_supervisor(&state, &username, true)?;
+            }
             println!(
-                "User `{username}` ({}) added to {}.",
+                "User `{username}` ({}{}) added to {}.",
                 role.as_str(),
+                if supervisor { ", supervisor" } else { "" },
                 data.display()
             );
         }
+        Command::User {
+            command: UserCommand::Supervisor { data, username, off },
+        } => {
+            let state = offline::open_state(&data)?;
+            cityward_store::StateStore::set_supervisor(&state, &username, !off)?;
+            println!("User `{username}` is {} a supervisor.", if off { "no longer" } else { "now" });
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data, anchor },
+        } => {
+            if !offline::audit_verify(&data, anchor.as_deref())? {
+                std::process::exit(1);
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Head { data },
+        } => offline::audit_head(&data)?,
         Command::Deadletter {
             command:
                 DeadletterCommand::List {

@@ -224,3 +224,55 @@ pub fn retention_report(data: &Path) -> anyhow::Result<()> {
     println!("{} partitions deleted by retention so far.", log.len());
     Ok(())
 }
+
+/// Opens the state database of an existing data directory.
+pub fn open_state(data: &Path) -> anyhow::Result<cityward_store::SqliteState> {
+    let file = data.join("state.sqlite3");
+    if !file.exists() {
+        anyhow::bail!("no state database at {}; give the node's data directory with --data", file.display());
+    }
+    Ok(cityward_store::SqliteState::open(&file)?)
+}
+
+/// Checks the audit chain and prints what it found; `false` when it does not hold.
+pub fn audit_verify(data: &Path, anchor: Option<&Path>) -> anyhow::Result<bool> {
+    let anchor: Option<cityward_store::AuditHead> = match anchor {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the anchor {}", file.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a head from `cityward audit head` ({{\"seq\", \"hash\", \"at\"}})", file.display())
+            })?)
+        }
+    };
+    let state = open_state(data)?;
+    let verdict = cityward_store::verify_audit(&state, anchor.as_ref())?;
+    match (&verdict.broken, &verdict.head) {
+        (Some(b), _) => {
+            println!("BROKEN at entry {}: {}", b.seq, b.reason);
+            println!("{} entries read before the break. The log in {} has been changed outside cityward.", verdict.entries, data.display());
+            Ok(false)
+        }
+        (None, Some(h)) => {
+            println!("OK: {} entries, chain intact{}.", verdict.entries, if anchor.is_some() { ", anchored head present" } else { "" });
+            println!("head: entry {} at {}, hash {}", h.seq, cityward_model::format_time(&h.at), h.hash);
+            Ok(true)
+        }
+        (None, None) => {
+            println!("OK: the audit log is empty.");
+            Ok(true)
+        }
+    }
+}
+
+/// Prints the audit chain's head as JSON (after checking the chain up to it).
+pub fn audit_head(data: &Path) -> anyhow::Result<()> {
+    let state = open_state(data)?;
+    let verdict = cityward_store::verify_audit(&state, None)?;
+    if let Some(b) = verdict.broken {
+        anyhow::bail!("the audit chain is broken at entry {} ({}); a head of a broken chain anchors nothing", b.seq, b.reason);
+    }
+    let head = verdict.head.context("the audit log is empty; there is no head to anchor yet")?;
+    println!("{}", serde_json::to_string(&head)?);
+    Ok(())
+}

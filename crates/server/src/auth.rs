@@ -99,6 +99,7 @@ pub fn authenticate(state: &dyn StateStore, token: &str) -> Result<Option<User>,
         username: row.username,
         role,
         unit: row.unit,
+        supervisor: row.supervisor,
     }))
 }
 

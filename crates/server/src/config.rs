@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub dispatch: cityward_alerts::DispatchConfig,
     /// The service types residents and call-takers report through Open311 GeoReport v2.
     pub open311: Open311Config,
+    /// Who may search personal data, why, and how far.
+    pub search: crate::purpose::SearchSection,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -463,6 +465,7 @@ impl NodeConfig {
             return Err("detect.max_evidence must be at least 1".into());
         }
         self.open311.check()?;
+        self.search.check()?;
         let d = &self.dispatch;
         if d.stale_after.is_zero() {
             return Err("dispatch.stale_after must be longer than 0s, e.g. \"10m\"".into());

@@ -206,6 +206,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::dispatch::routes())
         .merge(crate::city_api::routes())
         .merge(crate::search::routes())
+        .merge(crate::purpose::routes())
+        .merge(crate::transparency::routes())
         .merge(crate::trial::routes())
         .merge(crate::jobs::routes())
         .merge(crate::stats::routes())
@@ -865,7 +867,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// The page size asked for: 100 when not given, else 1 to 1000.
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n),

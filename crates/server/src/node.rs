@@ -113,6 +113,8 @@ pub struct User {
     pub role: Role,
     /// Unit the user belongs to, if any.
     pub unit: Option<String>,
+    /// Approves searches beyond the limits of a role.
+    pub supervisor: bool,
 }
 
 /// A login token handed to a user.
@@ -671,9 +673,12 @@ impl Node {
         Ok(outcome)
     }
 
-    /// Runs a read-only SQL query over the lake and the WAL tail.
+    /// Runs a read-only SQL query over the lake and the WAL tail, which holds no personal
+    /// data: plate reads and private vehicles' GPS are reached by purpose-bound search and
+    /// hotlists only (see [`crate::purpose`]).
     pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<Value, NodeError> {
-        let result = self.events.sql(sql, max_rows).await?;
+        let public = crate::purpose::PersonalKinds::of(self.events.lake().kinds(), &self.config.search).public_rows();
+        let result = self.events.sql_where(sql, max_rows, public.as_deref()).await?;
         serde_json::to_value(result).map_err(|e| NodeError::Internal(e.to_string()))
     }
 

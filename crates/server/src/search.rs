@@ -1,10 +1,13 @@
 //! Reading events back out of the lake (and the WAL tail): search, an alert's evidence,
 //! and the events of a time range for rule trials.
 //!
-//! - `POST /api/v1/search`: events by plate (whole, or partial with `*` and `?`), kind,
-//!   time range and area (a GeoJSON polygon), newest first, paged by a cursor; with
-//!   `?format=csv` the same page as CSV. Every search is written to the audit log with
-//!   its filters and result size.
+//! - `POST /api/v1/search`: events by plate (whole, or partial with `*` and `?`, with the
+//!   usual OCR confusions 0/D/Q/O, 8/B, 1/I, 5/S, 2/Z read as equal on request), vehicle
+//!   colour and type, kind, time range and area (a GeoJSON polygon or a list of grids),
+//!   newest first, paged by a cursor; with `?format=csv` the same page as CSV. A search of
+//!   personal data carries a purpose and stays within its role's limits, or waits for a
+//!   supervisor (see [`crate::purpose`]). Every search is written to the audit log with its
+//!   filters, purpose and result size.
 //! - `POST /api/v1/search/export`: every event a search matches (newest first, at most
 //!   200,000) as a CSV file, written by a job: it answers `202` with the job, whose
 //!   progress `GET /api/v1/jobs/{id}` shows; the finished job names
@@ -26,11 +29,13 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use cityward_model::geo::{Geometry, MultiPolygon};
 use cityward_model::{format_time, parse_time, Event};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::http::{require, ApiError, ApiQuery, Body, Caller, ALERT_NEED, ALERT_ROLES};
-use crate::node::{Node, NodeError, Role};
+use crate::node::{Node, NodeError, Role, User};
+use crate::purpose::{new_approval_id, over_limits, PersonalKinds, Purpose};
+use cityward_store::SearchApproval;
 
 /// Who may search events (not responders: they see their alerts' evidence only).
 const SEARCH_ROLES: &[Role] = &[Role::Admin, Role::Analyst, Role::Dispatcher];
@@ -54,26 +59,49 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
 }
 
 /// A search as the API takes it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SearchRequest {
     /// A plate, whole or with `*` (any run of characters) and `?` (one character).
+    #[serde(skip_serializing_if = "Option::is_none")]
     plate: Option<String>,
+    /// Read characters that plate readers confuse (0/D/Q/O, 8/B, 1/I, 5/S, 2/Z) as equal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ocr_confusions: bool,
+    /// Vehicle colour, as the read point reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    color: Option<String>,
+    /// Vehicle type, as the read point reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vehicle_type: Option<String>,
     /// One event kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
     /// From (RFC 3339), inclusive.
+    #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<String>,
     /// Until (RFC 3339), exclusive.
+    #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<String>,
     /// A GeoJSON Polygon or MultiPolygon geometry.
+    #[serde(skip_serializing_if = "Option::is_none")]
     area: Option<Value>,
+    /// Grid ids: only events in these grids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grids: Option<Vec<String>>,
     /// Results per page (default 500, at most 5000).
+    #[serde(skip_serializing)]
     limit: Option<usize>,
     /// The `next` of the previous page.
+    #[serde(skip_serializing)]
     cursor: Option<String>,
-    /// Why the search is made: `{"case_number": …, "legal_basis": …}`; recorded in the
-    /// audit log with the search.
-    purpose: Option<Map<String, Value>>,
+    /// Why the search is made: `{"case_number": …, "legal_basis": …}`; required to reach
+    /// personal data, and recorded in the audit log with the search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purpose: Option<Value>,
+    /// Runs the approved request with this id instead (with `limit` and `cursor`).
+    #[serde(skip_serializing)]
+    approval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,16 +109,27 @@ struct FormatQuery {
     format: Option<String>,
 }
 
-/// A search made ready to run: SQL conditions and the exact area test.
+/// A search made ready to run: SQL conditions and the exact area test, and what it reaches.
 struct Plan {
     conditions: Vec<String>,
     area: Option<MultiPolygon>,
     limit: usize,
     cursor: Option<(DateTime<Utc>, String)>,
+    /// It may return personal data (and so carries a purpose).
+    personal: bool,
+    /// Its checked purpose.
+    purpose: Option<Purpose>,
+    /// Time it covers.
+    span: std::time::Duration,
+    /// Area it covers, km².
+    area_km2: f64,
 }
 
+/// Plate characters readers confuse: each character of a group matches all of them.
+const OCR_CONFUSIONS: &[&str] = &["0DQO", "8B", "1I", "5S", "2Z"];
+
 /// Quotes a SQL string literal.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -129,9 +168,48 @@ fn plate_pattern(plate: &str) -> Result<String, NodeError> {
     Ok(like)
 }
 
+/// A plate pattern as an anchored regular expression in which confusable characters match
+/// each other.
+fn plate_regex(plate: &str) -> Result<String, NodeError> {
+    plate_pattern(plate)?;
+    let mut re = String::from("^");
+    for c in plate.trim().chars().flat_map(char::to_uppercase) {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => match OCR_CONFUSIONS.iter().find(|g| g.contains(c)) {
+                Some(group) => {
+                    re.push('[');
+                    re.push_str(group);
+                    re.push(']');
+                }
+                None if c.is_alphanumeric() => re.push(c),
+                None => {
+                    re.push('\\');
+                    re.push(c);
+                }
+            },
+        }
+    }
+    re.push('$');
+    Ok(re)
+}
+
 impl SearchRequest {
     fn plan(&self, node: &Node) -> Result<Plan, NodeError> {
+        let config = &node.config().search;
+        let personal_kinds = PersonalKinds::of(node.events().lake().kinds(), config);
+        let purpose = self.purpose.as_ref().map(|p| Purpose::parse(p, config)).transpose()?;
         let mut conditions = Vec::new();
+        let columns = node.events().lake().schema();
+        let attribute = |name: &str, what: &str| -> Result<(), NodeError> {
+            match columns.field_with_name(name) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(NodeError::Invalid(format!("no event kind of this node declares a `{name}` attribute; {what} search needs one"))),
+            }
+        };
+        // Which filters reach personal data whatever the kind.
+        let mut names_a_vehicle = Vec::new();
         if let Some(kind) = &self.kind {
             let kinds = node.events().lake().kinds();
             if kinds.get(kind).is_none() {
@@ -143,15 +221,30 @@ impl SearchRequest {
             conditions.push(format!("kind = {}", quoted(kind)));
         }
         if let Some(plate) = &self.plate {
-            let like = plate_pattern(plate)?;
-            if node.events().lake().schema().field_with_name("plate").is_err() {
-                return Err(NodeError::Invalid("no event kind of this node declares a `plate` attribute; plate search needs one".into()));
-            }
+            attribute("plate", "plate")?;
+            names_a_vehicle.push("plate");
             // Plates are stored as read; compare without case.
-            conditions.push(format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&like)));
+            if self.ocr_confusions {
+                conditions.push(format!("regexp_like(upper(plate), {})", quoted(&plate_regex(plate)?)));
+            } else {
+                conditions.push(format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&plate_pattern(plate)?)));
+            }
+        } else if self.ocr_confusions {
+            return Err(NodeError::Invalid("`ocr_confusions` applies to a `plate`; give one".into()));
+        }
+        for (name, value) in [("color", &self.color), ("vehicle_type", &self.vehicle_type)] {
+            if let Some(value) = value {
+                attribute(name, "this")?;
+                if value.trim().is_empty() || value.chars().count() > 32 {
+                    return Err(NodeError::Invalid(format!("`{name}` must be 1 to 32 characters")));
+                }
+                names_a_vehicle.push(name);
+                conditions.push(format!("lower({name}) = {}", quoted(&value.trim().to_lowercase())));
+            }
         }
         let since = time_field("since", self.since.as_deref())?;
         let until = time_field("until", self.until.as_deref())?;
+        let now = Utc::now();
         if let (Some(s), Some(u)) = (since, until) {
             if s >= u {
                 return Err(NodeError::Invalid(format!("`since` ({}) must be before `until` ({})", format_time(&s), format_time(&u))));
@@ -178,13 +271,149 @@ impl SearchRequest {
                 Some(area)
             }
         };
+        let city = node.city();
+        let mut area_km2 = area.as_ref().map_or_else(|| city_area_km2(&city), |a| a.area_m2() / 1e6);
+        if let Some(grids) = &self.grids {
+            if grids.is_empty() || grids.len() > 10_000 {
+                return Err(NodeError::Invalid("`grids` must list 1 to 10,000 grid ids".into()));
+            }
+            let mut km2 = 0.0;
+            for id in grids {
+                let grid = city.grid(id).ok_or_else(|| NodeError::Invalid(format!("`grids`: no grid `{id}` in the city model")))?;
+                km2 += grid.area.area_m2() / 1e6;
+            }
+            area_km2 = area_km2.min(km2);
+            conditions.push(format!("grid IN ({})", grids.iter().map(|g| quoted(g)).collect::<Vec<_>>().join(", ")));
+        }
+        // What personal data the search reaches, and whether it may.
+        let kind_personal = self.kind.as_deref().map(|k| personal_kinds.may_be_personal(k));
+        let personal = match &purpose {
+            None => {
+                if let Some(what) = names_a_vehicle.first() {
+                    return Err(NodeError::Invalid(format!(
+                        "a search by `{what}` reaches personal data: give `purpose` with `case_number` and `legal_basis` (one of {})",
+                        config.legal_bases.join(", ")
+                    )));
+                }
+                if let Some(kind) = self.kind.as_deref().filter(|k| personal_kinds.wholly_personal(k)) {
+                    return Err(NodeError::Invalid(format!(
+                        "`{kind}` events are personal data: give `purpose` with `case_number` and `legal_basis` (one of {})",
+                        config.legal_bases.join(", ")
+                    )));
+                }
+                // Without a purpose, only what is not personal.
+                conditions.extend(personal_kinds.public_rows());
+                false
+            }
+            Some(_) => !names_a_vehicle.is_empty() || kind_personal.unwrap_or(!personal_kinds.kinds.is_empty()),
+        };
+        if personal && since.is_none() {
+            return Err(NodeError::Invalid("a search of personal data covers a stated time range: give `since`".into()));
+        }
+        let span = match since {
+            Some(s) => (until.unwrap_or(now) - s).to_std().unwrap_or_default(),
+            None => std::time::Duration::MAX,
+        };
         let limit = self.limit.unwrap_or(500);
         if limit == 0 || limit > MAX_PAGE {
             return Err(NodeError::Invalid(format!("`limit` must be 1 to {MAX_PAGE}, not {limit}")));
         }
         let cursor = self.cursor.as_deref().map(parse_cursor).transpose()?;
-        Ok(Plan { conditions, area, limit, cursor })
+        Ok(Plan { conditions, area, limit, cursor, personal, purpose, span, area_km2 })
     }
+
+    /// The audit record of this search (its filters and purpose; never its results).
+    fn audit_detail(&self, user: &User, plan: &Plan, approval: Option<&str>) -> Value {
+        let mut detail = json!(self);
+        detail["area"] = json!(self.area.is_some());
+        detail["unit"] = json!(user.unit);
+        detail["personal"] = json!(plan.personal);
+        detail["purpose"] = json!(plan.purpose);
+        if let Some(a) = approval {
+            detail["approval"] = json!(a);
+        }
+        detail
+    }
+}
+
+/// The city's area in km²: its top regions, or unbounded when it has none.
+fn city_area_km2(city: &cityward_model::City) -> f64 {
+    let top: f64 = city.regions.iter().filter(|r| r.parent.is_none()).map(|r| r.area.area_m2()).sum();
+    if top > 0.0 {
+        top / 1e6
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// A search as asked, or — when it names an approval — the approved request, checked to be
+/// the caller's, approved and not expired, with the body's `limit` and `cursor`.
+fn resolve(node: &Node, user: &User, request: SearchRequest) -> Result<(SearchRequest, Option<String>), NodeError> {
+    let Some(id) = request.approval.clone() else { return Ok((request, None)) };
+    let asked = SearchRequest { limit: None, cursor: None, approval: None, ..request.clone() };
+    if serde_json::to_value(&asked).map_err(|e| NodeError::Internal(e.to_string()))? != json!({}) {
+        return Err(NodeError::Invalid("with `approval`, send only `limit` and `cursor`: the approved request says what is searched".into()));
+    }
+    let approval = crate::purpose::approval_for(node, user, &id)?;
+    if approval.requested_by != user.username {
+        return Err(NodeError::Forbidden(format!("search request `{id}` is {}'s; only its requester runs it", approval.requested_by)));
+    }
+    match approval.status.as_str() {
+        "approved" => {}
+        "pending" => return Err(NodeError::Conflict(format!("search request `{id}` waits for a supervisor's approval"))),
+        _ => {
+            return Err(NodeError::Forbidden(format!(
+                "search request `{id}` was rejected by {}: {}",
+                approval.decided_by.as_deref().unwrap_or("a supervisor"),
+                approval.decision_note.as_deref().unwrap_or("")
+            )))
+        }
+    }
+    let valid_for = chrono::Duration::from_std(node.config().search.approval_valid_for).unwrap_or(chrono::Duration::MAX);
+    if approval.decided_at.is_some_and(|at| Utc::now() > at + valid_for) {
+        return Err(NodeError::Forbidden(format!("the approval of search request `{id}` has expired; ask again")));
+    }
+    let mut stored: SearchRequest = serde_json::from_value(approval.request)
+        .map_err(|e| NodeError::Internal(format!("search request `{id}` is stored in a form this node cannot read: {e}")))?;
+    stored.limit = request.limit;
+    stored.cursor = request.cursor;
+    Ok((stored, Some(id)))
+}
+
+/// Either a plan that may run now (with the approval it runs under), or the answer that it
+/// waits for a supervisor.
+enum Gate {
+    Run(Plan, Option<String>),
+    Waits(Value),
+}
+
+/// Plans a search for `user`: resolves an approval, checks purpose and limits, and stores
+/// an approval request when the search goes beyond the role's limits.
+fn gate(node: &Node, user: &User, request: SearchRequest) -> Result<(SearchRequest, Gate), NodeError> {
+    let (request, approval) = resolve(node, user, request)?;
+    let plan = request.plan(node)?;
+    if !plan.personal || approval.is_some() {
+        return Ok((request, Gate::Run(plan, approval)));
+    }
+    let reasons = over_limits(&node.config().search, user.role, plan.span, plan.area_km2);
+    if reasons.is_empty() {
+        return Ok((request, Gate::Run(plan, None)));
+    }
+    let stored = SearchApproval {
+        id: new_approval_id()?,
+        requested_by: user.username.clone(),
+        unit: user.unit.clone(),
+        requested_at: Utc::now(),
+        request: json!(request),
+        reasons,
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        decision_note: None,
+    };
+    node.state().add_search_approval(&stored)?;
+    node.desk().audit(&user.username, "search.request", &stored.id, request.audit_detail(user, &plan, None));
+    Ok((request, Gate::Waits(json!({ "approval": stored }))))
 }
 
 /// A cursor is the time and id of the last result given.
@@ -314,18 +543,18 @@ async fn search(
         Some("csv") => true,
         Some(other) => return Err(NodeError::Invalid(format!("`format` must be json or csv, not `{other}`")).into()),
     };
-    let request = search_request(&body)?;
-    let plan = request.plan(&node)?;
+    let (request, gate) = {
+        let (node, user) = (node.clone(), user.clone());
+        crate::http::blocking(move || gate(&node, &user, search_request(&body)?)).await?
+    };
+    let (plan, approval) = match gate {
+        Gate::Run(plan, approval) => (plan, approval),
+        Gate::Waits(answer) => return Ok((StatusCode::ACCEPTED, Json(answer)).into_response()),
+    };
     let (events, next) = run(&node, &plan).await?;
-    node.desk().audit(
-        &user.username,
-        if as_csv { "search.export" } else { "search" },
-        "events",
-        json!({
-            "plate": request.plate, "kind": request.kind, "since": request.since, "until": request.until,
-            "area": request.area.is_some(), "purpose": request.purpose, "results": events.len(),
-        }),
-    );
+    let mut detail = request.audit_detail(&user, &plan, approval.as_deref());
+    detail["results"] = json!(events.len());
+    node.desk().audit(&user.username, if as_csv { "search.csv" } else { "search" }, "events", detail);
     if as_csv {
         return Ok((
             [
@@ -337,7 +566,10 @@ async fn search(
             .into_response());
     }
     let items: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Json(json!({"items": items, "next": next})).into_response())
+    // Without a purpose, personal data was left out: say so, so that nobody takes the
+    // answer for all there is.
+    let left_out = !plan.personal && plan.purpose.is_none() && !PersonalKinds::of(node.events().lake().kinds(), &node.config().search).kinds.is_empty();
+    Ok(Json(json!({"items": items, "next": next, "personal_data_left_out": left_out})).into_response())
 }
 
 fn exports_dir(node: &Node) -> std::path::PathBuf {
@@ -348,7 +580,7 @@ fn exports_dir(node: &Node) -> std::path::PathBuf {
 fn search_request(body: &[u8]) -> Result<SearchRequest, NodeError> {
     serde_json::from_slice(body).map_err(|e| {
         NodeError::Invalid(format!(
-            "body must be {{\"plate\", \"kind\", \"since\", \"until\", \"area\", \"limit\", \"cursor\", \"purpose\"}} (all optional): {e}"
+            "body must be {{\"plate\", \"kind\", \"since\", \"until\", \"area\", \"grids\", \"color\", \"vehicle_type\", \"ocr_confusions\", \"limit\", \"cursor\", \"purpose\", \"approval\"}} (all optional): {e}"
         ))
     })
 }
@@ -356,18 +588,21 @@ fn search_request(body: &[u8]) -> Result<SearchRequest, NodeError> {
 async fn export(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.0?;
     require(&user, SEARCH_ROLES, SEARCH_NEED)?;
-    let request = search_request(&body)?;
-    let mut plan = request.plan(&node)?;
+    let (request, gate) = {
+        let (node, user) = (node.clone(), user.clone());
+        crate::http::blocking(move || gate(&node, &user, search_request(&body)?)).await?
+    };
+    let (mut plan, approval) = match gate {
+        Gate::Run(plan, approval) => (plan, approval),
+        Gate::Waits(answer) => return Ok((StatusCode::ACCEPTED, Json(answer))),
+    };
     plan.limit = MAX_PAGE;
     plan.cursor = None;
     let dir = exports_dir(&node);
     std::fs::create_dir_all(&dir)
         .map_err(|e| NodeError::Internal(format!("cannot create {}: {e}; check the data directory", dir.display())))?;
     forget_old_exports(&dir);
-    let audit = json!({
-        "plate": request.plate, "kind": request.kind, "since": request.since, "until": request.until,
-        "area": request.area.is_some(), "purpose": request.purpose,
-    });
+    let audit = request.audit_detail(&user, &plan, approval.as_deref());
     let job = node.jobs().start("search_export", &user, |job| {
         let (node, user) = (node.clone(), user.clone());
         async move {
@@ -461,6 +696,8 @@ async fn evidence(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id):
         format!("time <= {}", timestamp(&to)),
     ];
     let events = events_where(&node, &conditions, "time, id", ids.len()).await?;
+    // Evidence may hold plate reads (a hotlist match): each view is on the record.
+    node.desk().audit(&user.username, "alert.evidence", &id, json!({"results": events.len(), "unit": user.unit}));
     Ok(Json(json!({"items": events.iter().map(event_json).collect::<Vec<_>>()})))
 }
 
@@ -475,6 +712,13 @@ mod tests {
         assert_eq!(plate_pattern("A%_\\").unwrap(), "A\\%\\_\\\\");
         assert!(plate_pattern("**").unwrap_err().to_string().contains("only wildcards"));
         assert!(plate_pattern("").is_err());
+    }
+
+    #[test]
+    fn ocr_confusions_become_character_classes() {
+        assert_eq!(plate_regex("粤b8o1*").unwrap(), "^粤[8B][8B][0DQO][1I].*$");
+        assert_eq!(plate_regex("A?-3").unwrap(), "^A.\\-3$");
+        assert!(plate_regex("*").is_err());
     }
 
     #[test]

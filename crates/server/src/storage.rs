@@ -253,11 +253,22 @@ impl EventStore {
         sql: &str,
         max_rows: usize,
     ) -> Result<cityward_store::QueryResult, NodeError> {
+        self.sql_where(sql, max_rows, None).await
+    }
+
+    /// [`EventStore::sql`] over only the events for which the SQL condition `rows_where`
+    /// holds.
+    pub async fn sql_where(
+        &self,
+        sql: &str,
+        max_rows: usize,
+        rows_where: Option<&str>,
+    ) -> Result<cityward_store::QueryResult, NodeError> {
         // The engine pins how far the lake reaches and asks for the WAL records above it,
         // so a compaction running meanwhile never counts a segment twice.
         let reader = self.reader.clone();
         self.sql
-            .query_with_tail(sql, max_rows, |through| {
+            .query_with_tail_where(sql, max_rows, rows_where, |through| {
                 read_events(&reader, through.map_or(0, |s| s + 1))
             })
             .await

@@ -37,6 +37,13 @@ async fn finish(t: &TestNode, token: &str, job: &Value) -> Value {
     }
 }
 
+/// The purpose a search of personal data carries, and the time range it states.
+fn for_case(mut body: Value) -> Value {
+    body["purpose"] = json!({"case_number": "2026-117", "legal_basis": "criminal_investigation"});
+    body["since"] = json!(cityward_model::format_time(&(chrono::Utc::now() - chrono::Duration::hours(1))));
+    body
+}
+
 async fn post_text(t: &TestNode, path: &str, token: &str, content_type: &'static str, body: &str) -> (u16, String) {
     call("POST", format!("{}{path}", t.base), Some(token.into()), content_type, body.as_bytes().to_vec()).await
 }
@@ -62,7 +69,7 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
 
     let search = |body: Value| {
         let (t, analyst) = (&t, analyst.clone());
-        async move { t.post_json("/api/v1/search", &analyst, body).await }
+        async move { t.post_json("/api/v1/search", &analyst, for_case(body)).await }
     };
     let ids = |page: &Value| -> Vec<String> {
         let mut v: Vec<String> = page["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
@@ -79,6 +86,11 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
     assert_eq!(ids(&page), ["r3"]);
     let (_, page) = search(json!({"kind": "smoke"})).await;
     assert_eq!(ids(&page), ["s1"]);
+    // Without a purpose, a search sees no plate reads and says so.
+    let (status, page) = t.post_json("/api/v1/search", &analyst, json!({})).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["s1"]);
+    assert_eq!(page["personal_data_left_out"], true);
     // The area around the reader finds its reads; an area elsewhere finds none.
     let (_, page) = search(json!({"plate": "*1234*", "area": square(anpr.lon, anpr.lat, 0.001)})).await;
     assert_eq!(ids(&page), ["r1", "r4"]);
@@ -89,7 +101,7 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut body = json!({"kind": "plate_read", "limit": 1});
+        let mut body = for_case(json!({"kind": "plate_read", "limit": 1}));
         if let Some(c) = &cursor {
             body["cursor"] = json!(c);
         }
@@ -106,7 +118,7 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
     assert_eq!(seen, ["r1", "r2", "r3", "r4"]);
 
     // CSV of the same search.
-    let (status, csv) = post_text(&t, "/api/v1/search?format=csv", &analyst, "application/json", &json!({"plate": "粤B12*"}).to_string()).await;
+    let (status, csv) = post_text(&t, "/api/v1/search?format=csv", &analyst, "application/json", &for_case(json!({"plate": "粤B12*"})).to_string()).await;
     assert_eq!(status, 200, "{csv}");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "time,kind,source,plate,lon,lat,grid,id");
@@ -118,7 +130,7 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
         (json!({"plate": "**"}), "only wildcards"),
         (json!({"kind": "teleport"}), "not a declared event kind"),
         (json!({"area": {"type": "Point", "coordinates": [1.0, 2.0]}}), "Polygon"),
-        (json!({"since": "yesterday"}), "RFC 3339"),
+        (json!({"until": "yesterday"}), "RFC 3339"),
         (json!({"limit": 0}), "limit"),
         (json!({"cursor": "garbage"}), "cursor"),
         (json!({"plates": "x"}), "unknown field"),
@@ -136,10 +148,17 @@ async fn search_finds_plates_by_wildcard_kind_and_area_pages_by_cursor_exports_c
     // Each search is in the audit log with what was asked and how much it found.
     let (status, audit) = t.get("/api/v1/audit?limit=200", &admin).await;
     assert_eq!(status, 200, "{audit}");
-    let searches: Vec<&Value> = audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "search" || e["action"] == "search.export").collect();
+    let searches: Vec<&Value> = audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "search" || e["action"] == "search.csv").collect();
     assert!(searches.len() >= 10, "searches audited: {searches:#?}");
-    assert!(searches.iter().any(|e| e["actor"] == "analyst" && e["detail"]["plate"] == "粤B12*" && e["detail"]["results"] == 3), "{searches:#?}");
-    assert!(searches.iter().any(|e| e["action"] == "search.export"), "{searches:#?}");
+    assert!(
+        searches.iter().any(|e| e["actor"] == "analyst"
+            && e["detail"]["plate"] == "粤B12*"
+            && e["detail"]["results"] == 3
+            && e["detail"]["purpose"]["case_number"] == "2026-117"
+            && e["detail"]["personal"] == true),
+        "{searches:#?}"
+    );
+    assert!(searches.iter().any(|e| e["action"] == "search.csv"), "{searches:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +469,7 @@ async fn a_search_export_runs_as_a_job_with_progress_and_only_its_owner_download
     }
     t.ingest(&hub, &[plate_read("other", &anpr, "沪A00001")]).await;
 
-    let (status, answer) = t.post_json("/api/v1/search/export", &analyst, json!({"plate": "粤E*", "purpose": {"case_number": "2026-117"}})).await;
+    let (status, answer) = t.post_json("/api/v1/search/export", &analyst, for_case(json!({"plate": "粤E*"}))).await;
     assert_eq!(status, 202, "{answer}");
     let job = answer["job"].clone();
     assert_eq!(job["kind"], "search_export");

@@ -196,6 +196,17 @@ impl SqlEngine {
         F: FnOnce(Option<u64>) -> std::result::Result<Vec<Event>, E>,
         E: std::fmt::Display,
     {
+        self.query_with_tail_where(sql, max_rows, None, read_tail).await
+    }
+
+    /// [`SqlEngine::query_with_tail`] over only the events for which the SQL condition
+    /// `rows_where` holds: the query's `events` table holds no others, whatever it asks
+    /// (the full table is not reachable by any name).
+    pub async fn query_with_tail_where<F, E>(&self, sql: &str, max_rows: usize, rows_where: Option<&str>, read_tail: F) -> Result<QueryResult>
+    where
+        F: FnOnce(Option<u64>) -> std::result::Result<Vec<Event>, E>,
+        E: std::fmt::Display,
+    {
         let _shared = self.files_lock.read().await;
         let through = if self.read_only {
             // Another process owns the lake: read what it last recorded.
@@ -205,7 +216,7 @@ impl SqlEngine {
         };
         let events = read_tail(through).map_err(|e| StoreError::Tail { message: e.to_string() })?;
         let tail = if events.is_empty() { Vec::new() } else { vec![self.tail_batch(&events)?] };
-        let (columns, batches) = self.run_locked(sql, tail, Some(max_rows.saturating_add(1))).await?;
+        let (columns, batches) = self.run_locked(sql, tail, Some(max_rows.saturating_add(1)), rows_where).await?;
         let (rows, truncated) = batches_to_rows(&batches, max_rows)?;
         Ok(QueryResult { columns, rows, truncated })
     }
@@ -230,7 +241,7 @@ impl SqlEngine {
     async fn run(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         // Compaction, merges and retention switch files only while no query holds this.
         let _shared = self.files_lock.read().await;
-        self.run_locked(sql, wal_tail, limit).await
+        self.run_locked(sql, wal_tail, limit, None).await
     }
 
     /// [`SqlEngine::run`] for a caller that holds the files lock.
@@ -239,16 +250,17 @@ impl SqlEngine {
         sql: &str,
         wal_tail: Vec<RecordBatch>,
         limit: Option<usize>,
+        rows_where: Option<&str>,
     ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
-        let df = self.dataframe(sql, wal_tail, limit).await?;
+        let df = self.dataframe(sql, wal_tail, limit, rows_where).await?;
         let columns = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         let batches = df.collect().await.map_err(StoreError::from_query)?;
         Ok((columns, batches))
     }
 
     /// Plans `sql` against a fresh session holding `events`.
-    async fn dataframe(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>) -> Result<DataFrame> {
-        let ctx = self.context(wal_tail)?;
+    async fn dataframe(&self, sql: &str, wal_tail: Vec<RecordBatch>, limit: Option<usize>, rows_where: Option<&str>) -> Result<DataFrame> {
+        let ctx = self.context(wal_tail, rows_where)?;
         let plan = match ctx.state().create_logical_plan(sql).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -276,8 +288,9 @@ impl SqlEngine {
         }
     }
 
-    /// A session with the table `events` = lake UNION ALL the WAL tail.
-    fn context(&self, wal_tail: Vec<RecordBatch>) -> Result<SessionContext> {
+    /// A session with the table `events` = lake UNION ALL the WAL tail (only the rows for
+    /// which `rows_where` holds, when given).
+    fn context(&self, wal_tail: Vec<RecordBatch>, rows_where: Option<&str>) -> Result<SessionContext> {
         let internal = |e: datafusion::error::DataFusionError| StoreError::Query {
             message: format!("could not open the lake at `{}` as a table: {}", self.dir.display(), e.strip_backtrace()),
         };
@@ -295,6 +308,10 @@ impl SqlEngine {
             let tail = ctx.read_table(Arc::new(table)).map_err(internal)?;
             events = events.union(tail).map_err(internal)?;
         }
+        if let Some(condition) = rows_where {
+            let predicate = events.parse_sql_expr(condition).map_err(internal)?;
+            events = events.filter(predicate).map_err(internal)?;
+        }
         ctx.register_table(EVENTS_TABLE, events.into_view()).map_err(internal)?;
         Ok(ctx)
     }
@@ -306,7 +323,7 @@ impl SqlEngine {
         sql: &str,
         wal_tail: Vec<RecordBatch>,
     ) -> Result<(Arc<dyn datafusion::physical_plan::ExecutionPlan>, Arc<datafusion::execution::TaskContext>)> {
-        let df = self.dataframe(sql, wal_tail, None).await?;
+        let df = self.dataframe(sql, wal_tail, None, None).await?;
         let task = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await.map_err(StoreError::from_query)?;
         Ok((plan, task))
