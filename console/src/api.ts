@@ -15,6 +15,10 @@ import type {
   Me,
   Recommendations,
   RuleItem,
+  SearchApproval,
+  AuditEntry,
+  AuditHead,
+  Transparency,
   SearchPage,
   SearchQuery,
   Stats,
@@ -166,7 +170,7 @@ export const api = {
   job: <R>(jobId: string) => json<Job<R>>('GET', `/api/v1/jobs/${id(jobId)}`),
   /** Every event a search matches, as a CSV file written by a job on the node. */
   searchExport: async (query: Omit<SearchQuery, 'limit' | 'cursor'>) =>
-    ((await (await send('POST', '/api/v1/search/export', { json: query })).json()) as { job: Job<ExportResult> }).job,
+    (await (await send('POST', '/api/v1/search/export', { json: query })).json()) as { job: Job<ExportResult> } | { approval: SearchApproval },
 
 
   putZone: (zoneId: string, zone: ZoneFeature) => json<ZoneFeature>('PUT', `/api/v1/city/zones/${id(zoneId)}`, zone),
@@ -177,9 +181,23 @@ export const api = {
   heat: (of: 'events' | 'alerts', since: string, until: string, res: number) =>
     json<GeoJSON.FeatureCollection>('GET', `/api/v1/city/heat?${new URLSearchParams({ of, since, until, res: String(res) })}`),
 
-  search: (query: SearchQuery) => json<SearchPage>('POST', '/api/v1/search', query),
+  /** A page of results, or — beyond the caller's limits — the approval request it became. */
+  search: (query: SearchQuery) => json<SearchPage | { approval: SearchApproval }>('POST', '/api/v1/search', query),
+  approvals: (status?: SearchApproval['status']) =>
+    json<{ items: SearchApproval[]; next: string | null }>('GET', `/api/v1/search/approvals${status ? `?status=${status}` : ''}`),
+  decideApproval: (approvalId: string, decision: 'approve' | 'reject', reason: string) =>
+    json<SearchApproval>('POST', `/api/v1/search/approvals/${id(approvalId)}/${decision}`, { reason }),
   /** The same search as CSV text, as a blob to download. */
   searchCsv: async (query: SearchQuery) => (await send('POST', '/api/v1/search?format=csv', { json: query })).blob(),
+  audit: (q: { actor?: string; action?: string; cursor?: string | null; limit: number }) => {
+    const params = new URLSearchParams({ limit: String(q.limit) });
+    if (q.actor) params.set('actor', q.actor);
+    if (q.action) params.set('action', q.action);
+    if (q.cursor) params.set('cursor', q.cursor);
+    return json<{ items: AuditEntry[]; next: string | null }>('GET', `/api/v1/audit?${params}`);
+  },
+  auditHead: () => json<AuditHead>('GET', '/api/v1/audit/head'),
+  transparency: () => json<Transparency>('GET', '/api/v1/audit/transparency'),
   stats: (since: string, until: string, bucket: 'hour' | 'day') =>
     json<Stats>('GET', `/api/v1/stats?${new URLSearchParams({ since, until, bucket })}`),
 };

@@ -8,6 +8,7 @@ import { loadAlerts, store } from './alerts';
 import { forgetLayers } from './cityindex';
 import { makeSession, type Session } from './context';
 import { startCountdownTicker } from './countdown';
+import { AuditPage, canAudit } from './audit';
 import { DashboardPage } from './dashboard';
 import { field, h, option } from './dom';
 import { locale, onLocaleChange, setLocale, t, tCode, type Locale, type MessageKey } from './i18n';
@@ -123,7 +124,7 @@ async function showConsole(): Promise<void> {
   const renderNav = () => {
     nav.setAttribute('aria-label', t('nav_label'));
     nav.replaceChildren(
-      ...PAGES.filter((page) => page !== 'search' || canSearch(session)).map((page) =>
+      ...PAGES.filter((page) => (page !== 'search' || canSearch(session)) && (page !== 'audit' || canAudit(session))).map((page) =>
         h('a', { href: href(page), 'data-page': page, 'aria-current': route.page === page ? 'page' : null }, t(`nav_${page}`)),
       ),
     );
@@ -176,6 +177,7 @@ async function showConsole(): Promise<void> {
   let rules: RulesPage | null = null;
   let search: SearchPage | null = null;
   let dashboard: DashboardPage | null = null;
+  let audit: AuditPage | null = null;
   const mapHooks = { map: () => cityMap };
   const panel = new Panel(session, {
     closed: () => {
@@ -218,7 +220,7 @@ async function showConsole(): Promise<void> {
       mapBox.appendChild(zoneEditor.el);
     }
     cityMap.setCommunityCounts(store.all());
-    cityMap.setActive(route.page !== 'dashboard');
+    cityMap.setActive(route.page !== 'dashboard' && route.page !== 'audit');
     queue.render();
     if (window.__cityward) window.__cityward.map = cityMap.testHook;
     for (const waiter of mapWaiters.splice(0)) waiter();
@@ -245,19 +247,27 @@ async function showConsole(): Promise<void> {
     } else if (next.page === 'search' && !canSearch(session)) {
       desk.replaceChildren(mapBox, h('section', { className: 'search-page' }, h('p', { className: 'muted', role: 'status' }, t('search_not_for_role'))));
     } else if (next.page === 'search') {
-      search ??= new SearchPage(mapHooks);
+      search ??= new SearchPage(mapHooks, session.me);
       desk.replaceChildren(mapBox, search.el);
       const page = search;
       withMap(() => {
         page.relabel();
         page.show();
       });
+    } else if (next.page === 'audit') {
+      if (canAudit(session)) {
+        audit ??= new AuditPage();
+        desk.replaceChildren(audit.el);
+        audit.show();
+      } else {
+        desk.replaceChildren(h('section', { className: 'audit-page' }, h('p', { className: 'muted', role: 'status' }, t('audit_not_for_role'))));
+      }
     } else {
       dashboard ??= new DashboardPage(session);
       desk.replaceChildren(dashboard.el);
       dashboard.show();
     }
-    cityMap?.setActive(next.page !== 'dashboard');
+    cityMap?.setActive(next.page !== 'dashboard' && next.page !== 'audit');
     renderNav();
   };
 

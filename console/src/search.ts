@@ -2,18 +2,21 @@
 // kind, time and an area drawn on the map (`POST /api/v1/search`), shown in a table and as
 // a layer on the main map, with further pages and a CSV export of the same search.
 //
-// Searches of vehicle data are to carry a purpose (a case number and the legal basis). The
-// node does not take them yet; the form keeps their place, disabled and labelled so, rather
-// than collecting something that is not recorded.
+// Searches of personal data (plates, vehicle colour and type, plate reads, private
+// vehicles' GPS) carry a purpose: a case number and a legal basis from the node's list,
+// recorded with the search. Without one the node searches only what is not personal and
+// says so. A search beyond the role's limits becomes a request that a supervisor approves
+// or rejects; the list under the form shows the caller's requests (every pending one to a
+// supervisor), runs the approved ones and takes a supervisor's decisions.
 
 import { api, download, messageOf, unavailable } from './api';
 import type { Session } from './context';
 import { field, h, option } from './dom';
 import type { LngLat } from './draw';
-import { formatDateTime, formatNumber, t } from './i18n';
+import { formatDateTime, formatNumber, t, tCode } from './i18n';
 import { followJob } from './jobs';
 import type { CityMap } from './map';
-import type { EventRecord, SearchQuery } from './types';
+import type { EventRecord, Me, SearchApproval, SearchQuery } from './types';
 
 const PAGE = 500;
 /** Roles the node lets search (responders see their alerts' evidence only). */
@@ -47,17 +50,34 @@ export interface SearchForm {
   area: LngLat[] | null;
   /** An area is still being drawn (its points are not final). */
   areaUnfinished: boolean;
+  caseNumber?: string;
+  legalBasis?: string;
+  /** Read confusable plate characters as equal. */
+  ocr?: boolean;
+  color?: string;
+  vehicleType?: string;
 }
+
+type FormError = 'search_bad_range' | 'search_finish_area' | 'search_purpose_incomplete';
 
 /**
  * The body of `POST /api/v1/search` for the form, or what is wrong with it. The plate goes
  * as typed (trimmed): the node reads `*` and `?` in it as wildcards.
  */
-export function searchQuery(form: SearchForm, limit = PAGE): SearchQuery | { error: 'search_bad_range' | 'search_finish_area' } {
+export function searchQuery(form: SearchForm, limit = PAGE): SearchQuery | { error: FormError } {
   const query: SearchQuery = { limit };
   const plate = form.plate.trim();
   const kind = form.kind.trim();
   if (plate) query.plate = plate;
+  if (plate && form.ocr) query.ocr_confusions = true;
+  const color = form.color?.trim();
+  const vehicleType = form.vehicleType?.trim();
+  if (color) query.color = color;
+  if (vehicleType) query.vehicle_type = vehicleType;
+  const caseNumber = form.caseNumber?.trim() ?? '';
+  const legalBasis = form.legalBasis ?? '';
+  if (!!caseNumber !== !!legalBasis) return { error: 'search_purpose_incomplete' };
+  if (caseNumber) query.purpose = { case_number: caseNumber, legal_basis: legalBasis };
   if (kind) query.kind = kind;
   const since = form.since ? Date.parse(form.since) : NaN;
   const until = form.until ? Date.parse(form.until) : NaN;
@@ -72,6 +92,19 @@ export function searchQuery(form: SearchForm, limit = PAGE): SearchQuery | { err
   return query;
 }
 
+/** How far the caller's role searches personal data without a supervisor's approval. */
+export function limitText(me: Me): string {
+  const limit = me.search?.limit;
+  if (!limit || (!limit.max_span && !limit.max_area_km2)) return t('search_limit_none');
+  const parts = [limit.max_span ? t('search_limit_span', { span: limit.max_span }) : '', limit.max_area_km2 ? t('search_limit_area', { km2: formatNumber(limit.max_area_km2) }) : ''];
+  return t('search_limit', { limits: parts.filter(Boolean).join(t('search_limit_and')) });
+}
+
+/** Whether `me` may approve or reject `approval` (a supervisor, not its requester). */
+export function mayDecide(me: Me, approval: SearchApproval): boolean {
+  return !!me.supervisor && approval.status === 'pending' && approval.requested_by !== me.username;
+}
+
 function plateOf(event: EventRecord): string {
   const plate = event.attrs?.plate;
   return typeof plate === 'string' ? plate : '';
@@ -84,7 +117,15 @@ export class SearchPage {
   private readonly kind: HTMLInputElement;
   private readonly since: HTMLInputElement;
   private readonly until: HTMLInputElement;
+  private readonly color: HTMLInputElement;
+  private readonly vehicleType: HTMLInputElement;
+  private readonly ocr: HTMLInputElement;
+  private readonly caseNumber: HTMLInputElement;
+  private readonly legalBasis: HTMLSelectElement;
   private readonly areaBox: HTMLElement;
+  /** Search requests waiting for (or given) a supervisor's decision. */
+  private readonly requests: HTMLElement;
+  private approvals: SearchApproval[] = [];
   private readonly status: HTMLElement;
   private readonly results: HTMLElement;
   /** The area's points (a polygon's, without the closing one). */
@@ -99,8 +140,17 @@ export class SearchPage {
   private exporting: { done: number; total: number } | null = null;
   private message: { text: string; error: boolean } | null = null;
 
-  constructor(private readonly hooks: SearchHooks) {
+  constructor(
+    private readonly hooks: SearchHooks,
+    private readonly me: Me,
+  ) {
     this.plate = h('input', { type: 'search', name: 'plate', autocomplete: 'off', spellcheck: 'false' });
+    this.color = h('input', { type: 'text', name: 'color', autocomplete: 'off', size: 8 });
+    this.vehicleType = h('input', { type: 'text', name: 'vehicle_type', autocomplete: 'off', size: 8 });
+    this.ocr = h('input', { type: 'checkbox', name: 'ocr_confusions' });
+    this.caseNumber = h('input', { type: 'text', name: 'case_number', autocomplete: 'off', maxLength: 64 });
+    this.legalBasis = h('select', { name: 'legal_basis' });
+    this.requests = h('div', { className: 'search-requests' });
     this.kind = h('input', { type: 'text', name: 'kind', autocomplete: 'off', list: 'search-kinds' });
     this.since = h('input', { type: 'datetime-local', name: 'since' });
     this.until = h('input', { type: 'datetime-local', name: 'until' });
@@ -120,6 +170,7 @@ export class SearchPage {
 
   /** The page is on screen again: the area, if any, comes back on the map. */
   show(): void {
+    void this.loadApprovals();
     const map = this.hooks.map();
     if (map && this.area && !map.draw.active) map.whenLoaded(() => this.editArea(this.area as LngLat[]));
   }
@@ -140,19 +191,26 @@ export class SearchPage {
       h('header', { className: 'page-header' }, h('h2', { id: 'search-heading' }, t('search_heading'))),
       h('p', { className: 'muted' }, t('search_intro')),
       this.form,
+      this.requests,
       this.status,
       this.results,
     );
+    this.renderApprovals();
   }
 
   private renderForm(): void {
+    const chosen = this.legalBasis.value;
+    this.legalBasis.replaceChildren(
+      option('', t('search_legal_basis_choose')),
+      ...(this.me.search?.legal_bases ?? []).map((b) => option(b, tCode('basis', b), b === chosen)),
+    );
     const purpose = h(
       'fieldset',
-      { className: 'purpose', disabled: true, 'aria-describedby': 'purpose-note' },
+      { className: 'purpose', 'aria-describedby': 'purpose-note' },
       h('legend', {}, t('search_purpose')),
-      field(t('search_case'), h('input', { type: 'text', name: 'case_number', autocomplete: 'off' })),
-      field(t('search_legal_basis'), h('select', { name: 'legal_basis' }, option('', t('search_legal_basis_choose')))),
-      h('p', { id: 'purpose-note', className: 'hint' }, t('search_purpose_note')),
+      field(t('search_case'), this.caseNumber),
+      field(t('search_legal_basis'), this.legalBasis),
+      h('p', { id: 'purpose-note', className: 'hint' }, t('search_purpose_note'), ' ', limitText(this.me)),
     );
     this.form.replaceChildren(
       h(
@@ -166,6 +224,9 @@ export class SearchPage {
           this.kind,
           h('datalist', { id: 'search-kinds' }, KINDS.map((k) => h('option', { value: k }))),
         ),
+        field(t('search_color'), this.color),
+        field(t('search_vehicle_type'), this.vehicleType),
+        h('label', { className: 'check' }, this.ocr, ' ', t('search_ocr')),
         field(t('filter_since'), this.since),
         h('div', { className: 'field' }, h('label', { for: (this.until.id ||= 'search-until') }, t('filter_until')), this.until, h('span', { className: 'hint' }, t('search_until_hint'))),
       ),
@@ -248,6 +309,9 @@ export class SearchPage {
   private reset(): void {
     this.plate.value = '';
     this.kind.value = '';
+    this.color.value = '';
+    this.vehicleType.value = '';
+    this.ocr.checked = false;
     this.since.value = localInput(Date.now() - DAY_MS);
     this.until.value = '';
     this.clearArea();
@@ -267,6 +331,11 @@ export class SearchPage {
       until: this.until.value,
       area: this.area,
       areaUnfinished: this.drawing && !!this.hooks.map()?.draw.drawing,
+      caseNumber: this.caseNumber.value,
+      legalBasis: this.legalBasis.value,
+      ocr: this.ocr.checked,
+      color: this.color.value,
+      vehicleType: this.vehicleType.value,
     });
     return 'error' in query ? t(query.error) : query;
   }
@@ -288,6 +357,90 @@ export class SearchPage {
     if (map && points.length && !this.area) map.fitPoints(points);
   }
 
+  /** A search became a request for approval: say so, and show it in the list. */
+  private waitsForApproval(approval: SearchApproval): void {
+    this.message = { text: t('search_waits_approval', { id: approval.id, reasons: approval.reasons.join('; ') }), error: false };
+    this.approvals = [approval, ...this.approvals.filter((a) => a.id !== approval.id)];
+    this.renderApprovals();
+    this.renderResults();
+  }
+
+  private async loadApprovals(): Promise<void> {
+    try {
+      this.approvals = (await api.approvals()).items.filter((a) => a.status === 'pending' || a.requested_by === this.me.username).slice(0, 20);
+    } catch (e) {
+      if (!unavailable(e)) this.message = { text: messageOf(e), error: true };
+      this.approvals = [];
+    }
+    this.renderApprovals();
+  }
+
+  /** Runs an approved request: its filters are the approved ones. */
+  private async runApproved(approval: SearchApproval): Promise<void> {
+    this.query = { approval: approval.id, limit: PAGE };
+    this.items = [];
+    this.next = null;
+    this.picked = null;
+    await this.fetchPage(null);
+  }
+
+  private async decide(approval: SearchApproval, decision: 'approve' | 'reject', reason: string): Promise<void> {
+    if (!reason.trim()) {
+      this.message = { text: t('search_decision_reason_needed'), error: true };
+      this.renderResults();
+      return;
+    }
+    try {
+      const decided = await api.decideApproval(approval.id, decision, reason.trim());
+      this.approvals = this.approvals.map((a) => (a.id === decided.id ? decided : a));
+      this.message = { text: t(decision === 'approve' ? 'search_approved' : 'search_rejected', { id: decided.id }), error: false };
+    } catch (e) {
+      this.message = { text: messageOf(e), error: true };
+    }
+    this.renderApprovals();
+    this.renderResults();
+  }
+
+  private renderApprovals(): void {
+    if (!this.approvals.length) {
+      this.requests.replaceChildren();
+      return;
+    }
+    const what = (a: SearchApproval) =>
+      [a.request.plate, a.request.kind, a.request.since ? formatDateTime(a.request.since) : '', a.request.purpose?.case_number].filter(Boolean).join(' · ');
+    this.requests.replaceChildren(
+      h('h3', {}, t('search_requests')),
+      h(
+        'ul',
+        { className: 'request-list' },
+        this.approvals.map((a) => {
+          const reason = h('input', { type: 'text', name: 'reason', placeholder: t('search_decision_reason'), 'aria-label': t('search_decision_reason') });
+          return h(
+            'li',
+            { 'data-approval': a.id, 'data-status': a.status },
+            h('span', { className: `badge approval-${a.status}` }, tCode('approval', a.status)),
+            ' ',
+            h('strong', {}, what(a)),
+            h('span', { className: 'muted' }, ` — ${a.requested_by}, ${formatDateTime(a.requested_at)}`),
+            h('div', { className: 'hint' }, a.status === 'pending' ? a.reasons.join('; ') : `${a.decided_by ?? ''}: ${a.decision_note ?? ''}`),
+            a.status === 'approved' && a.requested_by === this.me.username
+              ? h('button', { type: 'button', 'data-action': 'run-approved', onclick: () => void this.runApproved(a) }, t('search_run_approved'))
+              : '',
+            mayDecide(this.me, a)
+              ? h(
+                  'div',
+                  { className: 'form-buttons' },
+                  reason,
+                  h('button', { type: 'button', 'data-action': 'approve', onclick: () => void this.decide(a, 'approve', reason.value) }, t('search_approve')),
+                  h('button', { type: 'button', className: 'secondary', 'data-action': 'reject', onclick: () => void this.decide(a, 'reject', reason.value) }, t('search_reject')),
+                )
+              : '',
+          );
+        }),
+      ),
+    );
+  }
+
   private async fetchPage(cursor: string | null): Promise<void> {
     if (!this.query || this.busy) return;
     this.busy = true;
@@ -295,9 +448,13 @@ export class SearchPage {
     this.renderResults();
     try {
       const page = await api.search(cursor ? { ...this.query, cursor } : this.query);
-      this.items = cursor ? [...this.items, ...page.items] : page.items;
-      this.next = page.next;
-      this.message = null;
+      if ('approval' in page) {
+        this.waitsForApproval(page.approval);
+      } else {
+        this.items = cursor ? [...this.items, ...page.items] : page.items;
+        this.next = page.next;
+        this.message = page.personal_data_left_out ? { text: t('search_personal_left_out'), error: false } : null;
+      }
     } catch (e) {
       this.message = { text: unavailable(e) ? t('search_unavailable') : messageOf(e), error: true };
     } finally {
@@ -320,8 +477,12 @@ export class SearchPage {
     this.exporting = { done: 0, total: 0 };
     this.renderResults();
     try {
-      let job = await api.searchExport(query);
-      job = await followJob(job, (j) => this.showExportProgress(j.progress?.done ?? 0, j.progress?.total ?? 0), new AbortController().signal);
+      const started = await api.searchExport(query);
+      if ('approval' in started) {
+        this.waitsForApproval(started.approval);
+        return;
+      }
+      const job = await followJob(started.job, (j) => this.showExportProgress(j.progress?.done ?? 0, j.progress?.total ?? 0), new AbortController().signal);
       if (job.state !== 'done' || !job.result) throw new Error(job.error ?? t('search_export_failed'));
       download(await api.blob(job.result.url), name);
       this.message = { text: t(job.result.truncated ? 'search_exported_truncated' : 'search_exported_rows', { n: formatNumber(job.result.rows) }), error: false };

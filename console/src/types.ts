@@ -94,6 +94,10 @@ export interface Me {
   unit_name?: string | null;
   unit_kind?: string | null;
   jurisdiction: 'city' | string[];
+  /** Approves searches beyond a role's limits. */
+  supervisor?: boolean;
+  /** The legal bases a search may name, and how far this role searches without approval. */
+  search?: { legal_bases: string[]; limit?: { max_span?: string; max_area_km2?: number } | null };
 }
 
 export interface Unit {
@@ -227,14 +231,41 @@ export interface TrialResult {
   items: TrialItem[];
 }
 
+/** Why a search of personal data is made: recorded with it in the audit log. */
+export interface Purpose {
+  case_number: string;
+  legal_basis: string;
+}
+
 export interface SearchQuery {
   plate?: string;
+  /** Plate characters readers confuse (0/D/Q/O, 8/B, 1/I, 5/S, 2/Z) count as equal. */
+  ocr_confusions?: boolean;
+  color?: string;
+  vehicle_type?: string;
   kind?: string;
   since?: string;
   until?: string;
   area?: GeoJSON.Polygon;
+  purpose?: Purpose;
+  /** Runs this approved request instead (with only `limit` and `cursor`). */
+  approval?: string;
   limit: number;
   cursor?: string;
+}
+
+/** A search beyond the caller's limits, waiting for (or given) a supervisor's decision. */
+export interface SearchApproval {
+  id: string;
+  requested_by: string;
+  unit?: string | null;
+  requested_at: string;
+  request: Omit<SearchQuery, 'limit' | 'cursor'>;
+  reasons: string[];
+  status: 'pending' | 'approved' | 'rejected';
+  decided_by?: string | null;
+  decided_at?: string | null;
+  decision_note?: string | null;
 }
 
 /** The result of a finished search export. */
@@ -247,6 +278,8 @@ export interface ExportResult {
 export interface SearchPage {
   items: EventRecord[];
   next: string | null;
+  /** Without a purpose, personal data (plate reads, private vehicles) was not searched. */
+  personal_data_left_out?: boolean;
 }
 
 export interface Stats {
@@ -266,4 +299,35 @@ export interface ZoneFeature {
   id?: string;
   geometry: GeoJSON.Polygon | GeoJSON.LineString;
   properties: { name: string; kind: string; width_m?: number };
+}
+
+/** An entry of the audit log. */
+export interface AuditEntry {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  target: string;
+  detail: Record<string, unknown> | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** `GET /api/v1/audit/head`: whether the chain holds, and its head. */
+export interface AuditHead {
+  intact: boolean;
+  entries: number;
+  head: { seq: number; hash: string; at: string } | null;
+  broken: { seq: number; reason: string } | null;
+}
+
+/** `GET /api/v1/audit/transparency`: aggregates, no plates or case numbers. */
+export interface Transparency {
+  since: string;
+  until: string;
+  searches: { month: string; legal_basis: string; unit: string | null; count: number; results: number }[];
+  personal_searches: { month: string; legal_basis: string; unit: string | null; count: number; results: number }[];
+  other_reads_and_decisions: { month: string; action: string; count: number }[];
+  hotlists: { name: string; active: number; inactive: number }[];
+  retention: { month: string; kind: string; rule: string; partitions: number; rows: number }[];
 }

@@ -339,6 +339,7 @@ async function main() {
   // ------------------------------------------------------------ pages and layers of the newer API
 
   const analystToken = await api.login('analyst');
+  const auditorToken = await api.login('auditor');
 
   await scenario('i', 'filters: severity and category go to the node; a live alert outside the filters stays out until they admit it', async () => {
     const page = state.desk;
@@ -538,7 +539,7 @@ async function main() {
     check(!after.features.some((f) => String(f.id) === id), `the zone ${id} is gone from the node`);
   });
 
-  await scenario('m', 'search: a partial plate lists matching events in the table and on the map; CSV export downloads the same search', async () => {
+  await scenario('m', 'search: a partial plate with a case number and legal basis lists matching events in the table and on the map; CSV export downloads the same search', async () => {
     const page = state.analyst?.page;
     check(page, 'scenario j left no analyst page');
     // The form's "until" has minute resolution: search up to the last full minute, once the
@@ -546,7 +547,13 @@ async function main() {
     // same search asked again of the API must then find the same events.
     const { plate, until } = await waitFor('a plate read before the last full minute', async () => {
       const until = new Date(Math.floor(Date.now() / 60_000) * 60_000);
-      const sample = await api.call('POST', '/api/v1/search', analystToken, { kind: 'plate_read', limit: 20, until: until.toISOString() });
+      const sample = await api.call('POST', '/api/v1/search', analystToken, {
+        kind: 'plate_read',
+        limit: 20,
+        since: new Date(until - 3600e3).toISOString(),
+        until: until.toISOString(),
+        purpose: { case_number: 'E2E-1', legal_basis: 'criminal_investigation' },
+      });
       check(sample.status === 200, `POST /api/v1/search answered ${sample.status}: ${JSON.stringify(sample.body).slice(0, 200)}`);
       const plate = sample.body.items.map((e) => e.attrs?.plate).find((p) => typeof p === 'string' && p.length >= 4);
       return plate ? { plate, until } : null;
@@ -558,13 +565,20 @@ async function main() {
     const pad = (n) => String(n).padStart(2, '0');
     const local = `${until.getFullYear()}-${pad(until.getMonth() + 1)}-${pad(until.getDate())}T${pad(until.getHours())}:${pad(until.getMinutes())}`;
     await page.getByLabel('Until', { exact: true }).fill(local);
+    // Without a purpose a plate is refused, with the reason shown.
+    const refused = page.waitForResponse((r) => r.url().endsWith('/api/v1/search') && r.request().method() === 'POST', { timeout: 20_000 });
+    await page.locator('button[data-action="search"]').click();
+    check((await refused).status() === 400, 'a plate search without a purpose is refused');
+    await page.locator('.search-status.error', { hasText: 'legal_basis' }).waitFor({ timeout: 10_000 });
+    await page.getByLabel('Case number', { exact: true }).fill('E2E-2026-1');
+    await page.getByLabel('Legal basis', { exact: true }).selectOption({ label: 'Criminal investigation' });
     const answered = page.waitForResponse((r) => r.url().endsWith('/api/v1/search') && r.request().method() === 'POST', { timeout: 20_000 });
     await page.locator('button[data-action="search"]').click();
     const response = await answered;
     const body = JSON.parse(response.request().postData() ?? '{}');
     const found = (await response.json()).items?.length ?? 0;
     check(body.plate === pattern && body.kind === 'plate_read' && body.limit === 500 && body.since && body.until, `the search sends plate, kind, time and limit (${JSON.stringify(body)})`);
-    check(!('case_number' in body) && !('legal_basis' in body), 'the purpose fields are not sent yet');
+    check(body.purpose?.case_number === 'E2E-2026-1' && body.purpose?.legal_basis === 'criminal_investigation', `the search sends its purpose (${JSON.stringify(body.purpose)})`);
     const results = page.locator('.search-results');
     // The table of the answer (not of an earlier search, whose count may still be shown).
     const count = Number(await waitFor(`the table to list the ${found} events found`, async () => (await results.getAttribute('data-count')) === String(found) && String(found), 20_000, 250));
@@ -583,7 +597,8 @@ async function main() {
     check(lines.length >= 2, `the CSV has a header and rows (${lines.length} lines)`);
     const firstId = await page.locator('.search-table tbody tr').first().getAttribute('data-event-id');
     check(csv.includes(firstId) || csv.includes(plates[0]), `the CSV holds the first result (${firstId})`);
-    check((await page.locator('fieldset.purpose').getAttribute('disabled')) !== null, 'the purpose fields are shown disabled (not sent yet)');
+    const audit = await api.get('/api/v1/audit?action=search&limit=50', auditorToken);
+    check(audit.items.some((e) => e.actor === 'analyst' && e.detail?.purpose?.case_number === 'E2E-2026-1' && e.detail?.plate === pattern), 'the search is in the audit log with its case number');
     await page.getByRole('button', { name: 'Clear' }).click();
   });
 
@@ -696,6 +711,52 @@ async function main() {
       check(/Photos \(1\)/.test(await desk.locator(`aside.panel[data-alert-id="${id}"] .photo-gallery h3`).textContent()), 'the page says how many photos there are');
     } finally {
       await desk.getByLabel('Status', { exact: true }).selectOption('open');
+    }
+  });
+
+  await scenario('r', 'accountability: a supervisor approves a search beyond a dispatcher\'s limits in the console; the auditor sees it in the log and the transparency report', async () => {
+    // A dispatcher may search one day without approval: three days wait for a supervisor.
+    const since = new Date(Date.now() - 3 * 86400e3).toISOString();
+    const asked = await api.call('POST', '/api/v1/search', dispatcherToken, {
+      plate: '粤*',
+      since,
+      purpose: { case_number: 'E2E-APPROVE-1', legal_basis: 'missing_person' },
+    });
+    check(asked.status === 202 && asked.body.approval?.status === 'pending', `an over-limit search waits for approval (${asked.status}: ${JSON.stringify(asked.body).slice(0, 200)})`);
+    const id = asked.body.approval.id;
+    const { context, page } = await newPage(browser, base, { locale: 'en-US', viewport: { width: 1440, height: 900 } }, offOrigin);
+    state.pages.supervisor = page;
+    try {
+      await signIn(page, 'supervisor');
+      await page.getByRole('link', { name: 'Search' }).click();
+      const row = page.locator(`.request-list li[data-approval="${id}"]`);
+      await row.waitFor({ timeout: 15_000 });
+      check((await row.textContent()).includes('dispatcher'), 'the request names who asked');
+      await row.getByLabel('Reason').fill('missing child, case file seen (e2e)');
+      await row.locator('button[data-action="approve"]').click();
+      await page.locator(`.request-list li[data-approval="${id}"][data-status="approved"]`).waitFor({ timeout: 10_000 });
+    } finally {
+      delete state.pages.supervisor;
+      await context.close();
+    }
+    const run = await api.call('POST', '/api/v1/search', dispatcherToken, { approval: id, limit: 5 });
+    check(run.status === 200 && Array.isArray(run.body.items), `the dispatcher runs the approved search (${run.status})`);
+
+    const auditor = await newPage(browser, base, { locale: 'en-US', viewport: { width: 1440, height: 900 } }, offOrigin);
+    state.pages.auditor = auditor.page;
+    try {
+      await signIn(auditor.page, 'auditor');
+      await auditor.page.getByRole('link', { name: 'Audit' }).click();
+      await auditor.page.locator('.audit-chain[data-intact="true"]').waitFor({ timeout: 15_000 });
+      await auditor.page.getByLabel('Action', { exact: true }).fill('search.approve');
+      await auditor.page.locator('button[data-action="audit-filter"]').click();
+      await auditor.page.locator('.audit-table tbody tr', { hasText: 'missing child' }).waitFor({ timeout: 10_000 });
+      const report = auditor.page.locator('[data-report="personal_searches"]');
+      await report.locator('tbody tr', { hasText: 'Missing person' }).waitFor({ timeout: 10_000 });
+      check(!(await auditor.page.locator('.transparency').textContent()).includes('E2E-APPROVE-1'), 'the transparency report shows no case number');
+    } finally {
+      delete state.pages.auditor;
+      await auditor.context.close();
     }
   });
 

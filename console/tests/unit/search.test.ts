@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
 import type { Session } from '../../src/context';
-import { canSearch, localInput, searchQuery, type SearchForm } from '../../src/search';
+import { canSearch, limitText, localInput, mayDecide, searchQuery, type SearchForm } from '../../src/search';
+import type { Me, SearchApproval } from '../../src/types';
 
 const form = (over: Partial<SearchForm>): SearchForm => ({ plate: '', kind: '', since: '', until: '', area: null, areaUnfinished: false, ...over });
 
@@ -62,5 +63,52 @@ describe('canSearch', () => {
   it('lets administrators, analysts and dispatchers search, and no one else', () => {
     const as = (role: string) => ({ me: { username: 'u', role, jurisdiction: 'city' } }) as Session;
     expect(['admin', 'analyst', 'dispatcher', 'responder', 'auditor', 'reader'].filter((r) => canSearch(as(r)))).toEqual(['admin', 'analyst', 'dispatcher']);
+  });
+});
+
+describe('the purpose of a search', () => {
+  it('sends the case number and legal basis together, trimmed', () => {
+    expect(searchQuery(form({ plate: '粤B1*', caseNumber: ' 2026-117 ', legalBasis: 'court_order' }))).toEqual({
+      limit: 500,
+      plate: '粤B1*',
+      purpose: { case_number: '2026-117', legal_basis: 'court_order' },
+    });
+  });
+
+  it('refuses one without the other rather than sending a half purpose', () => {
+    expect(searchQuery(form({ caseNumber: '2026-117' }))).toEqual({ error: 'search_purpose_incomplete' });
+    expect(searchQuery(form({ legalBasis: 'court_order' }))).toEqual({ error: 'search_purpose_incomplete' });
+  });
+
+  it('asks for OCR confusions only with a plate, and sends colour and type as typed', () => {
+    expect(searchQuery(form({ plate: '粤B8O1', ocr: true }))).toMatchObject({ ocr_confusions: true });
+    expect(searchQuery(form({ ocr: true }))).not.toHaveProperty('ocr_confusions');
+    expect(searchQuery(form({ color: ' White ', vehicleType: 'sedan' }))).toEqual({ limit: 500, color: 'White', vehicle_type: 'sedan' });
+  });
+});
+
+describe('search approvals', () => {
+  const me = (over: Partial<Me>): Me => ({ username: 'sup', role: 'analyst', jurisdiction: 'city', ...over });
+  const request = (over: Partial<SearchApproval>): SearchApproval => ({
+    id: 'sa1',
+    requested_by: 'duty',
+    requested_at: '2026-12-04T08:00:00Z',
+    request: { plate: '粤B12345' },
+    reasons: ['it spans 3d'],
+    status: 'pending',
+    ...over,
+  });
+
+  it('lets a supervisor decide a pending request of someone else only', () => {
+    expect(mayDecide(me({ supervisor: true }), request({}))).toBe(true);
+    expect(mayDecide(me({ supervisor: false }), request({}))).toBe(false);
+    expect(mayDecide(me({ supervisor: true }), request({ requested_by: 'sup' }))).toBe(false);
+    expect(mayDecide(me({ supervisor: true }), request({ status: 'approved' }))).toBe(false);
+  });
+
+  it("states the role's limits, or that there are none", () => {
+    expect(limitText(me({ search: { legal_bases: [], limit: { max_span: '1d', max_area_km2: 25 } } }))).toContain('1d');
+    expect(limitText(me({ search: { legal_bases: [], limit: { max_span: '1d', max_area_km2: 25 } } }))).toContain('25');
+    expect(limitText(me({ search: { legal_bases: [], limit: null } }))).toBe(limitText(me({})));
   });
 });

@@ -7,9 +7,17 @@ fn cityward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cityward"))
 }
 
+/// Whether the command succeeded, and what it printed (stdout, then stderr).
 fn run(args: &[&str]) -> (bool, String) {
     let out = cityward().args(args).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The standard output of a command that must succeed.
+fn stdout_of(args: &[&str]) -> String {
+    let out = cityward().args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -39,8 +47,7 @@ fn audit_verify_finds_a_tampered_entry_and_a_cut_off_end() {
     assert!(out.contains("OK: 5 entries"), "{out}");
 
     // The head, kept elsewhere.
-    let (ok, head) = run(&["audit", "head", "--data", data]);
-    assert!(ok, "{head}");
+    let head = stdout_of(&["audit", "head", "--data", data]);
     let parsed: serde_json::Value = serde_json::from_str(head.trim()).unwrap();
     assert_eq!(parsed["seq"], 5, "{head}");
     let anchor = dir.path().join("anchor.json");

@@ -53,6 +53,13 @@ async fn me(State(node): State<Arc<Node>>, Caller(user): Caller) -> Json<Value> 
         "unit_name": unit.map(|u| u.name.clone()),
         "unit_kind": unit.map(|u| u.kind.clone()),
         "jurisdiction": regions,
+        "supervisor": user.supervisor,
+        // What the search form needs: the legal bases to choose from, and how far this
+        // role searches personal data without approval.
+        "search": {
+            "legal_bases": node.config().search.legal_bases,
+            "limit": node.config().search.limits.get(user.role.as_str()),
+        },
     }))
 }
 

@@ -913,6 +913,8 @@ mod tests {
             ("positions", include_str!("positions.rs")),
             ("heat", include_str!("heat.rs")),
             ("photos", include_str!("photos.rs")),
+            ("purpose", include_str!("purpose.rs")),
+            ("transparency", include_str!("transparency.rs")),
         ];
         for (file, _) in &merged[1..] {
             assert!(source[start..end].contains(&format!(".merge(crate::{file}::routes())")), "the router no longer merges the {file} routes");
