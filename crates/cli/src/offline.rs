@@ -190,10 +190,15 @@ fn open_lake(data: &Path) -> anyhow::Result<cityward_store::Lake> {
 /// `cityward retention plan`.
 pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyhow::Result<()> {
     let lake = open_lake(data)?;
+    let holds = match data.join("state.sqlite3").exists() {
+        true => cityward_server::load_holds(&open_state(data)?)?,
+        false => Vec::new(),
+    };
     let policy = cityward_store::RetentionPolicy {
         default: None,
         classes: config.lake.retention.clone(),
         kinds: config.lake.retention.clone(),
+        holds,
     };
     let report = lake.plan_retention(&policy, Utc::now())?;
     for p in &report.partitions {
@@ -201,6 +206,9 @@ pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyh
             "{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}",
             p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep
         );
+    }
+    for p in &report.held {
+        println!("{}\t{}\tkept: legal hold {} (case {})", p.kind, p.day, p.hold, p.case_number);
     }
     println!(
         "The next retention run would delete {} partitions, {} rows.",

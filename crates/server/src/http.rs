@@ -207,6 +207,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::city_api::routes())
         .merge(crate::search::routes())
         .merge(crate::purpose::routes())
+        .merge(crate::holds::routes())
+        .merge(crate::grants::routes())
         .merge(crate::transparency::routes())
         .merge(crate::trial::routes())
         .merge(crate::jobs::routes())
@@ -914,6 +916,8 @@ mod tests {
             ("heat", include_str!("heat.rs")),
             ("photos", include_str!("photos.rs")),
             ("purpose", include_str!("purpose.rs")),
+            ("holds", include_str!("holds.rs")),
+            ("grants", include_str!("grants.rs")),
             ("transparency", include_str!("transparency.rs")),
         ];
         for (file, _) in &merged[1..] {

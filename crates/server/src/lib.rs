@@ -28,6 +28,8 @@ mod open311;
 mod photos;
 mod positions;
 mod rules;
+mod grants;
+mod holds;
 mod purpose;
 mod search;
 mod transparency;
@@ -41,6 +43,7 @@ use std::sync::Arc;
 
 pub use auth::create_user;
 pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
+pub use holds::load_holds;
 pub use http::{router, ApiError};
 pub use metrics::Metrics;
 pub use desk::AlertChange;

@@ -123,6 +123,8 @@ struct Plan {
     span: std::time::Duration,
     /// Area it covers, km².
     area_km2: f64,
+    /// Sharing grants whose data it reaches (another unit's).
+    grants: Vec<String>,
 }
 
 /// Plate characters readers confuse: each character of a group matches all of them.
@@ -319,7 +321,7 @@ impl SearchRequest {
             return Err(NodeError::Invalid(format!("`limit` must be 1 to {MAX_PAGE}, not {limit}")));
         }
         let cursor = self.cursor.as_deref().map(parse_cursor).transpose()?;
-        Ok(Plan { conditions, area, limit, cursor, personal, purpose, span, area_km2 })
+        Ok(Plan { conditions, area, limit, cursor, personal, purpose, span, area_km2, grants: Vec::new() })
     }
 
     /// The audit record of this search (its filters and purpose; never its results).
@@ -331,6 +333,9 @@ impl SearchRequest {
         detail["purpose"] = json!(plan.purpose);
         if let Some(a) = approval {
             detail["approval"] = json!(a);
+        }
+        if !plan.grants.is_empty() {
+            detail["grants"] = json!(plan.grants);
         }
         detail
     }
@@ -391,7 +396,11 @@ enum Gate {
 /// an approval request when the search goes beyond the role's limits.
 fn gate(node: &Node, user: &User, request: SearchRequest) -> Result<(SearchRequest, Gate), NodeError> {
     let (request, approval) = resolve(node, user, request)?;
-    let plan = request.plan(node)?;
+    let mut plan = request.plan(node)?;
+    // A unit's member reaches its own region, and other units' data under a grant only.
+    let reach = crate::grants::reach(node, user, plan.purpose.as_ref().map(|p| p.legal_basis.as_str()))?;
+    plan.conditions.extend(reach.condition);
+    plan.grants = reach.grants.into_iter().map(|g| g.id).collect();
     if !plan.personal || approval.is_some() {
         return Ok((request, Gate::Run(plan, approval)));
     }

@@ -220,9 +220,10 @@ impl EventStore {
         Ok(compacted)
     }
 
-    /// Deletes expired lake partitions; returns the number of rows deleted.
-    pub async fn enforce_retention(&self) -> Result<u64, NodeError> {
-        let policy = self.retention_policy();
+    /// Deletes expired lake partitions that no legal hold in `holds` covers; returns the
+    /// number of rows deleted.
+    pub async fn enforce_retention(&self, holds: Vec<cityward_store::LegalHold>) -> Result<u64, NodeError> {
+        let policy = self.retention_policy(holds);
         let report = self
             .lake
             .apply_retention(&policy, Utc::now())
@@ -238,12 +239,13 @@ impl EventStore {
     }
 
     /// The configured retention as the lake applies it: each `lake.retention` entry names a
-    /// data class or a kind.
-    pub fn retention_policy(&self) -> cityward_store::RetentionPolicy {
+    /// data class or a kind; `holds` keep what they cover.
+    pub fn retention_policy(&self, holds: Vec<cityward_store::LegalHold>) -> cityward_store::RetentionPolicy {
         cityward_store::RetentionPolicy {
             default: None,
             classes: self.lake_config.retention.clone(),
             kinds: self.lake_config.retention.clone(),
+            holds,
         }
     }
 
@@ -434,7 +436,15 @@ pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(node.config().lake.retention_every);
         loop {
             tick.tick().await;
-            if let Err(e) = node.events().enforce_retention().await {
+            let holds = match crate::holds::load_holds(node.state().as_ref()) {
+                Ok(holds) => holds,
+                Err(e) => {
+                    // Without the holds, deleting could destroy held data: skip this run.
+                    tracing::error!(error = %e, "Retention skipped: the legal holds could not be read.");
+                    continue;
+                }
+            };
+            if let Err(e) = node.events().enforce_retention(holds).await {
                 tracing::error!(error = %e, "Retention run failed; it will be retried.");
             }
         }

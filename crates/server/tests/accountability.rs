@@ -210,3 +210,149 @@ async fn a_search_beyond_the_role_limits_waits_for_a_supervisor_who_is_not_the_r
     let (status, _) = t.get("/api/v1/audit/transparency", &duty).await;
     assert_eq!(status, 403, "auditors and administrators only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_expired_data_from_search_sql_and_the_lake_but_keeps_what_a_legal_hold_covers() {
+    let t = start(|c| {
+        c.lake.retention.insert("smoke".into(), std::time::Duration::from_secs(86_400));
+        // No approval needed here: this test is about retention.
+        c.search.limits.clear();
+    })
+    .await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let admin = t.login("admin", "admin-pass").await;
+    let analyst = t.login("analyst", "analyst-pass").await;
+    let anpr = device(&t.node, "anpr");
+    let smoke_id = device(&t.node, "smoke").id;
+    let days_ago = |d: i64| chrono::Utc::now() - chrono::Duration::days(d);
+    let at = |mut event: Value, d: i64| {
+        event["time"] = json!(cityward_model::format_time(&days_ago(d)));
+        event
+    };
+    t.ingest(
+        &hub,
+        &[
+            at(plate_read("held", &anpr, "粤B11111"), 40),
+            at(plate_read("expired", &anpr, "粤B22222"), 45),
+            plate_read("fresh", &anpr, "粤B33333"),
+            at(smoke("old-smoke", &smoke_id, false, 20.0), 3),
+            smoke("new-smoke", &smoke_id, false, 20.0),
+        ],
+    )
+    .await;
+    t.node.events().compact(true).await.unwrap();
+
+    // The case's day of plate reads is held.
+    let day = days_ago(40).date_naive();
+    let hold = json!({"case_number": "2026-117", "reason": "court order 88/2026", "kinds": ["plate_read"],
+                      "since": format!("{day}T00:00:00Z"), "until": format!("{}T00:00:00Z", day.succ_opt().unwrap())});
+    let (status, _) = t.post_json("/api/v1/holds", &analyst, hold.clone()).await;
+    assert_eq!(status, 403, "administrators place holds");
+    let (status, answer) = t.post_json("/api/v1/holds", &admin, json!({"case_number": "x", "reason": "y", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, placed) = t.post_json("/api/v1/holds", &admin, hold).await;
+    assert_eq!(status, 201, "{placed}");
+
+    let holds = cityward_server::load_holds(t.node.state().as_ref()).unwrap();
+    let deleted = t.node.events().enforce_retention(holds).await.unwrap();
+    assert_eq!(deleted, 2, "the unheld expired plate read and the old smoke reading");
+
+    let search = json!({"kind": "plate_read", "since": cityward_model::format_time(&days_ago(60)), "purpose": purpose()});
+    let (status, page) = t.post_json("/api/v1/search", &analyst, search.clone()).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["fresh", "held"], "expired data is gone from search, held data is not");
+    let (_, answer) = t.post_json("/api/v1/sql", &admin, json!({"sql": "SELECT id FROM events WHERE kind = 'smoke' ORDER BY id"})).await;
+    assert_eq!(answer["rows"], json!([["new-smoke"]]), "and from SQL: {answer}");
+    let lake_days: Vec<String> = t.node.events().lake().files().unwrap().iter().map(|f| format!("{}/{}", f.kind, f.day)).collect();
+    assert!(!lake_days.contains(&format!("plate_read/{}", days_ago(45).date_naive())), "and from the lake files: {lake_days:?}");
+    assert!(lake_days.contains(&format!("plate_read/{day}")), "the held day's file stays: {lake_days:?}");
+
+    // Released, the held day goes at the next run; both changes are on the record.
+    let id = placed["id"].as_str().unwrap();
+    let (status, released) = call("DELETE", format!("{}/api/v1/holds/{id}", t.base), Some(admin.clone()), "application/json", Vec::new()).await;
+    assert_eq!(status, 200, "{released}");
+    let holds = cityward_server::load_holds(t.node.state().as_ref()).unwrap();
+    assert_eq!(t.node.events().enforce_retention(holds).await.unwrap(), 1);
+    let (_, page) = t.post_json("/api/v1/search", &analyst, search).await;
+    assert_eq!(ids(&page), ["fresh"]);
+    let (_, log) = t.get("/api/v1/audit?action=hold.&limit=10", &admin).await;
+    let actions: Vec<&str> = log["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["hold.release", "hold.place"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_sees_another_units_data_only_under_a_grant_and_the_owner_sees_each_access() {
+    // Role limits are another test's subject: none here.
+    let t = start(|c| c.search.limits.clear()).await;
+    let hub = t.login("sensorhub", "ingest-pass").await;
+    let admin = t.login("admin", "admin-pass").await;
+    let city = t.node.city();
+    // Two community units, and a place in each one's region.
+    let communities: Vec<_> = city.units.iter().filter(|u| u.kind == "community" && u.region.is_some()).take(3).cloned().collect();
+    assert_eq!(communities.len(), 3, "the test city has community units");
+    let place_in = |unit: &cityward_model::city::Unit| {
+        let region = unit.region.clone().unwrap();
+        let grid = city.grids.iter().find(|g| city.region_chain(&g.region).iter().any(|r| r.id == region)).expect("a grid in the region");
+        let b = grid.area.bbox();
+        let (lon, lat) = ((b.min_lon + b.max_lon) / 2.0, (b.min_lat + b.max_lat) / 2.0);
+        assert!(grid.area.contains(lon, lat), "the grid's centre is inside it");
+        (lon, lat)
+    };
+    let (a, b, c) = (&communities[0], &communities[1], &communities[2]);
+    let anpr = device(&t.node, "anpr");
+    let read = |id: &str, (lon, lat): (f64, f64), plate: &str| {
+        json!({"id": id, "source": anpr.id, "kind": "plate_read", "time": now(), "lon": lon, "lat": lat, "attrs": {"plate": plate}})
+    };
+    t.ingest(&hub, &[read("ra", place_in(a), "粤A00001"), read("rb", place_in(b), "粤A00002")]).await;
+    for (name, unit) in [("da", a), ("db", b), ("dc", c)] {
+        t.node.create_user(name, "pw-secret", Role::Dispatcher, Some(&unit.id)).unwrap();
+    }
+    let da = t.login("da", "pw-secret").await;
+    let db = t.login("db", "pw-secret").await;
+    let dc = t.login("dc", "pw-secret").await;
+    let body = json!({"kind": "plate_read", "since": ago(1), "purpose": {"case_number": "J-1", "legal_basis": "criminal_investigation"}});
+
+    // Deny by default: each unit finds its own region's read only.
+    let (status, page) = t.post_json("/api/v1/search", &da, body.clone()).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["ra"]);
+    let (_, page) = t.post_json("/api/v1/search", &db, body.clone()).await;
+    assert_eq!(ids(&page), ["rb"]);
+
+    // B shares its plate reads with A, for criminal investigations, until tomorrow.
+    let until = cityward_model::format_time(&(chrono::Utc::now() + chrono::Duration::days(1)));
+    let grant = json!({"owner": b.id, "grantee": a.id, "classes": ["plate_read"], "purposes": ["criminal_investigation"], "until": until, "reason": "joint operation 7"});
+    let (status, _) = t.post_json("/api/v1/grants", &da, grant.clone()).await;
+    assert_eq!(status, 403, "a unit does not grant itself another's data");
+    let (status, answer) = t.post_json("/api/v1/grants", &admin, json!({"owner": b.id, "grantee": a.id, "classes": ["faces"], "until": until, "reason": "x"})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, made) = t.post_json("/api/v1/grants", &admin, grant).await;
+    assert_eq!(status, 201, "{made}");
+    let grant_id = made["id"].as_str().unwrap().to_string();
+
+    let (_, page) = t.post_json("/api/v1/search", &da, body.clone()).await;
+    assert_eq!(ids(&page), ["ra", "rb"], "under the grant, for its purpose: {page}");
+    let mut other_basis = body.clone();
+    other_basis["purpose"]["legal_basis"] = json!("traffic_enforcement");
+    let (_, page) = t.post_json("/api/v1/search", &da, other_basis).await;
+    assert_eq!(ids(&page), ["ra"], "not for another purpose");
+    let (_, page) = t.post_json("/api/v1/search", &dc, body.clone()).await;
+    assert!(ids(&page).is_empty(), "nor for a third unit: {page}");
+
+    // The owner sees every access under its grant; the third unit does not see the grant.
+    let (status, seen) = t.get(&format!("/api/v1/grants/{grant_id}/accesses"), &db).await;
+    assert_eq!(status, 200, "{seen}");
+    let accesses = seen["items"].as_array().unwrap();
+    assert_eq!(accesses.len(), 1, "the search for its purpose, not the other one: {seen}");
+    assert_eq!((accesses[0]["actor"].as_str(), accesses[0]["detail"]["purpose"]["case_number"].as_str()), (Some("da"), Some("J-1")));
+    let (status, _) = t.get(&format!("/api/v1/grants/{grant_id}/accesses"), &dc).await;
+    assert_eq!(status, 404);
+    let (_, listed) = t.get("/api/v1/grants", &dc).await;
+    assert_eq!(listed["items"], json!([]));
+
+    // Revoked, the data is out of reach again.
+    let (status, _) = call("DELETE", format!("{}/api/v1/grants/{grant_id}", t.base), Some(admin.clone()), "application/json", Vec::new()).await;
+    assert_eq!(status, 200);
+    let (_, page) = t.post_json("/api/v1/search", &da, body).await;
+    assert_eq!(ids(&page), ["ra"]);
+}

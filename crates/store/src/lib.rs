@@ -27,7 +27,7 @@ pub use lake::{
     ID_COLUMN, KIND_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN, TIME_COLUMN,
 };
 pub use retention::{
-    AppliedRule, ExpiredPartition, RetentionLogEntry, RetentionPolicy, RetentionReport, RETENTION_LOG,
+    AppliedRule, ExpiredPartition, HeldPartition, LegalHold, RetentionLogEntry, RetentionPolicy, RetentionReport, RETENTION_LOG,
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{

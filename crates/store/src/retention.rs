@@ -37,6 +37,64 @@ pub struct RetentionPolicy {
     /// How long events are kept per kind; wins over the class.
     #[serde(default, with = "duration_map")]
     pub kinds: BTreeMap<String, Duration>,
+    /// Legal holds in force: partitions they cover are kept past their retention.
+    #[serde(skip)]
+    pub holds: Vec<LegalHold>,
+}
+
+/// A legal hold: the data of a case (kinds, time range) kept past its retention until the
+/// hold is released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegalHold {
+    /// `h` and 16 hex digits.
+    pub id: String,
+    /// The case the data is held for.
+    pub case_number: String,
+    /// Why (the court order, the investigation).
+    pub reason: String,
+    /// Kinds held; empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Held from (inclusive).
+    pub since: DateTime<Utc>,
+    /// Held until (exclusive).
+    pub until: DateTime<Utc>,
+    /// Who placed it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When it was released (it holds nothing since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+    /// Who released it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+}
+
+impl LegalHold {
+    /// Whether the hold keeps the day partition `day` of `kind`: it is in force, names the
+    /// kind (or none), and its time range meets the day.
+    pub fn covers(&self, kind: &str, day: NaiveDate) -> bool {
+        let start = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        self.released_at.is_none()
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && self.since < end_of_day(day)
+            && start < self.until
+    }
+}
+
+/// An expired partition kept because a legal hold covers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldPartition {
+    /// The kind.
+    pub kind: String,
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// The hold that keeps it.
+    pub hold: String,
+    /// The hold's case.
+    pub case_number: String,
 }
 
 mod duration_map {
@@ -143,6 +201,9 @@ pub struct RetentionReport {
     pub applied: bool,
     /// The expired partitions, by kind and day.
     pub partitions: Vec<ExpiredPartition>,
+    /// Expired partitions kept by a legal hold (whole days: a hold keeps every event of the
+    /// day it meets).
+    pub held: Vec<HeldPartition>,
 }
 
 impl RetentionReport {
@@ -189,11 +250,18 @@ impl Lake {
     pub fn plan_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<RetentionReport> {
         policy.validate()?;
         let mut partitions: Vec<ExpiredPartition> = Vec::new();
+        let mut held: Vec<HeldPartition> = Vec::new();
         for file in self.files()? {
             let Some(rule) = policy.rule_for(&file.kind, self.kinds()) else { continue };
             let keep = chrono::TimeDelta::from_std(rule.duration).unwrap_or(chrono::TimeDelta::MAX);
             let expired = now.checked_sub_signed(keep).is_some_and(|cutoff| end_of_day(file.day) <= cutoff);
             if !expired {
+                continue;
+            }
+            if let Some(hold) = policy.holds.iter().find(|h| h.covers(&file.kind, file.day)) {
+                if !held.last().is_some_and(|p| p.kind == file.kind && p.day == file.day) {
+                    held.push(HeldPartition { kind: file.kind.clone(), day: file.day, hold: hold.id.clone(), case_number: hold.case_number.clone() });
+                }
                 continue;
             }
             let rows = self.file_rows(&file.path, file.bytes)?;
@@ -213,7 +281,7 @@ impl Lake {
                 }),
             }
         }
-        Ok(RetentionReport { now, applied: false, partitions })
+        Ok(RetentionReport { now, applied: false, partitions, held })
     }
 
     /// Deletes the partitions `policy` expires at `now` and returns what was deleted.
@@ -388,6 +456,39 @@ mod tests {
         let before = parse_time("2026-10-27T23:59:59Z").unwrap();
         let plan = lake.plan_retention(&policy(), before).unwrap();
         assert!(!plan.partitions.iter().any(|p| p.kind == "smoke" && p.day.to_string() == "2026-10-20"));
+    }
+
+    #[tokio::test]
+    async fn a_legal_hold_keeps_the_days_it_covers_until_released() {
+        let (_dir, lake) = lake_with_days();
+        let now = parse_time("2026-11-22T18:00:00Z").unwrap();
+        let hold = LegalHold {
+            id: "h1".into(),
+            case_number: "2026-117".into(),
+            reason: "court order 12/2026".into(),
+            kinds: vec!["plate_read".into()],
+            // Ends in the first minute of 10-20: the hold meets that day too.
+            since: parse_time("2026-10-19T00:00:00Z").unwrap(),
+            until: parse_time("2026-10-20T00:01:00Z").unwrap(),
+            created_by: "admin".into(),
+            created_at: now,
+            released_at: None,
+            released_by: None,
+        };
+        let mut policy = policy();
+        policy.holds = vec![hold.clone()];
+        let plan = lake.plan_retention(&policy, now).unwrap();
+        let held: Vec<(String, String, String)> = plan.held.iter().map(|p| (p.kind.clone(), p.day.to_string(), p.case_number.clone())).collect();
+        assert_eq!(held, [("plate_read".to_string(), "2026-10-20".to_string(), "2026-117".to_string())]);
+        assert!(!plan.partitions.iter().any(|p| p.kind == "plate_read" && p.day.to_string() == "2026-10-20"), "held, not deleted");
+        assert_eq!(plan.partitions.len(), 3, "the other kind's day and the unheld day still go");
+        let report = lake.apply_retention(&policy, now).await.unwrap();
+        assert_eq!(report.rows(), 30);
+        assert!(lake.files().unwrap().iter().any(|f| f.kind == "plate_read" && f.day.to_string() == "2026-10-20"), "the held day is on disk");
+        // Released, it goes at the next run.
+        policy.holds[0].released_at = Some(now);
+        let report = lake.apply_retention(&policy, now).await.unwrap();
+        assert_eq!((report.partitions.len(), report.held.len()), (1, 0));
     }
 
     #[tokio::test]
