@@ -170,6 +170,28 @@ fn plate_pattern(plate: &str) -> Result<String, NodeError> {
     Ok(like)
 }
 
+/// Every spelling of a whole plate (no wildcards) that differs only in case — at most 64 —
+/// so that an exact search is an equality; `None` for a pattern or too many letters.
+fn exact_spellings(plate: &str) -> Option<Vec<String>> {
+    let plate = plate.trim();
+    if plate.is_empty() || plate.contains(['*', '?']) {
+        return None;
+    }
+    let mut spellings = vec![String::new()];
+    for c in plate.chars() {
+        let (upper, lower): (String, String) = (c.to_uppercase().collect(), c.to_lowercase().collect());
+        if upper == lower {
+            spellings.iter_mut().for_each(|s| s.push(c));
+        } else {
+            if spellings.len() >= 64 {
+                return None;
+            }
+            spellings = spellings.into_iter().flat_map(|s| [format!("{s}{upper}"), format!("{s}{lower}")]).collect();
+        }
+    }
+    Some(spellings)
+}
+
 /// A plate pattern as an anchored regular expression in which confusable characters match
 /// each other.
 fn plate_regex(plate: &str) -> Result<String, NodeError> {
@@ -228,6 +250,9 @@ impl SearchRequest {
             // Plates are stored as read; compare without case.
             if self.ocr_confusions {
                 conditions.push(format!("regexp_like(upper(plate), {})", quoted(&plate_regex(plate)?)));
+            } else if let Some(spellings) = exact_spellings(plate) {
+                // An equality, which the lake's Bloom filters on `plate` prune by.
+                conditions.push(format!("plate IN ({})", spellings.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ")));
             } else {
                 conditions.push(format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&plate_pattern(plate)?)));
             }
@@ -721,6 +746,15 @@ mod tests {
         assert_eq!(plate_pattern("A%_\\").unwrap(), "A\\%\\_\\\\");
         assert!(plate_pattern("**").unwrap_err().to_string().contains("only wildcards"));
         assert!(plate_pattern("").is_err());
+    }
+
+    #[test]
+    fn a_whole_plate_is_every_spelling_of_its_case() {
+        assert_eq!(exact_spellings("粤b1").unwrap(), ["粤B1", "粤b1"]);
+        assert_eq!(exact_spellings("12").unwrap(), ["12"]);
+        assert_eq!(exact_spellings("AB").unwrap().len(), 4);
+        assert!(exact_spellings("粤B1*").is_none());
+        assert!(exact_spellings("ABCDEFG").is_none(), "2^7 spellings: a LIKE instead");
     }
 
     #[test]
