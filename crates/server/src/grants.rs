@@ -241,14 +241,9 @@ async fn accesses(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id):
             .into_iter()
             .find(|g| g.id == id && may_see(&user, g))
             .ok_or_else(|| NodeError::NotFound(format!("no sharing grant `{id}` you may see")))?;
-        let mut found = Vec::new();
-        let mut after = 0;
-        loop {
-            let batch = node.state().audit_after(after, 10_000)?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            found.extend(batch.into_iter().filter(|e| e.detail["grants"].as_array().is_some_and(|g| g.iter().any(|x| x == grant.id.as_str()))));
-        }
+        let mut found = crate::transparency::scan_audit(node.state().as_ref(), |e| {
+            e.detail["grants"].as_array().is_some_and(|g| g.iter().any(|x| x == grant.id.as_str()))
+        })?;
         found.reverse();
         Ok(found)
     })

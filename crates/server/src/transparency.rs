@@ -27,6 +27,19 @@ use crate::node::{Node, NodeError, Role};
 const AUDIT_ROLES: &[Role] = &[Role::Admin, Role::Auditor];
 const AUDIT_NEED: &str = "the auditor or admin role";
 
+/// Every audit entry for which `keep` holds, oldest first, read in batches.
+pub(crate) fn scan_audit(state: &dyn cityward_store::StateStore, mut keep: impl FnMut(&AuditEntry) -> bool) -> Result<Vec<AuditEntry>, NodeError> {
+    let mut found = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = state.audit_after(after, 10_000)?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        found.extend(batch.into_iter().filter(|e| keep(e)));
+    }
+    Ok(found)
+}
+
 /// The routes; `crate::http::router` merges them.
 pub(crate) fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -120,14 +133,7 @@ async fn report(State(node): State<Arc<Node>>, Caller(user): Caller, ApiQuery(q)
         return Err(NodeError::Invalid("`since` must be before `until`".into()).into());
     }
     let report = blocking(move || {
-        let mut entries = Vec::new();
-        let mut after = 0;
-        loop {
-            let batch = node.state().audit_after(after, 10_000)?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            entries.extend(batch.into_iter().filter(|e| e.at >= since && e.at < until));
-        }
+        let entries = scan_audit(node.state().as_ref(), |e| e.at >= since && e.at < until)?;
         let mut report = summarize(&entries);
         report["since"] = json!(format_time(&since));
         report["until"] = json!(format_time(&until));
