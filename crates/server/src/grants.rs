@@ -9,7 +9,7 @@
 //! `sharing_grants`).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,9 +26,6 @@ use crate::http::{blocking, require, ApiError, Body, Caller};
 use crate::node::{Node, NodeError, Role, User};
 
 const GRANTS_KEY: &str = "sharing_grants";
-
-/// Serializes changes to the list (read, change, write).
-static CHANGING: Mutex<()> = Mutex::new(());
 
 /// A sharing grant: `grantee` sees `owner`'s data of `classes`, for `purposes`, until
 /// `until`.
@@ -65,15 +62,7 @@ impl Grant {
 }
 
 fn load(state: &dyn StateStore) -> Result<Vec<Grant>, NodeError> {
-    match state.meta_get(GRANTS_KEY)? {
-        None => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(&text).map_err(|e| NodeError::Internal(format!("the sharing grants stored in the state database cannot be read ({e})"))),
-    }
-}
-
-fn store(state: &dyn StateStore, grants: &[Grant]) -> Result<(), NodeError> {
-    let text = serde_json::to_string(grants).map_err(|e| NodeError::Internal(e.to_string()))?;
-    Ok(state.meta_set(GRANTS_KEY, &text)?)
+    crate::stored_list::load(state, GRANTS_KEY, "sharing grants")
 }
 
 /// The grids in a jurisdiction's regions.
@@ -203,10 +192,10 @@ async fn grant(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) 
     };
     let stored = made.clone();
     blocking(move || {
-        let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-        let mut grants = load(node.state().as_ref())?;
-        grants.push(stored.clone());
-        store(node.state().as_ref(), &grants)?;
+        crate::stored_list::change(node.state().as_ref(), GRANTS_KEY, "sharing grants", |grants: &mut Vec<Grant>| {
+            grants.push(stored.clone());
+            Ok(())
+        })?;
         node.desk().audit(&user.username, "grant.create", &stored.id, json!(stored));
         Ok(())
     })
@@ -217,15 +206,14 @@ async fn grant(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) 
 async fn revoke(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     require(&user, &[Role::Admin], "the admin role")?;
     let revoked = blocking(move || {
-        let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-        let mut grants = load(node.state().as_ref())?;
-        let grant = grants
-            .iter_mut()
-            .find(|g| g.id == id && g.revoked_at.is_none())
-            .ok_or_else(|| NodeError::NotFound(format!("no sharing grant `{id}` in force; list them at GET /api/v1/grants")))?;
-        grant.revoked_at = Some(Utc::now());
-        let revoked = grant.clone();
-        store(node.state().as_ref(), &grants)?;
+        let revoked = crate::stored_list::change(node.state().as_ref(), GRANTS_KEY, "sharing grants", |grants: &mut Vec<Grant>| {
+            let grant = grants
+                .iter_mut()
+                .find(|g| g.id == id && g.revoked_at.is_none())
+                .ok_or_else(|| NodeError::NotFound(format!("no sharing grant `{id}` in force; list them at GET /api/v1/grants")))?;
+            grant.revoked_at = Some(Utc::now());
+            Ok(grant.clone())
+        })?;
         node.desk().audit(&user.username, "grant.revoke", &id, json!({"owner": revoked.owner, "grantee": revoked.grantee}));
         Ok(revoked)
     })

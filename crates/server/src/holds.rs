@@ -7,7 +7,7 @@
 //! Routes: `GET /api/v1/holds` (admin, auditor), `POST /api/v1/holds` and
 //! `DELETE /api/v1/holds/{id}` (admin); both changes are audited.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,21 +25,9 @@ use crate::node::{Node, NodeError, Role};
 /// The `meta` key holding the holds (a JSON array).
 const HOLDS_KEY: &str = "legal_holds";
 
-/// Serializes changes to the list (read, change, write).
-static CHANGING: Mutex<()> = Mutex::new(());
-
 /// Every hold ever placed (released ones included), oldest first.
 pub fn load_holds(state: &dyn StateStore) -> Result<Vec<LegalHold>, NodeError> {
-    match state.meta_get(HOLDS_KEY)? {
-        None => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| NodeError::Internal(format!("the legal holds stored in the state database cannot be read ({e}); restore the database from a backup"))),
-    }
-}
-
-fn store_holds(state: &dyn StateStore, holds: &[LegalHold]) -> Result<(), NodeError> {
-    let text = serde_json::to_string(holds).map_err(|e| NodeError::Internal(e.to_string()))?;
-    Ok(state.meta_set(HOLDS_KEY, &text)?)
+    crate::stored_list::load(state, HOLDS_KEY, "legal holds")
 }
 
 /// The routes; `crate::http::router` merges them.
@@ -98,10 +86,10 @@ async fn place(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) 
     };
     let stored = hold.clone();
     blocking(move || {
-        let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-        let mut holds = load_holds(node.state().as_ref())?;
-        holds.push(stored.clone());
-        store_holds(node.state().as_ref(), &holds)?;
+        crate::stored_list::change(node.state().as_ref(), HOLDS_KEY, "legal holds", |holds: &mut Vec<LegalHold>| {
+            holds.push(stored.clone());
+            Ok(())
+        })?;
         node.desk().audit(&user.username, "hold.place", &stored.id, json!(stored));
         Ok(())
     })
@@ -112,16 +100,15 @@ async fn place(State(node): State<Arc<Node>>, Caller(user): Caller, body: Body) 
 async fn release(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     require(&user, &[Role::Admin], "the admin role")?;
     let released = blocking(move || {
-        let _one = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-        let mut holds = load_holds(node.state().as_ref())?;
-        let hold = holds
-            .iter_mut()
-            .find(|h| h.id == id && h.released_at.is_none())
-            .ok_or_else(|| NodeError::NotFound(format!("no legal hold `{id}` in force; list them at GET /api/v1/holds")))?;
-        hold.released_at = Some(Utc::now());
-        hold.released_by = Some(user.username.clone());
-        let released = hold.clone();
-        store_holds(node.state().as_ref(), &holds)?;
+        let released = crate::stored_list::change(node.state().as_ref(), HOLDS_KEY, "legal holds", |holds: &mut Vec<LegalHold>| {
+            let hold = holds
+                .iter_mut()
+                .find(|h| h.id == id && h.released_at.is_none())
+                .ok_or_else(|| NodeError::NotFound(format!("no legal hold `{id}` in force; list them at GET /api/v1/holds")))?;
+            hold.released_at = Some(Utc::now());
+            hold.released_by = Some(user.username.clone());
+            Ok(hold.clone())
+        })?;
         node.desk().audit(&user.username, "hold.release", &id, json!({"case_number": released.case_number}));
         Ok(released)
     })

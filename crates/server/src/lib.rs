@@ -34,6 +34,7 @@ mod purpose;
 mod search;
 mod transparency;
 mod stats;
+mod stored_list;
 mod storage;
 mod trial;
 mod webhooks;

@@ -117,6 +117,8 @@ struct Plan {
     cursor: Option<(DateTime<Utc>, String)>,
     /// It may return personal data (and so carries a purpose).
     personal: bool,
+    /// For want of a purpose, personal data is left out of it.
+    personal_left_out: bool,
     /// Its checked purpose.
     purpose: Option<Purpose>,
     /// Time it covers.
@@ -314,6 +316,7 @@ impl SearchRequest {
         }
         // What personal data the search reaches, and whether it may.
         let kind_personal = self.kind.as_deref().map(|k| personal_kinds.may_be_personal(k));
+        let mut personal_left_out = false;
         let personal = match &purpose {
             None => {
                 if let Some(what) = names_a_vehicle.first() {
@@ -329,7 +332,9 @@ impl SearchRequest {
                     )));
                 }
                 // Without a purpose, only what is not personal.
-                conditions.extend(personal_kinds.public_rows());
+                let public = personal_kinds.public_rows();
+                personal_left_out = public.is_some();
+                conditions.extend(public);
                 false
             }
             Some(_) => !names_a_vehicle.is_empty() || kind_personal.unwrap_or(!personal_kinds.kinds.is_empty()),
@@ -346,7 +351,7 @@ impl SearchRequest {
             return Err(NodeError::Invalid(format!("`limit` must be 1 to {MAX_PAGE}, not {limit}")));
         }
         let cursor = self.cursor.as_deref().map(parse_cursor).transpose()?;
-        Ok(Plan { conditions, area, limit, cursor, personal, purpose, span, area_km2, grants: Vec::new() })
+        Ok(Plan { conditions, area, limit, cursor, personal, personal_left_out, purpose, span, area_km2, grants: Vec::new() })
     }
 
     /// The audit record of this search (its filters and purpose; never its results).
@@ -600,10 +605,8 @@ async fn search(
             .into_response());
     }
     let items: Vec<Value> = events.iter().map(event_json).collect();
-    // Without a purpose, personal data was left out: say so, so that nobody takes the
-    // answer for all there is.
-    let left_out = !plan.personal && plan.purpose.is_none() && !PersonalKinds::of(node.events().lake().kinds(), &node.config().search).kinds.is_empty();
-    Ok(Json(json!({"items": items, "next": next, "personal_data_left_out": left_out})).into_response())
+    // Say when personal data was left out, so that nobody takes the answer for all there is.
+    Ok(Json(json!({"items": items, "next": next, "personal_data_left_out": plan.personal_left_out})).into_response())
 }
 
 fn exports_dir(node: &Node) -> std::path::PathBuf {
