@@ -1,18 +1,22 @@
 //! Plate search over a large lake: the query `POST /api/v1/search` runs for a whole plate
-//! (an equality the Bloom filters prune by) and for a partial one (`LIKE`), on a lake of
+//! (an equality) and for a partial one (a `LIKE` narrowed by ranges of its prefix), on a lake of
 //! generated plate reads, timed on the node's own SQL engine; `bench/search_peers.py` runs
 //! the same queries with DuckDB on the same Parquet files.
 //!
 //! The lake is generated once per `--data` directory (a `params.json` records what it
 //! holds): `--reads` plate reads spread evenly over `--days` days ending today, each of a
 //! plate drawn uniformly from `--plates` distinct plates at one of `--readers` read points,
-//! written through the lake's own writer (day partitions, rows sorted by source and time,
-//! Bloom filters on `plate`). The queries go to `DIR/queries.json` for the peer script.
+//! written through the lake's own writer (day partitions, plate reads sorted by plate and
+//! time, Bloom filters on `plate`) and merged to one file per day, as a running node's
+//! merges leave them. The queries go to `DIR/queries.json` for the peer script.
 //!
 //! ```text
 //! search-bench --reads 100000000 --days 30 --data /tmp/cityward-search --out results.json
 //! python3 bench/search_peers.py --data /tmp/cityward-search --out duckdb.json
 //! ```
+//!
+//! With `SEARCH_BENCH_EXPLAIN=1` it also prints DataFusion's `EXPLAIN ANALYZE` of one whole
+//! and one partial search (what was pruned, what was read).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,7 +24,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use cityward_model::{format_time, Event, KindRegistry};
-use cityward_store::{Lake, SqlEngine};
+use cityward_server::plate_condition;
+use cityward_store::{Lake, LakeOptions, SqlEngine};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -128,15 +133,11 @@ fn generate(args: &Args, lake: &Lake, end: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
-fn quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The SQL `POST /api/v1/search` runs for a first page (500) of `plate_condition` since
-/// `since`.
-fn search_sql(plate_condition: &str, since: DateTime<Utc>) -> String {
+/// The SQL `POST /api/v1/search` runs for a first page (500) of reads matching `condition`
+/// since `since`.
+fn search_sql(condition: &str, since: DateTime<Utc>) -> String {
     format!(
-        "SELECT id, source, kind, time, lon, lat, grid, unit, attrs FROM events WHERE {plate_condition} AND time >= TIMESTAMP '{}' ORDER BY time DESC, id DESC LIMIT 501",
+        "SELECT id, source, kind, time, lon, lat, grid, unit, attrs FROM events WHERE {condition} AND time >= TIMESTAMP '{}' ORDER BY time DESC, id DESC LIMIT 501",
         format_time(&since)
     )
 }
@@ -148,7 +149,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let params = json!({"reads": args.reads, "days": args.days, "plates": args.plates, "readers": args.readers, "seed": args.seed});
+    let params = json!({"reads": args.reads, "days": args.days, "plates": args.plates, "readers": args.readers, "seed": args.seed, "merged": true});
     let lake_dir = args.data.join("lake");
     let marker = args.data.join("params.json");
     let end = Utc::now().date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc() + Duration::days(1);
@@ -161,6 +162,11 @@ async fn main() -> Result<()> {
         let began = Instant::now();
         generate(&args, &lake, end)?;
         eprintln!("generated {} reads in {:.0} s", args.reads, began.elapsed().as_secs_f64());
+        // A running node compacts every minute and merges the small files of a day into
+        // files of up to 4 M rows: one file per day here, as it would leave them.
+        let merging = Lake::open_with(&lake_dir, &kinds, LakeOptions { merge_min_files: 2, ..LakeOptions::default() })?;
+        let merged = merging.merge_small_files().await?;
+        eprintln!("merged {} days into one file each in {:.0} s", merged.merges.len(), began.elapsed().as_secs_f64());
         std::fs::write(&marker, json!({"params": params, "end": format_time(&end)}).to_string())?;
     }
     let end = std::fs::read_to_string(&marker)
@@ -177,11 +183,19 @@ async fn main() -> Result<()> {
     let mut rng = Rng(args.seed ^ 0x5EA2C4);
     let exact: Vec<String> = (0..args.exact).map(|_| plate(rng.below(args.plates))).collect();
     let partial: Vec<String> = (0..args.partial).map(|_| plate(rng.below(args.plates)).chars().take(5).collect()).collect();
-    let exact_sql: Vec<String> = exact.iter().map(|p| search_sql(&format!("plate IN ({})", quoted(p)), since)).collect();
-    let partial_sql: Vec<String> = partial.iter().map(|p| search_sql(&format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&format!("{p}%"))), since)).collect();
+    let condition = |plate: &str| plate_condition(plate, false).map_err(|e| anyhow::anyhow!("{e}"));
+    let exact_conditions: Vec<String> = exact.iter().map(|p| condition(p)).collect::<Result<_>>()?;
+    let partial_conditions: Vec<String> = partial.iter().map(|p| condition(&format!("{p}*"))).collect::<Result<_>>()?;
+    let exact_sql: Vec<String> = exact_conditions.iter().map(|c| search_sql(c, since)).collect();
+    let partial_sql: Vec<String> = partial_conditions.iter().map(|c| search_sql(c, since)).collect();
+    // The peer script runs the very same conditions.
     std::fs::write(
         args.data.join("queries.json"),
-        json!({"exact": exact, "partial": partial, "since": format_time(&since)}).to_string(),
+        json!({
+            "exact": exact, "partial": partial, "since": format_time(&since),
+            "exact_conditions": exact_conditions, "partial_conditions": partial_conditions,
+        })
+        .to_string(),
     )?;
 
     let run = |sqls: &[String]| -> Result<(Vec<f64>, u64)> {
@@ -197,6 +211,14 @@ async fn main() -> Result<()> {
     };
     // One query first so that the footer cache is warm, as on a running node.
     run(&exact_sql[..1])?;
+    if std::env::var_os("SEARCH_BENCH_EXPLAIN").is_some() {
+        for sql in [&exact_sql[1], &partial_sql[0]] {
+            let plan = futures_block(engine.query(&format!("EXPLAIN ANALYZE {sql}"), Vec::new(), 100))?;
+            for row in plan.rows {
+                eprintln!("{}", row.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join("\n"));
+            }
+        }
+    }
     let (mut exact_ms, exact_rows) = run(&exact_sql)?;
     let (mut partial_ms, partial_rows) = run(&partial_sql)?;
     exact_ms.sort_by(f64::total_cmp);

@@ -18,6 +18,8 @@ import type {
   SearchApproval,
   AuditEntry,
   AuditHead,
+  Grant,
+  LegalHold,
   Transparency,
   SearchPage,
   SearchQuery,
@@ -197,6 +199,13 @@ export const api = {
     return json<{ items: AuditEntry[]; next: string | null }>('GET', `/api/v1/audit?${params}`);
   },
   auditHead: () => json<AuditHead>('GET', '/api/v1/audit/head'),
+  grants: () => json<{ items: Grant[] }>('GET', '/api/v1/grants'),
+  grant: (g: { owner: string; grantee: string; classes: string[]; purposes: string[]; until: string; reason: string }) => json<Grant>('POST', '/api/v1/grants', g),
+  revokeGrant: (grantId: string) => json<Grant>('DELETE', `/api/v1/grants/${id(grantId)}`),
+  grantAccesses: (grantId: string) => json<{ items: AuditEntry[] }>('GET', `/api/v1/grants/${id(grantId)}/accesses`),
+  holds: () => json<{ items: LegalHold[] }>('GET', '/api/v1/holds'),
+  placeHold: (hold: { case_number: string; reason: string; kinds: string[]; since: string; until: string }) => json<LegalHold>('POST', '/api/v1/holds', hold),
+  releaseHold: (holdId: string) => json<LegalHold>('DELETE', `/api/v1/holds/${id(holdId)}`),
   transparency: () => json<Transparency>('GET', '/api/v1/audit/transparency'),
   stats: (since: string, until: string, bucket: 'hour' | 'day') =>
     json<Stats>('GET', `/api/v1/stats?${new URLSearchParams({ since, until, bucket })}`),

@@ -9,6 +9,7 @@ import { forgetLayers } from './cityindex';
 import { makeSession, type Session } from './context';
 import { startCountdownTicker } from './countdown';
 import { AuditPage, canAudit } from './audit';
+import { SharingPage } from './sharing';
 import { DashboardPage } from './dashboard';
 import { field, h, option } from './dom';
 import { locale, onLocaleChange, setLocale, t, tCode, type Locale, type MessageKey } from './i18n';
@@ -178,6 +179,7 @@ async function showConsole(): Promise<void> {
   let search: SearchPage | null = null;
   let dashboard: DashboardPage | null = null;
   let audit: AuditPage | null = null;
+  let sharing: SharingPage | null = null;
   const mapHooks = { map: () => cityMap };
   const panel = new Panel(session, {
     closed: () => {
@@ -220,7 +222,7 @@ async function showConsole(): Promise<void> {
       mapBox.appendChild(zoneEditor.el);
     }
     cityMap.setCommunityCounts(store.all());
-    cityMap.setActive(route.page !== 'dashboard' && route.page !== 'audit');
+    cityMap.setActive(route.page !== 'dashboard' && route.page !== 'audit' && route.page !== 'sharing');
     queue.render();
     if (window.__cityward) window.__cityward.map = cityMap.testHook;
     for (const waiter of mapWaiters.splice(0)) waiter();
@@ -262,12 +264,16 @@ async function showConsole(): Promise<void> {
       } else {
         desk.replaceChildren(h('section', { className: 'audit-page' }, h('p', { className: 'muted', role: 'status' }, t('audit_not_for_role'))));
       }
+    } else if (next.page === 'sharing') {
+      sharing ??= new SharingPage(session);
+      desk.replaceChildren(sharing.el);
+      sharing.show();
     } else {
       dashboard ??= new DashboardPage(session);
       desk.replaceChildren(dashboard.el);
       dashboard.show();
     }
-    cityMap?.setActive(next.page !== 'dashboard' && next.page !== 'audit');
+    cityMap?.setActive(next.page !== 'dashboard' && next.page !== 'audit' && next.page !== 'sharing');
     renderNav();
   };
 
@@ -305,6 +311,8 @@ async function showConsole(): Promise<void> {
       rules?.relabel();
       search?.relabel();
       dashboard?.relabel();
+      audit?.relabel();
+      sharing?.relabel();
       if (helpDialog.open) renderHelp();
     }),
   );

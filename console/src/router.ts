@@ -1,8 +1,8 @@
 // The console's pages, by the URL's hash: `#/` the desk (map, queue, alert), `#/rules`
-// (`#/rules/ID` with a rule open), `#/search`, `#/dashboard`, `#/audit`.
+// (`#/rules/ID` with a rule open), `#/search`, `#/dashboard`, `#/audit`, `#/sharing`.
 
-export type Page = 'desk' | 'rules' | 'search' | 'dashboard' | 'audit';
-export const PAGES: readonly Page[] = ['desk', 'rules', 'search', 'dashboard', 'audit'];
+export type Page = 'desk' | 'rules' | 'search' | 'dashboard' | 'audit' | 'sharing';
+export const PAGES: readonly Page[] = ['desk', 'rules', 'search', 'dashboard', 'audit', 'sharing'];
 
 export interface Route {
   page: Page;

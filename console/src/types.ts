@@ -331,3 +331,31 @@ export interface Transparency {
   hotlists: { name: string; active: number; inactive: number }[];
   retention: { month: string; kind: string; rule: string; partitions: number; rows: number }[];
 }
+
+/** `GET /api/v1/grants`: a unit's data shared with another unit. */
+export interface Grant {
+  id: string;
+  owner: string;
+  grantee: string;
+  classes: string[];
+  purposes: string[];
+  until: string;
+  reason: string;
+  created_by: string;
+  created_at: string;
+  revoked_at?: string | null;
+}
+
+/** `GET /api/v1/holds`: a case's data kept past its retention. */
+export interface LegalHold {
+  id: string;
+  case_number: string;
+  reason: string;
+  kinds: string[];
+  since: string;
+  until: string;
+  created_by: string;
+  created_at: string;
+  released_at?: string | null;
+  released_by?: string | null;
+}

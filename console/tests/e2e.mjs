@@ -760,6 +760,79 @@ async function main() {
     }
   });
 
+  await scenario('s', 'sharing: an administrator grants a community\'s plate reads to a street in the console; the street analyst\'s search under it is listed to the community; a legal hold is placed and released', async () => {
+    const me = async (user) => api.get('/api/v1/me', await api.login(user));
+    const owner = (await me('responder')).unit;
+    const grantee = (await me('street-analyst')).unit;
+    check(owner && grantee && owner !== grantee, `the demo's responder and street analyst are in different units (${owner}, ${grantee})`);
+    const streetToken = await api.login('street-analyst');
+    const since = new Date(Date.now() - 86400e3).toISOString();
+    const search = { kind: 'plate_read', since, limit: 5, purpose: { case_number: 'E2E-SHARE-1', legal_basis: 'criminal_investigation' } };
+    const before = await api.call('POST', '/api/v1/search', streetToken, search);
+    check(before.status === 200, `the street analyst searches its own street (${before.status}: ${JSON.stringify(before.body).slice(0, 200)})`);
+
+    const admin = await newPage(browser, base, { locale: 'en-US', viewport: { width: 1440, height: 900 } }, offOrigin);
+    state.pages.admin = admin.page;
+    const page = admin.page;
+    page.on('dialog', (dialog) => void dialog.accept());
+    try {
+      await signIn(page, 'admin');
+      await page.getByRole('link', { name: 'Sharing' }).click();
+      const form = page.locator('form[data-form="grant"]');
+      await form.waitFor({ timeout: 15_000 });
+      await form.getByLabel('Data of (owner)').fill(owner);
+      await form.getByLabel('Shared with').fill(grantee);
+      await form.getByLabel('Data classes').fill('plate_read');
+      await form.getByLabel('Criminal investigation').check();
+      await form.getByLabel('Until', { exact: true }).fill('2031-01-01T00:00');
+      await form.getByLabel('Reason', { exact: true }).fill('joint operation (e2e)');
+      await form.locator('button[data-action="make-grant"]').click();
+      await page.locator('.grants-table tbody tr', { hasText: 'joint operation (e2e)' }).waitFor({ timeout: 10_000 });
+      const grants = await api.get('/api/v1/grants', await api.login('admin'));
+      const grant = grants.items.find((g) => g.reason === 'joint operation (e2e)');
+      check(grant && grant.owner === owner && grant.grantee === grantee && grant.purposes.join() === 'criminal_investigation', `the console made the grant asked for: ${JSON.stringify(grant)}`);
+
+      const under = await api.call('POST', '/api/v1/search', streetToken, search);
+      check(under.status === 200, `the street analyst searches under the grant (${under.status})`);
+
+      // The owner's member sees that search under the grant.
+      const responder = await newPage(browser, base, { locale: 'en-US', viewport: { width: 1440, height: 900 } }, offOrigin);
+      state.pages.responder = responder.page;
+      try {
+        await signIn(responder.page, 'responder');
+        await responder.page.getByRole('link', { name: 'Sharing' }).click();
+        const row = responder.page.locator(`tr[data-grant="${grant.id}"]`);
+        await row.waitFor({ timeout: 15_000 });
+        check(!(await responder.page.locator('form[data-form="grant"]').count()), 'only administrators get the grant form');
+        await row.locator('button[data-action="grant-accesses"]').click();
+        const accesses = responder.page.locator(`tr[data-accesses="${grant.id}"]`);
+        await accesses.locator('li', { hasText: 'E2E-SHARE-1' }).waitFor({ timeout: 10_000 });
+        check((await accesses.textContent()).includes('street-analyst'), 'the access names who searched');
+      } finally {
+        delete state.pages.responder;
+        await responder.context.close();
+      }
+
+      // A legal hold, placed and released.
+      const hold = page.locator('form[data-form="hold"]');
+      await hold.getByLabel('Case number').fill('E2E-HOLD-1');
+      await hold.getByLabel('Reason (order, investigation)').fill('court order (e2e)');
+      await hold.getByLabel('Kinds (empty: all)').fill('plate_read');
+      await hold.getByLabel('From').fill('2026-01-01T00:00');
+      await hold.getByLabel('Until', { exact: true }).fill('2026-01-02T00:00');
+      await hold.locator('button[data-action="place-hold"]').click();
+      const held = page.locator('.holds-table tbody tr', { hasText: 'E2E-HOLD-1' });
+      await held.waitFor({ timeout: 10_000 });
+      await held.locator('button[data-action="release-hold"]').click();
+      await page.locator('.holds-table tbody tr', { hasText: 'released by admin' }).waitFor({ timeout: 10_000 });
+      await page.locator(`tr[data-grant="${grant.id}"] button[data-action="revoke-grant"]`).click();
+      await page.locator(`tr[data-grant="${grant.id}"]`, { hasText: 'revoked' }).waitFor({ timeout: 10_000 });
+    } finally {
+      delete state.pages.admin;
+      await admin.context.close();
+    }
+  });
+
   if (state.analyst) {
     delete state.pages.analyst;
     await state.analyst.context.close();

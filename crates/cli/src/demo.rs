@@ -82,6 +82,13 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
     // An analyst who approves searches beyond the limits of a role.
     let _ = node.create_user("supervisor", "demo", Role::Analyst, None);
     node.state().set_supervisor("supervisor", true)?;
+    // An analyst of one street (not the responder's), to show that sharing is denied by
+    // default: the street's own events, another unit's only under a sharing grant.
+    let responder_street = community.as_deref().and_then(|c| city.unit(c)).and_then(|u| u.parent_unit.clone());
+    let street = city.units.iter().find(|u| u.kind == "street" && Some(&u.id) != responder_street.as_ref()).map(|u| u.id.clone());
+    if let Some(street) = &street {
+        let _ = node.create_user("street-analyst", "demo", Role::Analyst, Some(street));
+    }
     println!(
         "cityward demo city: {} devices, {} grids, {} roads, {} units.",
         city.devices.len(),
@@ -97,6 +104,9 @@ pub async fn run(data: Option<PathBuf>, listen: &str, size: Size, seed: u64) -> 
     );
     if let (Some(top), Some(community)) = (&top, &community) {
         println!("            dispatcher acts for {top} (the whole city), responder for {community}");
+    }
+    if let Some(street) = &street {
+        println!("            street-analyst searches {street} only (others' data under a sharing grant)");
     }
     println!("  data      {}", data_dir.display());
     println!("  rules     {} (alerts: GET /api/v1/alerts)", rules.display());

@@ -190,21 +190,18 @@ fn open_lake(data: &Path) -> anyhow::Result<cityward_store::Lake> {
 /// `cityward retention plan`.
 pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyhow::Result<()> {
     let lake = open_lake(data)?;
-    let holds = match data.join("state.sqlite3").exists() {
-        true => cityward_server::load_holds(&open_state(data)?)?,
-        false => Vec::new(),
+    let now = Utc::now();
+    let state = match data.join("state.sqlite3").exists() {
+        true => Some(open_state(data)?),
+        false => None,
     };
-    let policy = cityward_store::RetentionPolicy {
-        default: None,
-        classes: config.lake.retention.clone(),
-        kinds: config.lake.retention.clone(),
-        holds,
-    };
-    let report = lake.plan_retention(&policy, Utc::now())?;
+    let city = cityward_server::load_city(&data.join("city"))?;
+    let policy = cityward_server::retention_policy(config, state.as_ref().map(|s| s as &dyn cityward_store::StateStore), &city, now)?;
+    let report = lake.plan_retention(&policy, now)?;
     for p in &report.partitions {
         println!(
-            "{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}",
-            p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep
+            "{}\t{}\t{} files\t{} rows\t{} bytes\t{} = {}{}",
+            p.kind, p.day, p.files, p.rows, p.bytes, p.rule.rule, p.rule.keep, kept_note(p)
         );
     }
     for p in &report.held {
@@ -218,6 +215,15 @@ pub fn retention_plan(data: &Path, config: &cityward_server::NodeConfig) -> anyh
     Ok(())
 }
 
+/// What a partial deletion keeps, e.g. `\tkeeps 12 rows (evidence_kept.plate_read)`.
+fn kept_note(p: &cityward_store::ExpiredPartition) -> String {
+    if p.kept.is_empty() {
+        return String::new();
+    }
+    let rules: Vec<String> = p.kept.iter().map(|(rule, n)| format!("{n} by {rule}")).collect();
+    format!("\tkeeps {} rows ({})", p.kept.values().sum::<u64>(), rules.join(", "))
+}
+
 /// `cityward retention report`.
 pub fn retention_report(data: &Path) -> anyhow::Result<()> {
     let lake = open_lake(data)?;
@@ -225,8 +231,8 @@ pub fn retention_report(data: &Path) -> anyhow::Result<()> {
     for entry in &log {
         let p = &entry.partition;
         println!(
-            "{}\t{}\t{}\t{} rows\t{} bytes\t{} = {}",
-            entry.deleted_at, p.kind, p.day, p.rows, p.bytes, p.rule.rule, p.rule.keep
+            "{}\t{}\t{}\t{} rows\t{} bytes\t{} = {}{}",
+            entry.deleted_at, p.kind, p.day, p.rows, p.bytes, p.rule.rule, p.rule.keep, kept_note(p)
         );
     }
     println!("{} partitions deleted by retention so far.", log.len());
@@ -263,6 +269,14 @@ pub fn audit_verify(data: &Path, anchor: Option<&Path>) -> anyhow::Result<bool> 
         }
         (None, Some(h)) => {
             println!("OK: {} entries, chain intact{}.", verdict.entries, if anchor.is_some() { ", anchored head present" } else { "" });
+            if let Some(start) = &verdict.start {
+                println!(
+                    "The log starts at entry {}: retention deleted {} entries written before {} (recorded in the log).",
+                    start.seq,
+                    start.deleted,
+                    cityward_model::format_time(&start.before)
+                );
+            }
             println!("head: entry {} at {}, hash {}", h.seq, cityward_model::format_time(&h.at), h.hash);
             Ok(true)
         }

@@ -76,3 +76,38 @@ fn audit_verify_finds_a_tampered_entry_and_a_cut_off_end() {
     let (ok, out) = run(&["audit", "verify", "--data", dir.path().join("nowhere").to_str().unwrap()]);
     assert!(!ok && out.contains("no state database"), "{out}");
 }
+
+#[test]
+fn a_pruned_audit_log_verifies_from_its_recorded_start_and_removing_its_first_entries_is_found() {
+    use cityward_store::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let state = cityward_store::SqliteState::open(dir.path().join("state.sqlite3")).unwrap();
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(2000);
+    for n in 0..6 {
+        let entry = cityward_store::NewAuditEntry { actor: "ana".into(), action: "search".into(), target: "events".into(), detail: serde_json::json!({"results": n}) };
+        // Four entries from more than five years ago, two recent ones.
+        let at = if n < 4 { long_ago + chrono::Duration::minutes(n) } else { chrono::Utc::now() };
+        state.append_audit(&entry, at).unwrap();
+    }
+    let anchor = dir.path().join("anchor.json");
+    std::fs::write(&anchor, stdout_of(&["audit", "head", "--data", data]).trim()).unwrap();
+    // Retention: what is older than five years goes.
+    let start = state.prune_audit(chrono::Utc::now() - chrono::Duration::days(1826), "retention", chrono::Utc::now()).unwrap().unwrap();
+    assert_eq!((start.seq, start.deleted), (5, 4));
+    drop(state);
+    let (ok, out) = run(&["audit", "verify", "--data", data, "--anchor", anchor.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK: 3 entries") && out.contains("starts at entry 5") && out.contains("deleted 4 entries"), "{out}");
+
+    // The next entry removed by hand and the recorded start moved past it to hide that.
+    let db = rusqlite::Connection::open(dir.path().join("state.sqlite3")).unwrap();
+    let hash: String = db.query_row("SELECT hash FROM audit_log WHERE seq = 5", [], |r| r.get(0)).unwrap();
+    db.execute("DELETE FROM audit_log WHERE seq = 5", []).unwrap();
+    let moved = serde_json::json!({"seq": 6, "prev_hash": hash, "deleted": 5, "before": start.before});
+    db.execute("UPDATE meta SET value = ?1 WHERE key = 'audit.start'", [moved.to_string()]).unwrap();
+    drop(db);
+    let (ok, out) = run(&["audit", "verify", "--data", data]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("BROKEN") && out.contains("audit.prune"), "{out}");
+}

@@ -132,6 +132,22 @@ pub struct LakeSection {
     /// a kind's own entry wins over its class. Unlisted data is kept.
     #[serde(with = "duration_map")]
     pub retention: BTreeMap<String, Duration>,
+    /// How long events that are evidence of an alert (a plate read that matched a hotlist,
+    /// a rule's trigger) are kept, per data class or kind, when longer than `retention`.
+    #[serde(with = "duration_map")]
+    pub retention_evidence: BTreeMap<String, Duration>,
+    /// Retention in a jurisdiction: `[lake.retention_regions.ID]` per data class or kind,
+    /// for events in the grids of region ID and the regions inside it. The innermost region
+    /// with an entry wins over `retention`.
+    pub retention_regions: BTreeMap<String, cityward_store::RegionRetention>,
+    /// Alerts in a final status (closed, resolved, suppressed) are deleted from the state
+    /// store this long after their last change.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub alert_retention: Duration,
+    /// Audit entries are deleted this long after they were written; the log's new start is
+    /// recorded so that `cityward audit verify` still checks the rest.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub audit_retention: Duration,
 }
 
 impl Default for LakeSection {
@@ -150,6 +166,10 @@ impl Default for LakeSection {
             merge_every: Duration::from_secs(600),
             retention_every: Duration::from_secs(3600),
             retention,
+            retention_evidence: [("plate_read".to_string(), Duration::from_secs(365 * 86_400))].into(),
+            retention_regions: BTreeMap::new(),
+            alert_retention: Duration::from_secs(1826 * 86_400),
+            audit_retention: Duration::from_secs(1826 * 86_400),
         }
     }
 }

@@ -31,6 +31,7 @@ mod rules;
 mod grants;
 mod holds;
 mod purpose;
+mod retention;
 mod search;
 mod transparency;
 mod stats;
@@ -44,12 +45,15 @@ use std::sync::Arc;
 
 pub use auth::create_user;
 pub use config::{ConfigError, NodeConfig, DEFAULT_CONFIG_TOML};
+pub use citystate::load_city;
 pub use holds::load_holds;
+pub use retention::retention_policy;
 pub use http::{router, ApiError};
 pub use metrics::Metrics;
 pub use desk::AlertChange;
 pub use detect::DetectStatus;
 pub use rules::HotlistEntryInput;
+pub use search::plate_condition;
 pub use node::{new_event_id, Channel, IngestOutcome, Node, NodeError, Role, StoredBatch, User};
 pub use storage::EventStore;
 

@@ -184,6 +184,13 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_state_retention_deleted_total",
+        Family {
+            help: "Alerts and audit entries deleted from the state store by retention, by table.",
+            kind: "counter",
+        },
+    ),
+    (
         "cityward_dedup_ids",
         Family {
             help: "Event ids remembered for duplicate detection.",

@@ -194,6 +194,81 @@ fn exact_spellings(plate: &str) -> Option<Vec<String>> {
     Some(spellings)
 }
 
+/// The SQL condition a search for `plate` runs: an equality for a whole plate, else a LIKE
+/// (or, with `ocr_confusions`, a regular expression), narrowed by ranges of the literal
+/// prefix so that the lake's plate-sorted files skip every row group the plate cannot be in.
+/// Plates are stored as read, so every comparison ignores case.
+pub fn plate_condition(plate: &str, ocr_confusions: bool) -> Result<String, NodeError> {
+    if !ocr_confusions {
+        if let Some(spellings) = exact_spellings(plate) {
+            // Statistics and Bloom filters prune an equality by themselves.
+            return Ok(format!("plate IN ({})", spellings.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    let matches = if ocr_confusions {
+        format!("regexp_like(upper(plate), {})", quoted(&plate_regex(plate)?))
+    } else {
+        format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&plate_pattern(plate)?))
+    };
+    let ranges: Vec<String> = prefix_spellings(plate, ocr_confusions)
+        .iter()
+        .filter_map(|prefix| {
+            let end = successor(prefix)?;
+            Some(format!("(plate >= {} AND plate < {})", quoted(prefix), quoted(&end)))
+        })
+        .collect();
+    if ranges.is_empty() {
+        return Ok(matches);
+    }
+    Ok(format!("({}) AND {matches}", ranges.join(" OR ")))
+}
+
+/// Most spellings of a plate's literal prefix that a search spells out.
+const MAX_PREFIX_SPELLINGS: usize = 64;
+
+/// Every spelling of the literal start of `plate` (up to its first wildcard) that it may be
+/// stored as: both cases of each letter and, with `ocr_confusions`, every character it is
+/// confused with. The prefix is cut short where the spellings would exceed 64; empty when
+/// the plate starts with a wildcard.
+fn prefix_spellings(plate: &str, ocr_confusions: bool) -> Vec<String> {
+    let mut spellings = vec![String::new()];
+    for c in plate.trim().chars().take_while(|c| !matches!(c, '*' | '?')) {
+        let upper: String = c.to_uppercase().collect();
+        let confused = match OCR_CONFUSIONS.iter().find(|g| ocr_confusions && g.contains(upper.as_str())) {
+            Some(group) => group.chars().map(String::from).collect(),
+            None => vec![upper],
+        };
+        let mut choices: Vec<String> = Vec::new();
+        for choice in confused {
+            for cased in [choice.to_uppercase(), choice.to_lowercase()] {
+                if !choices.contains(&cased) {
+                    choices.push(cased);
+                }
+            }
+        }
+        if spellings.len() * choices.len() > MAX_PREFIX_SPELLINGS {
+            break;
+        }
+        spellings = spellings.iter().flat_map(|s| choices.iter().map(move |c| format!("{s}{c}"))).collect();
+    }
+    spellings.retain(|s| !s.is_empty());
+    spellings
+}
+
+/// The least string above every string that starts with `prefix` (its last character
+/// stepped up by one), so `plate >= prefix AND plate < successor` is "starts with".
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A plate pattern as an anchored regular expression in which confusable characters match
 /// each other.
 fn plate_regex(plate: &str) -> Result<String, NodeError> {
@@ -249,15 +324,7 @@ impl SearchRequest {
         if let Some(plate) = &self.plate {
             attribute("plate", "plate")?;
             names_a_vehicle.push("plate");
-            // Plates are stored as read; compare without case.
-            if self.ocr_confusions {
-                conditions.push(format!("regexp_like(upper(plate), {})", quoted(&plate_regex(plate)?)));
-            } else if let Some(spellings) = exact_spellings(plate) {
-                // An equality, which the lake's Bloom filters on `plate` prune by.
-                conditions.push(format!("plate IN ({})", spellings.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ")));
-            } else {
-                conditions.push(format!("upper(plate) LIKE {} ESCAPE '\\'", quoted(&plate_pattern(plate)?)));
-            }
+            conditions.push(plate_condition(plate, self.ocr_confusions)?);
         } else if self.ocr_confusions {
             return Err(NodeError::Invalid("`ocr_confusions` applies to a `plate`; give one".into()));
         }
@@ -758,6 +825,24 @@ mod tests {
         assert_eq!(exact_spellings("AB").unwrap().len(), 4);
         assert!(exact_spellings("粤B1*").is_none());
         assert!(exact_spellings("ABCDEFG").is_none(), "2^7 spellings: a LIKE instead");
+    }
+
+    #[test]
+    fn a_partial_plate_is_narrowed_to_ranges_of_its_prefix() {
+        assert_eq!(
+            plate_condition("粤b1*", false).unwrap(),
+            "((plate >= '粤B1' AND plate < '粤B2') OR (plate >= '粤b1' AND plate < '粤b2')) AND upper(plate) LIKE '粤B1%' ESCAPE '\\'"
+        );
+        assert_eq!(plate_condition("*12", false).unwrap(), "upper(plate) LIKE '%12' ESCAPE '\\'", "no prefix, no range");
+        assert_eq!(plate_condition("粤B1", false).unwrap(), "plate IN ('粤B1', '粤b1')");
+        // With confusions: 8/B and 1/I, each in both cases where it has them.
+        assert_eq!(prefix_spellings("粤8I?", true), ["粤81", "粤8I", "粤8i", "粤B1", "粤BI", "粤Bi", "粤b1", "粤bI", "粤bi"]);
+        // Too many spellings: the prefix stops where they would pass 64.
+        let long = prefix_spellings("ABCDEFGH*", false);
+        assert_eq!(long.len(), 64);
+        assert!(long.iter().all(|p| p.chars().count() == 6));
+        assert_eq!(successor("粤B9").unwrap(), "粤B:");
+        assert_eq!(successor(&format!("A{}", char::MAX)).unwrap(), "B");
     }
 
     #[test]

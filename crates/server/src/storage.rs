@@ -11,7 +11,7 @@ use chrono::Utc;
 use cityward_model::{Event, KindRegistry};
 use cityward_store::{Lake, SqlEngine, Wal, WalConfig, WalReader, WalWriter};
 
-use crate::config::{LakeSection, NodeConfig};
+use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError};
 
@@ -22,7 +22,6 @@ pub struct EventStore {
     reader: WalReader,
     lake: Arc<Lake>,
     sql: SqlEngine,
-    lake_config: LakeSection,
     max_backlog_bytes: u64,
     metrics: Arc<Metrics>,
     compacting: tokio::sync::Mutex<()>,
@@ -62,7 +61,6 @@ impl EventStore {
             wal: Mutex::new(Some(wal)),
             lake,
             sql,
-            lake_config: config.lake.clone(),
             max_backlog_bytes: config.wal.max_backlog_bytes,
             metrics,
             compacting: tokio::sync::Mutex::new(()),
@@ -220,13 +218,12 @@ impl EventStore {
         Ok(compacted)
     }
 
-    /// Deletes expired lake partitions that no legal hold in `holds` covers; returns the
+    /// Deletes what `policy` expires now (see [`crate::retention_policy`]); returns the
     /// number of rows deleted.
-    pub async fn enforce_retention(&self, holds: Vec<cityward_store::LegalHold>) -> Result<u64, NodeError> {
-        let policy = self.retention_policy(holds);
+    pub async fn enforce_retention(&self, policy: &cityward_store::RetentionPolicy) -> Result<u64, NodeError> {
         let report = self
             .lake
-            .apply_retention(&policy, Utc::now())
+            .apply_retention(policy, Utc::now())
             .await
             .map_err(internal("retention failed"))?;
         let rows = report.rows();
@@ -236,17 +233,6 @@ impl EventStore {
             rows as f64,
         );
         Ok(rows)
-    }
-
-    /// The configured retention as the lake applies it: each `lake.retention` entry names a
-    /// data class or a kind; `holds` keep what they cover.
-    pub fn retention_policy(&self, holds: Vec<cityward_store::LegalHold>) -> cityward_store::RetentionPolicy {
-        cityward_store::RetentionPolicy {
-            default: None,
-            classes: self.lake_config.retention.clone(),
-            kinds: self.lake_config.retention.clone(),
-            holds,
-        }
     }
 
     /// Runs a read-only query over the lake and the WAL tail.
@@ -436,15 +422,9 @@ pub fn start_background(node: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(node.config().lake.retention_every);
         loop {
             tick.tick().await;
-            let holds = match crate::holds::load_holds(node.state().as_ref()) {
-                Ok(holds) => holds,
-                Err(e) => {
-                    // Without the holds, deleting could destroy held data: skip this run.
-                    tracing::error!(error = %e, "Retention skipped: the legal holds could not be read.");
-                    continue;
-                }
-            };
-            if let Err(e) = node.events().enforce_retention(holds).await {
+            // Without the holds and the evidence a run could destroy what must stay: it
+            // fails whole and is retried at the next tick.
+            if let Err(e) = node.run_retention().await {
                 tracing::error!(error = %e, "Retention run failed; it will be retried.");
             }
         }

@@ -50,7 +50,7 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
 async fn head(State(node): State<Arc<Node>>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
     require(&user, AUDIT_ROLES, AUDIT_NEED)?;
     let verdict = blocking(move || Ok(verify_audit(node.state().as_ref(), None)?)).await?;
-    Ok(Json(json!({"intact": verdict.broken.is_none(), "entries": verdict.entries, "head": verdict.head, "broken": verdict.broken})))
+    Ok(Json(json!({"intact": verdict.broken.is_none(), "entries": verdict.entries, "head": verdict.head, "broken": verdict.broken, "start": verdict.start})))
 }
 
 #[derive(Deserialize)]

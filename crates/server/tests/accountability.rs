@@ -21,6 +21,20 @@ fn gps(id: &str, at: &cityward_model::city::Device, class: &str, plate: &str) ->
            "attrs": {"speed_kmh": 30.0, "class": class, "plate": plate}})
 }
 
+/// The event ids in one lake file, read straight from the Parquet file.
+fn parquet_ids(path: &std::path::Path) -> Vec<String> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch.column_by_name("id").unwrap().as_string::<i32>();
+        ids.extend(column.iter().map(|id| id.unwrap().to_string()));
+    }
+    ids
+}
+
 fn ids(page: &Value) -> Vec<String> {
     let mut v: Vec<String> = page["items"].as_array().unwrap_or(&Vec::new()).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
     v.sort();
@@ -234,6 +248,7 @@ async fn retention_deletes_expired_data_from_search_sql_and_the_lake_but_keeps_w
         &[
             at(plate_read("held", &anpr, "粤B11111"), 40),
             at(plate_read("expired", &anpr, "粤B22222"), 45),
+            at(plate_read("matched", &anpr, "粤B44444"), 45),
             plate_read("fresh", &anpr, "粤B33333"),
             at(smoke("old-smoke", &smoke_id, false, 20.0), 3),
             smoke("new-smoke", &smoke_id, false, 20.0),
@@ -241,6 +256,24 @@ async fn retention_deletes_expired_data_from_search_sql_and_the_lake_but_keeps_w
     )
     .await;
     t.node.events().compact(true).await.unwrap();
+    // "matched" was on a hotlist: it is the evidence of an alert, kept a year
+    // ([lake.retention_evidence]) while the rest of its day goes after 30 days.
+    let alert = cityward_store::AlertRow {
+        id: "a-hotlist".into(),
+        rule: "stolen-plates".into(),
+        key: "粤B44444".into(),
+        status: "closed".into(),
+        severity: "high".into(),
+        category: "traffic.hotlist".into(),
+        time: days_ago(45),
+        grid: None,
+        body: json!({"evidence": ["matched"]}),
+        updated_at: days_ago(45),
+        scopes: Vec::new(),
+        class: "incident".into(),
+        incident: None,
+    };
+    t.node.state().insert_alert(&alert).unwrap();
 
     // The case's day of plate reads is held.
     let day = days_ago(40).date_naive();
@@ -253,28 +286,31 @@ async fn retention_deletes_expired_data_from_search_sql_and_the_lake_but_keeps_w
     let (status, placed) = t.post_json("/api/v1/holds", &admin, hold).await;
     assert_eq!(status, 201, "{placed}");
 
-    let holds = cityward_server::load_holds(t.node.state().as_ref()).unwrap();
-    let deleted = t.node.events().enforce_retention(holds).await.unwrap();
+    let deleted = t.node.run_retention().await.unwrap();
     assert_eq!(deleted, 2, "the unheld expired plate read and the old smoke reading");
 
     let search = json!({"kind": "plate_read", "since": cityward_model::format_time(&days_ago(60)), "purpose": purpose()});
     let (status, page) = t.post_json("/api/v1/search", &analyst, search.clone()).await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(ids(&page), ["fresh", "held"], "expired data is gone from search, held data is not");
+    assert_eq!(ids(&page), ["fresh", "held", "matched"], "expired data is gone from search; held data and an alert's evidence are not");
     let (_, answer) = t.post_json("/api/v1/sql", &admin, json!({"sql": "SELECT id FROM events WHERE kind = 'smoke' ORDER BY id"})).await;
     assert_eq!(answer["rows"], json!([["new-smoke"]]), "and from SQL: {answer}");
     let lake_days: Vec<String> = t.node.events().lake().files().unwrap().iter().map(|f| format!("{}/{}", f.kind, f.day)).collect();
-    assert!(!lake_days.contains(&format!("plate_read/{}", days_ago(45).date_naive())), "and from the lake files: {lake_days:?}");
+    let (_, rows) = t.post_json("/api/v1/search", &analyst, json!({"plate": "粤B22222", "since": cityward_model::format_time(&days_ago(60)), "purpose": purpose()})).await;
+    assert_eq!(ids(&rows), Vec::<String>::new(), "and by plate: {rows}");
+    let expired_day: Vec<_> = t.node.events().lake().files().unwrap().into_iter().filter(|f| f.day == days_ago(45).date_naive()).collect();
+    assert_eq!(expired_day.len(), 1, "the day is rewritten with its evidence only: {expired_day:?}");
+    let in_file = parquet_ids(&expired_day[0].path);
+    assert_eq!(in_file, ["matched"], "and the expired read is gone from the lake file itself");
     assert!(lake_days.contains(&format!("plate_read/{day}")), "the held day's file stays: {lake_days:?}");
 
     // Released, the held day goes at the next run; both changes are on the record.
     let id = placed["id"].as_str().unwrap();
     let (status, released) = call("DELETE", format!("{}/api/v1/holds/{id}", t.base), Some(admin.clone()), "application/json", Vec::new()).await;
     assert_eq!(status, 200, "{released}");
-    let holds = cityward_server::load_holds(t.node.state().as_ref()).unwrap();
-    assert_eq!(t.node.events().enforce_retention(holds).await.unwrap(), 1);
+    assert_eq!(t.node.run_retention().await.unwrap(), 1);
     let (_, page) = t.post_json("/api/v1/search", &analyst, search).await;
-    assert_eq!(ids(&page), ["fresh"]);
+    assert_eq!(ids(&page), ["fresh", "matched"]);
     let (_, log) = t.get("/api/v1/audit?action=hold.&limit=10", &admin).await;
     let actions: Vec<&str> = log["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["hold.release", "hold.place"]);

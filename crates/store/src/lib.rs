@@ -27,11 +27,11 @@ pub use lake::{
     ID_COLUMN, KIND_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN, TIME_COLUMN,
 };
 pub use retention::{
-    AppliedRule, ExpiredPartition, HeldPartition, LegalHold, RetentionLogEntry, RetentionPolicy, RetentionReport, RETENTION_LOG,
+    AppliedRule, ExpiredPartition, HeldPartition, LegalHold, RegionRetention, RetentionLogEntry, RetentionPolicy, RetentionReport, RETENTION_LOG,
 };
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{
-    AlertFilter, AlertRow, AuditBreak, AuditEntry, AuditHead, AuditVerdict, NewAuditEntry, SearchApproval, verify_audit, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
+    AlertFilter, AlertRow, AuditBreak, AuditEntry, AuditHead, AuditStart, AuditVerdict, AUDIT_PRUNE_ACTION, NewAuditEntry, SearchApproval, verify_audit, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
     FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RoutingVersion, RulePut, RuleRow, SessionRow, SqliteState,
     StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
     MAX_PAGE_LIMIT,

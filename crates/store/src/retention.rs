@@ -1,9 +1,12 @@
-//! Retention: whole day partitions of the lake are deleted once every event in them is
-//! older than its data class may be kept (principle 5, "retention is configured per data
-//! class"). Each deletion is logged and appended to `DIR/_retention.log` (JSON lines), so
-//! past runs can be listed and audited.
+//! Retention: day partitions of the lake are deleted once every event in them is older than
+//! its data class may be kept (principle 5, "retention is configured per data class").
+//! Two rules keep single events of a day longer than the rest: events that are evidence of
+//! an alert (a plate read that matched a hotlist) and events in a jurisdiction (region)
+//! with its own retention; a day that holds some of them is rewritten without the others.
+//! Each deletion is logged and appended to `DIR/_retention.log` (JSON lines), so past runs
+//! can be listed and audited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
@@ -12,8 +15,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cityward_model::{duration_serde, format_duration, format_time, KindRegistry};
 use serde::{Deserialize, Serialize};
 
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
 use crate::error::{Result, StoreError};
-use crate::lake::{sync_dir, Lake, TRASH_DIR};
+use crate::lake::{merge, sync_dir, Lake, LakeFile, TRASH_DIR};
+use crate::ID_COLUMN;
+
+/// The patrol-grid column, which places an event in a jurisdiction.
+const GRID_COLUMN: &str = "grid";
 
 /// File name of the deletion log inside the lake directory.
 pub const RETENTION_LOG: &str = "_retention.log";
@@ -37,10 +49,32 @@ pub struct RetentionPolicy {
     /// How long events are kept per kind; wins over the class.
     #[serde(default, with = "duration_map")]
     pub kinds: BTreeMap<String, Duration>,
+    /// How long events that are evidence of an alert (a hotlist match, a rule's trigger)
+    /// are kept, per kind or class, when that is longer than their kind's retention; the
+    /// evidence itself is [`RetentionPolicy::evidence`].
+    #[serde(default, with = "duration_map")]
+    pub evidence_kept: BTreeMap<String, Duration>,
+    /// Retention in a jurisdiction: region id → kind or class → how long, for events whose
+    /// grid lies in that region or a region inside it. The innermost region with an entry
+    /// for the event's kind or class wins over `kinds`, `classes` and `default`; the map
+    /// from grids to regions is [`RetentionPolicy::grid_regions`].
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionRetention>,
     /// Legal holds in force: partitions they cover are kept past their retention.
     #[serde(skip)]
     pub holds: Vec<LegalHold>,
+    /// Ids of the events that are evidence of an alert (from the state store).
+    #[serde(skip)]
+    pub evidence: HashSet<String>,
+    /// Each patrol grid's regions, innermost first (from the city model).
+    #[serde(skip)]
+    pub grid_regions: HashMap<String, Vec<String>>,
 }
+
+/// The retention of one jurisdiction, per kind or class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegionRetention(#[serde(with = "duration_map")] pub BTreeMap<String, Duration>);
 
 /// A legal hold: the data of a case (kinds, time range) kept past its retention until the
 /// hold is released.
@@ -150,6 +184,28 @@ impl RetentionPolicy {
         self.default.as_ref().map(|d| applied("default".to_string(), d))
     }
 
+    /// The entry of `map` (named `prefix.KEY`) for `kind` or, failing that, its class.
+    fn entry_in(map: &BTreeMap<String, Duration>, prefix: &str, kind: &str, kinds: &KindRegistry) -> Option<AppliedRule> {
+        let class = kinds.get(kind).map(|s| s.class.as_str());
+        [Some(kind), class].into_iter().flatten().find_map(|key| {
+            map.get(key).map(|d| AppliedRule { rule: format!("{prefix}.{key}"), keep: format_duration(*d), duration: *d })
+        })
+    }
+
+    /// Every rule that may decide an event of `kind`: the kind's own, each region's, and
+    /// the longer retention of evidence.
+    fn rules_of(&self, kind: &str, kinds: &KindRegistry) -> KindRules {
+        KindRules {
+            base: self.rule_for(kind, kinds),
+            regions: self
+                .regions
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), Self::entry_in(&r.0, &format!("regions.{id}"), kind, kinds)?)))
+                .collect(),
+            evidence: Self::entry_in(&self.evidence_kept, "evidence_kept", kind, kinds),
+        }
+    }
+
     /// Refuses zero durations, which would delete every finished day at once — almost
     /// certainly a typo.
     pub fn validate(&self) -> Result<()> {
@@ -158,7 +214,9 @@ impl RetentionPolicy {
             .iter()
             .map(|d| ("default".to_string(), d))
             .chain(self.classes.iter().map(|(k, d)| (format!("classes.{k}"), d)))
-            .chain(self.kinds.iter().map(|(k, d)| (format!("kinds.{k}"), d)));
+            .chain(self.kinds.iter().map(|(k, d)| (format!("kinds.{k}"), d)))
+            .chain(self.evidence_kept.iter().map(|(k, d)| (format!("evidence_kept.{k}"), d)))
+            .chain(self.regions.iter().flat_map(|(r, m)| m.0.iter().map(move |(k, d)| (format!("regions.{r}.{k}"), d))));
         for (setting, duration) in entries {
             if duration.is_zero() {
                 return Err(StoreError::Retention {
@@ -173,22 +231,81 @@ impl RetentionPolicy {
     }
 }
 
-/// One whole partition past its retention.
+/// The rules that may decide the events of one kind.
+struct KindRules {
+    base: Option<AppliedRule>,
+    regions: Vec<(String, AppliedRule)>,
+    evidence: Option<AppliedRule>,
+}
+
+/// Whether `rule` has expired a day: its whole day lies before `now − keep`.
+fn expires(rule: &AppliedRule, day: NaiveDate, now: DateTime<Utc>) -> bool {
+    let keep = chrono::TimeDelta::from_std(rule.duration).unwrap_or(chrono::TimeDelta::MAX);
+    now.checked_sub_signed(keep).is_some_and(|cutoff| end_of_day(day) <= cutoff)
+}
+
+/// What retention does to each row of one day: which rule deletes it, or which longer rule
+/// keeps it (`None`: kept, as the day's own rule has not expired it).
+enum RowVerdict<'a> {
+    Delete(&'a AppliedRule),
+    Keep(Option<&'a AppliedRule>),
+}
+
+impl KindRules {
+    /// Whether every row of `day` goes by the kind's own rule alone: no region has its own
+    /// retention for it and no evidence is kept longer.
+    fn whole_day(&self, policy: &RetentionPolicy, day: NaiveDate, now: DateTime<Utc>) -> bool {
+        self.regions.is_empty()
+            && (policy.evidence.is_empty() || self.evidence.as_ref().is_none_or(|e| expires(e, day, now)))
+    }
+
+    /// The verdict on one row, given its id and grid.
+    fn verdict<'a>(&'a self, policy: &RetentionPolicy, day: NaiveDate, now: DateTime<Utc>, id: &str, grid: Option<&str>) -> RowVerdict<'a> {
+        let regional = grid.and_then(|g| policy.grid_regions.get(g)).and_then(|chain| {
+            chain.iter().find_map(|region| self.regions.iter().find(|(id, _)| id == region).map(|(_, rule)| rule))
+        });
+        let Some(rule) = regional.or(self.base.as_ref()) else { return RowVerdict::Keep(None) };
+        if !expires(rule, day, now) {
+            return RowVerdict::Keep(regional);
+        }
+        match &self.evidence {
+            Some(longer) if policy.evidence.contains(id) && !expires(longer, day, now) => RowVerdict::Keep(Some(longer)),
+            _ => RowVerdict::Delete(rule),
+        }
+    }
+}
+
+/// A partition past its retention: deleted whole, or — when some of its rows fall under a
+/// longer rule (evidence, a region's own retention) — rewritten without the expired rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExpiredPartition {
     /// The kind.
     pub kind: String,
     /// The UTC day.
     pub day: NaiveDate,
-    /// The policy entry that expired it.
+    /// The policy entry that expired it (that deleted most of its rows).
     #[serde(flatten)]
     pub rule: AppliedRule,
     /// Data files in the partition.
     pub files: u64,
-    /// Rows, from the Parquet footers.
+    /// Rows deleted (from the Parquet footers for a whole partition).
     pub rows: u64,
-    /// Bytes on disk.
+    /// Bytes on disk of the partition's files (a plan), or bytes freed (a run).
     pub bytes: u64,
+    /// Rows deleted per rule, when rows of the day fall under more than one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deleted_by: BTreeMap<String, u64>,
+    /// Rows kept, per rule that keeps them (`evidence_kept.plate_read`,
+    /// `regions.d1.plate_read`, or the kind's own rule); empty when the day goes whole.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept: BTreeMap<String, u64>,
+}
+
+impl ExpiredPartition {
+    /// Whether the whole day goes (nothing in it is kept).
+    pub fn whole(&self) -> bool {
+        self.kept.is_empty()
+    }
 }
 
 /// The partitions a retention run deletes ([`Lake::apply_retention`]) or would delete
@@ -235,6 +352,33 @@ pub struct RetentionLogEntry {
     pub partition: ExpiredPartition,
 }
 
+/// Rows of a day judged by retention.
+struct Judged {
+    /// What goes, when anything does.
+    partition: Option<ExpiredPartition>,
+    /// Per row: stays.
+    keep: BooleanArray,
+}
+
+/// The named columns of every file of one day, concatenated.
+fn read_columns(files: &[LakeFile], columns: &[&str]) -> Result<RecordBatch> {
+    let mut batches = Vec::new();
+    for file in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&file.path).map_err(StoreError::io("open", &file.path))?)
+            .map_err(StoreError::parquet(&file.path))?;
+        let mask = ProjectionMask::columns(reader.parquet_schema(), columns.iter().copied());
+        for batch in reader.with_projection(mask).with_batch_size(65_536).build().map_err(StoreError::parquet(&file.path))? {
+            batches.push(batch.map_err(StoreError::arrow(format!("reading `{}`", file.path.display())))?);
+        }
+    }
+    match batches.first() {
+        Some(first) => concat_batches(&first.schema(), &batches).map_err(StoreError::arrow("concatenating a day's columns")),
+        None => Ok(RecordBatch::new_empty(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(
+            columns.iter().map(|c| datafusion::arrow::datatypes::Field::new(*c, datafusion::arrow::datatypes::DataType::Utf8, true)).collect::<Vec<_>>(),
+        )))),
+    }
+}
+
 /// The first instant after `day`.
 fn end_of_day(day: NaiveDate) -> DateTime<Utc> {
     day.succ_opt()
@@ -246,81 +390,139 @@ fn end_of_day(day: NaiveDate) -> DateTime<Utc> {
 
 impl Lake {
     /// Lists the partitions `policy` expires at `now`, deleting nothing: a partition is
-    /// expired when its whole day lies before `now − retention` of its kind.
+    /// expired when its whole day lies before `now − retention` of its kind. Where a region's
+    /// own retention or the longer retention of evidence may decide some of a day's rows,
+    /// their ids and grids are read to tell which rows go.
     pub fn plan_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<RetentionReport> {
         policy.validate()?;
         let mut partitions: Vec<ExpiredPartition> = Vec::new();
         let mut held: Vec<HeldPartition> = Vec::new();
-        for file in self.files()? {
-            let Some(rule) = policy.rule_for(&file.kind, self.kinds()) else { continue };
-            let keep = chrono::TimeDelta::from_std(rule.duration).unwrap_or(chrono::TimeDelta::MAX);
-            let expired = now.checked_sub_signed(keep).is_some_and(|cutoff| end_of_day(file.day) <= cutoff);
-            if !expired {
+        let files = self.files()?;
+        let mut rules: HashMap<String, KindRules> = HashMap::new();
+        for day_files in files.chunk_by(|a, b| a.kind == b.kind && a.day == b.day) {
+            let (kind, day) = (&day_files[0].kind, day_files[0].day);
+            let rules = rules.entry(kind.clone()).or_insert_with(|| policy.rules_of(kind, self.kinds()));
+            let any_expires = rules.base.iter().chain(rules.regions.iter().map(|(_, r)| r)).any(|r| expires(r, day, now));
+            if !any_expires {
                 continue;
             }
-            if let Some(hold) = policy.holds.iter().find(|h| h.covers(&file.kind, file.day)) {
-                if !held.last().is_some_and(|p| p.kind == file.kind && p.day == file.day) {
-                    held.push(HeldPartition { kind: file.kind.clone(), day: file.day, hold: hold.id.clone(), case_number: hold.case_number.clone() });
+            let bytes: u64 = day_files.iter().map(|f| f.bytes).sum();
+            let whole_rule = rules.base.clone().filter(|_| rules.whole_day(policy, day, now));
+            let partition = match whole_rule {
+                Some(rule) => {
+                    let rows = day_files.iter().map(|f| self.file_rows(&f.path, f.bytes)).sum::<Result<u64>>()?;
+                    ExpiredPartition { kind: kind.clone(), day, rule, files: day_files.len() as u64, rows, bytes, deleted_by: BTreeMap::new(), kept: BTreeMap::new() }
                 }
+                None => {
+                    let batch = read_columns(day_files, &[ID_COLUMN, GRID_COLUMN])?;
+                    match self.judge_rows(rules, policy, kind, day, now, &batch)? {
+                        Judged { partition: Some(mut p), .. } => {
+                            p.files = day_files.len() as u64;
+                            p.bytes = bytes;
+                            p
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            if let Some(hold) = policy.holds.iter().find(|h| h.covers(kind, day)) {
+                held.push(HeldPartition { kind: kind.clone(), day, hold: hold.id.clone(), case_number: hold.case_number.clone() });
                 continue;
             }
-            let rows = self.file_rows(&file.path, file.bytes)?;
-            match partitions.last_mut() {
-                Some(p) if p.kind == file.kind && p.day == file.day => {
-                    p.files += 1;
-                    p.rows += rows;
-                    p.bytes += file.bytes;
-                }
-                _ => partitions.push(ExpiredPartition {
-                    kind: file.kind.clone(),
-                    day: file.day,
-                    rule,
-                    files: 1,
-                    rows,
-                    bytes: file.bytes,
-                }),
-            }
+            partitions.push(partition);
         }
         Ok(RetentionReport { now, applied: false, partitions, held })
     }
 
-    /// Deletes the partitions `policy` expires at `now` and returns what was deleted.
+    /// Judges each row of a day (a batch with at least `id` and `grid`): the partition to
+    /// report when any row goes, and which rows stay.
+    fn judge_rows(&self, rules: &KindRules, policy: &RetentionPolicy, kind: &str, day: NaiveDate, now: DateTime<Utc>, batch: &RecordBatch) -> Result<Judged> {
+        let strings = |name: &str| {
+            batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Arrow {
+                context: format!("judging rows for retention: no Utf8 `{name}` column"),
+                source: datafusion::arrow::error::ArrowError::SchemaError(name.into()),
+            })
+        };
+        let (ids, grids) = (strings(ID_COLUMN)?, strings(GRID_COLUMN)?);
+        // Per rule that deletes rows: how many, and the rule.
+        let mut deleting: BTreeMap<&str, (u64, &AppliedRule)> = BTreeMap::new();
+        let mut kept: BTreeMap<String, u64> = BTreeMap::new();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let grid = grids.is_valid(i).then(|| grids.value(i));
+            match rules.verdict(policy, day, now, ids.value(i), grid) {
+                RowVerdict::Delete(rule) => {
+                    deleting.entry(rule.rule.as_str()).or_insert((0, rule)).0 += 1;
+                    keep.push(false);
+                }
+                RowVerdict::Keep(rule) => {
+                    let name = rule.or(rules.base.as_ref()).map_or("forever", |r| r.rule.as_str());
+                    *kept.entry(name.to_string()).or_default() += 1;
+                    keep.push(true);
+                }
+            }
+        }
+        let partition = deleting.values().max_by_key(|(n, _)| *n).map(|(_, top)| {
+            let rows = deleting.values().map(|(n, _)| n).sum();
+            let deleted_by = match deleting.len() > 1 || !kept.is_empty() {
+                true => deleting.iter().map(|(rule, (n, _))| (rule.to_string(), *n)).collect(),
+                false => BTreeMap::new(),
+            };
+            ExpiredPartition { kind: kind.to_string(), day, rule: (*top).clone(), files: 0, rows, bytes: 0, deleted_by, kept }
+        });
+        Ok(Judged { partition, keep: BooleanArray::from(keep) })
+    }
+
+    /// Deletes what `policy` expires at `now` and returns what was deleted.
     ///
-    /// Waits for running queries, then moves each partition directory into `DIR/_trash`
-    /// (one atomic rename, so no query ever sees half a day) and removes it; each deletion
-    /// is logged (`tracing::info!`) and appended to `DIR/_retention.log`. A crash mid-way
-    /// leaves at most a `_trash` directory, which [`Lake::open`] empties.
+    /// Waits for running queries. A day that goes whole is moved into `DIR/_trash` (one
+    /// atomic rename, so no query ever sees half a day) and removed; a day of which some
+    /// rows stay is rewritten into one file of those rows, switched in like a merge. Each
+    /// deletion is logged (`tracing::info!`) and appended to `DIR/_retention.log`. A crash
+    /// mid-way leaves at most a `_trash` directory or a pending rewrite, which
+    /// [`Lake::open`] clears.
     pub async fn apply_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<RetentionReport> {
         self.check_writable()?;
         let _exclusive = self.files_lock.write().await;
         let mut report = self.plan_retention(policy, now)?;
         let trash = self.dir().join(TRASH_DIR);
-        for partition in &report.partitions {
+        let files = self.files()?;
+        for partition in &mut report.partitions {
             let dir = self.partition_dir(&partition.kind, partition.day);
-            fs::create_dir_all(&trash).map_err(StoreError::io("create", &trash))?;
-            let doomed = trash.join(format!(
-                "{}-{}",
-                dir.parent().and_then(|k| k.file_name()).and_then(|n| n.to_str()).unwrap_or("kind"),
-                partition.day
-            ));
-            fs::rename(&dir, &doomed).map_err(StoreError::io("move an expired partition out of", &dir))?;
-            if let Some(kind_dir) = dir.parent() {
-                sync_dir(kind_dir)?;
-            }
-            fs::remove_dir_all(&doomed).map_err(StoreError::io("remove", &doomed))?;
-            if let Some(kind_dir) = dir.parent() {
-                // Drop the kind directory once its last day is gone (fails harmlessly otherwise).
-                let _ = fs::remove_dir(kind_dir);
+            if !partition.whole() {
+                let day_files: Vec<LakeFile> = files.iter().filter(|f| f.kind == partition.kind && f.day == partition.day).cloned().collect();
+                let all = merge::read_files(&day_files.iter().map(|f| f.path.clone()).collect::<Vec<_>>(), &self.file_schema)?;
+                let rules = policy.rules_of(&partition.kind, self.kinds());
+                let judged = self.judge_rows(&rules, policy, &partition.kind, partition.day, now, &all)?;
+                let (_, bytes) = self.rewrite_partition(&partition.kind, partition.day, &day_files, &judged.keep)?;
+                partition.bytes = partition.bytes.saturating_sub(bytes);
+            } else {
+                fs::create_dir_all(&trash).map_err(StoreError::io("create", &trash))?;
+                let doomed = trash.join(format!(
+                    "{}-{}",
+                    dir.parent().and_then(|k| k.file_name()).and_then(|n| n.to_str()).unwrap_or("kind"),
+                    partition.day
+                ));
+                fs::rename(&dir, &doomed).map_err(StoreError::io("move an expired partition out of", &dir))?;
+                if let Some(kind_dir) = dir.parent() {
+                    sync_dir(kind_dir)?;
+                }
+                fs::remove_dir_all(&doomed).map_err(StoreError::io("remove", &doomed))?;
+                if let Some(kind_dir) = dir.parent() {
+                    // Drop the kind directory once its last day is gone (fails harmlessly otherwise).
+                    let _ = fs::remove_dir(kind_dir);
+                }
             }
             tracing::info!(
                 kind = %partition.kind,
                 day = %partition.day,
                 files = partition.files,
                 rows = partition.rows,
+                kept = partition.kept.values().sum::<u64>(),
                 bytes = partition.bytes,
                 rule = %partition.rule.rule,
                 keep = %partition.rule.keep,
-                "Deleted an expired lake partition."
+                "Deleted expired lake data."
             );
             self.append_retention_log(&RetentionLogEntry {
                 deleted_at: format_time(&Utc::now()),
@@ -513,6 +715,88 @@ mod tests {
         assert_eq!(lake.retention_log().unwrap().len(), 4);
         let stats = lake.stats().unwrap();
         assert_eq!(stats.total().rows, 40);
+    }
+
+    #[tokio::test]
+    async fn evidence_of_an_alert_outlives_the_rest_of_its_day() {
+        let (_dir, lake) = lake_with_days();
+        let now = parse_time("2026-11-22T18:00:00Z").unwrap();
+        let mut policy = policy();
+        policy.evidence_kept.insert("plate_read".into(), Duration::from_secs(365 * 86_400));
+        // Two reads of 2026-10-01 matched a hotlist; one smoke reading is evidence too, but
+        // smoke has no longer retention for evidence.
+        policy.evidence = ["plate_read-3", "plate_read-7", "smoke-5"].map(String::from).into();
+        let plan = lake.plan_retention(&policy, now).unwrap();
+        let oct1 = plan.partitions.iter().find(|p| p.kind == "plate_read" && p.day.to_string() == "2026-10-01").unwrap();
+        assert_eq!(oct1.rows, 8, "the eight reads that matched nothing go");
+        assert_eq!(oct1.kept, BTreeMap::from([("evidence_kept.plate_read".to_string(), 2)]));
+        assert_eq!(oct1.rule.rule, "classes.plate_read");
+        assert!(!oct1.whole());
+        let smoke = plan.partitions.iter().find(|p| p.kind == "smoke" && p.day.to_string() == "2026-10-01").unwrap();
+        assert!(smoke.whole() && smoke.rows == 10);
+
+        let report = lake.apply_retention(&policy, now).await.unwrap();
+        assert_eq!(report.rows(), 38);
+        let engine = crate::SqlEngine::new(&lake).unwrap();
+        let left = engine.query("SELECT id FROM events WHERE kind = 'plate_read' AND day = DATE '2026-10-01' ORDER BY id", Vec::new(), 100).await.unwrap();
+        assert_eq!(left.rows, vec![vec![serde_json::json!("plate_read-3")], vec![serde_json::json!("plate_read-7")]]);
+        let files: Vec<_> = lake.files().unwrap().into_iter().filter(|f| f.kind == "plate_read" && f.day.to_string() == "2026-10-01").collect();
+        assert_eq!(files.len(), 1, "the day is one rewritten file: {files:?}");
+        assert!(lake.manifest_snapshot().pending_merge.is_none());
+        let log = lake.retention_log().unwrap();
+        assert!(log.iter().any(|e| e.partition.kind == "plate_read" && e.partition.rows == 8 && e.partition.kept.values().sum::<u64>() == 2));
+        // The next run finds nothing more to delete in that day.
+        let again = lake.plan_retention(&policy, now).unwrap();
+        assert!(!again.partitions.iter().any(|p| p.kind == "plate_read" && p.day.to_string() == "2026-10-01"), "{again:?}");
+        // A year on, the evidence goes too.
+        let later = lake.apply_retention(&policy, parse_time("2027-10-05T00:00:00Z").unwrap()).await.unwrap();
+        assert!(later.partitions.iter().any(|p| p.kind == "plate_read" && p.day.to_string() == "2026-10-01" && p.whole() && p.rows == 2));
+    }
+
+    #[tokio::test]
+    async fn a_jurisdiction_keeps_its_events_by_its_own_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), &KindRegistry::builtin()).unwrap();
+        // One day of plate reads, in grids of two districts and in no grid at all.
+        let events: Vec<Event> = (0..9)
+            .map(|i| {
+                let mut e = event("plate_read", &format!("2026-11-01T0{i}:00:00Z"), i);
+                e.grid = match i % 3 {
+                    0 => Some("g-east".into()),
+                    1 => Some("g-west".into()),
+                    _ => None,
+                };
+                e
+            })
+            .collect();
+        lake.write_segment(1, &events).unwrap();
+        let mut policy = policy(); // plate reads: 30 days
+        policy.grid_regions = HashMap::from([
+            ("g-east".to_string(), vec!["community-e".to_string(), "east".to_string()]),
+            ("g-west".to_string(), vec!["community-w".to_string(), "west".to_string()]),
+        ]);
+        // East keeps plate reads 7 days only, west 90 days.
+        let region = |d: u64| RegionRetention(BTreeMap::from([("plate_read".to_string(), Duration::from_secs(d * 86_400))]));
+        policy.regions = BTreeMap::from([("east".to_string(), region(7)), ("west".to_string(), region(90))]);
+        policy.validate().unwrap();
+
+        // 10 days on: only east's reads are past their retention.
+        let plan = lake.plan_retention(&policy, parse_time("2026-11-12T00:00:00Z").unwrap()).unwrap();
+        assert_eq!(plan.partitions.len(), 1);
+        let p = &plan.partitions[0];
+        assert_eq!((p.rows, p.rule.rule.as_str()), (3, "regions.east.plate_read"));
+        assert_eq!(p.kept, BTreeMap::from([("classes.plate_read".to_string(), 3), ("regions.west.plate_read".to_string(), 3)]));
+        // 40 days on: east's and the unplaced reads go, west's stay.
+        let report = lake.apply_retention(&policy, parse_time("2026-12-11T00:00:00Z").unwrap()).await.unwrap();
+        let p = &report.partitions[0];
+        assert_eq!(p.rows, 6);
+        assert_eq!(p.deleted_by, BTreeMap::from([("classes.plate_read".to_string(), 3), ("regions.east.plate_read".to_string(), 3)]));
+        let engine = crate::SqlEngine::new(&lake).unwrap();
+        let left = engine.query("SELECT DISTINCT grid FROM events", Vec::new(), 10).await.unwrap();
+        assert_eq!(left.rows, vec![vec![serde_json::json!("g-west")]]);
+        // A zero duration in a region is refused by its name.
+        policy.regions.insert("north".into(), region(0));
+        assert!(policy.validate().unwrap_err().to_string().contains("regions.north.plate_read"));
     }
 
     #[test]

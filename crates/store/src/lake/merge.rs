@@ -11,7 +11,8 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 use super::manifest::{sync_dir, PendingMerge};
 use super::schema::align_batch;
-use super::{partition_rel_path, sort_by_source_time, temp_name, write_parquet, Lake, LakeFile, PARQUET_EXT};
+use super::{partition_rel_path, sort_rows, temp_name, write_parquet, Lake, LakeFile, RowOrder, PARQUET_EXT};
 use crate::error::{Result, StoreError};
 
 /// One merge: several small files of a partition replaced by one.
@@ -91,11 +92,12 @@ impl Lake {
             let output = merge_file_name(job.lo, job.hi);
             let temp = dir.join(temp_name(&output));
             let inputs: Vec<PathBuf> = job.inputs.iter().map(|f| f.path.clone()).collect();
-            let props = self.writer_properties(job.lo, job.hi);
+            let order = self.row_order(&job.kind);
+            let props = self.writer_properties(job.lo, job.hi, order);
             let schema = self.file_schema.clone();
             let (temp_for_task, inputs_for_task) = (temp.clone(), inputs.clone());
             let (rows, bytes) = tokio::task::spawn_blocking(move || {
-                merge_into(&inputs_for_task, &temp_for_task, &schema, props)
+                merge_into(&inputs_for_task, &temp_for_task, &schema, order, props)
             })
             .await
             .map_err(|e| StoreError::Task { message: format!("the merge task stopped: {e}") })??;
@@ -196,8 +198,16 @@ impl Lake {
     }
 }
 
-/// Reads `inputs`, sorts their rows by (source, time) and writes them to `temp`.
-pub(super) fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, props: WriterProperties) -> Result<(u64, u64)> {
+/// Reads `inputs`, sorts their rows in `order` and writes them to `temp`.
+pub(super) fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, order: RowOrder, props: WriterProperties) -> Result<(u64, u64)> {
+    let all = read_files(inputs, schema)?;
+    let sorted = sort_rows(&all, order)?;
+    let bytes = write_parquet(temp, &sorted, props)?;
+    Ok((sorted.num_rows() as u64, bytes))
+}
+
+/// Every row of `inputs`, in `schema`.
+pub(crate) fn read_files(inputs: &[PathBuf], schema: &SchemaRef) -> Result<RecordBatch> {
     let mut batches = Vec::new();
     for path in inputs {
         let file = File::open(path).map_err(StoreError::io("open", path))?;
@@ -211,10 +221,45 @@ pub(super) fn merge_into(inputs: &[PathBuf], temp: &Path, schema: &SchemaRef, pr
             batches.push(align_batch(&batch, schema)?);
         }
     }
-    let all = concat_batches(schema, &batches).map_err(StoreError::arrow("concatenating files to merge"))?;
-    let sorted = sort_by_source_time(&all)?;
-    let bytes = write_parquet(temp, &sorted, props)?;
-    Ok((sorted.num_rows() as u64, bytes))
+    concat_batches(schema, &batches).map_err(StoreError::arrow("concatenating the files of a partition"))
+}
+
+impl Lake {
+    /// Replaces the files of a partition by one holding only the rows `keep` selects
+    /// (retention that deletes some rows of a day and keeps others). Crash-safe like a
+    /// merge: the switch-over is recorded in the manifest first. The caller holds the files
+    /// lock exclusively. Returns the rows kept and the bytes of the new file.
+    pub(crate) fn rewrite_partition(
+        &self,
+        kind: &str,
+        day: NaiveDate,
+        files: &[LakeFile],
+        keep: &BooleanArray,
+    ) -> Result<(u64, u64)> {
+        let dir = self.partition_dir(kind, day);
+        let inputs: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let ranges: Vec<(u64, u64)> = files.iter().filter_map(|f| seq_range(f.name())).collect();
+        let (Some(lo), Some(hi)) = (ranges.iter().map(|r| r.0).min(), ranges.iter().map(|r| r.1).max()) else {
+            return Err(StoreError::Metadata { path: dir, message: "no data file of the partition names its WAL range".into() });
+        };
+        let all = read_files(&inputs, &self.file_schema)?;
+        let kept = filter_record_batch(&all, keep).map_err(StoreError::arrow("selecting the rows retention keeps"))?;
+        let order = self.row_order(kind);
+        let kept = sort_rows(&kept, order)?;
+        let output = merge_file_name(lo, hi);
+        let bytes = write_parquet(&dir.join(temp_name(&output)), &kept, self.writer_properties(lo, hi, order))?;
+        let pending = PendingMerge {
+            partition: partition_rel_path(kind, day),
+            temp: temp_name(&output),
+            output: output.clone(),
+            // The output may take the name of its only input: the rename replaces it.
+            inputs: files.iter().map(|f| f.name().to_string()).filter(|n| *n != output).collect(),
+        };
+        self.update_manifest(|m| m.pending_merge = Some(pending.clone()))?;
+        finish_merge(&self.dir, &pending)?;
+        self.update_manifest(|m| m.pending_merge = None)?;
+        Ok((kept.num_rows() as u64, bytes))
+    }
 }
 
 /// Switches a merge in: merged file into place, inputs deleted. Every step may be repeated.

@@ -3,7 +3,7 @@
 //! happens at each crash point.
 
 pub(crate) mod manifest;
-mod merge;
+pub(crate) mod merge;
 pub(crate) mod schema;
 
 use std::collections::BTreeMap;
@@ -40,7 +40,9 @@ pub(crate) const TRASH_DIR: &str = "_trash";
 /// Extension of lake data files.
 pub(crate) const PARQUET_EXT: &str = ".parquet";
 /// Columns that get a Bloom filter when the schema has them.
-const BLOOM_COLUMNS: [&str; 3] = [ID_COLUMN, SOURCE_COLUMN, "plate"];
+const BLOOM_COLUMNS: [&str; 3] = [ID_COLUMN, SOURCE_COLUMN, PLATE_COLUMN];
+/// The attribute column plate searches filter on.
+const PLATE_COLUMN: &str = "plate";
 
 /// Tuning of the lake's Parquet files. The defaults suit a city node; tests shrink them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +54,7 @@ pub struct LakeOptions {
     /// Most rows in one data page, the unit that the page index lets a query skip.
     /// Default 8192.
     pub data_page_rows: usize,
+
     /// False-positive rate of the Bloom filters on `id`, `source` and `plate`. Default 0.01.
     pub bloom_filter_fpp: f64,
     /// A partition is merged once it holds at least this many small files. Default 8.
@@ -388,7 +391,6 @@ impl Lake {
         let mut partitions: Vec<_> = partitions.into_iter().collect();
         partitions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        let props = self.writer_properties(first_seq, last_seq);
         let name = segment_file_name(first_seq);
         let temp = temp_name(&name);
         // Phase 1: every partition file under its temporary name, invisible to queries.
@@ -397,12 +399,13 @@ impl Lake {
                 // Converted in WAL order (memory order), then sorted column-wise; the sort is
                 // stable, so a rewrite of the segment gives the same rows in the same order.
                 let batch = schema::try_events_to_batch(&rows, &self.file_schema)?;
-                let batch = sort_by_source_time(&batch)?;
+                let order = self.row_order(kind);
+                let batch = sort_rows(&batch, order)?;
                 let day = day_from_number(day_number);
                 let dir = self.partition_dir(kind, day);
                 fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory", &dir))?;
                 let path = dir.join(&name);
-                let bytes = write_parquet(&dir.join(&temp), &batch, props.clone())?;
+                let bytes = write_parquet(&dir.join(&temp), &batch, self.writer_properties(first_seq, last_seq, order))?;
                 report.bytes += bytes;
                 report.files.push(WrittenFile { kind: kind.to_string(), day, path, rows: rows.len() as u64, bytes });
             }
@@ -520,12 +523,27 @@ impl Lake {
         self.dir.join(partition_rel_path(kind, day))
     }
 
+    /// How the rows of a partition of `kind` are ordered: by plate for kinds whose every
+    /// event carries one (plate reads, which are searched by plate), by source otherwise.
+    pub(crate) fn row_order(&self, kind: &str) -> RowOrder {
+        let requires_plate = self
+            .kinds
+            .get(kind)
+            .and_then(|k| k.attrs.get(PLATE_COLUMN))
+            .is_some_and(|a| a.required && a.ty == cityward_model::AttrType::String);
+        if requires_plate && self.file_schema.index_of(PLATE_COLUMN).is_ok() {
+            RowOrder::PlateTime
+        } else {
+            RowOrder::SourceTime
+        }
+    }
+
     /// Properties of every lake file: SNAPPY, page-level statistics, Bloom filters on
     /// `id`, `source`, `plate`, the sort order, and the WAL range in the footer.
-    pub(crate) fn writer_properties(&self, first_seq: u64, last_seq: u64) -> WriterProperties {
+    pub(crate) fn writer_properties(&self, first_seq: u64, last_seq: u64, order: RowOrder) -> WriterProperties {
         let o = &self.options;
         let index = |name: &str| self.file_schema.index_of(name).ok();
-        let sorting: Vec<SortingColumn> = [index(SOURCE_COLUMN), index(TIME_COLUMN)]
+        let sorting: Vec<SortingColumn> = [index(order.key_column()), index(TIME_COLUMN)]
             .into_iter()
             .flatten()
             .map(|i| SortingColumn { column_idx: i as i32, descending: false, nulls_first: false })
@@ -684,10 +702,30 @@ pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch, props: WriterPrope
     file.metadata().map(|m| m.len()).map_err(StoreError::io("read metadata of", path))
 }
 
-/// Sorts a batch of the file schema by `source`, then `time`, keeping the order of equal
-/// rows. Columnar, so much faster than sorting the events, whose strings lie all over the
-/// heap.
-pub(crate) fn sort_by_source_time(batch: &RecordBatch) -> Result<RecordBatch> {
+/// The order of the rows in a lake file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowOrder {
+    /// By `source`, then `time`: a device's or vehicle's events lie together.
+    SourceTime,
+    /// By `plate`, then `time`: a plate's reads lie together, so min/max statistics skip
+    /// every row group and page but the few that can hold a plate or a plate prefix.
+    PlateTime,
+}
+
+impl RowOrder {
+    /// The string column sorted first.
+    pub(crate) fn key_column(self) -> &'static str {
+        match self {
+            RowOrder::SourceTime => SOURCE_COLUMN,
+            RowOrder::PlateTime => PLATE_COLUMN,
+        }
+    }
+}
+
+/// Sorts a batch of the file schema by `order`'s key column, then `time`, keeping the
+/// order of equal rows. Columnar, so much faster than sorting the events, whose strings lie
+/// all over the heap.
+pub(crate) fn sort_rows(batch: &RecordBatch, order: RowOrder) -> Result<RecordBatch> {
     use datafusion::arrow::array::{Array, AsArray, UInt32Array};
     use datafusion::arrow::compute::take_record_batch;
     use datafusion::arrow::datatypes::TimestampMicrosecondType;
@@ -697,23 +735,24 @@ pub(crate) fn sort_by_source_time(batch: &RecordBatch) -> Result<RecordBatch> {
             source: datafusion::arrow::error::ArrowError::SchemaError(name.to_string()),
         })
     };
-    let source = column(SOURCE_COLUMN)?.as_string_opt::<i32>().ok_or_else(|| StoreError::Arrow {
-        context: "sorting rows: `source` is not Utf8".into(),
-        source: datafusion::arrow::error::ArrowError::SchemaError(SOURCE_COLUMN.into()),
+    let key_name = order.key_column();
+    let key = column(key_name)?.as_string_opt::<i32>().ok_or_else(|| StoreError::Arrow {
+        context: format!("sorting rows: `{key_name}` is not Utf8"),
+        source: datafusion::arrow::error::ArrowError::SchemaError(key_name.into()),
     })?;
     let time = column(TIME_COLUMN)?.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| StoreError::Arrow {
         context: "sorting rows: `time` is not a microsecond timestamp".into(),
         source: datafusion::arrow::error::ArrowError::SchemaError(TIME_COLUMN.into()),
     })?;
     let times = time.values();
-    // Sources repeat (a few thousand devices and vehicles per segment): rank the distinct
-    // ones once, then sort rows by (rank, time) as integers instead of comparing strings
-    // row against row. Nulls rank first, as `Option` orders them.
+    // Keys repeat (a few thousand devices per segment, a plate read again and again): rank
+    // the distinct ones once, then sort rows by (rank, time) as integers instead of
+    // comparing strings row against row. Nulls rank first, as `Option` orders them.
     let mut ranks: AHashMap<Option<&str>, u32> = AHashMap::new();
-    let row_source = |i: usize| source.is_valid(i).then(|| source.value(i));
+    let row_key = |i: usize| key.is_valid(i).then(|| key.value(i));
     for i in 0..batch.num_rows() {
         let next = ranks.len() as u32;
-        ranks.entry(row_source(i)).or_insert(next);
+        ranks.entry(row_key(i)).or_insert(next);
     }
     let mut distinct: Vec<Option<&str>> = ranks.keys().copied().collect();
     distinct.sort_unstable();
@@ -721,14 +760,14 @@ pub(crate) fn sort_by_source_time(batch: &RecordBatch) -> Result<RecordBatch> {
         ranks.insert(*key, rank as u32);
     }
     let mut keyed: Vec<(u32, i64, u32)> = (0..batch.num_rows())
-        .map(|i| (ranks[&row_source(i)], times[i], i as u32))
+        .map(|i| (ranks[&row_key(i)], times[i], i as u32))
         .collect();
     keyed.sort_unstable();
     let order: Vec<u32> = keyed.into_iter().map(|(_, _, i)| i).collect();
     if order.windows(2).all(|w| w[0] < w[1]) {
         return Ok(batch.clone());
     }
-    take_record_batch(batch, &UInt32Array::from(order)).map_err(StoreError::arrow("sorting rows by source and time"))
+    take_record_batch(batch, &UInt32Array::from(order)).map_err(StoreError::arrow(format!("sorting rows by {key_name} and time")))
 }
 
 /// Rows in a Parquet file, from its footer.

@@ -47,13 +47,15 @@ fn read_all(path: &Path) -> RecordBatch {
     datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
-fn assert_sorted_by_source_time(batch: &RecordBatch) {
-    let source = batch.column_by_name("source").unwrap().as_string::<i32>();
+/// Plate reads are sorted by plate and time, every other kind by source and time.
+fn assert_sorted_for(kind: &str, batch: &RecordBatch) {
+    let key_column = if kind == "plate_read" { "plate" } else { "source" };
+    let key = batch.column_by_name(key_column).unwrap().as_string::<i32>();
     let time = batch.column_by_name("time").unwrap().as_primitive::<TimestampMicrosecondType>();
     for i in 1..batch.num_rows() {
-        let prev = (source.value(i - 1), time.value(i - 1));
-        let next = (source.value(i), time.value(i));
-        assert!(prev <= next, "row {i}: {prev:?} > {next:?}");
+        let prev = (key.value(i - 1), time.value(i - 1));
+        let next = (key.value(i), time.value(i));
+        assert!(prev <= next, "{kind} row {i}: {prev:?} > {next:?} by {key_column}, time");
     }
 }
 
@@ -77,7 +79,7 @@ fn segments_are_partitioned_by_kind_and_day_and_sorted() {
         let batch = read_all(&file.path);
         assert_eq!(batch.num_rows() as u64, file.rows);
         assert!(batch.schema().field_with_name("kind").is_err(), "kind lives in the directory only");
-        assert_sorted_by_source_time(&batch);
+        assert_sorted_for(&file.kind, &batch);
     }
     assert_eq!(lake.compacted_through(), Some(3099));
     assert_eq!(Lake::open(dir.path(), &KindRegistry::builtin()).unwrap().compacted_through(), Some(3099));
@@ -110,6 +112,39 @@ fn files_carry_statistics_page_index_bloom_filters_and_snappy() {
         let bloom = column.bloom_filter_offset().is_some();
         assert_eq!(bloom, ["id", "source", "plate"].contains(&name.as_str()), "bloom filter on {name}");
     }
+}
+
+#[test]
+fn plate_read_row_groups_hold_disjoint_plate_ranges() {
+    // Sorted by plate, each row group covers its own slice of plates, so a search for one
+    // plate or prefix reads one row group per file instead of all of them.
+    let dir = tempfile::tempdir().unwrap();
+    let options = LakeOptions { row_group_rows: 100, data_page_rows: 25, ..LakeOptions::default() };
+    let lake = Lake::open_with(dir.path(), &KindRegistry::builtin(), options).unwrap();
+    let report = lake.write_segment(1, &sample_events(5, 3000)).unwrap();
+    let file = report.files.iter().find(|f| f.kind == "plate_read" && f.rows > 500).unwrap();
+    let reader = SerializedFileReader::new(File::open(&file.path).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let schema = meta.file_metadata().schema_descr();
+    let plate = (0..schema.num_columns()).find(|&i| schema.column(i).name() == "plate").unwrap();
+    let sorting = meta.row_group(0).sorting_columns().unwrap();
+    assert_eq!(sorting[0].column_idx as usize, plate, "the footer names plate as the first sort column");
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..meta.num_row_groups())
+        .map(|g| {
+            let stats = meta.row_group(g).column(plate).statistics().unwrap();
+            (stats.min_bytes_opt().unwrap().to_vec(), stats.max_bytes_opt().unwrap().to_vec())
+        })
+        .collect();
+    assert!(ranges.len() > 4, "{} row groups", ranges.len());
+    for pair in ranges.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "row groups overlap: {:?}", pair);
+    }
+    // Other kinds keep the source order.
+    let gps = report.files.iter().find(|f| f.kind == "gps").unwrap();
+    let reader = SerializedFileReader::new(File::open(&gps.path).unwrap()).unwrap();
+    let gps_schema = reader.metadata().file_metadata().schema_descr();
+    let first_sorted = reader.metadata().row_group(0).sorting_columns().unwrap()[0].column_idx as usize;
+    assert_eq!(gps_schema.column(first_sorted).name(), "source");
 }
 
 #[test]
@@ -239,7 +274,7 @@ async fn small_files_are_merged_once_and_sorted() {
         assert_eq!(name, "merge-00000000000000000001-00000000000000000751.parquet");
         let batch = read_all(&merge.output);
         assert_eq!(batch.num_rows() as u64, merge.rows);
-        assert_sorted_by_source_time(&batch);
+        assert_sorted_for(&merge.kind, &batch);
     }
     assert!(lake.merge_small_files().await.unwrap().merges.is_empty(), "nothing left to merge");
     // A later segment and the merged file merge again once there are enough small files.
@@ -285,7 +320,7 @@ async fn an_interrupted_merge_is_finished_on_open() {
     sorted_inputs.sort();
     let output = "merge-00000000000000000001-00000000000000000201.parquet";
     let (merged_rows, _) =
-        merge::merge_into(&sorted_inputs, &partition.join(output), &lake.file_schema, lake.writer_properties(1, 201))
+        merge::merge_into(&sorted_inputs, &partition.join(output), &lake.file_schema, RowOrder::SourceTime, lake.writer_properties(1, 201, RowOrder::SourceTime))
             .unwrap();
     assert_eq!(merged_rows, rows);
     lake.update_manifest(|m| {
@@ -380,7 +415,7 @@ fn throughput_breakdown() {
     let unsorted = schema::try_events_to_batch(&gps, &lake.file_schema).unwrap();
     println!("convert in WAL order: {:.3}s", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    let resorted = sort_by_source_time(&unsorted).unwrap();
+    let resorted = sort_rows(&unsorted, RowOrder::SourceTime).unwrap();
     println!("lexsort + take: {:.3}s ({} rows)", started.elapsed().as_secs_f64(), resorted.num_rows());
     let base = |props: WriterProperties, label: &str| {
         let path = lake_dir.path().join(format!("{label}.parquet"));
@@ -388,7 +423,7 @@ fn throughput_breakdown() {
         let bytes = write_parquet(&path, &batch, props).unwrap();
         println!("write {label}: {:.3}s, {:.1} MB", started.elapsed().as_secs_f64(), bytes as f64 / 1e6);
     };
-    base(lake.writer_properties(1, 2), "lake-properties");
+    base(lake.writer_properties(1, 2, RowOrder::SourceTime), "lake-properties");
     base(WriterProperties::builder().set_compression(Compression::SNAPPY).build(), "snappy-defaults");
     base(
         WriterProperties::builder()
@@ -426,7 +461,7 @@ fn throughput_breakdown() {
         let one = batch.project(&[i]).unwrap();
         let path = lake_dir.path().join(format!("{column}.parquet"));
         let started = Instant::now();
-        let bytes = write_parquet(&path, &one, lake.writer_properties(1, 2)).unwrap();
+        let bytes = write_parquet(&path, &one, lake.writer_properties(1, 2, RowOrder::SourceTime)).unwrap();
         println!("write only {column}: {:.3}s, {:.1} MB", started.elapsed().as_secs_f64(), bytes as f64 / 1e6);
     }
 }

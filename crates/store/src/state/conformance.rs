@@ -38,6 +38,8 @@ pub fn conformance_suite(new_store: &dyn Fn(StateOptions) -> Box<dyn StateStore>
     check_routing(&*fresh());
     check_deliveries(&*fresh());
     check_audit(&*fresh());
+    check_audit_retention(&*fresh());
+    check_alert_retention(&*fresh());
     check_dead_letters(&*fresh());
     check_dead_letter_limit(&*new_store(StateOptions {
         dead_letter_max_rows: 10,
@@ -755,6 +757,57 @@ fn check_audit(store: &dyn StateStore) {
     assert!(broken.reason.contains("cut from its end"), "{}", broken.reason);
     let forged = crate::AuditHead { hash: "f".repeat(64), ..head };
     assert_eq!(crate::verify_audit(store, Some(&forged)).unwrap().broken.unwrap().seq, 3);
+}
+
+fn check_audit_retention(store: &dyn StateStore) {
+    let entry = |n: i64| NewAuditEntry { actor: "duty".into(), action: "alert.ack".into(), target: format!("a-{n}"), detail: json!({"n": n}) };
+    for n in 1..=5 {
+        store.append_audit(&entry(n), t(n * 10)).unwrap();
+    }
+    assert_eq!(store.prune_audit(t(5), "retention", t(100)).unwrap(), None, "nothing that old");
+    assert_eq!(store.audit_start().unwrap(), None);
+    // Entries 1–3 were written before t(35).
+    let start = store.prune_audit(t(35), "retention", t(100)).unwrap().unwrap();
+    assert_eq!((start.seq, start.deleted, start.before), (4, 3, t(35)));
+    assert_eq!(store.audit_start().unwrap().as_ref(), Some(&start));
+    let left = store.audit_after(0, 10).unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(left[0].prev_hash, start.prev_hash, "the first kept entry commits to the last deleted");
+    assert_eq!((left[2].action.as_str(), left[2].actor.as_str()), (crate::AUDIT_PRUNE_ACTION, "retention"));
+    assert_eq!(left[2].detail["first_seq"], 4);
+    let verdict = crate::verify_audit(store, None).unwrap();
+    assert_eq!((verdict.entries, verdict.broken.clone(), verdict.start.clone()), (3, None, Some(start.clone())));
+    // The newest entry always stays: the next one chains to it.
+    let again = store.prune_audit(t(1_000), "retention", t(1_000)).unwrap().unwrap();
+    assert_eq!((again.seq, again.deleted), (6, 5));
+    assert_eq!(store.audit_after(0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+    assert_eq!(crate::verify_audit(store, None).unwrap().broken, None);
+    store.append_audit(&entry(8), t(1_001)).unwrap();
+    assert_eq!(crate::verify_audit(store, None).unwrap().broken, None, "and the chain goes on from there");
+    // A start edited by hand no longer matches the log, nor its pruning record.
+    let moved = crate::AuditStart { seq: 7, ..again.clone() };
+    store.meta_set(crate::state::AUDIT_START_KEY, &serde_json::to_string(&moved).unwrap()).unwrap();
+    let broken = crate::verify_audit(store, None).unwrap().broken.unwrap();
+    assert!(broken.reason.contains("missing"), "{}", broken.reason);
+    let forged = crate::AuditStart { prev_hash: "0".repeat(64), ..again.clone() };
+    store.meta_set(crate::state::AUDIT_START_KEY, &serde_json::to_string(&forged).unwrap()).unwrap();
+    let broken = crate::verify_audit(store, None).unwrap().broken.unwrap();
+    assert!(broken.reason.contains("does not commit"), "{}", broken.reason);
+}
+
+fn check_alert_retention(store: &dyn StateStore) {
+    // Alert i was last changed at t(i + 1).
+    for (i, status) in ["closed", "new", "closed", "resolved", "closed"].iter().enumerate() {
+        store.insert_alert(&alert(&format!("r-{i}"), i as i64 * 10, status)).unwrap();
+    }
+    let pruned = store.prune_alerts(t(25), &["closed", "resolved", "suppressed"]).unwrap();
+    assert_eq!(pruned, 2, "r-0 and r-2 (closed, old); r-1 is still open");
+    let mut left: Vec<String> = walk(10, |p| store.list_alerts(&AlertFilter::default(), p).unwrap()).into_iter().map(|a| a.id).collect();
+    left.sort();
+    assert_eq!(left, ["r-1", "r-3", "r-4"]);
+    let scoped = AlertFilter { scopes: Some(vec!["region:c-1".into()]), ..AlertFilter::default() };
+    assert_eq!(walk(10, |p| store.list_alerts(&scoped, p).unwrap()).len(), 3, "their scope rows went with them");
+    assert_eq!(store.prune_alerts(t(25), &["closed"]).unwrap(), 0);
 }
 
 fn check_search_approvals(store: &dyn StateStore) {

@@ -284,6 +284,29 @@ pub trait StateStore: Send + Sync {
     /// stored (for verifying the chain and for reports).
     fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, StateError>;
 
+    /// Retention of the audit log: deletes the entries written before `before` (never the
+    /// newest) and, in the same transaction, records where the log now starts and appends
+    /// an `audit.prune` entry by `actor` saying so, which [`verify_audit`] checks the start
+    /// against. Returns the new start, or `None` when nothing was old enough.
+    fn prune_audit(&self, before: DateTime<Utc>, actor: &str, at: DateTime<Utc>) -> Result<Option<AuditStart>, StateError>;
+
+    /// Where the audit log starts, once retention has deleted its first entries.
+    fn audit_start(&self) -> Result<Option<AuditStart>, StateError> {
+        match self.meta_get(AUDIT_START_KEY)? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| StateError::Corrupt {
+                table: "meta",
+                id: AUDIT_START_KEY.into(),
+                column: "value",
+                reason: format!("the recorded start of the audit log is not an audit start ({e})"),
+            }),
+        }
+    }
+
+    /// Retention of alerts: deletes those in a final status (`statuses`) last changed
+    /// before `before`; returns how many.
+    fn prune_alerts(&self, before: DateTime<Utc>, statuses: &[&str]) -> Result<u64, StateError>;
+
     // --- supervisors and search approvals ----------------------------------------------------
 
     /// Marks `username` as a supervisor (who approves searches beyond a role's limits) or
@@ -723,6 +746,23 @@ pub struct AuditHead {
     pub at: DateTime<Utc>,
 }
 
+/// The meta key under which the start of a pruned audit log is kept.
+pub const AUDIT_START_KEY: &str = "audit.start";
+
+/// Where the audit log starts after retention deleted its oldest entries: the first entry
+/// kept and the hash it commits to (that of the last entry deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStart {
+    /// The first entry kept.
+    pub seq: i64,
+    /// The hash of the entry before it, which it commits to.
+    pub prev_hash: String,
+    /// Entries deleted so far, over all prunings.
+    pub deleted: u64,
+    /// Entries written before this time were deleted (the latest pruning).
+    pub before: DateTime<Utc>,
+}
+
 /// What checking the audit chain found: how many entries, the head, and the first break.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditVerdict {
@@ -732,7 +772,12 @@ pub struct AuditVerdict {
     pub head: Option<AuditHead>,
     /// The first entry where the chain does not hold, and why; `None` when it holds.
     pub broken: Option<AuditBreak>,
+    /// Where the log starts when retention deleted its oldest entries.
+    pub start: Option<AuditStart>,
 }
+
+/// The action of the entry a pruning of the audit log appends.
+pub const AUDIT_PRUNE_ACTION: &str = "audit.prune";
 
 /// Where and why the audit chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -749,16 +794,20 @@ pub struct AuditBreak {
 /// which finds entries cut from the end.
 pub fn verify_audit(store: &dyn StateStore, anchor: Option<&AuditHead>) -> Result<AuditVerdict, StateError> {
     const BATCH: usize = 10_000;
-    let mut verdict = AuditVerdict { entries: 0, head: None, broken: None };
+    let start = store.audit_start()?;
+    let mut verdict = AuditVerdict { entries: 0, head: None, broken: None, start: start.clone() };
     let mut previous: Option<AuditEntry> = None;
     let mut anchor_seen = false;
+    // The latest `audit.prune` entry must name the start the store records.
+    let mut last_prune: Option<(i64, Value)> = None;
     'read: loop {
         let after = previous.as_ref().map_or(0, |e| e.seq);
         let batch = store.audit_after(after, BATCH)?;
         let done = batch.len() < BATCH;
         for entry in batch {
             verdict.entries += 1;
-            let (want_seq, want_prev) = previous.as_ref().map_or((1, "0".repeat(64)), |p| (p.seq + 1, p.hash.clone()));
+            let first = start.as_ref().map_or((1, "0".repeat(64)), |s| (s.seq, s.prev_hash.clone()));
+            let (want_seq, want_prev) = previous.as_ref().map_or(first, |p| (p.seq + 1, p.hash.clone()));
             let broken = if entry.seq != want_seq {
                 Some(format!("position {want_seq} is missing: the log goes from {} to {} (entries were removed)", want_seq - 1, entry.seq))
             } else if entry.hash != entry.expected_hash() {
@@ -784,6 +833,9 @@ pub fn verify_audit(store: &dyn StateStore, anchor: Option<&AuditHead>) -> Resul
                     }
                 }
             }
+            if entry.action == AUDIT_PRUNE_ACTION {
+                last_prune = Some((entry.seq, entry.detail.clone()));
+            }
             verdict.head = Some(AuditHead { seq: entry.seq, hash: entry.hash.clone(), at: entry.at });
             previous = Some(entry);
         }
@@ -791,7 +843,23 @@ pub fn verify_audit(store: &dyn StateStore, anchor: Option<&AuditHead>) -> Resul
             break;
         }
     }
-    if let (Some(a), None, false) = (anchor, &verdict.broken, anchor_seen) {
+    if verdict.broken.is_none() {
+        let recorded = last_prune.as_ref().map(|(_, d)| (d["first_seq"].as_i64(), d["prev_hash"].as_str().map(str::to_string)));
+        let expected = start.as_ref().map(|s| (Some(s.seq), Some(s.prev_hash.clone())));
+        if recorded != expected {
+            verdict.broken = Some(AuditBreak {
+                seq: start.as_ref().map_or(1, |s| s.seq),
+                reason: match (&start, &last_prune) {
+                    (Some(s), None) => format!("the log is said to start at entry {} but no audit.prune entry records that pruning: its first entries were removed", s.seq),
+                    (None, Some((seq, _))) => format!("entry {seq} records a pruning of the log, but the log's recorded start is missing: it was removed"),
+                    _ => "the log's recorded start differs from what its last audit.prune entry says: one of them was edited".to_string(),
+                },
+            });
+        }
+    }
+    // An anchor older than the log's start was deleted by retention: nothing to compare.
+    let anchor_pruned = anchor.zip(start.as_ref()).is_some_and(|(a, s)| a.seq < s.seq);
+    if let (Some(a), None, false, false) = (anchor, &verdict.broken, anchor_seen, anchor_pruned) {
         verdict.broken = Some(AuditBreak {
             seq: a.seq,
             reason: format!(

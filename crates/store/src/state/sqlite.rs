@@ -28,7 +28,8 @@ use super::{
     check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
     page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, SessionRow, AuditEntry, NewAuditEntry, DeadLetter, DeadLetterChannel, DeadLetterFilter,
     DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
-    RuleRow, SearchApproval, StateError, StateOptions, StateStore, UnitRow, UserRow, invalid,
+    RuleRow, SearchApproval, StateError, StateOptions, StateStore, UnitRow, UserRow, invalid, AuditStart,
+    AUDIT_PRUNE_ACTION, AUDIT_START_KEY,
 };
 
 /// One schema step: the statements that take the database from `version - 1` to `version`.
@@ -950,6 +951,37 @@ fn prune_dead_letters_in(conn: &Connection, keep: u64) -> Result<u64, StateError
 fn hash_prefix(token_hash: &str) -> String {
     let prefix: String = token_hash.chars().take(8).collect();
     format!("{prefix}…")
+}
+
+/// Appends `entry` to the audit log inside `tx`, chained to the last entry.
+fn append_audit_in(tx: &Transaction<'_>, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError> {
+    const OP: &str = "append to the audit log";
+    const T: &str = "audit_log";
+    check_text(T, "an audit entry", "actor", &entry.actor)?;
+    check_text(T, "an audit entry", "action", &entry.action)?;
+    let last: Option<(i64, String)> = tx
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db(OP, T))?;
+    let (seq, prev_hash) = last.map_or((1, "0".repeat(64)), |(s, h)| (s + 1, h));
+    let mut stored = AuditEntry {
+        seq,
+        // Whole microseconds, as stored, so the hash checks out when read back.
+        at: from_micros(to_micros(&at)).unwrap_or(at),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        target: entry.target.clone(),
+        detail: entry.detail.clone(),
+        prev_hash,
+        hash: String::new(),
+    };
+    stored.hash = stored.expected_hash();
+    tx.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        (seq, to_micros(&stored.at), &stored.actor, &stored.action, &stored.target, stored.detail.to_string(), &stored.prev_hash, &stored.hash),
+    )
+    .map_err(db(OP, T))?;
+    Ok(stored)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2032,34 +2064,74 @@ impl StateStore for SqliteState {
     fn append_audit(&self, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError> {
         const OP: &str = "append to the audit log";
         const T: &str = "audit_log";
-        check_text(T, "an audit entry", "actor", &entry.actor)?;
-        check_text(T, "an audit entry", "action", &entry.action)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn, OP, T)?;
-        let last: Option<(i64, String)> = tx
-            .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(db(OP, T))?;
-        let (seq, prev_hash) = last.map_or((1, "0".repeat(64)), |(s, h)| (s + 1, h));
-        let mut stored = AuditEntry {
-            seq,
-            // Whole microseconds, as stored, so the hash checks out when read back.
-            at: from_micros(to_micros(&at)).unwrap_or(at),
-            actor: entry.actor.clone(),
-            action: entry.action.clone(),
-            target: entry.target.clone(),
-            detail: entry.detail.clone(),
-            prev_hash,
-            hash: String::new(),
-        };
-        stored.hash = stored.expected_hash();
-        tx.execute(
-            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            (seq, to_micros(&stored.at), &stored.actor, &stored.action, &stored.target, stored.detail.to_string(), &stored.prev_hash, &stored.hash),
-        )
-        .map_err(db(OP, T))?;
+        let stored = append_audit_in(&tx, entry, at)?;
         tx.commit().map_err(db(OP, T))?;
         Ok(stored)
+    }
+
+    fn prune_audit(&self, before: DateTime<Utc>, actor: &str, at: DateTime<Utc>) -> Result<Option<AuditStart>, StateError> {
+        const OP: &str = "prune the audit log";
+        const T: &str = "audit_log";
+        let earlier = self.audit_start()?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, T)?;
+        // The last entry written before `before`, short of the newest (which the next entry
+        // chains to).
+        let last_doomed: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_log WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM audit_log) \
+                 ORDER BY seq DESC LIMIT 1",
+                [to_micros(&before)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(OP, T))?;
+        let Some((last_seq, last_hash)) = last_doomed else { return Ok(None) };
+        let deleted = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [last_seq]).map_err(db(OP, T))? as u64;
+        let start = AuditStart {
+            seq: last_seq + 1,
+            prev_hash: last_hash,
+            deleted: earlier.map_or(0, |s| s.deleted) + deleted,
+            before,
+        };
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (AUDIT_START_KEY, json_text(&serde_json::to_value(&start).expect("an audit start serializes"))),
+        )
+        .map_err(db(OP, "meta"))?;
+        let record = NewAuditEntry {
+            actor: actor.to_string(),
+            action: AUDIT_PRUNE_ACTION.to_string(),
+            target: String::new(),
+            detail: serde_json::json!({
+                "first_seq": start.seq,
+                "prev_hash": start.prev_hash,
+                "deleted": deleted,
+                "before": before,
+            }),
+        };
+        append_audit_in(&tx, &record, at)?;
+        tx.commit().map_err(db(OP, T))?;
+        Ok(Some(start))
+    }
+
+    fn prune_alerts(&self, before: DateTime<Utc>, statuses: &[&str]) -> Result<u64, StateError> {
+        const OP: &str = "prune";
+        let statuses = serde_json::to_string(statuses).expect("strings serialize");
+        let params = (to_micros(&before), statuses);
+        let doomed = "SELECT id FROM alerts WHERE updated_at < ?1 AND status IN (SELECT value FROM json_each(?2))";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "alerts")?;
+        // The alert's scope rows and finished webhook deliveries go with it.
+        tx.execute(&format!("DELETE FROM alert_scopes WHERE alert IN ({doomed})"), params.clone())
+            .map_err(db(OP, "alert_scopes"))?;
+        tx.execute(&format!("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND alert IN ({doomed})"), params.clone())
+            .map_err(db(OP, "webhook_deliveries"))?;
+        let deleted = tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), params).map_err(db(OP, "alerts"))?;
+        tx.commit().map_err(db(OP, "alerts"))?;
+        Ok(deleted as u64)
     }
 
     fn list_audit(&self, actor: Option<&str>, action: Option<&str>, page: &PageRequest) -> Result<Page<AuditEntry>, StateError> {
