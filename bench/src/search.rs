@@ -221,12 +221,15 @@ async fn main() -> Result<()> {
     }
     let (mut exact_ms, exact_rows) = run(&exact_sql)?;
     let (mut partial_ms, partial_rows) = run(&partial_sql)?;
+    let (cache_bytes, cache_files) = engine.metadata_cache_used();
+    eprintln!("footers and page indexes kept: {:.1} MiB of {cache_files} files", cache_bytes as f64 / (1 << 20) as f64);
     exact_ms.sort_by(f64::total_cmp);
     partial_ms.sort_by(f64::total_cmp);
     let result = json!({
         "tool": "cityward (DataFusion over the lake)",
         "reads": args.reads, "days": args.days, "plates": args.plates, "lake_bytes": bytes,
         "exact": {"queries": exact_ms.len(), "rows": exact_rows, "p50_ms": percentile(&exact_ms, 0.5), "p90_ms": percentile(&exact_ms, 0.9), "max_ms": exact_ms.last()},
+        "metadata_cache_bytes": cache_bytes,
         "partial": {"queries": partial_ms.len(), "rows": partial_rows, "p50_ms": percentile(&partial_ms, 0.5), "p90_ms": percentile(&partial_ms, 0.9), "max_ms": partial_ms.last()},
     });
     println!("{}", serde_json::to_string_pretty(&result)?);

@@ -148,6 +148,10 @@ pub struct LakeSection {
     /// recorded so that `cityward audit verify` still checks the rest.
     #[serde(with = "cityward_model::duration_serde")]
     pub audit_retention: Duration,
+    /// Memory for the Parquet footers and page indexes of lake files, kept between
+    /// queries (about 0.75 MB per million events in the lake); beyond it, searches read
+    /// them again and slow down.
+    pub metadata_cache_bytes: u64,
 }
 
 impl Default for LakeSection {
@@ -170,6 +174,7 @@ impl Default for LakeSection {
             retention_regions: BTreeMap::new(),
             alert_retention: Duration::from_secs(1826 * 86_400),
             audit_retention: Duration::from_secs(1826 * 86_400),
+            metadata_cache_bytes: 256 << 20,
         }
     }
 }

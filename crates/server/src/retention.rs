@@ -25,6 +25,11 @@ pub fn retention_policy(config: &NodeConfig, state: Option<&dyn StateStore>, cit
         }
         _ => HashSet::new(),
     };
+    for region in lake.retention_regions.keys().filter(|r| city.region(r).is_none()) {
+        // Not an error: the city model may be replaced later; but its events go by the
+        // class's retention meanwhile, which the operator should know.
+        tracing::warn!(region = %region, "[lake.retention_regions] names a region the city model does not have; its entries apply to no event.");
+    }
     let grid_regions: HashMap<String, Vec<String>> = city
         .grids
         .iter()

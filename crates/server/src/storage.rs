@@ -54,7 +54,8 @@ impl EventStore {
         let lake = Arc::new(
             Lake::open(data.join("lake"), kinds).map_err(internal("cannot open the lake"))?,
         );
-        let sql = SqlEngine::new(&lake).map_err(internal("cannot start the SQL engine"))?;
+        let sql_config = cityward_store::SqlConfig { metadata_cache_bytes: config.lake.metadata_cache_bytes, ..Default::default() };
+        let sql = SqlEngine::with_config(&lake, &sql_config).map_err(internal("cannot start the SQL engine"))?;
         let store = EventStore {
             writer: wal.writer(),
             reader: wal.reader(),

@@ -49,11 +49,14 @@ pub struct SqlConfig {
     pub memory_limit_bytes: u64,
     /// Threads one query may use; 0 means one per CPU core. Default 0.
     pub threads: usize,
+    /// Memory for the Parquet footers and page indexes of lake files, kept between
+    /// queries; a query reads again those of files that did not fit. Default 256 MiB.
+    pub metadata_cache_bytes: u64,
 }
 
 impl Default for SqlConfig {
     fn default() -> Self {
-        SqlConfig { memory_limit_bytes: 512 << 20, threads: 0 }
+        SqlConfig { memory_limit_bytes: 512 << 20, threads: 0, metadata_cache_bytes: 256 << 20 }
     }
 }
 
@@ -113,7 +116,11 @@ impl SqlEngine {
         }
         let runtime = RuntimeEnvBuilder::new()
             // A cached listing would hide files compaction writes later.
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_list_files_cache_limit(0)
+                    .with_metadata_cache_limit(config.metadata_cache_bytes as usize),
+            )
             .with_memory_limit(config.memory_limit_bytes.max(16 << 20) as usize, 1.0)
             .build_arc()
             .map_err(|e| StoreError::Query { message: e.strip_backtrace() })?;
@@ -165,6 +172,13 @@ impl SqlEngine {
     /// Converts events still only in the WAL into a batch for [`SqlEngine::query`].
     pub fn tail_batch(&self, events: &[Event]) -> Result<RecordBatch> {
         try_events_to_batch(events, &self.schema)
+    }
+
+    /// Bytes of Parquet footers and page indexes kept between queries (at most
+    /// [`SqlConfig::metadata_cache_bytes`]), and how many files they are of.
+    pub fn metadata_cache_used(&self) -> (u64, usize) {
+        let entries = self.runtime.cache_manager.get_file_metadata_cache().list_entries();
+        (entries.values().map(|e| e.size_bytes as u64).sum(), entries.len())
     }
 
     /// Runs one read-only statement and returns at most `max_rows` rows as JSON values.
