@@ -16,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use anyhow::Result;
+use cityward_bench::SplitMix64;
 use chrono::{TimeZone, Utc};
 use clap::Parser;
 use cityward_detect::{compile_rules, Engine, EngineConfig, Output};
@@ -55,34 +56,13 @@ struct Args {
     out: Option<std::path::PathBuf>,
 }
 
-/// splitmix64: a tiny deterministic generator, so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.f64()
-    }
-}
-
 const BOX: (f64, f64, f64, f64) = (121.40, 29.70, 121.80, 30.00);
 const M_PER_DEG_LAT: f64 = 111_320.0;
 
-fn star(rng: &mut Rng, vertices: usize) -> Polygon {
+fn star(rng: &mut SplitMix64, vertices: usize) -> Polygon {
     let (cx, cy) = (rng.range(BOX.0, BOX.2), rng.range(BOX.1, BOX.3));
     let radius = rng.range(50.0, 400.0);
-    let n = vertices - 5 + (rng.next() % 11) as usize;
+    let n = vertices - 5 + (rng.next_u64() % 11) as usize;
     let m_per_deg_lon = M_PER_DEG_LAT * cy.to_radians().cos();
     let ring: Vec<Point> = (0..n)
         .map(|i| {
@@ -95,7 +75,7 @@ fn star(rng: &mut Rng, vertices: usize) -> Polygon {
 }
 
 fn city(args: &Args) -> Result<City> {
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64(7);
     let zones = (0..args.zones)
         .map(|i| Zone {
             id: format!("z{i}"),
@@ -112,7 +92,7 @@ fn city(args: &Args) -> Result<City> {
 /// Vehicles driving straight lines (bouncing off the box) at 20–60 km/h, a fix every interval,
 /// in time order across vehicles.
 fn events(args: &Args) -> Vec<Event> {
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64(11);
     let start = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
     struct V {
         p: Point,

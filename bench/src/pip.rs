@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use cityward_bench::{mix64, SplitMix64};
 use cityward_model::geo::{LocalProjection, MultiPolygon, Point, Polygon, PolygonIndex};
 use clap::Parser;
 use serde_json::json;
@@ -89,38 +90,6 @@ impl Mode {
             Mode::Batch => "batch",
         }
     }
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast and good enough for test data.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next_f64()
-    }
-
-    /// Uniform integer in lo..=hi.
-    fn range_int(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-}
-
-/// The splitmix64 finaliser.
-#[inline]
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The checksum term of one pair: `mix64(point_id << 32 | polygon_id)`. The checksum of an

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
+use cityward_bench::SplitMix64;
 use cityward_model::{format_time, Event, KindRegistry};
 use cityward_server::plate_condition;
 use cityward_store::{Lake, LakeOptions, SqlEngine};
@@ -63,23 +64,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// splitmix64: a small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const PROVINCES: [char; 8] = ['粤', '沪', '京', '浙', '苏', '鲁', '川', '鄂'];
 const ALNUM: &[u8] = b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 
@@ -98,7 +82,7 @@ fn plate(i: u64) -> String {
 }
 
 fn generate(args: &Args, lake: &Lake, end: DateTime<Utc>) -> Result<()> {
-    let mut rng = Rng(args.seed);
+    let mut rng = SplitMix64(args.seed);
     let per_day = args.reads / args.days;
     let start = end - Duration::days(args.days as i64);
     let readers: Vec<(String, f64, f64)> = (0..args.readers)
@@ -180,7 +164,7 @@ async fn main() -> Result<()> {
     let since = end - Duration::days(args.days as i64);
 
     // The queries: plates that were read (drawn like the reads), and prefixes of them.
-    let mut rng = Rng(args.seed ^ 0x5EA2C4);
+    let mut rng = SplitMix64(args.seed ^ 0x5EA2C4);
     let exact: Vec<String> = (0..args.exact).map(|_| plate(rng.below(args.plates))).collect();
     let partial: Vec<String> = (0..args.partial).map(|_| plate(rng.below(args.plates)).chars().take(5).collect()).collect();
     let condition = |plate: &str| plate_condition(plate, false).map_err(|e| anyhow::anyhow!("{e}"));

@@ -179,19 +179,10 @@ fn exact_spellings(plate: &str) -> Option<Vec<String>> {
     if plate.is_empty() || plate.contains(['*', '?']) {
         return None;
     }
-    let mut spellings = vec![String::new()];
-    for c in plate.chars() {
-        let (upper, lower): (String, String) = (c.to_uppercase().collect(), c.to_lowercase().collect());
-        if upper == lower {
-            spellings.iter_mut().for_each(|s| s.push(c));
-        } else {
-            if spellings.len() >= 64 {
-                return None;
-            }
-            spellings = spellings.into_iter().flat_map(|s| [format!("{s}{upper}"), format!("{s}{lower}")]).collect();
-        }
-    }
-    Some(spellings)
+    let spellings = prefix_spellings(plate, false);
+    // Cut short, the spellings are of a prefix only.
+    let whole = plate.chars().count();
+    spellings.first().is_some_and(|s| s.chars().count() == whole).then_some(spellings)
 }
 
 /// The SQL condition a search for `plate` runs: an equality for a whole plate, else a LIKE
