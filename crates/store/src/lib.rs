@@ -6,7 +6,10 @@
 //! [`SqlEngine`] answers read-only SQL over the table `events` — the lake `UNION ALL` the
 //! events still only in the WAL — with DataFusion, pruning by partition, statistics, page
 //! index and Bloom filters. [`RetentionPolicy`] deletes whole expired day partitions per
-//! data class and keeps a deletion log.
+//! data class and keeps a deletion log. The state store ([`StateStore`]) keeps the node's
+//! shared, mutable state (city model, devices, rules, alerts, users, audit log) in an
+//! embedded SQLite file ([`SqliteState`]) or in a PostgreSQL schema that several nodes can
+//! share ([`PgState`]).
 //!
 //! This crate must not decide what is durable (the WAL acknowledges), must not change or
 //! delete data through SQL, and knows nothing of HTTP: errors carry a [`Status`] that the
@@ -32,7 +35,7 @@ pub use retention::{
 pub use sql::{QueryResult, SqlConfig, SqlEngine, EVENTS_TABLE};
 pub use state::{
     AlertFilter, AlertRow, AuditBreak, AuditEntry, AuditHead, AuditStart, AuditVerdict, AUDIT_PRUNE_ACTION, NewAuditEntry, SearchApproval, verify_audit, DeadLetter, Delivery, DeliveryAttempt, NewDelivery, DeadLetterChannel, DeadLetterFilter, DeadLetterInsert, DeviceRow,
-    FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RoutingVersion, RulePut, RuleRow, SessionRow, SqliteState,
+    FeatureRow, Layer, NewDeadLetter, Page, PageRequest, PgState, RoutingVersion, RulePut, RuleRow, SessionRow, SqliteState,
     StateError, StateOptions, StateStore, UnitRow, UserRow, DEFAULT_PAGE_LIMIT, MAX_ID_LEN,
     MAX_PAGE_LIMIT,
 };

@@ -1,9 +1,11 @@
 //! The conformance suite: the behaviour every [`StateStore`] backend must show.
 //!
-//! It is written against the trait only, so a PostgreSQL backend runs the very same checks:
+//! It is written against the trait only, so every backend runs the very same checks, each
+//! section on a new, empty store (`state/tests.rs` and `state/postgres_tests.rs`):
 //!
 //! ```ignore
-//! conformance_suite(&|options| Box::new(PgState::connect_fresh_schema(&url, options).unwrap()));
+//! conformance_suite(&|options| Box::new(SqliteState::in_memory_with(options).unwrap()));
+//! conformance_suite(&|options| Box::new(PgState::connect(&url, &fresh_schema(), options).unwrap()));
 //! ```
 
 use std::collections::BTreeSet;

@@ -1,10 +1,14 @@
 //! The state store: the node's shared, mutable state (city model, device registry, units,
 //! rules, alerts, dead letters, users and sessions, and a small key/value `meta` table).
 //!
-//! [`StateStore`] is the one interface every backend implements: [`SqliteState`] is the
-//! embedded default; a PostgreSQL backend will implement the same trait later and must pass
-//! the same `conformance_suite`. The methods are synchronous and may block on I/O: async
-//! callers run them in `tokio::task::spawn_blocking`.
+//! [`StateStore`] is the one interface every backend implements, and every backend passes
+//! the same `conformance_suite`: [`SqliteState`] is the embedded default, one file on the
+//! node; [`PgState`] keeps the state in a schema of a PostgreSQL database, where several
+//! nodes or processes share it. Both store times, JSON and ids in the same forms and decode
+//! rows with the helpers at the end of this file, so they answer alike. The methods are
+//! synchronous and may block on I/O: async callers run them in
+//! `tokio::task::spawn_blocking` (for [`PgState`] this is a must: its client panics when
+//! called on an async runtime's thread).
 //!
 //! What this module does not do: it never sees a password or a session token in clear text
 //! (the server hashes both, see [`StateStore::create_user`] and
@@ -24,12 +28,16 @@ use crate::Status;
 
 #[cfg(any(test, feature = "testsuite"))]
 mod conformance;
+mod postgres;
+#[cfg(test)]
+mod postgres_tests;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
 #[cfg(any(test, feature = "testsuite"))]
 pub use conformance::conformance_suite;
+pub use self::postgres::PgState;
 pub use sqlite::SqliteState;
 
 /// A boxed error from the backend, kept as the `source` of a [`StateError`].
@@ -1098,6 +1106,19 @@ pub enum StateError {
         source: BoxError,
     },
 
+    /// The PostgreSQL server cannot be reached, refuses the connection, or the schema cannot
+    /// be set up.
+    #[error("cannot connect to the PostgreSQL state database at {url}: {source}; {hint}")]
+    Connect {
+        /// The server and database, without the password.
+        url: String,
+        /// What to do about it, e.g. "is PostgreSQL running at 127.0.0.1:5432? …".
+        hint: String,
+        /// What the client or the server reported.
+        #[source]
+        source: BoxError,
+    },
+
     /// The database was written by a newer release.
     #[error(
         "the state database at {} is at schema version {found}, newer than version {supported} \
@@ -1168,7 +1189,8 @@ pub enum StateError {
     /// The database cannot be used right now (busy, locked, I/O error, disk full).
     #[error(
         "the state database could not {op} in {table}: {source}; retry shortly, and if it \
-         keeps failing check disk space, file permissions and other processes using the file"
+         keeps failing check that the database is reachable (the PostgreSQL server is up; the \
+         SQLite file is not locked by another process), and its disk space and permissions"
     )]
     Unavailable {
         /// What was being done, e.g. "upsert devices".
@@ -1221,6 +1243,7 @@ impl StateError {
             StateError::NotFound { .. } => Status::NotFound,
             StateError::Conflict { .. } => Status::Conflict,
             StateError::Open { .. }
+            | StateError::Connect { .. }
             | StateError::SchemaTooNew { .. }
             | StateError::Migration { .. }
             | StateError::Unavailable { .. } => Status::Unavailable,
@@ -1556,4 +1579,551 @@ pub(crate) fn to_micros(t: &DateTime<Utc>) -> i64 {
 /// A stored time back; `None` when out of chrono's range.
 pub(crate) fn from_micros(micros: i64) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_micros(micros)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by the backends: schema version, stored forms, cursors of each list, and
+// rows read back. A backend reads a row into a tuple of plain values (the `…Raw` types) and
+// decodes it here, so both store and answer alike.
+// ---------------------------------------------------------------------------------------
+
+/// The newest schema version this build creates and understands. Every backend numbers its
+/// migration steps the same way, so a version means the same tables and columns in each.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
+
+/// The `meta` key holding the schema version.
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// The schema version from the stored `meta` value; no value is version 0 (a new database,
+/// or one whose first step never committed).
+pub(crate) fn parse_schema_version(text: Option<String>) -> Result<i64, StateError> {
+    match text {
+        None => Ok(0),
+        Some(text) => text.parse::<i64>().map_err(|_| StateError::Corrupt {
+            table: "meta",
+            id: SCHEMA_VERSION_KEY.into(),
+            column: "value",
+            reason: format!("`{text}` is not an integer"),
+        }),
+    }
+}
+
+/// Checks a key given to [`StateStore::meta_set`]: a valid id, and not the schema version.
+pub(crate) fn check_meta_key(key: &str) -> Result<(), StateError> {
+    check_id("meta", &format!("meta key `{key}`"), "key", key)?;
+    if key == SCHEMA_VERSION_KEY {
+        return Err(invalid(
+            "meta",
+            &format!("meta key `{key}`"),
+            "key",
+            "is managed by schema migrations; pick another key".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whole [`StateStore::replace_layer`] batch: each feature, and unique ids.
+pub(crate) fn check_layer_batch(layer: Layer, features: &[FeatureRow]) -> Result<(), StateError> {
+    let mut seen = std::collections::HashSet::with_capacity(features.len());
+    for (i, f) in features.iter().enumerate() {
+        check_feature(layer, f, i, features.len())?;
+        if !seen.insert(f.id.as_str()) {
+            return Err(invalid(
+                "features",
+                &batch_item(&format!("{layer} feature"), &f.id, i, features.len()),
+                "id",
+                "appears more than once; give each feature of a layer its own id".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole [`StateStore::replace_units`] batch: each unit, and unique ids.
+pub(crate) fn check_unit_batch(units: &[UnitRow]) -> Result<(), StateError> {
+    let mut seen = std::collections::HashSet::with_capacity(units.len());
+    for (i, u) in units.iter().enumerate() {
+        check_unit(u, i, units.len())?;
+        if !seen.insert(u.id.as_str()) {
+            return Err(invalid(
+                "units",
+                &batch_item("unit", &u.id, i, units.len()),
+                "id",
+                "appears more than once; give each unit its own id".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The stored text of a JSON value.
+pub(crate) fn json_text(value: &Value) -> String {
+    // Serializing a `Value` cannot fail: its map keys are always strings.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Reads back stored JSON text; a failure names the row and column.
+pub(crate) fn decode_json(
+    table: &'static str,
+    id: &str,
+    column: &'static str,
+    text: &str,
+) -> Result<Value, StateError> {
+    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+        table,
+        id: id.into(),
+        column,
+        reason: format!("not valid JSON ({e})"),
+    })
+}
+
+/// Reads back a stored time (microseconds since 1970).
+pub(crate) fn decode_time(
+    table: &'static str,
+    id: &str,
+    column: &'static str,
+    micros: i64,
+) -> Result<DateTime<Utc>, StateError> {
+    from_micros(micros).ok_or_else(|| StateError::Corrupt {
+        table,
+        id: id.into(),
+        column,
+        reason: format!("{micros} µs since 1970 is out of range"),
+    })
+}
+
+/// Truncates to the stored precision, so a returned row equals what a read gives later.
+pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_micros(to_micros(&t)).unwrap_or(t)
+}
+
+/// Turns `limit + 1` fetched rows into a page: the extra row only says there is more.
+pub(crate) fn paginate<T>(mut items: Vec<T>, limit: usize, tag: &str, key: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode_cursor(tag, &key(last)))
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// How many rows to fetch for a page of `limit`: one more, to tell whether more follow.
+pub(crate) fn fetch_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// A count of rows as a SQL parameter.
+pub(crate) fn sql_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The key of an alert cursor: the alert's time (µs) and id.
+pub(crate) fn alert_cursor_key(a: &AlertRow) -> String {
+    format!("{}/{}", to_micros(&a.time), a.id)
+}
+
+/// Reads an alert cursor back into the time and id of the last alert given.
+pub(crate) fn decode_alert_cursor(cursor: &str) -> Result<(i64, String), StateError> {
+    let key = decode_cursor("alerts", "alr", cursor)?;
+    key.split_once('/')
+        .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
+        .ok_or_else(|| bad_cursor("alerts", cursor))
+}
+
+/// Reads a cursor whose key is a number (dead letter, delivery, audit position).
+pub(crate) fn decode_number_cursor(table: &'static str, tag: &str, cursor: &str) -> Result<i64, StateError> {
+    decode_cursor(table, tag, cursor)?
+        .parse::<i64>()
+        .map_err(|_| bad_cursor(table, cursor))
+}
+
+/// The key of a search-approval cursor: the request time (µs) and id.
+pub(crate) fn approval_cursor_key(a: &SearchApproval) -> String {
+    format!("{}|{}", to_micros(&a.requested_at), a.id)
+}
+
+/// Reads a search-approval cursor back into the time and id of the last request given.
+pub(crate) fn decode_approval_cursor(cursor: &str) -> Result<(i64, String), StateError> {
+    const T: &str = "search_approvals";
+    let key = decode_cursor(T, "sa", cursor)?;
+    let (at, id) = key.split_once('|').ok_or_else(|| bad_cursor(T, cursor))?;
+    let at = at.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+    Ok((at, id.to_string()))
+}
+
+/// A short, log-safe form of a token hash for error messages.
+pub(crate) fn hash_prefix(token_hash: &str) -> String {
+    let prefix: String = token_hash.chars().take(8).collect();
+    format!("{prefix}…")
+}
+
+/// What an optimistic-concurrency conflict says, given the version expected and stored.
+pub(crate) fn version_conflict(expected: i64, stored: i64) -> String {
+    match (expected, stored) {
+        (0, _) => format!(
+            "already exists at version {stored}; read it and pass that version to replace it"
+        ),
+        (_, 0) => format!(
+            "does not exist (expected version {expected}): it was deleted; create it again with \
+             expected version 0"
+        ),
+        _ => format!(
+            "is at version {stored}, not the expected {expected}: someone else changed it; \
+             reload it, apply your change again and retry"
+        ),
+    }
+}
+
+/// The status and next due time a delivery attempt leaves behind.
+pub(crate) fn attempt_outcome(attempt: &DeliveryAttempt) -> (&'static str, DateTime<Utc>) {
+    match (attempt.delivered, attempt.retry_at) {
+        (true, _) => ("delivered", attempt.at),
+        (false, Some(retry)) => ("pending", retry),
+        (false, None) => ("failed", attempt.at),
+    }
+}
+
+/// The entry to store when appending `entry` at `at` after `last` (the last entry's
+/// position and hash, `None` for an empty log), hash included.
+pub(crate) fn next_audit_entry(
+    last: Option<(i64, String)>,
+    entry: &NewAuditEntry,
+    at: DateTime<Utc>,
+) -> Result<AuditEntry, StateError> {
+    check_text("audit_log", "an audit entry", "actor", &entry.actor)?;
+    check_text("audit_log", "an audit entry", "action", &entry.action)?;
+    let (seq, prev_hash) = last.map_or((1, "0".repeat(64)), |(s, h)| (s + 1, h));
+    let mut stored = AuditEntry {
+        seq,
+        // Whole microseconds, as stored, so the hash checks out when read back.
+        at: stored_time(at),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        target: entry.target.clone(),
+        detail: entry.detail.clone(),
+        prev_hash,
+        hash: String::new(),
+    };
+    stored.hash = stored.expected_hash();
+    Ok(stored)
+}
+
+/// The stored text of the audit log's start (the `audit.start` meta value).
+pub(crate) fn audit_start_text(start: &AuditStart) -> String {
+    json_text(&serde_json::to_value(start).expect("an audit start serializes"))
+}
+
+/// The `audit.prune` entry that records a pruning of the log down to `start`.
+pub(crate) fn prune_record(actor: &str, start: &AuditStart, deleted: u64) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_string(),
+        action: AUDIT_PRUNE_ACTION.to_string(),
+        target: String::new(),
+        detail: serde_json::json!({
+            "first_seq": start.seq,
+            "prev_hash": start.prev_hash,
+            "deleted": deleted,
+            "before": start.before,
+        }),
+    }
+}
+
+/// The stored body of a search approval request: the whole request as JSON.
+pub(crate) fn approval_body(approval: &SearchApproval) -> Result<String, StateError> {
+    serde_json::to_string(approval).map_err(|e| StateError::Corrupt {
+        table: "search_approvals",
+        id: approval.id.clone(),
+        column: "body",
+        reason: e.to_string(),
+    })
+}
+
+/// Checks the decision given to [`StateStore::decide_search_approval`].
+pub(crate) fn check_decision(id: &str, status: &str) -> Result<(), StateError> {
+    if status != "approved" && status != "rejected" {
+        return Err(invalid(
+            "search_approvals",
+            &format!("search approval `{id}`"),
+            "status",
+            format!("is `{status}`; use approved or rejected"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a decision to a stored request; [`Status::Conflict`] when it is no longer pending.
+pub(crate) fn apply_decision(
+    mut approval: SearchApproval,
+    status: &str,
+    decided_by: &str,
+    at: DateTime<Utc>,
+    note: &str,
+) -> Result<SearchApproval, StateError> {
+    if approval.status != "pending" {
+        return Err(StateError::Conflict {
+            table: "search_approvals",
+            id: approval.id.clone(),
+            reason: format!(
+                "was already {} by {}",
+                approval.status,
+                approval.decided_by.as_deref().unwrap_or("?")
+            ),
+        });
+    }
+    approval.status = status.into();
+    approval.decided_by = Some(decided_by.into());
+    approval.decided_at = Some(stored_time(at));
+    approval.decision_note = Some(note.into());
+    Ok(approval)
+}
+
+/// A search approval request read back from its id and stored body.
+pub(crate) fn approval_row((id, body): (String, String)) -> Result<SearchApproval, StateError> {
+    serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
+        table: "search_approvals",
+        id,
+        column: "body",
+        reason: e.to_string(),
+    })
+}
+
+/// A stored device: id, kind, lon, lat, grid, owner_unit, attrs, registered_at.
+pub(crate) type DeviceRaw = (String, String, f64, f64, Option<String>, Option<String>, String, i64);
+
+pub(crate) fn device_row(raw: DeviceRaw) -> Result<DeviceRow, StateError> {
+    let (id, kind, lon, lat, grid, owner_unit, attrs, registered_at) = raw;
+    let attrs = decode_json("devices", &id, "attrs", &attrs)?;
+    let registered_at = decode_time("devices", &id, "registered_at", registered_at)?;
+    Ok(DeviceRow {
+        id,
+        kind,
+        lon,
+        lat,
+        grid,
+        owner_unit,
+        attrs,
+        registered_at,
+    })
+}
+
+/// A stored rule: id, body, enabled, version, updated_at, updated_by.
+pub(crate) type RuleRaw = (String, String, bool, i64, i64, String);
+
+pub(crate) fn rule_row(raw: RuleRaw) -> Result<RuleRow, StateError> {
+    let (id, body, enabled, version, updated_at, updated_by) = raw;
+    let updated_at = decode_time("rules", &id, "updated_at", updated_at)?;
+    Ok(RuleRow {
+        id,
+        body,
+        enabled,
+        version,
+        updated_at,
+        updated_by,
+    })
+}
+
+/// A stored alert: id, rule, key, status, severity, category, time, grid, body,
+/// updated_at, scopes (a JSON array), class, incident.
+pub(crate) type AlertRaw = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+);
+
+/// The stored text of an alert's scopes (a JSON array).
+pub(crate) fn scopes_text(a: &AlertRow) -> String {
+    serde_json::to_string(&a.scopes).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
+    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes, class, incident) = raw;
+    let scopes = decode_json("alerts", &id, "scopes", &scopes)?;
+    let scopes = serde_json::from_value(scopes).map_err(|e| StateError::Corrupt {
+        table: "alerts",
+        id: id.clone(),
+        column: "scopes",
+        reason: e.to_string(),
+    })?;
+    let time = decode_time("alerts", &id, "time", time)?;
+    let body = decode_json("alerts", &id, "body", &body)?;
+    let updated_at = decode_time("alerts", &id, "updated_at", updated_at)?;
+    Ok(AlertRow {
+        id,
+        rule,
+        key,
+        status,
+        severity,
+        category,
+        time,
+        grid,
+        body,
+        updated_at,
+        scopes,
+        class,
+        incident,
+    })
+}
+
+/// A stored dead letter: id, received_at, channel, origin, line, field, reason, raw,
+/// resubmitted_at.
+pub(crate) type DeadLetterRaw = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    String,
+    Option<i64>,
+);
+
+pub(crate) fn dead_letter_row(raw: DeadLetterRaw) -> Result<DeadLetter, StateError> {
+    let (id, received_at, channel, origin, line, field, reason, raw, resubmitted_at) = raw;
+    let key = id.to_string();
+    let received_at = decode_time("dead_letters", &key, "received_at", received_at)?;
+    let channel = channel
+        .parse::<DeadLetterChannel>()
+        .map_err(|_| StateError::Corrupt {
+            table: "dead_letters",
+            id: key.clone(),
+            column: "channel",
+            reason: format!("`{channel}` is not one of http, mqtt, file"),
+        })?;
+    let line = line
+        .map(|l| {
+            u64::try_from(l).map_err(|_| StateError::Corrupt {
+                table: "dead_letters",
+                id: key.clone(),
+                column: "line",
+                reason: format!("{l} is negative"),
+            })
+        })
+        .transpose()?;
+    let resubmitted_at = resubmitted_at
+        .map(|t| decode_time("dead_letters", &key, "resubmitted_at", t))
+        .transpose()?;
+    Ok(DeadLetter {
+        id,
+        received_at,
+        channel,
+        origin,
+        line,
+        field,
+        reason,
+        raw,
+        resubmitted_at,
+    })
+}
+
+/// A stored user: username, password_hash, role, unit, created_at, supervisor.
+pub(crate) type UserRaw = (String, String, String, Option<String>, i64, bool);
+
+pub(crate) fn user_row(raw: UserRaw) -> Result<UserRow, StateError> {
+    let (username, password_hash, role, unit, created_at, supervisor) = raw;
+    let created_at = decode_time("users", &username, "created_at", created_at)?;
+    Ok(UserRow {
+        username,
+        password_hash,
+        role,
+        unit,
+        created_at,
+        supervisor,
+    })
+}
+
+/// A stored session: token_hash, username, created_at, expires_at.
+pub(crate) type SessionRaw = (String, String, i64, i64);
+
+pub(crate) fn session_row(raw: SessionRaw) -> Result<SessionRow, StateError> {
+    let (token_hash, username, created_at, expires_at) = raw;
+    Ok(SessionRow {
+        created_at: decode_time("sessions", &token_hash, "created_at", created_at)?,
+        expires_at: decode_time("sessions", &token_hash, "expires_at", expires_at)?,
+        token_hash,
+        username,
+    })
+}
+
+/// A stored audit entry: seq, at, actor, action, target, detail, prev_hash, hash.
+pub(crate) type AuditRaw = (i64, i64, String, String, String, String, String, String);
+
+pub(crate) fn audit_row(raw: AuditRaw) -> Result<AuditEntry, StateError> {
+    const T: &str = "audit_log";
+    let (seq, at, actor, action, target, detail, prev_hash, hash) = raw;
+    let id = seq.to_string();
+    Ok(AuditEntry {
+        seq,
+        at: decode_time(T, &id, "at", at)?,
+        actor,
+        action,
+        target,
+        detail: decode_json(T, &id, "detail", &detail)?,
+        prev_hash,
+        hash,
+    })
+}
+
+/// A stored routing table version: version, body, changed_at, changed_by, note.
+pub(crate) type RoutingRaw = (i64, String, i64, String, String);
+
+pub(crate) fn routing_row(raw: RoutingRaw) -> Result<RoutingVersion, StateError> {
+    const T: &str = "routing_versions";
+    let (version, body, changed_at, changed_by, note) = raw;
+    let id = version.to_string();
+    Ok(RoutingVersion {
+        version,
+        body: decode_json(T, &id, "body", &body)?,
+        changed_at: decode_time(T, &id, "changed_at", changed_at)?,
+        changed_by,
+        note,
+    })
+}
+
+/// A stored webhook delivery: id, webhook, alert, change, payload, status, attempts,
+/// next_attempt, last_status, last_error, created_at, updated_at.
+pub(crate) type DeliveryRaw = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+pub(crate) fn delivery_row(raw: DeliveryRaw) -> Result<Delivery, StateError> {
+    let (id, webhook, alert, change, payload, status, attempts, next_attempt, last_status, last_error, created_at, updated_at) = raw;
+    let key = id.to_string();
+    const T: &str = "webhook_deliveries";
+    Ok(Delivery {
+        id,
+        webhook,
+        alert,
+        change,
+        payload: decode_json(T, &key, "payload", &payload)?,
+        status,
+        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+        next_attempt: decode_time(T, &key, "next_attempt", next_attempt)?,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error,
+        created_at: decode_time(T, &key, "created_at", created_at)?,
+        updated_at: decode_time(T, &key, "updated_at", updated_at)?,
+    })
 }

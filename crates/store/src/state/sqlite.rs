@@ -9,7 +9,6 @@
 //! as `schema_version` in the `meta` table, each step runs in its own transaction together
 //! with the version update, so a crash mid-upgrade leaves the previous version intact.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,12 +23,19 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{
-    bad_cursor, check_alert, check_dead_letter, check_text, check_device, check_feature, check_id, check_rule,
-    check_token_hash, check_unit, check_user, decode_cursor, encode_cursor, from_micros,
-    page_limit, to_micros, AlertFilter, AlertRow, Delivery, DeliveryAttempt, NewDelivery, RoutingVersion, SessionRow, AuditEntry, NewAuditEntry, DeadLetter, DeadLetterChannel, DeadLetterFilter,
-    DeadLetterInsert, DeviceRow, FeatureRow, Layer, NewDeadLetter, Page, PageRequest, RulePut,
-    RuleRow, SearchApproval, StateError, StateOptions, StateStore, UnitRow, UserRow, invalid, AuditStart,
-    AUDIT_PRUNE_ACTION, AUDIT_START_KEY,
+    alert_cursor_key, alert_row, apply_decision, approval_body, approval_cursor_key, approval_row,
+    attempt_outcome, audit_row, audit_start_text, check_alert, check_dead_letter, check_decision,
+    check_device, check_id, check_layer_batch, check_meta_key, check_rule, check_text,
+    check_token_hash, check_unit_batch, check_user, dead_letter_row, decode_alert_cursor,
+    decode_approval_cursor, decode_cursor, decode_json, decode_number_cursor, delivery_row, device_row,
+    fetch_limit, hash_prefix, json_text, next_audit_entry, page_limit, paginate,
+    parse_schema_version, prune_record, routing_row, rule_row, scopes_text, session_row,
+    sql_count, stored_time, to_micros, user_row, version_conflict, AlertFilter, AlertRaw,
+    AlertRow, AuditEntry, AuditRaw, AuditStart, DeadLetter, DeadLetterFilter, DeadLetterInsert,
+    DeadLetterRaw, Delivery, DeliveryAttempt, DeliveryRaw, DeviceRaw, DeviceRow, FeatureRow,
+    Layer, NewAuditEntry, NewDeadLetter, NewDelivery, Page, PageRequest, RoutingVersion,
+    RulePut, RuleRaw, RuleRow, SearchApproval, SessionRow, StateError, StateOptions,
+    StateStore, UnitRow, UserRaw, UserRow, AUDIT_START_KEY, SCHEMA_VERSION_KEY,
 };
 
 /// One schema step: the statements that take the database from `version - 1` to `version`.
@@ -209,9 +215,6 @@ CREATE INDEX search_approvals_by_time ON search_approvals (requested_at DESC, id
 "#,
 }];
 
-/// The `meta` key holding the schema version.
-const SCHEMA_VERSION_KEY: &str = "schema_version";
-
 const DEVICE_COLUMNS: &str = "id, kind, lon, lat, grid, owner_unit, attrs, registered_at";
 const RULE_COLUMNS: &str = "id, body, enabled, version, updated_at, updated_by";
 const ALERT_COLUMNS: &str =
@@ -220,8 +223,6 @@ const DEAD_LETTER_COLUMNS: &str =
     "id, received_at, channel, origin, line, field, reason, raw, resubmitted_at";
 const DELIVERY_COLUMNS: &str =
     "id, webhook, alert, change, payload, status, attempts, next_attempt, last_status, last_error, created_at, updated_at";
-
-type DeliveryRaw = (i64, String, String, String, String, String, i64, i64, Option<i64>, Option<String>, i64, i64);
 
 fn delivery_raw(r: &Row<'_>) -> rusqlite::Result<DeliveryRaw> {
     Ok((
@@ -238,26 +239,6 @@ fn delivery_raw(r: &Row<'_>) -> rusqlite::Result<DeliveryRaw> {
         r.get(10)?,
         r.get(11)?,
     ))
-}
-
-fn delivery_row(raw: DeliveryRaw) -> Result<Delivery, StateError> {
-    let (id, webhook, alert, change, payload, status, attempts, next_attempt, last_status, last_error, created_at, updated_at) = raw;
-    let key = id.to_string();
-    const T: &str = "webhook_deliveries";
-    Ok(Delivery {
-        id,
-        webhook,
-        alert,
-        change,
-        payload: decode_json(T, &key, "payload", &payload)?,
-        status,
-        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
-        next_attempt: decode_time(T, &key, "next_attempt", next_attempt)?,
-        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
-        last_error,
-        created_at: decode_time(T, &key, "created_at", created_at)?,
-        updated_at: decode_time(T, &key, "updated_at", updated_at)?,
-    })
 }
 
 const USER_COLUMNS: &str = "username, password_hash, role, unit, created_at, supervisor";
@@ -329,7 +310,7 @@ impl std::fmt::Debug for SqliteState {
 
 impl SqliteState {
     /// The newest schema version this build creates and understands.
-    pub const SCHEMA_VERSION: i64 = 4;
+    pub const SCHEMA_VERSION: i64 = super::SCHEMA_VERSION;
 
     /// Opens (creating if needed) the database file at `path` with default options, and
     /// migrates it to [`SqliteState::SCHEMA_VERSION`]. The directory must exist.
@@ -472,7 +453,7 @@ fn alert_params(a: &AlertRow) -> impl rusqlite::Params + '_ {
         &a.grid,
         json_text(&a.body),
         to_micros(&a.updated_at),
-        serde_json::to_string(&a.scopes).unwrap_or_else(|_| "[]".into()),
+        scopes_text(a),
         &a.class,
         &a.incident,
     )
@@ -540,15 +521,7 @@ fn read_schema_version(conn: &Connection) -> Result<i64, StateError> {
         )
         .optional()
         .map_err(db("read the schema version", "meta"))?;
-    match text {
-        None => Ok(0),
-        Some(text) => text.parse::<i64>().map_err(|_| StateError::Corrupt {
-            table: "meta",
-            id: SCHEMA_VERSION_KEY.into(),
-            column: "value",
-            reason: format!("`{text}` is not an integer"),
-        }),
-    }
+    parse_schema_version(text)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -606,70 +579,6 @@ fn write_tx<'c>(
         .map_err(db(op, table))
 }
 
-fn json_text(value: &Value) -> String {
-    // Serializing a `Value` cannot fail: its map keys are always strings.
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-fn decode_json(
-    table: &'static str,
-    id: &str,
-    column: &'static str,
-    text: &str,
-) -> Result<Value, StateError> {
-    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
-        table,
-        id: id.into(),
-        column,
-        reason: format!("not valid JSON ({e})"),
-    })
-}
-
-fn decode_time(
-    table: &'static str,
-    id: &str,
-    column: &'static str,
-    micros: i64,
-) -> Result<DateTime<Utc>, StateError> {
-    from_micros(micros).ok_or_else(|| StateError::Corrupt {
-        table,
-        id: id.into(),
-        column,
-        reason: format!("{micros} µs since 1970 is out of range"),
-    })
-}
-
-/// Truncates to the stored precision, so a returned row equals what a read gives later.
-fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
-    from_micros(to_micros(&t)).unwrap_or(t)
-}
-
-/// Turns `limit + 1` fetched rows into a page: the extra row only says there is more.
-fn paginate<T>(mut items: Vec<T>, limit: usize, tag: &str, key: impl Fn(&T) -> String) -> Page<T> {
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|last| encode_cursor(tag, &key(last)))
-    } else {
-        None
-    };
-    Page { items, next }
-}
-
-fn fetch_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
-}
-
-type DeviceRaw = (
-    String,
-    String,
-    f64,
-    f64,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-);
-
 fn device_raw(r: &Row<'_>) -> rusqlite::Result<DeviceRaw> {
     Ok((
         r.get(0)?,
@@ -683,24 +592,6 @@ fn device_raw(r: &Row<'_>) -> rusqlite::Result<DeviceRaw> {
     ))
 }
 
-fn device_row(raw: DeviceRaw) -> Result<DeviceRow, StateError> {
-    let (id, kind, lon, lat, grid, owner_unit, attrs, registered_at) = raw;
-    let attrs = decode_json("devices", &id, "attrs", &attrs)?;
-    let registered_at = decode_time("devices", &id, "registered_at", registered_at)?;
-    Ok(DeviceRow {
-        id,
-        kind,
-        lon,
-        lat,
-        grid,
-        owner_unit,
-        attrs,
-        registered_at,
-    })
-}
-
-type RuleRaw = (String, String, bool, i64, i64, String);
-
 fn rule_raw(r: &Row<'_>) -> rusqlite::Result<RuleRaw> {
     Ok((
         r.get(0)?,
@@ -711,35 +602,6 @@ fn rule_raw(r: &Row<'_>) -> rusqlite::Result<RuleRaw> {
         r.get(5)?,
     ))
 }
-
-fn rule_row(raw: RuleRaw) -> Result<RuleRow, StateError> {
-    let (id, body, enabled, version, updated_at, updated_by) = raw;
-    let updated_at = decode_time("rules", &id, "updated_at", updated_at)?;
-    Ok(RuleRow {
-        id,
-        body,
-        enabled,
-        version,
-        updated_at,
-        updated_by,
-    })
-}
-
-type AlertRaw = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    String,
-    i64,
-    String,
-    String,
-    Option<String>,
-);
 
 fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
     Ok((
@@ -759,47 +621,6 @@ fn alert_raw(r: &Row<'_>) -> rusqlite::Result<AlertRaw> {
     ))
 }
 
-fn alert_row(raw: AlertRaw) -> Result<AlertRow, StateError> {
-    let (id, rule, key, status, severity, category, time, grid, body, updated_at, scopes, class, incident) = raw;
-    let scopes = decode_json("alerts", &id, "scopes", &scopes)?;
-    let scopes = serde_json::from_value(scopes).map_err(|e| StateError::Corrupt {
-        table: "alerts",
-        id: id.clone(),
-        column: "scopes",
-        reason: e.to_string(),
-    })?;
-    let time = decode_time("alerts", &id, "time", time)?;
-    let body = decode_json("alerts", &id, "body", &body)?;
-    let updated_at = decode_time("alerts", &id, "updated_at", updated_at)?;
-    Ok(AlertRow {
-        id,
-        rule,
-        key,
-        status,
-        severity,
-        category,
-        time,
-        grid,
-        body,
-        updated_at,
-        scopes,
-        class,
-        incident,
-    })
-}
-
-type DeadLetterRaw = (
-    i64,
-    i64,
-    String,
-    String,
-    Option<i64>,
-    Option<String>,
-    String,
-    String,
-    Option<i64>,
-);
-
 fn dead_letter_raw(r: &Row<'_>) -> rusqlite::Result<DeadLetterRaw> {
     Ok((
         r.get(0)?,
@@ -814,78 +635,12 @@ fn dead_letter_raw(r: &Row<'_>) -> rusqlite::Result<DeadLetterRaw> {
     ))
 }
 
-fn dead_letter_row(raw: DeadLetterRaw) -> Result<DeadLetter, StateError> {
-    let (id, received_at, channel, origin, line, field, reason, raw, resubmitted_at) = raw;
-    let key = id.to_string();
-    let received_at = decode_time("dead_letters", &key, "received_at", received_at)?;
-    let channel = channel
-        .parse::<DeadLetterChannel>()
-        .map_err(|_| StateError::Corrupt {
-            table: "dead_letters",
-            id: key.clone(),
-            column: "channel",
-            reason: format!("`{channel}` is not one of http, mqtt, file"),
-        })?;
-    let line = line
-        .map(|l| {
-            u64::try_from(l).map_err(|_| StateError::Corrupt {
-                table: "dead_letters",
-                id: key.clone(),
-                column: "line",
-                reason: format!("{l} is negative"),
-            })
-        })
-        .transpose()?;
-    let resubmitted_at = resubmitted_at
-        .map(|t| decode_time("dead_letters", &key, "resubmitted_at", t))
-        .transpose()?;
-    Ok(DeadLetter {
-        id,
-        received_at,
-        channel,
-        origin,
-        line,
-        field,
-        reason,
-        raw,
-        resubmitted_at,
-    })
-}
-
-type UserRaw = (String, String, String, Option<String>, i64, bool);
-
 fn user_raw(r: &Row<'_>) -> rusqlite::Result<UserRaw> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn user_row(raw: UserRaw) -> Result<UserRow, StateError> {
-    let (username, password_hash, role, unit, created_at, supervisor) = raw;
-    let created_at = decode_time("users", &username, "created_at", created_at)?;
-    Ok(UserRow {
-        username,
-        password_hash,
-        role,
-        unit,
-        created_at,
-        supervisor,
-    })
-}
-
-type AuditRaw = (i64, i64, String, String, String, String, String, String);
-
 fn audit_raw(r: &Row<'_>) -> rusqlite::Result<AuditRaw> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
-}
-
-fn audit_row(raw: AuditRaw) -> Result<AuditEntry, StateError> {
-    const T: &str = "audit_log";
-    let (seq, at, actor, action, target, detail, prev_hash, hash) = raw;
-    let id = seq.to_string();
-    Ok(AuditEntry { seq, at: decode_time(T, &id, "at", at)?, actor, action, target, detail: decode_json(T, &id, "detail", &detail)?, prev_hash, hash })
-}
-
-fn approval_row((id, body): (String, String)) -> Result<SearchApproval, StateError> {
-    serde_json::from_str(&body).map_err(|e| StateError::Corrupt { table: "search_approvals", id, column: "body", reason: e.to_string() })
 }
 
 /// Runs a query and decodes every row, mapping both kinds of failure.
@@ -947,38 +702,18 @@ fn prune_dead_letters_in(conn: &Connection, keep: u64) -> Result<u64, StateError
     Ok(pruned as u64)
 }
 
-/// A short, log-safe form of a token hash for error messages.
-fn hash_prefix(token_hash: &str) -> String {
-    let prefix: String = token_hash.chars().take(8).collect();
-    format!("{prefix}…")
-}
-
 /// Appends `entry` to the audit log inside `tx`, chained to the last entry.
 fn append_audit_in(tx: &Transaction<'_>, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError> {
     const OP: &str = "append to the audit log";
     const T: &str = "audit_log";
-    check_text(T, "an audit entry", "actor", &entry.actor)?;
-    check_text(T, "an audit entry", "action", &entry.action)?;
     let last: Option<(i64, String)> = tx
         .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db(OP, T))?;
-    let (seq, prev_hash) = last.map_or((1, "0".repeat(64)), |(s, h)| (s + 1, h));
-    let mut stored = AuditEntry {
-        seq,
-        // Whole microseconds, as stored, so the hash checks out when read back.
-        at: from_micros(to_micros(&at)).unwrap_or(at),
-        actor: entry.actor.clone(),
-        action: entry.action.clone(),
-        target: entry.target.clone(),
-        detail: entry.detail.clone(),
-        prev_hash,
-        hash: String::new(),
-    };
-    stored.hash = stored.expected_hash();
+    let stored = next_audit_entry(last, entry, at)?;
     tx.execute(
         "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        (seq, to_micros(&stored.at), &stored.actor, &stored.action, &stored.target, stored.detail.to_string(), &stored.prev_hash, &stored.hash),
+        (stored.seq, to_micros(&stored.at), &stored.actor, &stored.action, &stored.target, stored.detail.to_string(), &stored.prev_hash, &stored.hash),
     )
     .map_err(db(OP, T))?;
     Ok(stored)
@@ -1001,15 +736,7 @@ impl StateStore for SqliteState {
     }
 
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StateError> {
-        check_id("meta", &format!("meta key `{key}`"), "key", key)?;
-        if key == SCHEMA_VERSION_KEY {
-            return Err(StateError::InvalidInput {
-                table: "meta",
-                what: format!("meta key `{key}`"),
-                field: "key",
-                reason: "is managed by schema migrations; pick another key".into(),
-            });
-        }
+        check_meta_key(key)?;
         self.conn()
             .prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) \
@@ -1021,19 +748,7 @@ impl StateStore for SqliteState {
     }
 
     fn replace_layer(&self, layer: Layer, features: &[FeatureRow]) -> Result<usize, StateError> {
-        let mut seen = HashSet::with_capacity(features.len());
-        for (i, f) in features.iter().enumerate() {
-            check_feature(layer, f, i, features.len())?;
-            if !seen.insert(f.id.as_str()) {
-                return Err(StateError::InvalidInput {
-                    table: "features",
-                    what: super::batch_item(&format!("{layer} feature"), &f.id, i, features.len()),
-                    field: "id",
-                    reason: "appears more than once; give each feature of a layer its own id"
-                        .into(),
-                });
-            }
-        }
+        check_layer_batch(layer, features)?;
         const OP: &str = "replace a layer";
         let mut conn = self.conn();
         let tx = write_tx(&mut conn, OP, "features")?;
@@ -1202,18 +917,7 @@ impl StateStore for SqliteState {
     }
 
     fn replace_units(&self, units: &[UnitRow]) -> Result<usize, StateError> {
-        let mut seen = HashSet::with_capacity(units.len());
-        for (i, u) in units.iter().enumerate() {
-            check_unit(u, i, units.len())?;
-            if !seen.insert(u.id.as_str()) {
-                return Err(StateError::InvalidInput {
-                    table: "units",
-                    what: super::batch_item("unit", &u.id, i, units.len()),
-                    field: "id",
-                    reason: "appears more than once; give each unit its own id".into(),
-                });
-            }
-        }
+        check_unit_batch(units)?;
         const OP: &str = "replace units";
         let mut conn = self.conn();
         let tx = write_tx(&mut conn, OP, "units")?;
@@ -1481,16 +1185,7 @@ impl StateStore for SqliteState {
 
     fn list_alerts(&self, filter: &AlertFilter, page: &PageRequest) -> Result<Page<AlertRow>, StateError> {
         let limit = page_limit("alerts", page)?;
-        let after = match page.after.as_deref() {
-            None => None,
-            Some(cursor) => {
-                let key = decode_cursor("alerts", "alr", cursor)?;
-                let parsed = key
-                    .split_once('/')
-                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())));
-                Some(parsed.ok_or_else(|| bad_cursor("alerts", cursor))?)
-            }
-        };
+        let after = page.after.as_deref().map(decode_alert_cursor).transpose()?;
         let mut clauses = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
         if !filter.statuses.is_empty() {
@@ -1570,9 +1265,7 @@ impl StateStore for SqliteState {
             alert_raw,
             alert_row,
         )?;
-        Ok(paginate(items, limit, "alr", |a| {
-            format!("{}/{}", to_micros(&a.time), a.id)
-        }))
+        Ok(paginate(items, limit, "alr", alert_cursor_key))
     }
 
     fn put_routing(
@@ -1602,7 +1295,7 @@ impl StateStore for SqliteState {
             version: latest + 1,
             body: body.clone(),
             // Whole microseconds, as stored, so the answer equals what is read back.
-            changed_at: from_micros(to_micros(&Utc::now())).unwrap_or_else(Utc::now),
+            changed_at: stored_time(Utc::now()),
             changed_by: changed_by.into(),
             note: note.into(),
         };
@@ -1623,20 +1316,11 @@ impl StateStore for SqliteState {
         query_all(
             &self.conn(),
             "SELECT version, body, changed_at, changed_by, note FROM routing_versions ORDER BY version DESC LIMIT ?1",
-            [limit.min(i64::MAX as usize) as i64],
+            [sql_count(limit)],
             "read the routing table",
             "routing_versions",
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)),
-            |(version, body, changed_at, changed_by, note)| {
-                let id = version.to_string();
-                Ok(RoutingVersion {
-                    version,
-                    body: decode_json("routing_versions", &id, "body", &body)?,
-                    changed_at: decode_time("routing_versions", &id, "changed_at", changed_at)?,
-                    changed_by,
-                    note,
-                })
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            routing_row,
         )
     }
 
@@ -1671,7 +1355,7 @@ impl StateStore for SqliteState {
         query_all(
             &self.conn(),
             &sql,
-            (to_micros(&now), limit.min(i64::MAX as usize) as i64),
+            (to_micros(&now), sql_count(limit)),
             "read due webhook deliveries",
             "webhook_deliveries",
             delivery_raw,
@@ -1680,11 +1364,7 @@ impl StateStore for SqliteState {
     }
 
     fn record_delivery_attempt(&self, id: i64, attempt: &DeliveryAttempt) -> Result<(), StateError> {
-        let (status, next) = match (attempt.delivered, attempt.retry_at) {
-            (true, _) => ("delivered", attempt.at),
-            (false, Some(retry)) => ("pending", retry),
-            (false, None) => ("failed", attempt.at),
-        };
+        let (status, next) = attempt_outcome(attempt);
         let n = self
             .conn()
             .execute(
@@ -1705,7 +1385,7 @@ impl StateStore for SqliteState {
         let mut clauses = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
         if let Some(cursor) = page.after.as_deref() {
-            let before = decode_cursor(T, "dlv", cursor)?.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            let before = decode_number_cursor(T, "dlv", cursor)?;
             values.push(SqlValue::Integer(before));
             clauses.push(format!("id < ?{}", values.len()));
         }
@@ -1792,16 +1472,11 @@ impl StateStore for SqliteState {
         page: &PageRequest,
     ) -> Result<Page<DeadLetter>, StateError> {
         let limit = page_limit("dead_letters", page)?;
-        let before = match page.after.as_deref() {
-            None => None,
-            Some(cursor) => {
-                let key = decode_cursor("dead_letters", "dl", cursor)?;
-                Some(
-                    key.parse::<i64>()
-                        .map_err(|_| bad_cursor("dead_letters", cursor))?,
-                )
-            }
-        };
+        let before = page
+            .after
+            .as_deref()
+            .map(|c| decode_number_cursor("dead_letters", "dl", c))
+            .transpose()?;
         let (filter_sql, mut values) = dead_letter_where(filter, before);
         values.push(SqlValue::Integer(fetch_limit(limit)));
         let sql = format!(
@@ -2050,15 +1725,8 @@ impl StateStore for SqliteState {
             [username],
             "list sessions",
             "sessions",
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)),
-            |(token_hash, username, created_at, expires_at)| {
-                Ok(SessionRow {
-                    created_at: decode_time("sessions", &token_hash, "created_at", created_at)?,
-                    expires_at: decode_time("sessions", &token_hash, "expires_at", expires_at)?,
-                    token_hash,
-                    username,
-                })
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            session_row,
         )
     }
     fn append_audit(&self, entry: &NewAuditEntry, at: DateTime<Utc>) -> Result<AuditEntry, StateError> {
@@ -2098,21 +1766,10 @@ impl StateStore for SqliteState {
         };
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (AUDIT_START_KEY, json_text(&serde_json::to_value(&start).expect("an audit start serializes"))),
+            (AUDIT_START_KEY, audit_start_text(&start)),
         )
         .map_err(db(OP, "meta"))?;
-        let record = NewAuditEntry {
-            actor: actor.to_string(),
-            action: AUDIT_PRUNE_ACTION.to_string(),
-            target: String::new(),
-            detail: serde_json::json!({
-                "first_seq": start.seq,
-                "prev_hash": start.prev_hash,
-                "deleted": deleted,
-                "before": before,
-            }),
-        };
-        append_audit_in(&tx, &record, at)?;
+        append_audit_in(&tx, &prune_record(actor, &start, deleted), at)?;
         tx.commit().map_err(db(OP, T))?;
         Ok(Some(start))
     }
@@ -2140,7 +1797,7 @@ impl StateStore for SqliteState {
         let mut clauses = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
         if let Some(cursor) = page.after.as_deref() {
-            let before = decode_cursor(T, "aud", cursor)?.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            let before = decode_number_cursor(T, "aud", cursor)?;
             values.push(SqlValue::Integer(before));
             clauses.push(format!("seq < ?{}", values.len()));
         }
@@ -2175,7 +1832,7 @@ impl StateStore for SqliteState {
         query_all(
             &self.conn(),
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            (after, limit.min(i64::MAX as usize) as i64),
+            (after, sql_count(limit)),
             "read the audit log",
             T,
             audit_raw,
@@ -2197,7 +1854,7 @@ impl StateStore for SqliteState {
     fn add_search_approval(&self, approval: &SearchApproval) -> Result<(), StateError> {
         const T: &str = "search_approvals";
         check_id(T, "a search approval", "id", &approval.id)?;
-        let body = serde_json::to_string(approval).map_err(|e| StateError::Corrupt { table: T, id: approval.id.clone(), column: "body", reason: e.to_string() })?;
+        let body = approval_body(approval)?;
         let n = self
             .conn()
             .execute(
@@ -2230,11 +1887,9 @@ impl StateStore for SqliteState {
         let mut clauses = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
         if let Some(cursor) = page.after.as_deref() {
-            let key = decode_cursor(T, "sa", cursor)?;
-            let (at, id) = key.split_once('|').ok_or_else(|| bad_cursor(T, cursor))?;
-            let at = at.parse::<i64>().map_err(|_| bad_cursor(T, cursor))?;
+            let (at, id) = decode_approval_cursor(cursor)?;
             values.push(SqlValue::Integer(at));
-            values.push(SqlValue::Text(id.into()));
+            values.push(SqlValue::Text(id));
             clauses.push(format!("(requested_at < ?{a} OR (requested_at = ?{a} AND id > ?{b}))", a = values.len() - 1, b = values.len()));
         }
         if let Some(s) = status {
@@ -2257,15 +1912,13 @@ impl StateStore for SqliteState {
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             approval_row,
         )?;
-        Ok(paginate(items, limit, "sa", |a| format!("{}|{}", to_micros(&a.requested_at), a.id)))
+        Ok(paginate(items, limit, "sa", approval_cursor_key))
     }
 
     fn decide_search_approval(&self, id: &str, status: &str, decided_by: &str, at: DateTime<Utc>, note: &str) -> Result<SearchApproval, StateError> {
         const OP: &str = "decide a search approval request";
         const T: &str = "search_approvals";
-        if status != "approved" && status != "rejected" {
-            return Err(invalid(T, &format!("search approval `{id}`"), "status", format!("is `{status}`; use approved or rejected")));
-        }
+        check_decision(id, status)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn, OP, T)?;
         let body: Option<String> = tx
@@ -2275,37 +1928,11 @@ impl StateStore for SqliteState {
         let Some(body) = body else {
             return Err(StateError::NotFound { table: T, id: id.into() });
         };
-        let mut approval = approval_row((id.to_string(), body))?;
-        if approval.status != "pending" {
-            return Err(StateError::Conflict {
-                table: T,
-                id: id.into(),
-                reason: format!("was already {} by {}", approval.status, approval.decided_by.as_deref().unwrap_or("?")),
-            });
-        }
-        approval.status = status.into();
-        approval.decided_by = Some(decided_by.into());
-        approval.decided_at = Some(stored_time(at));
-        approval.decision_note = Some(note.into());
-        let body = serde_json::to_string(&approval).map_err(|e| StateError::Corrupt { table: T, id: id.into(), column: "body", reason: e.to_string() })?;
+        let approval = apply_decision(approval_row((id.to_string(), body))?, status, decided_by, at, note)?;
+        let body = approval_body(&approval)?;
         tx.execute("UPDATE search_approvals SET status = ?2, body = ?3 WHERE id = ?1", (id, status, body)).map_err(db(OP, T))?;
         tx.commit().map_err(db(OP, T))?;
         Ok(approval)
     }
 }
 
-fn version_conflict(expected: i64, stored: i64) -> String {
-    match (expected, stored) {
-        (0, _) => format!(
-            "already exists at version {stored}; read it and pass that version to replace it"
-        ),
-        (_, 0) => format!(
-            "does not exist (expected version {expected}): it was deleted; create it again with \
-             expected version 0"
-        ),
-        _ => format!(
-            "is at version {stored}, not the expected {expected}: someone else changed it; \
-             reload it, apply your change again and retry"
-        ),
-    }
-}
