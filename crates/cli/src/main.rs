@@ -261,6 +261,10 @@ enum UserCommand {
         /// The node's data directory.
         #[arg(long, default_value = "./cityward-data")]
         data: PathBuf,
+        /// The node's configuration file: the user goes to the state store it names
+        /// (`[state]`, e.g. PostgreSQL) instead of the data directory's.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Login name.
         #[arg(long)]
         username: String,
@@ -526,6 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command:
                 UserCommand::Add {
                     data,
+                    config,
                     username,
                     role,
                     password,
@@ -535,12 +540,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let role = cityward_server::Role::parse(&role)
                 .with_context(|| format!("--role `{role}` is not one of admin, analyst, dispatcher, responder, auditor, ingest, reader"))?;
-            std::fs::create_dir_all(&data)
-                .with_context(|| format!("cannot create {}", data.display()))?;
-            let state = cityward_store::SqliteState::open(data.join("state.sqlite3"))?;
-            cityward_server::create_user(&state, &username, &password, role, unit.as_deref())?;
+            let (state, data) = match config {
+                Some(path) => {
+                    let config = cityward_server::NodeConfig::load(&path)?;
+                    let data = config.node.data_dir.clone();
+                    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+                    (config.state.open(&data)?, data)
+                }
+                None => {
+                    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+                    let state: std::sync::Arc<dyn cityward_store::StateStore> = std::sync::Arc::new(cityward_store::SqliteState::open(data.join("state.sqlite3"))?);
+                    (state, data)
+                }
+            };
+            cityward_server::create_user(state.as_ref(), &username, &password, role, unit.as_deref())?;
             if supervisor {
-                cityward_store::StateStore::set_supervisor(&state, &username, true)?;
+                state.set_supervisor(&username, true)?;
             }
             println!(
                 "User `{username}` ({}{}) added to {}.",

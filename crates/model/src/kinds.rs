@@ -177,6 +177,16 @@ impl KindRegistry {
                 ],
             ),
         );
+        // Counts per minute, grid and kind that a lower tier sends up (its raw events stay
+        // there); `source` is the node, `time` the minute.
+        kinds.insert(
+            "tier_summary".into(),
+            kind(
+                opt,
+                "summary",
+                &[("grid_id", String, false), ("of_kind", String, true), ("count", Integer, true)],
+            ),
+        );
         kinds.insert(
             "crowd_count".into(),
             kind(opt, "sensor", &[("count", Integer, true)]),

@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub ingest: IngestConfig,
     /// The MQTT subscriber.
     pub mqtt: MqttConfig,
+    /// Where the node's shared state (alerts, rules, users, audit…) is kept.
+    pub state: StateSection,
     /// The write-ahead log.
     pub wal: WalSection,
     /// The Parquet event lake and its retention.
@@ -41,6 +43,8 @@ pub struct NodeConfig {
     pub open311: Open311Config,
     /// Who may search personal data, why, and how far.
     pub search: crate::purpose::SearchSection,
+    /// Links to the tiers above and below over NATS JetStream.
+    pub tier: TierSection,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -49,7 +53,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
-    /// Name of this node in logs, metrics and (later) between tiers.
+    /// Name of this node in logs, metrics and between tiers (the JetStream domain of its
+    /// NATS server when `[tier]` is enabled).
     pub name: String,
     /// Tier of this node: `community`, `street` or `city`.
     pub role: String,
@@ -235,6 +240,77 @@ impl Default for DetectSection {
             checkpoint_every: Duration::from_secs(30),
             max_evidence: 20,
             clock: "wall".into(),
+        }
+    }
+}
+
+/// `[state]`: the state store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// `sqlite` (a file in the data directory; the embedded default) or `postgres`
+    /// (shared by every process of a tier that names the same `url` and `schema`).
+    pub backend: String,
+    /// PostgreSQL's address, `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+    pub url: String,
+    /// The PostgreSQL schema the node's tables live in (created when missing).
+    pub schema: String,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection { backend: "sqlite".into(), url: "postgresql://postgres@127.0.0.1:5432/cityward".into(), schema: "cityward".into() }
+    }
+}
+
+impl StateSection {
+    /// Opens the store this section names (SQLite under `data_dir`).
+    pub fn open(&self, data_dir: &Path) -> Result<std::sync::Arc<dyn cityward_store::StateStore>, cityward_store::StateError> {
+        Ok(match self.backend.as_str() {
+            "postgres" => std::sync::Arc::new(cityward_store::PgState::connect(&self.url, &self.schema, Default::default())?),
+            _ => std::sync::Arc::new(cityward_store::SqliteState::open(data_dir.join("state.sqlite3"))?),
+        })
+    }
+}
+
+/// `[tier]`: this node's links to the tier above and the tiers below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierSection {
+    /// Link this node to other tiers. Off, the node works alone (the embedded default).
+    pub enabled: bool,
+    /// This node's own NATS server: JetStream on, its JetStream domain = `node.name`, a
+    /// leaf node of the server of the tier above (see docs/DEPLOYMENT.md).
+    pub nats: String,
+    /// The node of the tier above (its `node.name`, the JetStream domain of its server);
+    /// empty at the top.
+    pub parent: String,
+    /// The region this node serves (shown in its status; a region the city lacks is
+    /// refused at start-up).
+    pub region: String,
+    /// The most bytes kept for the tier above while it is unreachable (about 600 bytes
+    /// per alert change); beyond it changes are not kept for it, and counted.
+    pub outbox_max_bytes: u64,
+    /// How long what this node publishes for the tiers below is kept for a node that is
+    /// cut off.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub downlink_keep: Duration,
+    /// A minute of events is summarised for the tier above (counts per grid and kind) once
+    /// it is this far in the past; events arriving later are not in the summary.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub summary_lateness: Duration,
+}
+
+impl Default for TierSection {
+    fn default() -> Self {
+        TierSection {
+            enabled: false,
+            nats: "nats://127.0.0.1:4222".into(),
+            parent: String::new(),
+            region: String::new(),
+            outbox_max_bytes: 10 << 30,
+            downlink_keep: Duration::from_secs(30 * 86_400),
+            summary_lateness: Duration::from_secs(120),
         }
     }
 }
@@ -457,6 +533,27 @@ impl NodeConfig {
                 "node.role `{}` must be community, street or city",
                 self.node.role
             ));
+        }
+        if !["sqlite", "postgres"].contains(&self.state.backend.as_str()) {
+            return Err(format!("state.backend `{}` must be sqlite or postgres", self.state.backend));
+        }
+        if self.tier.enabled {
+            cityward_tier::check_node_name(&self.node.name).map_err(|e| format!("node.name {e}"))?;
+            if !self.tier.parent.is_empty() {
+                cityward_tier::check_node_name(&self.tier.parent).map_err(|e| format!("tier.parent {e}"))?;
+                if self.tier.parent == self.node.name {
+                    return Err(format!("tier.parent `{}` is this node itself; name the node of the tier above", self.tier.parent));
+                }
+            }
+            if self.node.role != "city" && self.tier.parent.is_empty() {
+                return Err(format!(
+                    "node.role is `{}` but tier.parent is empty; a {} node sends its alerts up, so name the node above it",
+                    self.node.role, self.node.role
+                ));
+            }
+            if self.tier.outbox_max_bytes < 1 << 20 || self.tier.outbox_max_bytes > i64::MAX as u64 {
+                return Err(format!("tier.outbox_max_bytes {} must be at least 1 MiB", self.tier.outbox_max_bytes));
+            }
         }
         for topic in &self.mqtt.topics {
             topic.check()?;

@@ -131,6 +131,8 @@ pub(crate) struct Desk {
     correlator: Mutex<Correlator>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    /// The links to other tiers, when configured: alert changes go up (and down).
+    tier: Option<Arc<crate::tier::Tier>>,
 }
 
 /// The state store's meta key of the silences.
@@ -227,6 +229,7 @@ impl Desk {
         state: Arc<dyn StateStore>,
         city: Arc<City>,
         metrics: Arc<Metrics>,
+        tier: Option<Arc<crate::tier::Tier>>,
     ) -> Result<Desk, NodeError> {
         let table = match state.routing()? {
             Some(v) => {
@@ -276,6 +279,7 @@ impl Desk {
             writes: Mutex::new(()),
             hub,
             metrics,
+            tier,
         };
         desk.reload_open_alerts()?;
         Ok(desk)
@@ -504,6 +508,9 @@ impl Desk {
                 self.push_due(due, &row.id);
             }
             self.stream("raised", row);
+            if let Some(tier) = &self.tier {
+                tier.alert_changed("raised", row);
+            }
         }
         self.queue_deliveries(rows.iter().map(|r| ("raised", r)));
         self.metrics.add("cityward_alerts_routed_total", &[], rows.len() as f64);
@@ -523,8 +530,17 @@ impl Desk {
         Ok(row)
     }
 
-    /// Tells the live stream and the webhooks of a changed row.
+    /// Tells the live stream, the webhooks and the other tiers of a row changed here.
     pub(crate) fn publish(&self, change: &str, row: &AlertRow) {
+        self.announce(change, row);
+        if let Some(tier) = &self.tier {
+            tier.alert_changed(change, row);
+        }
+    }
+
+    /// Tells the live stream and the webhooks of a changed row (one that another tier
+    /// changed: it does not go back there).
+    pub(crate) fn announce(&self, change: &str, row: &AlertRow) {
         self.stream(change, row);
         self.queue_deliveries(std::iter::once((change, row)));
     }
@@ -831,6 +847,11 @@ impl Desk {
     fn clock_one(&self, id: &str, now: DateTime<Utc>) -> Result<bool, NodeError> {
         let _guard = self.write_lock();
         let Some(mut row) = self.state.alert(id)? else { return Ok(false) };
+        // Deadlines of an alert raised at another node are that node's to keep: it
+        // escalates, and its changes arrive here.
+        if crate::tier::foreign_origin(&row, &self.sender).is_some() {
+            return Ok(false);
+        }
         let Some(mut case) = case_of(&row) else { return Ok(false) };
         let before = case.clone();
         let router = self.router();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::Utc;
 use cityward_ingest::{Decoded, Reject, RejectCode, Validator};
 use cityward_model::{City, Event, KindRegistry};
-use cityward_store::{SqliteState, StateStore};
+use cityward_store::StateStore;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -210,6 +210,8 @@ pub struct Node {
     positions: crate::positions::Positions,
     /// Held while the city model is edited through the API.
     city_edits: Mutex<()>,
+    /// Links to the other tiers, when `[tier]` is enabled.
+    tier: Option<Arc<crate::tier::Tier>>,
     started: Instant,
 }
 
@@ -236,7 +238,7 @@ impl Node {
                 data.display()
             ))
         })?;
-        let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(data.join("state.sqlite3"))?);
+        let state = config.state.open(&data)?;
         let city = load_city(&config, state.as_ref(), &data.join("city"))?;
         let kinds = config.kind_registry();
         // Offline tools (`cityward sql --data`) read the lake with the kinds the node declared.
@@ -260,7 +262,14 @@ impl Node {
         let validator = build_validator(&config, &kinds, &city);
         let (bus, _) = broadcast::channel(1024);
         let city = Arc::new(city);
-        let desk = Arc::new(crate::desk::Desk::open(config.alerts.clone(), config.node.name.clone(), state.clone(), city.clone(), metrics.clone())?);
+        if config.tier.enabled && !config.tier.region.is_empty() && !city.regions.iter().any(|r| r.id == config.tier.region) {
+            return Err(NodeError::Invalid(format!(
+                "tier.region `{}` is not a region of the city; use an id from regions.geojson",
+                config.tier.region
+            )));
+        }
+        let tier = crate::tier::Tier::open(&config).await?;
+        let desk = Arc::new(crate::desk::Desk::open(config.alerts.clone(), config.node.name.clone(), state.clone(), city.clone(), metrics.clone(), tier.clone())?);
         let detection = if config.detect.enabled {
             let rules = crate::rules::startup_rules(&config, state.as_ref(), &city)?;
             let hotlists = crate::rules::load_hotlists(state.as_ref())?;
@@ -286,6 +295,7 @@ impl Node {
             dispatch: std::sync::OnceLock::new(),
             jobs: crate::jobs::Jobs::default(),
             city_edits: Mutex::new(()),
+            tier,
             positions: crate::positions::Positions::default(),
             kinds,
             city: RwLock::new(city),
@@ -755,6 +765,11 @@ impl Node {
                 "regions": city.regions.len(), "grids": city.grids.len(), "zones": city.zones.len(),
                 "roads": city.roads.len(), "units": city.units.len(), "devices": city.devices.len(),
             },
+            "tier": self.tier.as_ref().map(|t| {
+                let mut v = t.status();
+                v["region"] = json!(self.config.tier.region);
+                v
+            }),
         })
     }
 
@@ -769,6 +784,11 @@ impl Node {
     /// The detection stage, when `detect.enabled`.
     pub(crate) fn detection(&self) -> Option<&crate::detect::Detection> {
         self.detection.as_ref()
+    }
+
+    /// The links to other tiers, when configured.
+    pub(crate) fn tier(&self) -> Option<&Arc<crate::tier::Tier>> {
+        self.tier.as_ref()
     }
 
     /// The data directory.

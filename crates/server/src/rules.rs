@@ -161,6 +161,9 @@ impl Node {
             expected_version,
         })?;
         self.reload_rules();
+        if let Some(tier) = self.tier() {
+            tier.publish_down("rule", format!("rule:{}@{}", row.id, row.version), json!({"id": row.id, "body": row.body, "enabled": row.enabled}));
+        }
         Ok(rule_json(&row))
     }
 
@@ -168,10 +171,13 @@ impl Node {
     pub fn delete_rule(&self, id: &str, expected_version: Option<i64>) -> Result<(), NodeError> {
         self.state().delete_rule(id, expected_version)?;
         self.reload_rules();
+        if let Some(tier) = self.tier() {
+            tier.publish_down("rule.delete", format!("rule-delete:{id}@{}", Utc::now().timestamp_micros()), json!({"id": id}));
+        }
         Ok(())
     }
 
-    fn reload_rules(&self) {
+    pub(crate) fn reload_rules(&self) {
         if let Some(d) = self.detection() {
             d.set_rules(stored_rules(self.state().as_ref(), &self.city()));
         }
@@ -227,7 +233,18 @@ impl Node {
         self.save_hotlists(lists)
     }
 
+    /// Stores and applies the hotlists; the tiers below get them too.
     fn save_hotlists(&self, lists: Hotlists) -> Result<(), NodeError> {
+        let body = serde_json::to_value(&lists).map_err(|e| NodeError::Internal(e.to_string()))?;
+        self.store_hotlists(lists)?;
+        if let Some(tier) = self.tier() {
+            tier.publish_down("hotlists", format!("hotlists@{}", Utc::now().timestamp_micros()), body);
+        }
+        Ok(())
+    }
+
+    /// Stores and applies the hotlists.
+    pub(crate) fn store_hotlists(&self, lists: Hotlists) -> Result<(), NodeError> {
         let text = serde_json::to_string(&lists).map_err(|e| NodeError::Internal(e.to_string()))?;
         self.state().meta_set(HOTLISTS_KEY, &text)?;
         if let Some(d) = self.detection() {

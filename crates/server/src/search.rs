@@ -774,12 +774,26 @@ async fn evidence(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id):
     let who = user.clone();
     let alert_id = id.clone();
     let row = crate::http::blocking(move || desk.read(&who, &alert_id)).await?;
+    // Raised at a node below: its events stay there; ask it, on the record at both ends.
+    if let (Some(origin), Some(tier)) = (crate::tier::foreign_origin(&row, &node.config().node.name), node.tier()) {
+        let items = tier.ask_evidence(origin, &id, &user).await?;
+        node.desk().audit(&user.username, "alert.evidence", &id, json!({"results": items.len(), "unit": user.unit, "from": origin}));
+        return Ok(Json(json!({"items": items, "from": origin})));
+    }
+    let events = evidence_of(&node, &row).await?;
+    // Evidence may hold plate reads (a hotlist match): each view is on the record.
+    node.desk().audit(&user.username, "alert.evidence", &id, json!({"results": events.len(), "unit": user.unit}));
+    Ok(Json(json!({"items": events})))
+}
+
+/// The events an alert names as its evidence, from this node's lake.
+pub(crate) async fn evidence_of(node: &Arc<Node>, row: &cityward_store::AlertRow) -> Result<Vec<Value>, NodeError> {
     let ids: Vec<String> = row.body["evidence"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).map(quoted).collect())
         .unwrap_or_default();
     if ids.is_empty() {
-        return Ok(Json(json!({"items": []})));
+        return Ok(Vec::new());
     }
     // Evidence lies between the alert's first event and its last change: the time range
     // lets the lake skip every other day's files.
@@ -790,10 +804,8 @@ async fn evidence(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id):
         format!("time >= {}", timestamp(&from)),
         format!("time <= {}", timestamp(&to)),
     ];
-    let events = events_where(&node, &conditions, "time, id", ids.len()).await?;
-    // Evidence may hold plate reads (a hotlist match): each view is on the record.
-    node.desk().audit(&user.username, "alert.evidence", &id, json!({"results": events.len(), "unit": user.unit}));
-    Ok(Json(json!({"items": events.iter().map(event_json).collect::<Vec<_>>()})))
+    let events = events_where(node, &conditions, "time, id", ids.len()).await?;
+    Ok(events.iter().map(event_json).collect())
 }
 
 #[cfg(test)]

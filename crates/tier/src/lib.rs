@@ -25,6 +25,7 @@
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +35,18 @@ use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType}
 use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The largest payload of one forwarded batch (NATS's default maximum is 1 MiB).
 const MAX_BATCH_BYTES: usize = 512 * 1024;
-/// How long a fetch waits for messages before looking again.
-const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// Most outbox messages forwarded as one group (acknowledged, then purged, together).
+const MAX_GROUP: usize = 4096;
+/// Most bytes of outbox messages in one group.
+const MAX_GROUP_BYTES: usize = 4 << 20;
+/// Most groups sent and not yet acknowledged (so at most 64 MiB held for resending).
+const MAX_IN_FLIGHT: usize = 16;
 /// The first and the longest pause between attempts to reach the tier above.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MOST: Duration = Duration::from_millis(500);
@@ -221,7 +226,9 @@ impl Link {
                 name: stream_name("CW_OUT", node),
                 description: Some("cityward: what this node sends to the tier above, until acknowledged there".into()),
                 subjects: vec![outbox_subject(node)],
-                retention: RetentionPolicy::WorkQueue,
+                // Not a work queue: the forwarder reads it with an ordered consumer and
+                // purges what the parent acknowledged.
+                retention: RetentionPolicy::Limits,
                 storage: StorageType::File,
                 max_bytes: self.config.outbox_max_bytes,
                 discard: DiscardPolicy::New,
@@ -321,57 +328,113 @@ impl Link {
         }
     }
 
-    /// Forwards until an error that needs a fresh consumer.
+    /// Forwards until an error that needs a fresh consumer. The outbox's first message
+    /// is where forwarding stands: what the parent acknowledged is purged from it, so a
+    /// restarted forwarder begins at the first message still there.
     async fn forward(&self) -> Result<(), LinkError> {
         let node = &self.config.node;
         let stream_err = |reason: String| LinkError::Stream { stream: stream_name("CW_OUT", node), reason };
         let stream = self.local.get_stream(stream_name("CW_OUT", node)).await.map_err(|e| stream_err(e.to_string()))?;
-        // A fresh consumer each time the forwarder (re)starts: what an earlier process
-        // fetched but never got acknowledged upstream is still in the work queue, and is
-        // delivered again at once instead of after an acknowledgement timeout.
-        let _ = stream.delete_consumer("forwarder").await;
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some("forwarder".into()),
-                // A work queue takes explicit acknowledgements only.
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(3600),
-                max_ack_pending: 100_000,
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
             .await
             .map_err(|e| stream_err(e.to_string()))?;
+        let mut messages = consumer.messages().await.map_err(|e| stream_err(e.to_string()))?;
         let parent_subject = inbox_subject(&self.config.parent);
+        // Groups sent and not yet acknowledged, oldest first: several are in flight so
+        // that a backlog is not sent one round trip at a time.
+        let mut in_flight: VecDeque<Group> = VecDeque::new();
         loop {
-            let mut messages = consumer
-                .batch()
-                .max_messages(4096)
-                .expires(FETCH_WAIT)
-                .messages()
-                .await
-                .map_err(|e| stream_err(e.to_string()))?;
+            // Take what is there; wait for a message only when nothing is in flight.
             let mut fetched = Vec::new();
-            while let Some(message) = messages.next().await {
-                fetched.push(message.map_err(|e| stream_err(e.to_string()))?);
+            if in_flight.len() < MAX_IN_FLIGHT {
+                if in_flight.is_empty() {
+                    let first = messages.next().await.ok_or_else(|| stream_err("the outbox consumer ended".into()))?;
+                    fetched.push(first.map_err(|e| stream_err(e.to_string()))?);
+                }
+                let mut bytes: usize = fetched.iter().map(|m| m.payload.len()).sum();
+                while fetched.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => {
+                            bytes += m.payload.len();
+                            fetched.push(m);
+                        }
+                        Some(Some(Err(e))) => return Err(stream_err(e.to_string())),
+                        _ => break,
+                    }
+                }
             }
-            if fetched.is_empty() {
+            if let Some(last) = fetched.last() {
+                let last = last.info().map_err(|e| stream_err(e.to_string()))?.stream_sequence;
+                let batches = pack(&fetched, node).map_err(|reason| LinkError::Envelope { subject: outbox_subject(node), reason })?;
+                let mut group = Group { batches, acks: Vec::new(), last };
+                if let Err(reason) = self.publish_group(&parent_subject, &mut group).await {
+                    tracing::debug!(parent = %self.config.parent, %reason, "Parent unreachable; keeping the outbox.");
+                }
+                in_flight.push_back(group);
                 continue;
             }
-            let batches = pack(&fetched, node).map_err(|reason| LinkError::Envelope { subject: outbox_subject(node), reason })?;
-            // Keep sending this group until the parent has all of it; the same ids make a
-            // repeat a duplicate there, not a second copy.
-            while let Err(reason) = self.send_batches(&parent_subject, &batches).await {
-                self.stats.up.store(false, Ordering::Relaxed);
-                self.stats.up_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(parent = %self.config.parent, %reason, "Parent unreachable; keeping the outbox.");
-                self.wait_for_parent().await;
-            }
-            self.stats.up.store(true, Ordering::Relaxed);
-            for message in &fetched {
-                message.ack().await.map_err(|e| stream_err(format!("cannot acknowledge forwarded messages: {e}")))?;
+            // Nothing new (or enough in flight): settle the oldest group.
+            let Some(mut oldest) = in_flight.pop_front() else { continue };
+            match self.settle(&mut oldest).await {
+                Ok(()) => {
+                    self.stats.up.store(true, Ordering::Relaxed);
+                    stream
+                        .purge()
+                        .sequence(oldest.last + 1)
+                        .await
+                        .map_err(|e| stream_err(format!("cannot remove forwarded messages: {e}")))?;
+                }
+                Err(reason) => {
+                    self.stats.up.store(false, Ordering::Relaxed);
+                    self.stats.up_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(parent = %self.config.parent, %reason, "Parent unreachable; keeping the outbox.");
+                    // Send this group and every later one again, in order, once the
+                    // parent answers; the same ids make repeats duplicates there.
+                    in_flight.push_front(oldest);
+                    self.wait_for_parent().await;
+                    for group in in_flight.iter_mut() {
+                        group.acks.clear();
+                        let _ = self.publish_group(&parent_subject, group).await;
+                    }
+                }
             }
         }
+    }
+
+    /// Publishes a group's batches to the parent's inbox, keeping their acknowledgements.
+    async fn publish_group(&self, subject: &str, group: &mut Group) -> Result<(), String> {
+        for batch in &group.batches[group.acks.len()..] {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, batch.msg_id.as_str());
+            let ack = self
+                .local
+                .publish_with_headers(subject.to_string(), headers, batch.payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            group.acks.push(ack);
+        }
+        Ok(())
+    }
+
+    /// Waits for the parent's acknowledgement of every batch of a group.
+    async fn settle(&self, group: &mut Group) -> Result<(), String> {
+        if group.acks.len() < group.batches.len() {
+            return Err("not every batch of the group was sent".into());
+        }
+        for (ack, batch) in group.acks.drain(..).zip(&group.batches) {
+            let ack = tokio::time::timeout(ACK_WAIT, ack)
+                .await
+                .map_err(|_| format!("no acknowledgement within {ACK_WAIT:?}"))?
+                .map_err(|e| e.to_string())?;
+            if ack.duplicate {
+                self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.forwarded.fetch_add(batch.envelopes as u64, Ordering::Relaxed);
+                self.stats.forwarded_batches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Returns once the parent's JetStream answers through the link: asking every
@@ -390,33 +453,6 @@ impl Link {
                 }
             }
         }
-    }
-
-    async fn send_batches(&self, subject: &str, batches: &[Batch]) -> Result<(), String> {
-        let mut acks = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, batch.msg_id.as_str());
-            let ack = self
-                .local
-                .publish_with_headers(subject.to_string(), headers, batch.payload.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            acks.push((ack, batch.envelopes));
-        }
-        for (ack, envelopes) in acks {
-            let ack = tokio::time::timeout(ACK_WAIT, ack)
-                .await
-                .map_err(|_| format!("no acknowledgement within {ACK_WAIT:?}"))?
-                .map_err(|e| e.to_string())?;
-            if ack.duplicate {
-                self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.forwarded.fetch_add(envelopes as u64, Ordering::Relaxed);
-                self.stats.forwarded_batches.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
     }
 
     /// Applies what the nodes below forwarded, in the order it arrived, until the task is
@@ -451,6 +487,44 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Asks `node` (any node reachable over the leaf links) for its `service`, e.g. the
+    /// raw events behind one of its alerts; `Ok(None)` when no such node answers.
+    pub async fn request(&self, node: &str, service: &str, body: Bytes, timeout: Duration) -> Result<Option<Bytes>, LinkError> {
+        let subject = format!("cw.{node}.{service}");
+        let err = |reason: String| LinkError::Local { url: self.config.nats.clone(), node: self.config.node.clone(), reason: format!("request to {subject}: {reason}") };
+        match tokio::time::timeout(timeout, self.client.request(subject.clone(), body)).await {
+            Err(_) => Err(err(format!("no answer within {timeout:?}; is the link to `{node}` up?"))),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(None),
+            Ok(Err(e)) => Err(err(e.to_string())),
+            Ok(Ok(reply)) => Ok(Some(reply.payload)),
+        }
+    }
+
+    /// Answers requests for this node's `service` with `answer` until the task is dropped.
+    pub async fn serve<F, Fut>(self: Arc<Self>, service: &str, answer: F)
+    where
+        F: Fn(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Bytes>,
+    {
+        let subject = format!("cw.{}.{service}", self.config.node);
+        let mut subscription = match self.client.subscribe(subject.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%subject, error = %e, "Cannot answer requests.");
+                return;
+            }
+        };
+        while let Some(message) = subscription.next().await {
+            let Some(reply) = message.reply else { continue };
+            let answer = answer(message.payload).await;
+            if let Err(e) = self.client.publish(reply, answer).await {
+                tracing::warn!(%subject, error = %e, "Answer not sent.");
+            }
+        }
+    }
+}
+
 /// Reads `stream` through the durable consumer `durable` and hands each message to
 /// `apply`, acknowledging it once applied; reconnects and retries forever.
 async fn consume<F, Fut>(js: &Context, stream: &str, durable: &str, subject: &str, apply: &F, applied: &AtomicU64)
@@ -475,37 +549,30 @@ where
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            loop {
-                let mut messages = consumer
-                    .batch()
-                    .max_messages(512)
-                    .expires(FETCH_WAIT)
-                    .messages()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                while let Some(message) = messages.next().await {
-                    let message = message.map_err(|e| e.to_string())?;
-                    let envelopes = match decode(&message.payload) {
-                        Ok(e) => e,
-                        Err(reason) => {
-                            // A message no version of cityward wrote: say so and move on,
-                            // rather than block every message behind it.
-                            tracing::error!(%subject, %reason, "Envelope dropped.");
-                            message.ack().await.map_err(|e| e.to_string())?;
-                            continue;
-                        }
-                    };
-                    let n = envelopes.len() as u64;
-                    let mut wait = RETRY_FIRST;
-                    while let Err(reason) = apply(envelopes.clone()).await {
-                        tracing::warn!(%subject, %reason, "Envelopes not applied; retrying.");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(5));
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| e.to_string())?;
+                let envelopes = match decode(&message.payload) {
+                    Ok(e) => e,
+                    Err(reason) => {
+                        // A message no version of cityward wrote: say so and move on,
+                        // rather than block every message behind it.
+                        tracing::error!(%subject, %reason, "Envelope dropped.");
+                        message.ack().await.map_err(|e| e.to_string())?;
+                        continue;
                     }
-                    message.ack().await.map_err(|e| e.to_string())?;
-                    applied.fetch_add(n, Ordering::Relaxed);
+                };
+                let n = envelopes.len() as u64;
+                let mut wait = RETRY_FIRST;
+                while let Err(reason) = apply(envelopes.clone()).await {
+                    tracing::warn!(%subject, %reason, "Envelopes not applied; retrying.");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
+                message.ack().await.map_err(|e| e.to_string())?;
+                applied.fetch_add(n, Ordering::Relaxed);
             }
+            Err("the consumer's message stream ended".to_string())
         }
         .await;
         if let Err(reason) = result {
@@ -514,6 +581,14 @@ where
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MOST);
     }
+}
+
+/// Outbox messages forwarded together: their batches, the parent's acknowledgements of
+/// those sent, and the outbox sequence of the last message (purged up to once settled).
+struct Group {
+    batches: Vec<Batch>,
+    acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+    last: u64,
 }
 
 /// Forwarded messages grouped under the NATS payload limit.

@@ -26,11 +26,15 @@ pub async fn start(mutate: impl FnOnce(&mut NodeConfig)) -> TestNode {
     config.city.dir = Some(city_dir);
     mutate(&mut config);
     let node = Node::open(config).await.unwrap();
-    node.create_user("admin", "admin-pass", Role::Admin, None).unwrap();
-    node.create_user("analyst", "analyst-pass", Role::Analyst, Some("police-city"))
-        .unwrap();
-    node.create_user("sensorhub", "ingest-pass", Role::Ingest, None).unwrap();
-    node.create_user("duty", "duty-pass", Role::Dispatcher, Some("unit-city")).unwrap();
+    // Nodes sharing one state store (PostgreSQL) find the users there already.
+    let add = |name: &str, password: &str, role: Role, unit: Option<&str>| match node.create_user(name, password, role, unit) {
+        Ok(_) | Err(cityward_server::NodeError::Conflict(_)) => {}
+        Err(e) => panic!("user {name}: {e}"),
+    };
+    add("admin", "admin-pass", Role::Admin, None);
+    add("analyst", "analyst-pass", Role::Analyst, Some("police-city"));
+    add("sensorhub", "ingest-pass", Role::Ingest, None);
+    add("duty", "duty-pass", Role::Dispatcher, Some("unit-city"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -7,8 +7,9 @@
 //! nodes or processes share it. Both store times, JSON and ids in the same forms and decode
 //! rows with the helpers at the end of this file, so they answer alike. The methods are
 //! synchronous and may block on I/O: async callers run them in
-//! `tokio::task::spawn_blocking` (for [`PgState`] this is a must: its client panics when
-//! called on an async runtime's thread).
+//! `tokio::task::spawn_blocking`. Called directly on an async runtime's thread they still
+//! work (the blocking client of [`PgState`] moves its work off that thread rather than
+//! panic), but they hold the thread up meanwhile.
 //!
 //! What this module does not do: it never sees a password or a session token in clear text
 //! (the server hashes both, see [`StateStore::create_user`] and
@@ -622,6 +623,9 @@ pub struct AlertFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only alerts raised before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Only alerts last written at or after this time (`updated_at >= t`): what changed
+    /// since a recorded moment, e.g. to send again after a crash.
+    pub updated_since: Option<DateTime<Utc>>,
 }
 
 /// A webhook delivery to queue: one alert change for one endpoint.
@@ -1589,7 +1593,7 @@ pub(crate) fn from_micros(micros: i64) -> Option<DateTime<Utc>> {
 
 /// The newest schema version this build creates and understands. Every backend numbers its
 /// migration steps the same way, so a version means the same tables and columns in each.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The `meta` key holding the schema version.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";

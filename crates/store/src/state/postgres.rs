@@ -9,8 +9,11 @@
 //! tried once more on a fresh one, and so is a write that had not reached `COMMIT`.
 //!
 //! The client is the synchronous `postgres` crate without TLS: put the server on a trusted
-//! network or a local socket. It runs its own small runtime per connection, so it must
-//! never be called from an async task: callers use `spawn_blocking`, as the trait says.
+//! network or a local socket. It runs its own small runtime per connection, which panics
+//! when entered from a thread that runs async tasks; so every use of a connection (and
+//! [`PgState::connect`], and closing the connections on drop) goes through [`off_runtime`],
+//! which moves the blocking work off such a thread. A call from async code is therefore
+//! safe, but it still blocks: callers should prefer `spawn_blocking`, as the trait says.
 //!
 //! The stored forms match the SQLite backend's, so both answer alike:
 //! - times are `BIGINT` microseconds since 1970 (exactly what a [`DateTime`] rounds to);
@@ -222,6 +225,12 @@ CREATE TABLE search_approvals (
 );
 CREATE INDEX search_approvals_by_time ON search_approvals (requested_at DESC, id);
 "#,
+}, Migration {
+    // Alerts changed since a time (`AlertFilter::updated_since`), and alert retention.
+    version: 5,
+    sql: r#"
+CREATE INDEX alerts_updated_at ON alerts (updated_at);
+"#,
 }];
 
 /// The first key of the advisory lock that serializes migrations of one schema (the second
@@ -294,9 +303,13 @@ impl PgState {
     ///
     /// `schema` is a plain lowercase SQL name (`[a-z_][a-z0-9_]*`, at most 63 bytes), used
     /// as every connection's `search_path`. The connection is not encrypted (no TLS). An
-    /// error names the server without its password, the cause, and what to do. Blocks: call
-    /// it from `spawn_blocking` in async code.
+    /// error names the server without its password, the cause, and what to do. Blocks
+    /// (safely, also on an async runtime's thread; prefer `spawn_blocking` there).
     pub fn connect(url: &str, schema: &str, options: StateOptions) -> Result<PgState, StateError> {
+        off_runtime(|| Self::connect_now(url, schema, options))
+    }
+
+    fn connect_now(url: &str, schema: &str, options: StateOptions) -> Result<PgState, StateError> {
         options.validate()?;
         check_schema_name(schema)?;
         let mut config: Config = url.parse().map_err(|e: ::postgres::Error| StateError::Connect {
@@ -346,62 +359,91 @@ impl PgState {
     }
 
     /// Runs `body` on a pooled connection outside a transaction: reads only. A read that
-    /// failed because the connection broke is tried once more on a fresh connection.
-    fn read<T>(
+    /// failed because the connection broke is tried once more on a fresh connection. Runs
+    /// through [`off_runtime`], as every use of a connection must.
+    fn read<T: Send>(
         &self,
         op: &'static str,
         table: &'static str,
-        mut body: impl FnMut(&mut Db<'_, Client>) -> Result<T, StateError>,
+        mut body: impl FnMut(&mut Db<'_, Client>) -> Result<T, StateError> + Send,
     ) -> Result<T, StateError> {
-        let mut broken = 0;
-        loop {
-            let mut lease = self.pool.get(op, table)?;
-            let conn = lease.conn();
-            let result = body(&mut Db { c: &mut conn.client, statements: &mut conn.statements, op, table });
-            match result {
-                Err(e) if broken == 0 && conn.client.is_closed() => {
-                    debug!(op, error = %e, "A state database connection broke; reading again on a new one.");
-                    broken += 1;
+        off_runtime(|| {
+            let mut broken = 0;
+            loop {
+                let mut lease = self.pool.get(op, table)?;
+                let conn = lease.conn();
+                let result = body(&mut Db { c: &mut conn.client, statements: &mut conn.statements, op, table });
+                lease.broken = conn.client.is_closed() || result.as_ref().is_err_and(is_connection_lost);
+                match result {
+                    Err(e) if broken == 0 && lease.broken => {
+                        debug!(op, error = %e, "A state database connection broke; reading again on a new one.");
+                        broken += 1;
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
     }
 
     /// Runs `body` in a transaction on a pooled connection and commits. A deadlock or
     /// serialization failure is retried, and so is a broken connection before `COMMIT` was
-    /// sent (the server rolled the transaction back).
-    fn write<T>(
+    /// sent (the server rolled the transaction back). Runs through [`off_runtime`].
+    fn write<T: Send>(
         &self,
         op: &'static str,
         table: &'static str,
-        mut body: impl FnMut(&mut Db<'_, Transaction<'_>>) -> Result<T, StateError>,
+        mut body: impl FnMut(&mut Db<'_, Transaction<'_>>) -> Result<T, StateError> + Send,
     ) -> Result<T, StateError> {
-        let (mut broken, mut conflicts) = (0, 0);
-        loop {
-            let mut lease = self.pool.get(op, table)?;
-            let conn = lease.conn();
-            let mut committing = false;
-            let result = (|| {
-                let mut tx = conn.client.transaction().map_err(db(op, table))?;
-                let value = body(&mut Db { c: &mut tx, statements: &mut conn.statements, op, table })?;
-                committing = true;
-                tx.commit().map_err(db(op, table))?;
-                Ok(value)
-            })();
-            match result {
-                Err(e) if !committing && broken == 0 && conn.client.is_closed() => {
-                    debug!(op, error = %e, "A state database connection broke; writing again on a new one.");
-                    broken += 1;
+        off_runtime(|| {
+            let (mut broken, mut conflicts) = (0, 0);
+            loop {
+                let mut lease = self.pool.get(op, table)?;
+                let conn = lease.conn();
+                let mut committing = false;
+                let result = (|| {
+                    let mut tx = conn.client.transaction().map_err(db(op, table))?;
+                    let value = body(&mut Db { c: &mut tx, statements: &mut conn.statements, op, table })?;
+                    committing = true;
+                    tx.commit().map_err(db(op, table))?;
+                    Ok(value)
+                })();
+                lease.broken = conn.client.is_closed() || result.as_ref().is_err_and(is_connection_lost);
+                match result {
+                    Err(e) if !committing && broken == 0 && lease.broken => {
+                        debug!(op, error = %e, "A state database connection broke; writing again on a new one.");
+                        broken += 1;
+                    }
+                    Err(e) if conflicts < CONFLICT_RETRIES && is_transient_conflict(&e) => {
+                        conflicts += 1;
+                        debug!(op, attempt = conflicts, error = %e, "A state write clashed with another; trying again.");
+                        std::thread::sleep(Duration::from_millis(5 * conflicts as u64));
+                    }
+                    other => return other,
                 }
-                Err(e) if conflicts < CONFLICT_RETRIES && is_transient_conflict(&e) => {
-                    conflicts += 1;
-                    debug!(op, attempt = conflicts, error = %e, "A state write clashed with another; trying again.");
-                    std::thread::sleep(Duration::from_millis(5 * conflicts as u64));
-                }
-                other => return other,
             }
-        }
+        })
+    }
+}
+
+/// Runs `work`, which blocks on the client's per-connection runtime, so that it cannot
+/// panic with "Cannot start a runtime from within a runtime" (nor "Cannot drop a runtime
+/// in a context where blocking is not allowed", when a connection closes):
+/// - outside any tokio runtime, or on a `spawn_blocking` thread, it runs as it is;
+/// - on a multi-thread runtime it runs under `block_in_place`, which hands the worker's
+///   other tasks to another thread and lets this one block;
+/// - on a current-thread runtime (or another flavour) nothing may block in place, so it
+///   runs on a scoped thread of its own while the caller waits; the runtime's other tasks
+///   wait too, as behind any blocking call.
+///
+/// A panic in `work` is passed on to the caller.
+pub(super) fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Err(_) => work(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        Ok(_) => std::thread::scope(|scope| {
+            scope.spawn(work).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
     }
 }
 
@@ -565,6 +607,22 @@ fn db(op: &'static str, table: &'static str) -> impl Fn(::postgres::Error) -> St
     }
 }
 
+/// Whether `e` says the server ended the session (an administrator's
+/// `pg_terminate_backend`, a shutdown, a lost connection): the server reports it as an
+/// error before the client sees the connection close, so `is_closed` alone misses it.
+fn is_connection_lost(e: &StateError) -> bool {
+    let StateError::Unavailable { source, .. } = e else { return false };
+    source.downcast_ref::<PgError>().is_some_and(|e| {
+        e.0.is_closed()
+            || e.0.code().is_some_and(|c| {
+                c.code().starts_with("08")
+                    || *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW
+            })
+    })
+}
+
 /// Whether `e` is a deadlock or serialization failure, which the same write may pass when
 /// tried again.
 fn is_transient_conflict(e: &StateError) -> bool {
@@ -713,7 +771,7 @@ impl Pool {
                     debug!(url = %self.url, "A stale state database connection was replaced.");
                     return self.replace();
                 }
-                return Ok(Lease { pool: self, conn: Some(conn) });
+                return Ok(Lease { pool: self, conn: Some(conn), broken: false });
             }
             if state.open < PgState::POOL_SIZE {
                 state.open += 1;
@@ -746,7 +804,7 @@ impl Pool {
     /// fails.
     fn replace(&self) -> Result<Lease<'_>, StateError> {
         match self.open() {
-            Ok(conn) => Ok(Lease { pool: self, conn: Some(conn) }),
+            Ok(conn) => Ok(Lease { pool: self, conn: Some(conn), broken: false }),
             Err(e) => {
                 self.lock().open -= 1;
                 self.freed.notify_one();
@@ -756,10 +814,24 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Closes the idle connections; closing blocks on the client's runtime like any use.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).idle);
+        if !idle.is_empty() {
+            off_runtime(move || drop(idle));
+        }
+    }
+}
+
 /// A lent connection; returned to the pool when dropped, or closed if it broke.
 struct Lease<'p> {
     pool: &'p Pool,
     conn: Option<PgConn>,
+    /// It broke: closed, or a call on it failed because the server ended the session,
+    /// which the client may not have noticed yet (`is_closed` still false). It is closed
+    /// rather than lent again.
+    broken: bool,
 }
 
 impl Lease<'_> {
@@ -772,7 +844,7 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else { return };
         let mut state = self.pool.lock();
-        if conn.client.is_closed() {
+        if self.broken || conn.client.is_closed() {
             state.open -= 1;
             state.broken_at = Some(Instant::now());
             warn!(url = %self.pool.url, "A state database connection broke; the others are checked before their next use.");
@@ -1485,6 +1557,9 @@ impl StateStore for PgState {
         }
         if let Some(until) = &filter.until {
             clauses.push(format!("time < {}", p.add(to_micros(until))));
+        }
+        if let Some(updated_since) = &filter.updated_since {
+            clauses.push(format!("updated_at >= {}", p.add(to_micros(updated_since))));
         }
         if let Some((time, id)) = after {
             let (time, id) = (p.add(time), p.add(id));

@@ -7,15 +7,16 @@
 //! `CITYWARD_REQUIRE_SERVICES` is set (as `.ci/run` does), which makes that a failure.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::postgres::off_runtime;
 use super::{
-    conformance_suite, verify_audit, DeadLetterChannel, DeadLetterFilter, DeviceRow, NewAuditEntry, NewDeadLetter,
-    PageRequest, PgState, StateError, StateOptions, StateStore,
+    conformance_suite, verify_audit, AlertFilter, AlertRow, DeadLetterChannel, DeadLetterFilter, DeviceRow, NewAuditEntry,
+    NewDeadLetter, PageRequest, PgState, StateError, StateOptions, StateStore,
 };
 use crate::Status;
 
@@ -46,9 +47,10 @@ fn admin() -> Option<::postgres::Client> {
 }
 
 /// Fresh schemas for one test, dropped with everything in them when the test ends (also
-/// when it fails).
+/// when it fails). Its client, like the store's, may be made and dropped in async tests.
 struct Schemas {
-    admin: Mutex<::postgres::Client>,
+    /// `None` only once dropped.
+    admin: Mutex<Option<::postgres::Client>>,
     made: Mutex<Vec<String>>,
 }
 
@@ -56,7 +58,15 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Schemas {
     fn new() -> Option<Schemas> {
-        Some(Schemas { admin: Mutex::new(admin()?), made: Mutex::new(Vec::new()) })
+        Some(Schemas { admin: Mutex::new(Some(off_runtime(admin)?)), made: Mutex::new(Vec::new()) })
+    }
+
+    /// Runs `f` with the client for setting up and inspecting (off the runtime, in an
+    /// async test).
+    fn admin<T: Send>(&self, f: impl FnOnce(&mut ::postgres::Client) -> T + Send) -> T {
+        let mut admin = self.admin.lock().unwrap();
+        let client = admin.as_mut().expect("the client lives as long as the schemas");
+        off_runtime(|| f(client))
     }
 
     /// A schema name no other test or process uses.
@@ -74,27 +84,28 @@ impl Schemas {
 
     /// Runs SQL on the test server as an operator would (in `schema`).
     fn sql(&self, schema: &str, sql: &str) {
-        self.admin
-            .lock()
-            .unwrap()
-            .batch_execute(&format!(r#"SET search_path TO "{schema}"; {sql}; RESET search_path"#))
+        self.admin(|c| c.batch_execute(&format!(r#"SET search_path TO "{schema}"; {sql}; RESET search_path"#)))
             .unwrap();
     }
 
     fn names(&self, sql: &str, schema: &str) -> Vec<String> {
-        let rows = self.admin.lock().unwrap().query(sql, &[&schema]).unwrap();
+        let rows = self.admin(|c| c.query(sql, &[&schema])).unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
 }
 
 impl Drop for Schemas {
     fn drop(&mut self) {
-        let admin = self.admin.get_mut().unwrap_or_else(|p| p.into_inner());
-        for schema in self.made.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            if let Err(e) = admin.batch_execute(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#)) {
-                eprintln!("could not drop test schema {schema}: {e}");
+        off_runtime(|| {
+            let Some(mut admin) = self.admin.get_mut().unwrap_or_else(|p| p.into_inner()).take() else { return };
+            for schema in self.made.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                if let Err(e) = admin.batch_execute(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#)) {
+                    eprintln!("could not drop test schema {schema}: {e}");
+                }
             }
-        }
+            // Dropped here, so that it also closes off the runtime.
+            drop(admin);
+        });
     }
 }
 
@@ -112,6 +123,25 @@ fn device(id: &str, i: usize) -> DeviceRow {
         owner_unit: None,
         attrs: json!({ "i": i }),
         registered_at: t(i as i64),
+    }
+}
+
+/// An alert last written at `t(written)`.
+fn alert(id: &str, written: i64) -> AlertRow {
+    AlertRow {
+        id: id.into(),
+        rule: "r".into(),
+        key: "k".into(),
+        status: "new".into(),
+        severity: "high".into(),
+        category: "traffic.hazmat".into(),
+        time: t(0),
+        grid: None,
+        body: json!({}),
+        updated_at: t(written),
+        scopes: vec!["region:c-1".into()],
+        class: "incident".into(),
+        incident: None,
     }
 }
 
@@ -214,6 +244,25 @@ fn pg_migration_is_idempotent() {
 }
 
 #[test]
+fn pg_migrates_a_version_4_schema_to_an_index_on_alert_writes() {
+    let Some(schemas) = Schemas::new() else { return };
+    let schema = schemas.fresh();
+    let indexes = "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND indexname = 'alerts_updated_at'";
+    let store = PgState::connect(&url(), &schema, StateOptions::default()).unwrap();
+    assert_eq!(schemas.names(indexes, &schema), ["alerts_updated_at"]);
+    store.write_alerts(&[alert("a-1", 10), alert("a-2", 20)], &[]).unwrap();
+    drop(store);
+    // The schema as version 4 left it.
+    schemas.sql(&schema, "DROP INDEX alerts_updated_at; UPDATE meta SET value = '4' WHERE key = 'schema_version'");
+    assert!(schemas.names(indexes, &schema).is_empty());
+    let store = PgState::connect(&url(), &schema, StateOptions::default()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(schemas.names(indexes, &schema), ["alerts_updated_at"], "step 5 adds the index");
+    let changed = AlertFilter { updated_since: Some(t(15)), ..AlertFilter::default() };
+    assert_eq!(store.list_alerts(&changed, &PageRequest::first(10)).unwrap().items, [alert("a-2", 20)], "the alerts are kept");
+}
+
+#[test]
 fn pg_refuses_a_newer_schema_and_reports_corrupt_rows() {
     let Some(schemas) = Schemas::new() else { return };
     let schema = schemas.fresh();
@@ -274,10 +323,7 @@ fn pg_reconnects_after_its_connections_are_cut() {
         }
     });
     let cut: Vec<bool> = schemas
-        .admin
-        .lock()
-        .unwrap()
-        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+        .admin(|c| c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&app]))
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -329,4 +375,78 @@ fn pg_bulk_upsert_of_20000_devices() {
     let update = start.elapsed();
     eprintln!("PostgreSQL 20000-device upsert: insert {insert:?}, update {update:?}");
     assert_eq!(store.device_count().unwrap(), 20_000);
+}
+
+/// What the tests below do with a store from async code: connect, a few reads and writes
+/// of each kind, and reads and writes after the server cut the pool's connections (a
+/// broken connection is closed and replaced, which blocks too), then drop the store.
+fn use_from_async(schemas: &Schemas, tag: &str) {
+    let app = format!("cw_async_{tag}_{}", std::process::id());
+    let store = PgState::connect(&format!("{}?application_name={app}", url()), &schemas.fresh(), StateOptions::default()).unwrap();
+    store.meta_set("node.name", tag).unwrap();
+    assert_eq!(store.meta_get("node.name").unwrap().as_deref(), Some(tag));
+    store.upsert_devices(&[device("d-1", 1), device("d-2", 2)]).unwrap();
+    assert_eq!(store.device("d-1").unwrap(), Some(device("d-1", 1)));
+    store.write_alerts(&[alert("a-1", 10), alert("a-2", 20)], &[]).unwrap();
+    let changed = AlertFilter { updated_since: Some(t(15)), ..AlertFilter::default() };
+    let page = store.list_alerts(&changed, &PageRequest::first(10)).unwrap();
+    assert_eq!(page.items.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a-2"]);
+
+    let cut = schemas
+        .admin(|c| c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&app]))
+        .unwrap();
+    assert!(!cut.is_empty(), "a connection was cut");
+    assert_eq!(store.device_count().unwrap(), 2, "a read goes on over a new connection");
+    store.upsert_devices(&[device("d-3", 3)]).unwrap();
+    assert_eq!(store.device_count().unwrap(), 3, "so does a write");
+    drop(store);
+}
+
+/// The server calls some store methods straight from its handlers. On a multi-thread
+/// runtime they block in place, whether called from `block_on` (this test's body) or from
+/// a task on a worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_state_is_safe_to_call_on_a_multi_thread_runtime() {
+    let Some(schemas) = Schemas::new() else { return };
+    use_from_async(&schemas, "mt");
+    let store = Arc::new(schemas.store(StateOptions::default()));
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.upsert_devices(&[device(&format!("w-{i}"), i)]).unwrap();
+                tokio::task::yield_now().await;
+                store.device(&format!("w-{i}")).unwrap().is_some()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    assert_eq!(store.device_count().unwrap(), 6);
+    let from_blocking = store.clone();
+    let n = tokio::task::spawn_blocking(move || from_blocking.device_count().unwrap()).await.unwrap();
+    assert_eq!(n, 6, "spawn_blocking, the way the trait recommends, works as before");
+}
+
+/// On a current-thread runtime nothing may block in place: the work runs on a thread of its
+/// own, from the test's body and from a task alike.
+#[tokio::test]
+async fn pg_state_is_safe_to_call_on_a_current_thread_runtime() {
+    let Some(schemas) = Schemas::new() else { return };
+    use_from_async(&schemas, "ct");
+    let store = Arc::new(schemas.store(StateOptions::default()));
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store.upsert_devices(&[device("w-1", 1)]).unwrap();
+            store.device_count().unwrap()
+        })
+    };
+    assert_eq!(task.await.unwrap(), 1);
+    let from_blocking = store.clone();
+    let n = tokio::task::spawn_blocking(move || from_blocking.device_count().unwrap()).await.unwrap();
+    assert_eq!(n, 1);
+    // A store dropped in a task closes its connections off the runtime too.
+    tokio::spawn(async move { drop(store) }).await.unwrap();
 }

@@ -213,6 +213,12 @@ CREATE TABLE search_approvals (
 ) WITHOUT ROWID;
 CREATE INDEX search_approvals_by_time ON search_approvals (requested_at DESC, id);
 "#,
+}, Migration {
+    // Alerts changed since a time (`AlertFilter::updated_since`), and alert retention.
+    version: 5,
+    sql: r#"
+CREATE INDEX alerts_updated_at ON alerts (updated_at);
+"#,
 }];
 
 const DEVICE_COLUMNS: &str = "id, kind, lon, lat, grid, owner_unit, attrs, registered_at";
@@ -1236,6 +1242,10 @@ impl StateStore for SqliteState {
         if let Some(until) = &filter.until {
             values.push(SqlValue::Integer(to_micros(until)));
             clauses.push(format!("time < ?{}", values.len()));
+        }
+        if let Some(updated_since) = &filter.updated_since {
+            values.push(SqlValue::Integer(to_micros(updated_since)));
+            clauses.push(format!("updated_at >= ?{}", values.len()));
         }
         if let Some((time, id)) = after {
             values.push(SqlValue::Integer(time));

@@ -241,6 +241,43 @@ fn state_migrates_an_empty_file_and_an_unversioned_meta() {
 }
 
 #[test]
+fn state_migrates_a_version_4_file_to_an_index_on_alert_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let alert = |id: &str, written: i64| AlertRow {
+        id: id.into(),
+        rule: "r".into(),
+        key: "k".into(),
+        status: "new".into(),
+        severity: "low".into(),
+        category: "traffic.hazmat".into(),
+        time: t(0),
+        grid: None,
+        body: json!({}),
+        updated_at: t(written),
+        scopes: vec![],
+        class: "incident".into(),
+        incident: None,
+    };
+    SqliteState::open(&path).unwrap().write_alerts(&[alert("a-1", 10), alert("a-2", 20)], &[]).unwrap();
+    // The file as version 4 left it.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP INDEX alerts_updated_at; UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        .unwrap();
+    let store = SqliteState::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    let indexes: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'alerts_updated_at'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexes, 1, "step 5 adds the index");
+    let changed = AlertFilter { updated_since: Some(t(15)), ..AlertFilter::default() };
+    let page = store.list_alerts(&changed, &PageRequest::first(10)).unwrap();
+    assert_eq!(page.items, [alert("a-2", 20)], "the alerts are kept");
+}
+
+#[test]
 fn state_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
