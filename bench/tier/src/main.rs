@@ -44,18 +44,14 @@ struct Args {
 
 /// An alert change of about the size a node sends (≈600 bytes).
 fn change(i: usize, origin: &str) -> Envelope {
-    let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
-    Envelope {
-        kind: "alert".into(),
-        id: format!("al-{origin}-{i}@{sent}"),
-        origin: origin.into(),
-        body: json!({"change": "raised", "sent_us": sent, "row": {
-            "id": format!("al-{origin}-{i}"), "rule": "smoke-alarm", "key": format!("smoke-{i}"), "status": "assigned",
-            "severity": "high", "category": "fire.smoke", "time": "2026-12-04T10:00:00.000Z", "grid": "g-0042",
-            "body": {"title": "Smoke alarm", "lon": 121.4731, "lat": 31.2304, "evidence": [format!("ev-{i}")],
-                     "handling": {"owner": "unit-comm-a", "status": "assigned", "deadlines": {"ack": "2m", "arrive": "15m"}}},
-            "updated_at": "2026-12-04T10:00:00.100Z", "scopes": ["region:comm-a", "unit:unit-comm-a"], "class": "incident", "incident": null}}),
-    }
+    let sent = now_us();
+    let body = json!({"change": "raised", "sent_us": sent, "row": {
+        "id": format!("al-{origin}-{i}"), "rule": "smoke-alarm", "key": format!("smoke-{i}"), "status": "assigned",
+        "severity": "high", "category": "fire.smoke", "time": "2026-12-04T10:00:00.000Z", "grid": "g-0042",
+        "body": {"title": "Smoke alarm", "lon": 121.4731, "lat": 31.2304, "evidence": [format!("ev-{i}")],
+                 "handling": {"owner": "unit-comm-a", "status": "assigned", "deadlines": {"ack": "2m", "arrive": "15m"}}},
+        "updated_at": "2026-12-04T10:00:00.100Z", "scopes": ["region:comm-a", "unit:unit-comm-a"], "class": "incident", "incident": null}});
+    Envelope::new("alert", format!("al-{origin}-{i}@{sent}"), origin, &body)
 }
 
 fn now_us() -> u64 {
@@ -73,6 +69,8 @@ async fn open(node: &str, server: &NatsServer, parent: &str) -> Arc<Link> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
+    // RUST_LOG=cityward_tier=debug shows the links at work.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let dir = tempfile::tempdir().unwrap();
     let cutter = LinkCutter::start(0);
     let city_nats = NatsServer::start("city", dir.path(), None);
@@ -111,7 +109,8 @@ async fn main() {
                 let now = now_us();
                 let mut l = lat.lock().unwrap();
                 for e in batch {
-                    l.push((now - e.body["sent_us"].as_u64().unwrap_or(now)) as f64 / 1000.0);
+                    let sent = e.body::<serde_json::Value>().ok().and_then(|b| b["sent_us"].as_u64()).unwrap_or(now);
+                    l.push((now - sent) as f64 / 1000.0);
                 }
                 Ok(())
             }

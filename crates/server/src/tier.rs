@@ -103,7 +103,7 @@ impl Tier {
 
     /// Something the tiers below should apply (rules, hotlists).
     pub(crate) fn publish_down(&self, kind: &str, id: String, body: Value) {
-        self.send(&self.down, Envelope { kind: kind.into(), id, origin: self.node.clone(), body });
+        self.send(&self.down, Envelope::new(kind, id, &self.node, &body));
     }
 
     /// Asks the node `origin` below for the evidence events of its alert `id`, for `user`
@@ -148,13 +148,22 @@ pub(crate) fn foreign_origin<'r>(row: &'r AlertRow, node: &str) -> Option<&'r st
     row.body.pointer("/tier/origin").and_then(Value::as_str).filter(|o| *o != node)
 }
 
+/// An alert change as it crosses tiers: the whole row, applied when newer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AlertChangeBody<R> {
+    change: String,
+    row: R,
+}
+
+/// The envelope of a change; its id is the alert's id and the row's `updated_at` (µs).
 fn alert_envelope(node: &str, change: &str, row: &AlertRow) -> Envelope {
-    Envelope {
-        kind: "alert".into(),
-        id: format!("{}@{}", row.id, row.updated_at.timestamp_micros()),
-        origin: node.into(),
-        body: json!({"change": change, "row": row}),
-    }
+    let id = format!("{}@{}", row.id, row.updated_at.timestamp_micros());
+    Envelope::new("alert", id, node, &AlertChangeBody { change: change.to_string(), row })
+}
+
+/// The `updated_at` (µs) an alert envelope's id ends with.
+fn change_time(e: &Envelope) -> Option<i64> {
+    e.id.rsplit_once('@').and_then(|(_, t)| t.parse().ok())
 }
 
 /// Starts the tasks that move envelopes: outbox and downlink pumps, the forwarder, the
@@ -201,11 +210,9 @@ async fn pump(node: Arc<Node>, link: Arc<Link>, mut rx: mpsc::Receiver<Envelope>
             }
         }
         if up {
-            let newest = batch.iter().filter(|e| e.kind == "alert").filter_map(|e| e.body["row"]["updated_at"].as_str()).max().map(str::to_string);
-            if let Some(t) = newest.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()) {
+            if let Some(micros) = batch.iter().filter(|e| e.kind == "alert").filter_map(change_time).max() {
                 let state = node.state().clone();
-                let micros = t.timestamp_micros().to_string();
-                let _ = tokio::task::spawn_blocking(move || state.meta_set(SENT_UPTO_KEY, &micros)).await;
+                let _ = tokio::task::spawn_blocking(move || state.meta_set(SENT_UPTO_KEY, &micros.to_string())).await;
             }
         }
         batch.clear();
@@ -260,7 +267,7 @@ async fn apply_from_below(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
             other => tracing::warn!(kind = other, origin = %envelope.origin, "Envelope of an unknown kind from below ignored."),
         }
     }
-    let applied = apply_alerts(&node, &alerts, true).await?;
+    let applied: std::collections::HashSet<String> = apply_alerts(&node, &alerts, true).await?.into_iter().map(|(id, _)| id).collect();
     if tier.has_parent {
         for envelope in alerts.into_iter().filter(|e| applied.contains(&e.id)) {
             tier.send(&tier.up, envelope);
@@ -270,7 +277,7 @@ async fn apply_from_below(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
         let records = summaries
             .iter()
             .enumerate()
-            .map(|(i, e)| (i as u64 + 1, Ok(summary_event(e))))
+            .map(|(i, e)| (i as u64 + 1, summary_event(e)))
             .collect();
         node.ingest_values(records, Channel::Internal, "tier").await.map_err(|e| e.to_string())?;
         if tier.has_parent {
@@ -283,30 +290,31 @@ async fn apply_from_below(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
 }
 
 /// A summary envelope as an event of this node's lake.
-fn summary_event(e: &Envelope) -> Value {
-    json!({
+fn summary_event(e: &Envelope) -> Result<Value, (String, String)> {
+    let b: Value = e.body().map_err(|reason| (reason, e.body.get().to_string()))?;
+    Ok(json!({
         "id": e.id,
-        "source": e.body["node"].as_str().unwrap_or(&e.origin),
+        "source": b["node"].as_str().unwrap_or(&e.origin),
         "kind": SUMMARY_KIND,
-        "time": e.body["minute"],
-        "attrs": {"grid_id": e.body["grid"], "of_kind": e.body["kind"], "count": e.body["count"]},
-    })
+        "time": b["minute"],
+        "attrs": {"grid_id": b["grid"], "of_kind": b["kind"], "count": b["count"]},
+    }))
 }
 
 /// Stores the rows of alert envelopes that are newer than what this node holds; from
 /// above (`from_below` false) only alerts this node already holds. Returns the ids of
-/// the envelopes applied, and tells the live stream.
-async fn apply_alerts(node: &Arc<Node>, envelopes: &[Envelope], from_below: bool) -> Result<Vec<String>, String> {
+/// the envelopes applied with their rows, and tells the live stream.
+async fn apply_alerts(node: &Arc<Node>, envelopes: &[Envelope], from_below: bool) -> Result<Vec<(String, AlertRow)>, String> {
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
     let mut rows = Vec::with_capacity(envelopes.len());
     for e in envelopes {
-        let mut row: AlertRow = serde_json::from_value(e.body["row"].clone()).map_err(|err| format!("alert envelope `{}` from {}: {err}", e.id, e.origin))?;
+        let AlertChangeBody { change, mut row } = e.body::<AlertChangeBody<AlertRow>>()?;
         if from_below && row.body.pointer("/tier/origin").is_none() {
             row.body["tier"] = json!({"origin": e.origin});
         }
-        rows.push((e.id.clone(), e.body["change"].as_str().unwrap_or("updated").to_string(), row));
+        rows.push((e.id.clone(), change, row));
     }
     let desk = node.desk().clone();
     let applied = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String, AlertRow)>, String> {
@@ -332,7 +340,7 @@ async fn apply_alerts(node: &Arc<Node>, envelopes: &[Envelope], from_below: bool
     for (_, change, row) in &applied {
         desk.announce(change, row);
     }
-    Ok(applied.into_iter().map(|(id, _, _)| id).collect())
+    Ok(applied.into_iter().map(|(id, _, row)| (id, row)).collect())
 }
 
 /// Answers a tier above asking for the evidence of an alert raised here; the read goes
@@ -363,13 +371,15 @@ async fn answer_evidence(node: Arc<Node>, ask: bytes::Bytes) -> bytes::Bytes {
 async fn apply_from_above(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), String> {
     let tier = node.tier().cloned().expect("tier");
     let alerts: Vec<Envelope> = batch.iter().filter(|e| e.kind == "alert").cloned().collect();
-    let applied = apply_alerts(&node, &alerts, false).await?;
     // An alert change from above about an alert from further below goes on down.
-    for envelope in alerts.into_iter().filter(|e| applied.contains(&e.id)) {
-        let from_below = envelope.body["row"].pointer("/body/tier/origin").and_then(Value::as_str).is_some_and(|o| o != tier.node);
-        if from_below {
-            tier.send(&tier.down, envelope);
-        }
+    let further_below: std::collections::HashSet<String> = apply_alerts(&node, &alerts, false)
+        .await?
+        .into_iter()
+        .filter(|(_, row)| foreign_origin(row, &tier.node).is_some())
+        .map(|(id, _)| id)
+        .collect();
+    for envelope in alerts.into_iter().filter(|e| further_below.contains(&e.id)) {
+        tier.send(&tier.down, envelope);
     }
     for envelope in batch.into_iter().filter(|e| e.kind != "alert") {
         let n = node.clone();
@@ -386,19 +396,20 @@ async fn apply_from_above(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
 impl Node {
     /// Applies a rule or hotlist published by the tier above.
     fn apply_published(&self, e: &Envelope) -> Result<(), NodeError> {
+        let b: Value = e.body().map_err(NodeError::Invalid)?;
         match e.kind.as_str() {
             "rule" => {
                 self.state().put_rule(&RulePut {
-                    id: e.body["id"].as_str().unwrap_or_default().to_string(),
-                    body: e.body["body"].as_str().unwrap_or_default().to_string(),
-                    enabled: e.body["enabled"].as_bool().unwrap_or(true),
+                    id: b["id"].as_str().unwrap_or_default().to_string(),
+                    body: b["body"].as_str().unwrap_or_default().to_string(),
+                    enabled: b["enabled"].as_bool().unwrap_or(true),
                     updated_by: format!("tier:{}", e.origin),
                     expected_version: None,
                 })?;
                 self.reload_rules();
             }
             "rule.delete" => {
-                match self.state().delete_rule(e.body["id"].as_str().unwrap_or_default(), None) {
+                match self.state().delete_rule(b["id"].as_str().unwrap_or_default(), None) {
                     Ok(()) => {}
                     Err(err) if err.status() == cityward_store::Status::NotFound => {}
                     Err(err) => return Err(err.into()),
@@ -406,7 +417,7 @@ impl Node {
                 self.reload_rules();
             }
             "hotlists" => {
-                let lists = serde_json::from_value(e.body.clone()).map_err(|err| NodeError::Invalid(format!("hotlists from above are unreadable: {err}")))?;
+                let lists = serde_json::from_value(b).map_err(|err| NodeError::Invalid(format!("hotlists from above are unreadable: {err}")))?;
                 self.store_hotlists(lists)?;
             }
             other => tracing::warn!(kind = other, origin = %e.origin, "Envelope of an unknown kind from above ignored."),
@@ -482,12 +493,12 @@ async fn summary_envelopes(node: &Arc<Node>, from: DateTime<Utc>, to: DateTime<U
             let grid = r.get(1).and_then(Value::as_str).unwrap_or("").to_string();
             let kind = r.get(2)?.as_str()?.to_string();
             let count = r.get(3)?.as_u64()?;
-            Some(Envelope {
-                kind: "summary".into(),
-                id: format!("sum:{name}:{minute}:{grid}:{kind}"),
-                origin: name.clone(),
-                body: json!({"node": name, "minute": minute, "grid": grid, "kind": kind, "count": count}),
-            })
+            Some(Envelope::new(
+                "summary",
+                format!("sum:{name}:{minute}:{grid}:{kind}"),
+                name,
+                &json!({"node": name, "minute": minute, "grid": grid, "kind": kind, "count": count}),
+            ))
         })
         .collect())
 }

@@ -35,9 +35,9 @@ use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType}
 use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The largest payload of one forwarded batch (NATS's default maximum is 1 MiB).
 const MAX_BATCH_BYTES: usize = 512 * 1024;
@@ -56,17 +56,32 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// is sent again (a batch sent just as the link came back may have gone nowhere).
 const ACK_WAIT: Duration = Duration::from_millis(1500);
 
-/// One fact that crosses a tier boundary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One fact that crosses a tier boundary. Its body stays JSON text on the way: the links
+/// never parse it, only the node that applies it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
-    /// What it is: `alert`, `health`, `summary`, `rule`, `rule.delete`, ….
+    /// What it is: `alert`, `summary`, `rule`, `rule.delete`, `hotlists`, ….
     pub kind: String,
     /// Its identity: the same id is the same fact, applied once.
     pub id: String,
     /// The node that produced it.
     pub origin: String,
-    /// The fact itself.
-    pub body: Value,
+    /// The fact itself, as JSON.
+    pub body: Box<RawValue>,
+}
+
+impl Envelope {
+    /// An envelope of `body` serialised.
+    pub fn new(kind: &str, id: String, origin: &str, body: &impl Serialize) -> Envelope {
+        // Serialising a value of ours cannot fail (no maps with non-string keys).
+        let body = serde_json::value::to_raw_value(body).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        Envelope { kind: kind.into(), id, origin: origin.into(), body }
+    }
+
+    /// The body as `T`; an error names the envelope.
+    pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(self.body.get()).map_err(|e| format!("{} `{}` from {}: {e}", self.kind, self.id, self.origin))
+    }
 }
 
 /// Where this node's link goes.
@@ -335,34 +350,62 @@ impl Link {
         let node = &self.config.node;
         let stream_err = |reason: String| LinkError::Stream { stream: stream_name("CW_OUT", node), reason };
         let stream = self.local.get_stream(stream_name("CW_OUT", node)).await.map_err(|e| stream_err(e.to_string()))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+        // The outbox is read by sequence: no acknowledgements (what the parent has is
+        // purged instead), and a gap in the sequence numbers starts the reading again.
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
             .await
             .map_err(|e| stream_err(e.to_string()))?;
-        let mut messages = consumer.messages().await.map_err(|e| stream_err(e.to_string()))?;
         let parent_subject = inbox_subject(&self.config.parent);
         // Groups sent and not yet acknowledged, oldest first: several are in flight so
         // that a backlog is not sent one round trip at a time.
         let mut in_flight: VecDeque<Group> = VecDeque::new();
+        let mut next_seq: Option<u64> = None;
+        let mut mean_size: usize = 1024;
         loop {
-            // Take what is there; wait for a message only when nothing is in flight.
             let mut fetched = Vec::new();
             if in_flight.len() < MAX_IN_FLIGHT {
-                if in_flight.is_empty() {
-                    let first = messages.next().await.ok_or_else(|| stream_err("the outbox consumer ended".into()))?;
-                    fetched.push(first.map_err(|e| stream_err(e.to_string()))?);
+                // What is there now, in one round trip…
+                // (A fetch's own byte limit is refused outright when the next message
+                // alone is larger, so the count is sized from the messages seen so far.)
+                let mut got = consumer
+                    .fetch()
+                    .max_messages((MAX_GROUP_BYTES / mean_size.max(1)).clamp(1, MAX_GROUP))
+                    .messages()
+                    .await
+                    .map_err(|e| stream_err(e.to_string()))?;
+                while let Some(m) = got.next().await {
+                    fetched.push(m.map_err(|e| stream_err(e.to_string()))?);
                 }
-                let mut bytes: usize = fetched.iter().map(|m| m.payload.len()).sum();
-                while fetched.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => {
-                            bytes += m.payload.len();
-                            fetched.push(m);
-                        }
-                        Some(Some(Err(e))) => return Err(stream_err(e.to_string())),
-                        _ => break,
+                // …or, with nothing to do, wait for the next message.
+                if fetched.is_empty() && in_flight.is_empty() {
+                    let mut got = consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(Duration::from_secs(5))
+                        .messages()
+                        .await
+                        .map_err(|e| stream_err(e.to_string()))?;
+                    while let Some(m) = got.next().await {
+                        fetched.push(m.map_err(|e| stream_err(e.to_string()))?);
                     }
                 }
+            }
+            if !fetched.is_empty() {
+                let bytes: usize = fetched.iter().map(|m| m.payload.len()).sum();
+                mean_size = (mean_size + bytes / fetched.len()) / 2;
+            }
+            for m in &fetched {
+                let seq = m.info().map_err(|e| stream_err(e.to_string()))?.stream_sequence;
+                if next_seq.is_some_and(|n| n != seq) {
+                    return Err(stream_err(format!("outbox read out of sequence (expected {}, got {seq}); reading again", next_seq.unwrap_or(0))));
+                }
+                next_seq = Some(seq + 1);
             }
             if let Some(last) = fetched.last() {
                 let last = last.info().map_err(|e| stream_err(e.to_string()))?.stream_sequence;
@@ -552,22 +595,29 @@ where
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
             while let Some(message) = messages.next().await {
                 let message = message.map_err(|e| e.to_string())?;
-                let envelopes = match decode(&message.payload) {
-                    Ok(e) => e,
-                    Err(reason) => {
-                        // A message no version of cityward wrote: say so and move on,
-                        // rather than block every message behind it.
-                        tracing::error!(%subject, %reason, "Envelope dropped.");
-                        message.ack().await.map_err(|e| e.to_string())?;
-                        continue;
-                    }
-                };
-                let n = envelopes.len() as u64;
                 let mut wait = RETRY_FIRST;
-                while let Err(reason) = apply(envelopes.clone()).await {
-                    tracing::warn!(%subject, %reason, "Envelopes not applied; retrying.");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                let mut n = 0;
+                loop {
+                    // Decoded again for each attempt rather than kept: the envelopes are
+                    // the apply's to take apart.
+                    let envelopes = match decode(&message.payload) {
+                        Ok(e) => e,
+                        Err(reason) => {
+                            // A message no version of cityward wrote: say so and move on,
+                            // rather than block every message behind it.
+                            tracing::error!(%subject, %reason, "Envelope dropped.");
+                            break;
+                        }
+                    };
+                    n = envelopes.len() as u64;
+                    match apply(envelopes).await {
+                        Ok(()) => break,
+                        Err(reason) => {
+                            tracing::warn!(%subject, %reason, "Envelopes not applied; retrying.");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(5));
+                        }
+                    }
                 }
                 message.ack().await.map_err(|e| e.to_string())?;
                 applied.fetch_add(n, Ordering::Relaxed);
@@ -655,9 +705,12 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_and_bad_lines_are_named() {
-        let e = Envelope { kind: "alert".into(), id: "a1@1".into(), origin: "comm-a".into(), body: serde_json::json!({"x": 1}) };
+        let e = Envelope::new("alert", "a1@1".into(), "comm-a", &serde_json::json!({"x": 1}));
         let bytes = encode(&[e.clone(), e.clone()]).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), vec![e.clone(), e]);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[1].kind.as_str(), back[1].id.as_str(), back[1].origin.as_str(), back[1].body.get()), ("alert", "a1@1", "comm-a", r#"{"x":1}"#));
+        assert_eq!(back[0].body::<serde_json::Value>().unwrap()["x"], 1);
         let err = decode(b"{\"kind\":\"alert\",\"id\":\"x\",\"origin\":\"o\",\"body\":1}\nnot json\n").unwrap_err();
         assert!(err.starts_with("line 2 "), "{err}");
     }

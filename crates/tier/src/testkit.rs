@@ -156,6 +156,10 @@ impl LinkCutter {
                     continue; // dropped: refused while cut
                 }
                 let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", t.load(Ordering::SeqCst))) else { continue };
+                // As nats-server does on its own sockets: no Nagle delay on small writes
+                // (an acknowledgement would otherwise wait for the peer's delayed ACK).
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
                 let born = g.load(Ordering::SeqCst);
                 for (mut from, mut to) in [
                     (inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone")),

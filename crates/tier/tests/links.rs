@@ -10,7 +10,7 @@ use cityward_tier::testkit::{available, LinkCutter, NatsServer};
 use cityward_tier::{Envelope, Link, LinkConfig};
 
 fn envelope(kind: &str, i: usize, origin: &str) -> Envelope {
-    Envelope { kind: kind.into(), id: format!("{kind}-{i}"), origin: origin.into(), body: serde_json::json!({"n": i}) }
+    Envelope::new(kind, format!("{kind}-{i}"), origin, &serde_json::json!({"n": i}))
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
