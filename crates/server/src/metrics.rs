@@ -198,6 +198,62 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_tier_queued_up_total",
+        Family {
+            help: "Alert changes and summaries stored in the outbox for the tier above.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_forwarded_up_total",
+        Family {
+            help: "Alert changes and summaries the tier above acknowledged.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_uplink_failures_total",
+        Family {
+            help: "Failed attempts to reach the tier above (each retried).",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_outbox_failures_total",
+        Family {
+            help: "Appends to the outbox that failed (outbox full, or this node's NATS server unreachable).",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_applied_from_below_total",
+        Family {
+            help: "Alert changes and summaries applied from the tiers below.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_applied_from_above_total",
+        Family {
+            help: "Rules, hotlists and alert changes applied from the tier above.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_lost_total",
+        Family {
+            help: "Changes that never reached the outbox or the downlink because the node's pipe to them was full.",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_tier_uplink_up",
+        Family {
+            help: "1 when the last attempt to reach the tier above succeeded.",
+            kind: "gauge",
+        },
+    ),
+    (
         "cityward_alerts_routed_total",
         Family {
             help: "New alerts routed to an owning unit and stored.",

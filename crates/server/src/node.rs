@@ -744,6 +744,23 @@ impl Node {
         self.events.refresh_gauges();
         let ids = self.dedup.lock().expect("dedup lock").len();
         self.metrics.set("cityward_dedup_ids", &[], ids as f64);
+        if let Some(tier) = &self.tier {
+            let status = tier.status();
+            for (key, metric) in [
+                ("queued_up", "cityward_tier_queued_up_total"),
+                ("forwarded_up", "cityward_tier_forwarded_up_total"),
+                ("uplink_failures", "cityward_tier_uplink_failures_total"),
+                ("outbox_failures", "cityward_tier_outbox_failures_total"),
+                ("applied_from_below", "cityward_tier_applied_from_below_total"),
+                ("applied_from_above", "cityward_tier_applied_from_above_total"),
+                ("lost", "cityward_tier_lost_total"),
+            ] {
+                self.metrics.set(metric, &[], status[key].as_f64().unwrap_or(0.0));
+            }
+            if let Some(up) = status["uplink_up"].as_bool() {
+                self.metrics.set("cityward_tier_uplink_up", &[], if up { 1.0 } else { 0.0 });
+            }
+        }
     }
 
     /// A summary for the console and `GET /api/v1/status`.

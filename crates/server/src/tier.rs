@@ -130,7 +130,7 @@ impl Tier {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         json!({
             "parent": self.link.config().parent,
-            "uplink_up": s.up.load(Ordering::Relaxed),
+            "uplink_up": self.has_parent.then(|| s.up.load(Ordering::Relaxed)),
             "queued_up": n(&s.queued),
             "forwarded_up": n(&s.forwarded),
             "duplicate_batches": n(&s.duplicate_batches),

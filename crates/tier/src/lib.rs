@@ -4,13 +4,13 @@
 //! the node's name; the server of a lower tier is a leaf node of the server of the tier
 //! above. A node's link owns three streams on its own server:
 //!
-//! - `CW_OUT_<node>` (`cw.<node>.out`), the **outbox**: what must go up (alerts and their
-//!   changes, device health, summaries). The node appends to it locally, so appending works
-//!   whether or not the tier above is reachable; a forwarder moves it, in order, to the
-//!   parent's inbox and removes it only once the parent's JetStream has acknowledged it.
+//! - `CW_OUT_<node>` (`cw.<node>.out`), the **outbox**: what must go up (alert changes,
+//!   summaries). The node appends to it locally, so appending works whether or not the
+//!   tier above is reachable; a forwarder moves it, in order, to the parent's inbox and
+//!   purges it only once the parent's JetStream has acknowledged it.
 //! - `CW_IN_<node>` (`cw.<node>.in`), the **inbox**: what the nodes below forwarded.
 //! - `CW_DOWN_<node>` (`cw.<node>.down`), the **downlink**: what this node publishes to the
-//!   nodes below (rules, zones, routing, hotlists, users). Each child reads it through a
+//!   nodes below (rules, hotlists, changes to their alerts). Each child reads it through a
 //!   durable consumer of its own, so a child that was cut off gets what it missed.
 //!
 //! Exactly once *in effect*: a forwarded batch carries a `Nats-Msg-Id` made of the outbox
@@ -352,11 +352,14 @@ impl Link {
         let stream = self.local.get_stream(stream_name("CW_OUT", node)).await.map_err(|e| stream_err(e.to_string()))?;
         // The outbox is read by sequence: no acknowledgements (what the parent has is
         // purged instead), and a gap in the sequence numbers starts the reading again.
+        // A durable consumer, made afresh at the outbox's first message each time: an
+        // ephemeral one would be deleted by the server during a long partition.
+        let _ = stream.delete_consumer("forwarder").await;
         let consumer: jetstream::consumer::PullConsumer = stream
             .create_consumer(pull::Config {
+                durable_name: Some("forwarder".into()),
                 ack_policy: AckPolicy::None,
                 deliver_policy: DeliverPolicy::All,
-                inactive_threshold: Duration::from_secs(60),
                 ..Default::default()
             })
             .await
