@@ -43,8 +43,18 @@ struct TierNode {
     token: String,
 }
 
+/// Who a node is: its name, role, region, parent, and configuration to add.
+struct Spec<'a> {
+    name: &'a str,
+    role: &'a str,
+    region: &'a str,
+    parent: &'a str,
+    extra: &'a str,
+}
+
 impl TierNode {
-    fn new(dir: &Path, city: &Path, name: &str, role: &str, region: &str, nats: &NatsServer, parent: &str, extra: &str) -> TierNode {
+    fn new(dir: &Path, city: &Path, nats: &NatsServer, spec: Spec<'_>) -> TierNode {
+        let Spec { name, role, region, parent, extra } = spec;
         let data = dir.join(name);
         let out = cityward()
             .args(["user", "add", "--username", "admin", "--role", "admin", "--password", "admin-pass", "--data"])
@@ -234,10 +244,10 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
 
     // The community's deadline to acknowledge test alerts is short, to see escalation.
     let deadlines = "[[alerts.deadlines]]\ncategory = \"test.*\"\nack = \"3s\"\narrive = \"1h\"\nprogress = \"1h\"\n";
-    let city_node = TierNode::new(dir, &city, "city", "city", "", &city_nats, "", "");
-    let street_node = TierNode::new(dir, &city, "street-1", "street", street_id, &street_nats, "city", "");
-    let mut comm_a = TierNode::new(dir, &city, "comm-a", "community", communities[0], &comm_a_nats, "street-1", deadlines);
-    let comm_b = TierNode::new(dir, &city, "comm-b", "community", communities[1], &comm_b_nats, "street-1", "");
+    let city_node = TierNode::new(dir, &city, &city_nats, Spec { name: "city", role: "city", region: "", parent: "", extra: "" });
+    let street_node = TierNode::new(dir, &city, &street_nats, Spec { name: "street-1", role: "street", region: street_id, parent: "city", extra: "" });
+    let mut comm_a = TierNode::new(dir, &city, &comm_a_nats, Spec { name: "comm-a", role: "community", region: communities[0], parent: "street-1", extra: deadlines });
+    let comm_b = TierNode::new(dir, &city, &comm_b_nats, Spec { name: "comm-b", role: "community", region: communities[1], parent: "street-1", extra: "" });
 
     // Heartbeats of the last half minute at comm-a: their minutes are not summarised yet.
     let t0 = chrono::Utc::now();
