@@ -1,7 +1,8 @@
 //! Three tiers as separate processes: a city node, a street node and two community nodes,
 //! each `cityward serve` beside its own `nats-server`, the servers joined by leaf nodes.
 //!
-//! Proves: a rule published at the city fires at a community; the community's alerts and
+//! Proves: a rule and a routing table published at the city reach the communities (the rule
+//! fires there); the city reads a community's evidence on demand; the community's alerts and
 //! every change to them reach the street and the city exactly once and newest last; a
 //! community whose link is cut keeps alerting locally and catches up when the link
 //! returns; a community killed with SIGKILL mid-flow loses nothing upwards after restart;
@@ -265,6 +266,20 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
         let took = wait_until(&format!("the rule at {}", node.name), Duration::from_secs(30), || node.call("GET", "/api/v1/rules/smoke-test", None).0 == 200);
         eprintln!("rule published at the city reached {} in {took:?}", node.name);
     }
+
+    // So does a routing table: the same entries, recorded as published from above.
+    let units: Vec<Value> = std::fs::read_to_string(city.join("units.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| json!(l.split(',').next().unwrap()))
+        .collect();
+    let entries = json!([{"category": "test.routing", "unit": units[0]}]);
+    let (status, body) = city_node.call("PUT", "/api/v1/routing", Some(json!({"entries": entries, "note": "city-wide table"})));
+    assert_eq!(status, 200, "{body}");
+    wait_until("the routing table at comm-b", Duration::from_secs(30), || comm_b.call("GET", "/api/v1/routing", None).1["entries"] == entries);
+    let (_, history) = comm_b.call("GET", "/api/v1/routing/history", None);
+    assert_eq!((history["items"][0]["changed_by"].as_str(), history["items"][0]["note"].as_str()), (Some("tier:city"), Some("city-wide table")), "{history}");
 
     // An alert raised at comm-a reaches the street and the city.
     let now = chrono::Utc::now();

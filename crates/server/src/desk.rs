@@ -913,6 +913,26 @@ impl Desk {
         note: &str,
         expected_version: Option<u64>,
     ) -> Result<Value, NodeError> {
+        let entries = json!({"entries": table.entries});
+        let routing = self.set_routing_as(&user.username, table, note, expected_version)?;
+        // The tiers below route by the same table (they share the city model).
+        if let Some(tier) = &self.tier {
+            let mut body = entries;
+            body["note"] = json!(note.trim());
+            tier.publish_down("routing", format!("routing:{}@{}", self.sender, routing["version"]), body);
+        }
+        Ok(routing)
+    }
+
+    /// Stores and applies a new routing table on behalf of `actor` (a user, or the tier
+    /// above that published it).
+    pub(crate) fn set_routing_as(
+        &self,
+        actor: &str,
+        table: RoutingTable,
+        note: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Value, NodeError> {
         if note.trim().is_empty() {
             return Err(NodeError::Invalid("a routing change needs a `note` saying why; it is kept with the version".into()));
         }
@@ -922,12 +942,12 @@ impl Desk {
         let body = json!({"entries": table.entries});
         let stored = self
             .state
-            .put_routing(&body, &user.username, note.trim(), expected_version.map(|v| v as i64))?;
+            .put_routing(&body, actor, note.trim(), expected_version.map(|v| v as i64))?;
         let table = RoutingTable { version: stored.version as u64, entries: table.entries };
         let router = Router::new(city, table, self.config.boundary_m).map_err(|e| NodeError::Internal(e.to_string()))?;
         *self.router.write().expect("router lock") = Arc::new(router);
-        tracing::info!(version = stored.version, user = %user.username, note = %stored.note, "Routing table changed.");
-        self.audit(&user.username, "routing.put", "routing", json!({"version": stored.version, "note": stored.note}));
+        tracing::info!(version = stored.version, user = %actor, note = %stored.note, "Routing table changed.");
+        self.audit(actor, "routing.put", "routing", json!({"version": stored.version, "note": stored.note}));
         Ok(self.routing())
     }
 

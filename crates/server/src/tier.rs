@@ -3,8 +3,8 @@
 //!
 //! Up go every change of every alert this node holds (its own, and those that came from
 //! below, so the city sees the whole city), and per-minute summaries of its events (counts
-//! per grid and kind). Down go rules and hotlists published here, and changes made here to
-//! alerts raised below, so that the community sees what the street did with its escalated
+//! per grid and kind). Down go rules, routing tables and hotlists published here, and
+//! changes made here to alerts raised below, so that the community sees what the street did with its escalated
 //! alert. Raw events stay where they were taken.
 //!
 //! Applying is idempotent: an alert change carries the alert's whole row and is applied
@@ -384,17 +384,22 @@ async fn apply_from_above(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
     for envelope in batch.into_iter().filter(|e| e.kind != "alert") {
         let n = node.clone();
         let e = envelope.clone();
-        tokio::task::spawn_blocking(move || n.apply_published(&e))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|err| format!("{} `{}` from {}: {err}", envelope.kind, envelope.id, envelope.origin))?;
-        tier.send(&tier.down, envelope);
+        let applied = tokio::task::spawn_blocking(move || n.apply_published(&e)).await.map_err(|e| e.to_string())?;
+        match applied {
+            Ok(()) => tier.send(&tier.down, envelope),
+            // What can never apply here (it does not fit this node's city) is said and
+            // passed over, rather than holding back everything published after it.
+            Err(NodeError::Invalid(reason)) => {
+                tracing::error!(kind = %envelope.kind, id = %envelope.id, origin = %envelope.origin, %reason, "Published from above but not applicable here; skipped.");
+            }
+            Err(err) => return Err(format!("{} `{}` from {}: {err}", envelope.kind, envelope.id, envelope.origin)),
+        }
     }
     Ok(())
 }
 
 impl Node {
-    /// Applies a rule or hotlist published by the tier above.
+    /// Applies a rule, routing table or hotlists published by the tier above.
     fn apply_published(&self, e: &Envelope) -> Result<(), NodeError> {
         let b: Value = e.body().map_err(NodeError::Invalid)?;
         match e.kind.as_str() {
@@ -415,6 +420,12 @@ impl Node {
                     Err(err) => return Err(err.into()),
                 }
                 self.reload_rules();
+            }
+            "routing" => {
+                let entries = serde_json::from_value(b["entries"].clone()).map_err(|err| NodeError::Invalid(format!("routing table from above is unreadable: {err}")))?;
+                let table = cityward_alerts::RoutingTable { version: 0, entries };
+                let note = b["note"].as_str().unwrap_or("published from above");
+                self.desk().set_routing_as(&format!("tier:{}", e.origin), table, note, None)?;
             }
             "hotlists" => {
                 let lists = serde_json::from_value(b).map_err(|err| NodeError::Invalid(format!("hotlists from above are unreadable: {err}")))?;
