@@ -1,8 +1,8 @@
 //! Three tiers as separate processes: a city node, a street node and two community nodes,
 //! each `cityward serve` beside its own `nats-server`, the servers joined by leaf nodes.
 //!
-//! Proves: a rule and a routing table published at the city reach the communities (the rule
-//! fires there); the city reads a community's evidence on demand; the community's alerts and
+//! Proves: a rule, a routing table and a zone published at the city reach the communities
+//! (the rule fires there); the city reads a community's evidence on demand; the community's alerts and
 //! every change to them reach the street and the city exactly once and newest last; a
 //! community whose link is cut keeps alerting locally and catches up when the link
 //! returns; a community killed with SIGKILL mid-flow loses nothing upwards after restart;
@@ -280,6 +280,17 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
     wait_until("the routing table at comm-b", Duration::from_secs(30), || comm_b.call("GET", "/api/v1/routing", None).1["entries"] == entries);
     let (_, history) = comm_b.call("GET", "/api/v1/routing/history", None);
     assert_eq!((history["items"][0]["changed_by"].as_str(), history["items"][0]["note"].as_str()), (Some("tier:city"), Some("city-wide table")), "{history}");
+
+    // And a zone drawn at the city.
+    let d = 0.001;
+    let zone = json!({"type": "Feature", "properties": {"name": "Market square", "kind": "restricted"},
+                      "geometry": {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d], [lon - d, lat - d]]]}});
+    let (status, body) = city_node.call("PUT", "/api/v1/city/zones/market-square", Some(zone));
+    assert_eq!(status, 200, "{body}");
+    wait_until("the zone at comm-a", Duration::from_secs(30), || {
+        let (_, layer) = comm_a.call("GET", "/api/v1/city/layers/zones", None);
+        layer["features"].as_array().is_some_and(|f| f.iter().any(|z| z["properties"]["id"] == "market-square" || z["id"] == "market-square"))
+    });
 
     // An alert raised at comm-a reaches the street and the city.
     let now = chrono::Utc::now();

@@ -203,7 +203,12 @@ async fn put_zone(State(node): State<Arc<Node>>, Caller(user): Caller, Path(id):
         for (k, v) in &zone.properties {
             properties[k] = v.clone();
         }
-        Ok(json!({"type": "Feature", "id": zone.id, "geometry": zone.geometry.to_geojson(), "properties": properties}))
+        let stored = json!({"type": "Feature", "id": zone.id, "geometry": zone.geometry.to_geojson(), "properties": properties});
+        // The nodes below share the city model: they get the zone too.
+        if let Some(tier) = node.tier() {
+            tier.publish_down("zone", format!("zone:{id}@{}", chrono::Utc::now().timestamp_micros()), stored.clone());
+        }
+        Ok(stored)
     })
     .await?;
     Ok(Json(stored))
@@ -229,6 +234,9 @@ async fn delete_zone(State(node): State<Arc<Node>>, Caller(user): Caller, Path(i
             Ok(without)
         })?;
         node.desk().audit(&user.username, "zone.delete", &id, json!({}));
+        if let Some(tier) = node.tier() {
+            tier.publish_down("zone.delete", format!("zone-delete:{id}@{}", chrono::Utc::now().timestamp_micros()), json!({"id": id}));
+        }
         Ok(())
     })
     .await?;

@@ -3,7 +3,7 @@
 //!
 //! Up go every change of every alert this node holds (its own, and those that came from
 //! below, so the city sees the whole city), and per-minute summaries of its events (counts
-//! per grid and kind). Down go rules, routing tables and hotlists published here, and
+//! per grid and kind). Down go rules, routing tables, zones and hotlists published here, and
 //! changes made here to alerts raised below, so that the community sees what the street did with its escalated
 //! alert. Raw events stay where they were taken.
 //!
@@ -399,7 +399,7 @@ async fn apply_from_above(node: Arc<Node>, batch: Vec<Envelope>) -> Result<(), S
 }
 
 impl Node {
-    /// Applies a rule, routing table or hotlists published by the tier above.
+    /// Applies a rule, routing table, zone or hotlists published by the tier above.
     fn apply_published(&self, e: &Envelope) -> Result<(), NodeError> {
         let b: Value = e.body().map_err(NodeError::Invalid)?;
         match e.kind.as_str() {
@@ -426,6 +426,28 @@ impl Node {
                 let table = cityward_alerts::RoutingTable { version: 0, entries };
                 let note = b["note"].as_str().unwrap_or("published from above");
                 self.desk().set_routing_as(&format!("tier:{}", e.origin), table, note, None)?;
+            }
+            "zone" => {
+                let zone = cityward_model::city::Zone::from_feature(&b).map_err(|err| NodeError::Invalid(format!("zone from above: {err}")))?;
+                self.edit_city(|city| city.with_zone(zone).map_err(|err| NodeError::Invalid(err.to_string())))?;
+            }
+            "zone.delete" => {
+                let id = b["id"].as_str().unwrap_or_default();
+                let gone = self.edit_city(|city| match city.without_zone(id) {
+                    None => Err(NodeError::NotFound(String::new())),
+                    Some(without) => {
+                        let without = without.map_err(|err| NodeError::Invalid(err.to_string()))?;
+                        let needing = crate::rules::rules_not_compiling(self.state().as_ref(), &without)?;
+                        if !needing.is_empty() {
+                            return Err(NodeError::Invalid(format!("zone `{id}` is needed here by rules {}", needing.join(", "))));
+                        }
+                        Ok(without)
+                    }
+                });
+                match gone {
+                    Ok(_) | Err(NodeError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
             }
             "hotlists" => {
                 let lists = serde_json::from_value(b).map_err(|err| NodeError::Invalid(format!("hotlists from above are unreadable: {err}")))?;

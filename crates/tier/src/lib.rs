@@ -10,7 +10,7 @@
 //!   purges it only once the parent's JetStream has acknowledged it.
 //! - `CW_IN_<node>` (`cw.<node>.in`), the **inbox**: what the nodes below forwarded.
 //! - `CW_DOWN_<node>` (`cw.<node>.down`), the **downlink**: what this node publishes to the
-//!   nodes below (rules, routing tables, hotlists, changes to their alerts). Each child reads it through a
+//!   nodes below (rules, routing tables, zones, hotlists, changes to their alerts). Each child reads it through a
 //!   durable consumer of its own, so a child that was cut off gets what it missed.
 //!
 //! Exactly once *in effect*: a forwarded batch carries a `Nats-Msg-Id` made of the outbox
