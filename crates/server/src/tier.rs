@@ -193,6 +193,10 @@ pub(crate) fn start(node: Arc<Node>) -> Vec<JoinHandle<()>> {
 /// this node's own NATS server refuses them, keeps trying with the same batch.
 async fn pump(node: Arc<Node>, link: Arc<Link>, mut rx: mpsc::Receiver<Envelope>, up: bool) {
     let mut batch = Vec::with_capacity(OUTBOX_BATCH);
+    // The newest alert change stored in the outbox and not yet recorded, and when the
+    // last one was.
+    let mut newest: Option<i64> = None;
+    let mut recorded: Option<std::time::Instant> = None;
     loop {
         if rx.recv_many(&mut batch, OUTBOX_BATCH).await == 0 {
             return;
@@ -210,9 +214,14 @@ async fn pump(node: Arc<Node>, link: Arc<Link>, mut rx: mpsc::Receiver<Envelope>
             }
         }
         if up {
-            if let Some(micros) = batch.iter().filter(|e| e.kind == "alert").filter_map(change_time).max() {
+            newest = batch.iter().filter(|e| e.kind == "alert").filter_map(change_time).max().max(newest);
+            // Recorded at most once a second, not per batch: the resend after a restart
+            // starts a minute earlier anyway.
+            if let Some(micros) = newest.filter(|_| recorded.is_none_or(|r| r.elapsed() >= Duration::from_secs(1))) {
                 let state = node.state().clone();
                 let _ = tokio::task::spawn_blocking(move || state.meta_set(SENT_UPTO_KEY, &micros.to_string())).await;
+                newest = None;
+                recorded = Some(std::time::Instant::now());
             }
         }
         batch.clear();
@@ -464,38 +473,46 @@ impl Node {
 async fn summarise(node: Arc<Node>) {
     let lateness = chrono::Duration::from_std(node.config().tier.summary_lateness).unwrap_or_default();
     let minute = chrono::Duration::minutes(1);
+    let closed_now = || (Utc::now() - lateness).duration_trunc(minute).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
+    // Where summarising stands, read once: the first time, from the last hour, not the
+    // whole history.
+    let mut from = loop {
         tick.tick().await;
-        let closed = match (Utc::now() - lateness).duration_trunc(minute) {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
         let state = node.state().clone();
-        let from = tokio::task::spawn_blocking(move || state.meta_get(SUMMARY_UPTO_KEY)).await;
-        let from = match from {
-            Ok(Ok(Some(t))) => DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).unwrap_or(closed),
-            // The first time: the last hour, not the whole history.
-            Ok(Ok(None)) => closed - chrono::Duration::hours(1),
+        match tokio::task::spawn_blocking(move || state.meta_get(SUMMARY_UPTO_KEY)).await {
+            Ok(Ok(Some(t))) => match DateTime::parse_from_rfc3339(&t) {
+                Ok(t) => break t.with_timezone(&Utc),
+                Err(_) => tracing::warn!(value = %t, "Unreadable summary position; summarising from the last hour."),
+            },
+            Ok(Ok(None)) => {}
             _ => continue,
-        };
-        if from >= closed {
-            if from == closed {
-                let _ = store_summary_upto(&node, closed).await;
-            }
+        }
+        if let Some(closed) = closed_now() {
+            break closed - chrono::Duration::hours(1);
+        }
+    };
+    loop {
+        let Some(closed) = closed_now() else {
+            tick.tick().await;
             continue;
-        }
-        match summary_envelopes(&node, from, closed).await {
-            Ok(envelopes) => {
-                let tier = node.tier().cloned().expect("tier");
-                if let Err(e) = tier.link.send_up(&envelopes).await {
-                    tracing::warn!(error = %e, "Summaries not stored for the tier above; retrying.");
-                    continue;
+        };
+        if from < closed {
+            match summary_envelopes(&node, from, closed).await {
+                Ok(envelopes) => {
+                    let tier = node.tier().cloned().expect("tier");
+                    match tier.link.send_up(&envelopes).await {
+                        Ok(()) => {
+                            let _ = store_summary_upto(&node, closed).await;
+                            from = closed;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Summaries not stored for the tier above; retrying."),
+                    }
                 }
-                let _ = store_summary_upto(&node, closed).await;
+                Err(e) => tracing::warn!(error = %e, "Summaries could not be computed; retrying."),
             }
-            Err(e) => tracing::warn!(error = %e, "Summaries could not be computed; retrying."),
         }
+        tick.tick().await;
     }
 }
 

@@ -21,6 +21,17 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// What arrives, kept in order, and the apply function that keeps it.
+type Received = Arc<Mutex<Vec<Envelope>>>;
+fn collector() -> (Received, impl Fn(Vec<Envelope>) -> std::future::Ready<Result<(), String>> + Clone) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    (received, move |batch| {
+        sink.lock().unwrap().extend(batch);
+        std::future::ready(Ok(()))
+    })
+}
+
 fn link_config(node: &str, server: &NatsServer, parent: &str) -> LinkConfig {
     LinkConfig { node: node.into(), nats: server.url(), parent: parent.into(), ..LinkConfig::default() }
 }
@@ -37,15 +48,8 @@ async fn outbox_reaches_the_parent_once_and_in_order_across_a_cut_link() {
 
     let street = Arc::new(Link::open(link_config("street-1", &street_server, "")).await.unwrap());
     let comm = Arc::new(Link::open(link_config("comm-a", &comm_server, "street-1")).await.unwrap());
-    let received: Arc<Mutex<Vec<Envelope>>> = Arc::default();
-    let sink = received.clone();
-    let inbox = tokio::spawn(street.clone().run_inbox(move |batch| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }));
+    let (received, apply) = collector();
+    let inbox = tokio::spawn(street.clone().run_inbox(apply));
     let forwarder = tokio::spawn(comm.clone().run_forwarder());
 
     // Healthy link.
@@ -91,15 +95,7 @@ async fn downlink_reaches_children_including_what_was_published_while_cut() {
     let city = Arc::new(Link::open(link_config("city", &city_server, "")).await.unwrap());
     let comm = Arc::new(Link::open(link_config("comm-b", &comm_server, "city")).await.unwrap());
 
-    let received: Arc<Mutex<Vec<Envelope>>> = Arc::default();
-    let sink = received.clone();
-    let apply = move |batch: Vec<Envelope>| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().extend(batch);
-            Ok::<(), String>(())
-        }
-    };
+    let (received, apply) = collector();
     let down = tokio::spawn(comm.clone().run_downlink(apply.clone()));
     city.send_down(&[envelope("rule", 1, "city")]).await.unwrap();
     wait_for("the first rule at the community", Duration::from_secs(15), || received.lock().unwrap().len() == 1).await;
@@ -131,15 +127,8 @@ async fn a_partitioned_link_resyncs_within_two_seconds_of_reconnection() {
     let comm_server = NatsServer::start_leaf_of("comm-c", dir.path(), Some(cutter.port));
     let city = Arc::new(Link::open(link_config("city", &city_server, "")).await.unwrap());
     let comm = Arc::new(Link::open(link_config("comm-c", &comm_server, "city")).await.unwrap());
-    let received: Arc<Mutex<Vec<Envelope>>> = Arc::default();
-    let sink = received.clone();
-    let inbox = tokio::spawn(city.clone().run_inbox(move |batch| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }));
+    let (received, apply) = collector();
+    let inbox = tokio::spawn(city.clone().run_inbox(apply));
     let forwarder = tokio::spawn(comm.clone().run_forwarder());
     comm.send_up(&[envelope("alert", 0, "comm-c")]).await.unwrap();
     wait_for("the first envelope", Duration::from_secs(15), || received.lock().unwrap().len() == 1).await;
