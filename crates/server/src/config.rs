@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub search: crate::purpose::SearchSection,
     /// Links to the tiers above and below over NATS JetStream.
     pub tier: TierSection,
+    /// Several processes sharing this node's intake and detection.
+    pub scale: ScaleSection,
     /// Kinds the city adds to (or overrides among) the built-in ones.
     pub kinds: BTreeMap<String, KindSchema>,
 }
@@ -315,6 +317,46 @@ impl Default for TierSection {
     }
 }
 
+/// `[scale]`: intake and detection shared by several processes of one node through a
+/// JetStream stream partitioned by key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaleSection {
+    /// Share intake and detection with the node's other processes.
+    pub enabled: bool,
+    /// The NATS server (JetStream on) every process of the node uses.
+    pub nats: String,
+    /// What decides an event's partition: `source` or `grid`.
+    pub key: String,
+    /// Partitions of the event stream; the same in every process of the node.
+    pub partitions: u32,
+    /// This process's id in the group; empty: made once and kept in `data_dir/scale/member`.
+    pub member: String,
+    /// A process that stops renewing its partitions loses them after this long.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub lease: Duration,
+    /// How long the event stream keeps events.
+    #[serde(with = "cityward_model::duration_serde")]
+    pub keep: Duration,
+    /// The most bytes the event stream keeps.
+    pub max_bytes: u64,
+}
+
+impl Default for ScaleSection {
+    fn default() -> Self {
+        ScaleSection {
+            enabled: false,
+            nats: "nats://127.0.0.1:4222".into(),
+            key: "source".into(),
+            partitions: 16,
+            member: String::new(),
+            lease: Duration::from_secs(3),
+            keep: Duration::from_secs(86_400),
+            max_bytes: 50 << 30,
+        }
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -526,6 +568,33 @@ impl NodeConfig {
         Ok(config)
     }
 
+    fn check_scale(&self) -> Result<(), String> {
+        let scale = &self.scale;
+        cityward_tier::check_node_name(&self.node.name).map_err(|e| format!("node.name {e}"))?;
+        if !["source", "grid"].contains(&scale.key.as_str()) {
+            return Err(format!("scale.key `{}` must be source or grid", scale.key));
+        }
+        if scale.partitions == 0 || scale.partitions > 1024 {
+            return Err(format!("scale.partitions {} must be 1 to 1024", scale.partitions));
+        }
+        if !scale.member.is_empty() {
+            cityward_tier::check_node_name(&scale.member).map_err(|e| format!("scale.member {e}"))?;
+        }
+        if scale.lease < Duration::from_millis(500) {
+            return Err(format!("scale.lease {:?} is too short; a lease is renewed three times per lease, so give at least 500ms", scale.lease));
+        }
+        if self.state.backend != "postgres" {
+            return Err("scale.enabled needs state.backend = \"postgres\": the processes of a node share alerts, rules and each partition's saved state there".into());
+        }
+        if !self.detect.enabled {
+            return Err("scale.enabled shares detection between processes, but detect.enabled is false".into());
+        }
+        if scale.max_bytes < 1 << 20 || scale.max_bytes > i64::MAX as u64 {
+            return Err(format!("scale.max_bytes {} must be at least 1 MiB", scale.max_bytes));
+        }
+        Ok(())
+    }
+
     /// Cross-field checks that serde cannot express.
     pub fn check(&self) -> Result<(), String> {
         if !["community", "street", "city"].contains(&self.node.role.as_str()) {
@@ -554,6 +623,9 @@ impl NodeConfig {
             if self.tier.outbox_max_bytes < 1 << 20 || self.tier.outbox_max_bytes > i64::MAX as u64 {
                 return Err(format!("tier.outbox_max_bytes {} must be at least 1 MiB", self.tier.outbox_max_bytes));
             }
+        }
+        if self.scale.enabled {
+            self.check_scale()?;
         }
         for topic in &self.mqtt.topics {
             topic.check()?;

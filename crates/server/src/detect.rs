@@ -73,6 +73,9 @@ pub struct DetectStatus {
     /// From the WAL's acknowledgement of an event to the alert it raised being stored, over
     /// the last alerts raised from live batches: milliseconds at p50, p99 and max.
     pub alert_latency_ms: Option<LatencySummary>,
+    /// With `[scale]`: this process's member id and the partitions it detects on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<crate::shards::ScaleStatus>,
 }
 
 /// Percentiles of a latency sample.
@@ -88,8 +91,72 @@ pub struct LatencySummary {
     pub max: f64,
 }
 
-/// The handle the node keeps.
-pub(crate) struct Detection {
+/// The node's detection: this process detects on everything it takes in (the WAL stage
+/// here), or shares detection with the node's other processes (`[scale]`).
+pub(crate) enum Detection {
+    Wal(WalDetection),
+    Shared(Arc<crate::shards::SharedDetection>),
+}
+
+impl Detection {
+    /// Replaces the rule set (unchanged rules keep their state); the node's other
+    /// processes read it again from the shared store.
+    pub(crate) fn set_rules(&self, rules: Vec<Rule>) {
+        match self {
+            Detection::Wal(d) => d.set_rules(rules),
+            Detection::Shared(d) => {
+                d.set_rules(rules);
+                d.announce("rules");
+            }
+        }
+    }
+
+    /// Replaces the city model: rules that read zones, corridors or roads start over.
+    pub(crate) fn set_city(&self, city: Arc<City>, rules: Vec<Rule>) {
+        match self {
+            Detection::Wal(d) => d.set_city(city, rules),
+            Detection::Shared(d) => d.set_city(city, rules),
+        }
+    }
+
+    /// Replaces the hotlists (at the node's other processes too).
+    pub(crate) fn set_hotlists(&self, hotlists: Hotlists) {
+        match self {
+            Detection::Wal(d) => d.set_hotlists(hotlists),
+            Detection::Shared(d) => {
+                d.set_hotlists(hotlists);
+                d.announce("hotlists");
+            }
+        }
+    }
+
+    /// A snapshot of the stage.
+    pub(crate) fn status(&self) -> DetectStatus {
+        match self {
+            Detection::Wal(d) => d.status(),
+            Detection::Shared(d) => d.status(),
+        }
+    }
+
+    /// Saves a checkpoint now.
+    pub(crate) async fn checkpoint(&self) {
+        match self {
+            Detection::Wal(d) => d.checkpoint().await,
+            Detection::Shared(d) => d.checkpoint().await,
+        }
+    }
+
+    /// Saves a checkpoint and stops.
+    pub(crate) async fn stop(&self) {
+        match self {
+            Detection::Wal(d) => d.stop().await,
+            Detection::Shared(d) => d.stop().await,
+        }
+    }
+}
+
+/// The handle of the WAL stage.
+pub(crate) struct WalDetection {
     tx: SyncSender<Msg>,
     status: Arc<Mutex<DetectStatus>>,
     stopped: Arc<AtomicBool>,
@@ -116,9 +183,9 @@ pub(crate) struct StageParts {
     pub desk: Arc<crate::desk::Desk>,
 }
 
-impl Detection {
+impl WalDetection {
     /// Starts the stage; `events` gives it the WAL and holds compaction back.
-    pub(crate) fn start(parts: StageParts, events: &EventStore) -> Result<Detection, NodeError> {
+    pub(crate) fn start(parts: StageParts, events: &EventStore) -> Result<WalDetection, NodeError> {
         let dir = parts.data_dir.join("detect");
         std::fs::create_dir_all(&dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", dir.display()))
@@ -198,7 +265,7 @@ impl Detection {
                 }
             })
             .map_err(|e| NodeError::Internal(format!("cannot start the detection feed: {e}")))?;
-        Ok(Detection {
+        Ok(WalDetection {
             tx,
             status,
             stopped,

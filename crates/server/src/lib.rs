@@ -37,6 +37,7 @@ mod transparency;
 mod stats;
 mod stored_list;
 mod storage;
+mod shards;
 mod tier;
 mod trial;
 mod webhooks;
@@ -124,6 +125,7 @@ fn start_background(node: &Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
     tasks.push(tokio::spawn(dispatch::run(node.clone())));
     tasks.push(tokio::spawn(positions::run(node.clone())));
     tasks.extend(tier::start(node.clone()));
+    tasks.extend(shards::start(node.clone()));
     if node.config().detect.enabled {
         tasks.push(tokio::spawn(rules::run_sql_rules(node.clone())));
     }

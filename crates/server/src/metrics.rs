@@ -254,6 +254,27 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "cityward_scale_partitions_held",
+        Family {
+            help: "Partitions of the node's event stream this process detects on ([scale]).",
+            kind: "gauge",
+        },
+    ),
+    (
+        "cityward_scale_published_total",
+        Family {
+            help: "Events this process published to the node's partitioned event stream ([scale]).",
+            kind: "counter",
+        },
+    ),
+    (
+        "cityward_scale_publish_failures_total",
+        Family {
+            help: "Failed attempts to publish to the node's event stream (the events wait in the WAL and are retried).",
+            kind: "counter",
+        },
+    ),
+    (
         "cityward_alerts_routed_total",
         Family {
             help: "New alerts routed to an owning unit and stored.",

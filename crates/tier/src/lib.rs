@@ -18,10 +18,14 @@
 //! by the parent's duplicate window; beyond that window, every [`Envelope`] has an id that
 //! the applying side uses to ignore what it already has.
 //!
+//! [`shard`] is the other use of JetStream inside a tier: several processes of one node
+//! sharing its events through a partitioned stream.
+//!
 //! This crate moves envelopes and knows nothing of what they mean: the server decides what
 //! goes up or down and how an arriving envelope changes its state.
 #![deny(missing_docs)]
 
+pub mod shard;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
