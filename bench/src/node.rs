@@ -13,16 +13,17 @@
 //!    alert's stored time (`updated_at`, node clock) minus the marker's event time (set by the
 //!    client just before sending). Both clocks are this machine's.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::Value;
+
+use cityward_bench::workload::{agent, mixed_event, now_text, post, read_devices, run, start_node, write_rules};
 
 #[derive(Parser)]
 struct Args {
@@ -55,119 +56,6 @@ struct Args {
     latency_seconds: u64,
 }
 
-fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().context("cannot run the cityward binary")?;
-    if !out.status.success() {
-        bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-struct Devices {
-    sensors: Vec<(String, String)>, // (id, kind)
-    doors: Vec<String>,
-}
-
-fn read_devices(city: &Path) -> Result<Devices> {
-    let text = std::fs::read_to_string(city.join("devices.csv"))?;
-    let mut sensors = Vec::new();
-    let mut doors = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        match f.get(1).copied() {
-            Some(k @ ("smoke" | "gas" | "water_level")) => sensors.push((f[0].to_string(), k.to_string())),
-            Some("door") => doors.push(f[0].to_string()),
-            _ => {}
-        }
-    }
-    Ok(Devices { sensors, doors })
-}
-
-/// The rule file: `total` rules, most of them per device (indexed by source).
-fn write_rules(path: &Path, devices: &Devices, total: usize) -> Result<usize> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut rule = |text: String| -> Result<()> {
-        lines.push(text);
-        Ok(())
-    };
-    // Fixed part: 1 absence, 1 marker, 20 geofences, 10 counts, 10 sequences.
-    rule("  - {id: hb-offline, kind: absence, when: 'event.kind == \"heartbeat\"', for: 15m, severity: low, category: device.offline}\n".into())?;
-    rule("  - {id: marker, kind: match, when: 'event.kind == \"door\" && event.source == \"marker\"', key: event.id, category: bench.marker}\n".into())?;
-    let zone_kinds = ["depot", "school", "restricted", "square", "underpass"];
-    let classes = ["hazmat", "heavy", "patrol", "bus"];
-    for (i, zk) in zone_kinds.iter().enumerate() {
-        for (j, class) in classes.iter().enumerate() {
-            let on = ["enter", "exit", "dwell", "enter"][(i + j) % 4];
-            let dwell = if on == "dwell" { ", dwell: 10m" } else { "" };
-            rule(format!("  - {{id: geo-{zk}-{class}, kind: geofence, when: 'event.kind == \"gps\" && event.attrs.class == \"{class}\"', zone_kinds: [{zk}], on: {on}{dwell}, category: zone.{zk}}}\n"))?;
-        }
-    }
-    for (i, kind) in ["smoke", "gas", "water_level", "door", "plate_read"].iter().enumerate() {
-        for sliding in [false, true] {
-            rule(format!("  - {{id: count-{kind}-{sliding}, kind: count, when: 'event.kind == \"{kind}\"', group: grid, count: {}, window: 5m, sliding: {sliding}, category: count.{kind}}}\n", 50 + i * 10))?;
-        }
-    }
-    for i in 0..10 {
-        rule(format!("  - {{id: seq-fire-{i}, kind: sequence, first: 'event.kind == \"smoke\" && event.attrs.value > {}.0', then: 'event.kind == \"smoke\" && event.attrs.temperature_c > 60.0', key: event.grid, within: 5m, within_m: 200, category: fire.confirmed}}\n", 1 + i))?;
-    }
-    // Per device: a threshold per sensor, a door watch per door, then speed per truck.
-    let mut per_device = total.saturating_sub(42); // the fixed part above
-    for (id, kind) in devices.sensors.iter() {
-        if per_device == 0 {
-            break;
-        }
-        let (attr, above, clear) = match kind.as_str() {
-            "smoke" => ("temperature_c", 60.0, 45.0),
-            "gas" => ("value", 20.0, 10.0),
-            _ => ("value", 0.3, 0.2),
-        };
-        rule(format!("  - {{id: th-{id}, kind: threshold, when: 'event.source == \"{id}\"', attr: {attr}, above: {above}, clear: {clear}, count: 2, category: sensor.{kind}}}\n"))?;
-        per_device -= 1;
-    }
-    for id in devices.doors.iter() {
-        if per_device == 0 {
-            break;
-        }
-        rule(format!("  - {{id: door-{id}, kind: match, when: 'event.source == \"{id}\" && event.attrs.open == true && event.time.getHours(\"+08:00\") < 6', category: security.door}}\n"))?;
-        per_device -= 1;
-    }
-    let mut truck = 0;
-    while per_device > 0 {
-        rule(format!("  - {{id: speed-truck-{truck:05}, kind: speed, when: 'event.source == \"truck-{truck:05}\"', limit_kmh: {}, for: 20s, category: traffic.speeding}}\n", 60 + truck % 30))?;
-        truck += 1;
-        per_device -= 1;
-    }
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "rules:")?;
-    for l in &lines {
-        out.write_all(l.as_bytes())?;
-    }
-    out.flush()?;
-    Ok(lines.len())
-}
-
-fn start_node(args: &Args, config: &Path, port: u16) -> Result<Child> {
-    let child = Command::new(&args.cityward)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CITYWARD_LOG", std::env::var("CITYWARD_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the node did not start listening");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(child)
-}
-
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -179,50 +67,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build(),
-    )
-}
-
-fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<()> {
-    loop {
-        let resp = agent.post(url).header("Content-Type", "application/x-ndjson").send(body)?;
-        match resp.status().as_u16() {
-            200 => return Ok(()),
-            503 => std::thread::sleep(Duration::from_millis(50)),
-            s => bail!("ingest answered {s}"),
-        }
-    }
-}
-
-/// One event of the sustained mix (i counts events of this client).
-fn mixed_event(client: usize, i: u64, t: &str, sensors: &[(String, String)]) -> String {
-    match i % 10 {
-        0..=5 => {
-            let truck = (i / 10 * 7 + client as u64 * 131) % 5000;
-            let lon = 121.45 + ((i * 13 + truck) % 997) as f64 * 0.0002;
-            let lat = 29.80 + ((i * 7 + truck) % 991) as f64 * 0.00015;
-            let class = ["hazmat", "heavy", "bus", "patrol"][(truck % 4) as usize];
-            format!(r#"{{"source":"truck-{truck:05}","kind":"gps","time":"{t}","lon":{lon:.6},"lat":{lat:.6},"attrs":{{"speed_kmh":{:.1},"class":"{class}"}}}}"#, 30.0 + (i % 60) as f64)
-        }
-        6..=8 => {
-            // Sensors read normal values, with a rare excursion that a threshold catches.
-            let (id, kind) = &sensors[((i / 10) as usize * 31 + client * 7) % sensors.len()];
-            let excursion = (i / 10) % 5000 == 17;
-            match kind.as_str() {
-                "smoke" => format!(r#"{{"source":"{id}","kind":"smoke","time":"{t}","attrs":{{"alarm":false,"value":0.1,"temperature_c":{:.1}}}}}"#, if excursion { 72.0 } else { 20.0 + (i % 7) as f64 }),
-                "gas" => format!(r#"{{"source":"{id}","kind":"gas","time":"{t}","attrs":{{"alarm":false,"value":{:.1}}}}}"#, if excursion { 25.0 } else { (i % 5) as f64 }),
-                _ => format!(r#"{{"source":"{id}","kind":"water_level","time":"{t}","attrs":{{"value":{:.3}}}}}"#, if excursion { 0.45 } else { 0.05 + (i % 3) as f64 / 100.0 }),
-            }
-        }
-        _ => format!(r#"{{"source":"hb-{:07}","kind":"heartbeat","time":"{t}","attrs":{{"battery":80.0}}}}"#, (i * 7919 + client as u64) % 1_000_000),
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = &args.dir;
@@ -232,7 +76,7 @@ fn main() -> Result<()> {
     run(Command::new(&args.cityward).args(["city", "generate", "--size", "large", "--out"]).arg(&city))?;
     let devices = read_devices(&city)?;
     let rules_path = dir.join("rules.yaml");
-    let written = write_rules(&rules_path, &devices, args.rules)?;
+    let written = write_rules(&rules_path, &devices, args.rules, true)?;
     println!("Wrote {written} rules ({} sensors, {} doors in the city).", devices.sensors.len(), devices.doors.len());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -252,7 +96,7 @@ fn main() -> Result<()> {
     std::fs::write(&empty, "rules: []\n")?;
     let base_config = dir.join("baseline.toml");
     std::fs::write(&base_config, std::fs::read_to_string(&config)?.replace(&format!("{:?}", rules_path.display().to_string()), &format!("{:?}", empty.display().to_string())).replace(&format!("{:?}", data.display().to_string()), &format!("{:?}", dir.join("baseline-data").display().to_string())))?;
-    let mut baseline = start_node(&args, &base_config, port)?;
+    let mut baseline = start_node(&args.cityward, &base_config, port)?;
     std::thread::sleep(Duration::from_secs(2));
     let rss_baseline = status_kib(baseline.id(), "VmRSS:");
     let _ = baseline.kill();
@@ -261,7 +105,7 @@ fn main() -> Result<()> {
 
     run(Command::new(&args.cityward).args(["user", "add", "--data"]).arg(&data).args(["--username", "bench", "--role", "admin", "--password", "bench-pass"]))?;
     let started = Instant::now();
-    let mut node = start_node(&args, &config, port)?;
+    let mut node = start_node(&args.cityward, &config, port)?;
     let pid = node.id();
     let base = format!("http://127.0.0.1:{port}");
     let client = agent();

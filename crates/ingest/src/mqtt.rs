@@ -30,6 +30,8 @@ pub enum TimeFormat {
 #[serde(deny_unknown_fields)]
 pub struct TopicMapping {
     /// MQTT topic filter to subscribe to; `+` matches one level, `#` the rest.
+    /// `$share/<group>/<filter>` shares the subscription between a node's processes (the
+    /// broker hands each message to one of them).
     pub filter: String,
     /// Quality of service for the subscription (0 or 1; 1 is acknowledged after the WAL fsync).
     #[serde(default = "default_qos")]
@@ -97,8 +99,14 @@ fn default_true() -> bool {
     true
 }
 
-/// Whether an MQTT topic filter (`+`, `#` wildcards) matches a topic name.
+/// Whether an MQTT topic filter (`+`, `#` wildcards) matches a topic name. A shared
+/// subscription (`$share/<group>/<filter>`, the broker hands each message to one of the
+/// group's subscribers) matches by its inner filter: messages arrive under their own topic.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let filter = match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
+        Some((_group, inner)) => inner,
+        None => filter,
+    };
     let mut levels = topic.split('/');
     for part in filter.split('/') {
         match part {
@@ -299,6 +307,9 @@ mod tests {
         assert!(!topic_matches("city/gas/+/data", "city/gas/data"));
         assert!(topic_matches("city/#", "city/gas/g-17/data"));
         assert!(topic_matches("city/gas/#", "city/gas"));
+        // Several processes of one node share a subscription; messages keep their topic.
+        assert!(topic_matches("$share/ward/city/gas/+/data", "city/gas/g-17/data"));
+        assert!(!topic_matches("$share/ward/city/gas/+/data", "ward/city/gas/g-17/data"));
     }
 
     #[test]

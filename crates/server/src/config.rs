@@ -338,7 +338,7 @@ pub struct ScaleSection {
     /// How long the event stream keeps events.
     #[serde(with = "cityward_model::duration_serde")]
     pub keep: Duration,
-    /// The most bytes the event stream keeps.
+    /// The most bytes the event stream keeps; 0: no limit but `keep` and the server's.
     pub max_bytes: u64,
 }
 
@@ -352,7 +352,7 @@ impl Default for ScaleSection {
             member: String::new(),
             lease: Duration::from_secs(3),
             keep: Duration::from_secs(86_400),
-            max_bytes: 50 << 30,
+            max_bytes: 0,
         }
     }
 }
@@ -589,8 +589,8 @@ impl NodeConfig {
         if !self.detect.enabled {
             return Err("scale.enabled shares detection between processes, but detect.enabled is false".into());
         }
-        if scale.max_bytes < 1 << 20 || scale.max_bytes > i64::MAX as u64 {
-            return Err(format!("scale.max_bytes {} must be at least 1 MiB", scale.max_bytes));
+        if scale.max_bytes != 0 && (scale.max_bytes < 1 << 20 || scale.max_bytes > i64::MAX as u64) {
+            return Err(format!("scale.max_bytes {} must be 0 (no limit) or at least 1 MiB", scale.max_bytes));
         }
         Ok(())
     }

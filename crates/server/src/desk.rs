@@ -863,8 +863,14 @@ impl Desk {
             return Ok(false);
         }
         put_case(&mut row, &case, router.city());
+        let seen = row.updated_at;
         row.updated_at = now;
-        self.state.update_alert(&row)?;
+        // Another process of the node may keep this alert's clock too: whoever writes
+        // first acts; the other reads the new row at its next tick.
+        if !self.state.update_alert_if_unchanged(&row, seen)? {
+            self.push_due(now + chrono::Duration::seconds(1), id);
+            return Ok(false);
+        }
         for step in &steps {
             self.metrics.add("cityward_alerts_deadline_missed_total", &[("action", if step.action == "retrigger" { "retrigger" } else { "escalate" })], 1.0);
             tracing::warn!(alert = %id, action = %step.action, unit = step.unit.as_deref().unwrap_or("-"), note = step.note.as_deref().unwrap_or(""), "Alert deadline missed.");

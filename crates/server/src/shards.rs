@@ -131,7 +131,7 @@ impl SharedDetection {
             partitions: parts.scale.partitions,
             lease: parts.scale.lease,
             keep: parts.scale.keep,
-            max_bytes: parts.scale.max_bytes as i64,
+            max_bytes: if parts.scale.max_bytes == 0 { -1 } else { parts.scale.max_bytes as i64 },
         })
         .await
         .map_err(|e| NodeError::Unavailable(format!("[scale]: {e}")))?;
@@ -353,7 +353,8 @@ fn member_id(data_dir: &Path, node: &str) -> Result<String, NodeError> {
             .map_err(|e| NodeError::Invalid(format!("{}: member id {e}; delete the file to make a new one", path.display())))?;
         return Ok(id);
     }
-    let id = format!("{node}-{}", &crate::node::new_event_id()[16..]).to_lowercase();
+    // The id past its 10 characters of time: the process nonce and a counter.
+    let id = format!("{node}-{}", &crate::node::new_event_id()[10..]).to_lowercase();
     std::fs::create_dir_all(&dir)
         .and_then(|_| std::fs::write(&path, &id))
         .map_err(|e| NodeError::Internal(format!("cannot write {}: {e}", path.display())))?;

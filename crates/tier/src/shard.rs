@@ -47,7 +47,7 @@ pub struct ShardConfig {
     pub lease: Duration,
     /// How long the event stream keeps events (a partition's state is never older).
     pub keep: Duration,
-    /// The most bytes the event stream keeps; beyond, new publishes fail.
+    /// The most bytes the event stream keeps (-1: no limit); beyond, new publishes fail.
     pub max_bytes: i64,
 }
 
@@ -144,7 +144,10 @@ impl Shards {
             ..Default::default()
         })
         .await
-        .map_err(|e| LinkError::Stream { stream: stream.clone(), reason: format!("{e}; does the server have JetStream on?") })?;
+        .map_err(|e| LinkError::Stream {
+            stream: stream.clone(),
+            reason: format!("{e}; does the server have JetStream on, with room for the stream's max_bytes in its max_store?"),
+        })?;
         // The bucket's stream is made here, as a key-value bucket's would be, rather than by
         // `create_key_value`, which first asks for account details that servers before
         // 2.10 answer in a form the client does not read.

@@ -1003,6 +1003,17 @@ fn check_alerts(store: &dyn StateStore) {
         Status::NotFound,
     );
 
+    // A conditional update applies only over the version it was computed from.
+    let mut escalated = acked.clone();
+    escalated.status = "escalated".into();
+    escalated.updated_at = t(11_000);
+    assert!(!store.update_alert_if_unchanged(&escalated, t(9_000)).unwrap(), "changed since: refused");
+    assert_eq!(store.alert(&acked.id).unwrap(), Some(acked.clone()));
+    assert!(store.update_alert_if_unchanged(&escalated, acked.updated_at).unwrap());
+    assert_eq!(store.alert(&acked.id).unwrap(), Some(escalated.clone()));
+    assert!(!store.update_alert_if_unchanged(&escalated, acked.updated_at).unwrap(), "a second writer with the same read loses");
+    expect_kind(store.update_alert_if_unchanged(&alert("a-99", 0, "new"), t(0)), Status::NotFound);
+
     // A batch: known ids are skipped on insert, unknown ids skipped on update, all in one go.
     let fresh = [alert("b-1", 5, "new"), alert("a-05", 5, "new"), alert("b-2", 6, "new")];
     let mut changed = alerts[7].clone();

@@ -150,6 +150,11 @@ pub trait StateStore: Send + Sync {
     /// [`Status::NotFound`] when there is none.
     fn update_alert(&self, alert: &AlertRow) -> Result<(), StateError>;
 
+    /// Replaces the alert only if its stored `updated_at` is still `seen` (nobody changed
+    /// it since it was read); false when it was changed meanwhile. For writers that may run
+    /// in several processes at once (the deadline clock of a node's processes).
+    fn update_alert_if_unchanged(&self, alert: &AlertRow, seen: DateTime<Utc>) -> Result<bool, StateError>;
+
     /// The alert with `id`, or `None`.
     fn alert(&self, id: &str) -> Result<Option<AlertRow>, StateError>;
 

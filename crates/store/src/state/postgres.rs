@@ -1500,6 +1500,27 @@ impl StateStore for PgState {
         Ok(())
     }
 
+    fn update_alert_if_unchanged(&self, alert: &AlertRow, seen: DateTime<Utc>) -> Result<bool, StateError> {
+        check_alert(alert)?;
+        let (found, updated) = self.write("update an alert", "alerts", |db| {
+            // The row locked first, so that two processes checking the same alert queue up.
+            let stored = db.column::<i64>("SELECT updated_at FROM alerts WHERE id = $1 FOR UPDATE", &[&alert.id])?;
+            match stored.first() {
+                None => Ok((false, false)),
+                Some(at) if *at != to_micros(&seen) => Ok((true, false)),
+                Some(_) => {
+                    update_alerts_in(db, std::slice::from_ref(alert))?;
+                    write_scopes(db, [alert])?;
+                    Ok((true, true))
+                }
+            }
+        })?;
+        if !found {
+            return Err(StateError::NotFound { table: "alerts", id: alert.id.clone() });
+        }
+        Ok(updated)
+    }
+
     fn alert(&self, id: &str) -> Result<Option<AlertRow>, StateError> {
         self.read("read an alert", "alerts", |db| {
             Ok(db.rows(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"), &[&id], alert_raw, alert_row)?.pop())

@@ -1175,6 +1175,28 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn update_alert_if_unchanged(&self, alert: &AlertRow, seen: DateTime<Utc>) -> Result<bool, StateError> {
+        check_alert(alert)?;
+        const OP: &str = "update an alert";
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn, OP, "alerts")?;
+        let stored: Option<i64> = tx
+            .query_row("SELECT updated_at FROM alerts WHERE id = ?1", [&alert.id], |r| r.get(0))
+            .optional()
+            .map_err(db(OP, "alerts"))?;
+        match stored {
+            None => return Err(StateError::NotFound { table: "alerts", id: alert.id.clone() }),
+            Some(at) if at != to_micros(&seen) => return Ok(false),
+            Some(_) => {}
+        }
+        tx.prepare_cached(UPDATE_ALERT_SQL)
+            .and_then(|mut stmt| stmt.execute(alert_params(alert)))
+            .map_err(db(OP, "alerts"))?;
+        write_scopes(&tx, &[alert], OP)?;
+        tx.commit().map_err(db(OP, "alerts"))?;
+        Ok(true)
+    }
+
     fn alert(&self, id: &str) -> Result<Option<AlertRow>, StateError> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1");
         let mut rows = query_all(
