@@ -10,25 +10,16 @@
 //! yet published is published after the restart, and applied once).
 //! Needs nats-server and PostgreSQL (skipped without, unless CITYWARD_REQUIRE_SERVICES).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cityward_tier::testkit::{available, NatsServer};
+use common::{cityward, free_port, wait_until, Served};
 use serde_json::{json, Value};
-
-fn cityward() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cityward"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(20))).build())
-}
 
 fn postgres_url() -> Option<String> {
     if std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok() {
@@ -38,28 +29,32 @@ fn postgres_url() -> Option<String> {
     None
 }
 
-/// A `cityward serve` process; SIGKILLed when dropped.
-struct Process {
-    name: String,
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    token: String,
+/// A process of node `ward` (not started), with `config` added to its file.
+fn process(dir: &Path, name: &str, config: String) -> Served {
+    let port = free_port();
+    let path = dir.join(format!("{name}.toml"));
+    let data = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("[node]\nname = \"ward\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n{config}", data.display().to_string()),
+    )
+    .unwrap();
+    Served::new(name, path, port)
 }
 
-impl Process {
-    fn new(dir: &Path, name: &str, config: String) -> Process {
-        let port = free_port();
-        let path = dir.join(format!("{name}.toml"));
-        let data = dir.join(name);
-        std::fs::write(
-            &path,
-            format!("[node]\nname = \"ward\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[auth]\nopen_ingest = true\n{config}", data.display().to_string()),
-        )
-        .unwrap();
-        Process { name: name.into(), config: path, port, child: None, token: String::new() }
-    }
+/// What this test asks of a process.
+trait Detecting {
+    fn add_admin(&self);
+    fn put_rule(&self, rule: &Value);
+    fn detect(&self) -> Value;
+    fn events_detected(&self) -> u64;
+    fn rules_running(&self) -> u64;
+    fn held(&self) -> Vec<u64>;
+    /// Every alert: id → (rule, key, repeat count, cleared at).
+    fn alerts(&self) -> BTreeMap<String, (String, String, u64, String)>;
+}
 
+impl Detecting for Served {
     fn add_admin(&self) {
         let out = cityward()
             .args(["user", "add", "--username", "admin", "--role", "admin", "--password", "admin-pass", "--config"])
@@ -67,54 +62,6 @@ impl Process {
             .output()
             .unwrap();
         assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn start(&mut self) {
-        let child = cityward()
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("CITYWARD_LOG", std::env::var("SCALE_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start listening", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let (status, body) = self.call("POST", "/api/v1/login", Some(json!({"username": "admin", "password": "admin-pass"})));
-        assert_eq!(status, 200, "login at {}: {body}", self.name);
-        self.token = body["token"].as_str().unwrap().to_string();
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let auth = format!("Bearer {}", self.token);
-        let a = agent();
-        let result = match (method, body) {
-            ("GET", _) => a.get(&url).header("Authorization", &auth).call(),
-            ("PUT", Some(b)) => a.put(&url).header("Authorization", &auth).header("Content-Type", "application/json").send(b.to_string().as_bytes()),
-            (_, Some(b)) => a.post(&url).header("Authorization", &auth).header("Content-Type", "application/json").send(b.to_string().as_bytes()),
-            (_, None) => a.post(&url).header("Authorization", &auth).send(&b""[..]),
-        };
-        let mut r = result.unwrap_or_else(|e| panic!("{method} {path} at {}: {e}", self.name));
-        let text = r.body_mut().read_to_string().unwrap();
-        (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    fn post_events(&self, events: &[&Value]) {
-        let body: Vec<String> = events.iter().map(|e| e.to_string()).collect();
-        let r = agent().post(&format!("http://127.0.0.1:{}/api/v1/events", self.port)).header("Content-Type", "application/x-ndjson").send(body.join("\n").as_bytes()).unwrap();
-        assert_eq!(r.status(), 200, "events at {}", self.name);
     }
 
     fn put_rule(&self, rule: &Value) {
@@ -140,37 +87,14 @@ impl Process {
         self.detect()["scale"]["held"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
     }
 
-    /// Every alert: id → (rule, key, repeat count, cleared at).
     fn alerts(&self) -> BTreeMap<String, (String, String, u64, String)> {
-        let mut out = BTreeMap::new();
-        let mut path = "/api/v1/alerts?limit=1000".to_string();
-        loop {
-            let (status, page) = self.call("GET", &path, None);
-            assert_eq!(status, 200, "{page}");
-            for a in page["items"].as_array().unwrap() {
+        self.all_alerts()
+            .into_iter()
+            .map(|a| {
                 let text = |k: &str| a[k].as_str().unwrap_or("").to_string();
-                let row = (text("rule"), text("key"), a["count"].as_u64().unwrap_or(1), text("cleared_at"));
-                assert!(out.insert(text("id"), row).is_none(), "an alert listed twice at {}", self.name);
-            }
-            match page["next"].as_str() {
-                Some(next) => path = format!("/api/v1/alerts?limit=1000&cursor={next}"),
-                None => return out,
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+                (text("id"), (text("rule"), text("key"), a["count"].as_u64().unwrap_or(1), text("cleared_at")))
+            })
+            .collect()
     }
 }
 
@@ -220,7 +144,7 @@ fn two_detection_processes_raise_the_alerts_one_raises_through_a_join_a_rule_cha
     // less than the lateness allowed.
     let detect = "[detect]\nclock = \"event\"\nlateness = \"10m\"\ncheckpoint_every = \"1s\"\n";
     let city_line = format!("[city]\ndir = {:?}\n", city.display().to_string());
-    let mut single = Process::new(dir, "single", format!("{city_line}{detect}"));
+    let mut single = process(dir, "single", format!("{city_line}{detect}"));
     single.add_admin();
     single.start();
     let scaled = |member: &str| {
@@ -230,8 +154,8 @@ fn two_detection_processes_raise_the_alerts_one_raises_through_a_join_a_rule_cha
             nats.url()
         )
     };
-    let mut a = Process::new(dir, "a", scaled("a"));
-    let mut b = Process::new(dir, "b", scaled("b"));
+    let mut a = process(dir, "a", scaled("a"));
+    let mut b = process(dir, "b", scaled("b"));
     a.add_admin();
     a.start();
 
@@ -252,9 +176,8 @@ fn two_detection_processes_raise_the_alerts_one_raises_through_a_join_a_rule_cha
 
     // One process alone, then a second joins: partitions and their rule state move.
     for chunk in first.chunks(100) {
-        let chunk: Vec<&Value> = chunk.iter().collect();
-        single.post_events(&chunk);
-        a.post_events(&chunk);
+        single.post_events(chunk).unwrap();
+        a.post_events(chunk).unwrap();
     }
     let total = first.len() as u64;
     wait_until("the first events detected at the single process", Duration::from_secs(30), || single.events_detected() == total);
@@ -276,25 +199,25 @@ fn two_detection_processes_raise_the_alerts_one_raises_through_a_join_a_rule_cha
     let split = |events: &[Value]| -> (Vec<Value>, Vec<Value>) { events.iter().cloned().partition(|e| source_index(e) % 2 == 0) };
     let (to_a, to_b) = split(second);
     for chunk in second.chunks(100) {
-        single.post_events(&chunk.iter().collect::<Vec<_>>());
+        single.post_events(chunk).unwrap();
     }
     for (chunk_a, chunk_b) in to_a.chunks(50).zip(to_b.chunks(50)) {
-        a.post_events(&chunk_a.iter().collect::<Vec<_>>());
-        b.post_events(&chunk_b.iter().collect::<Vec<_>>());
+        a.post_events(chunk_a).unwrap();
+        b.post_events(chunk_b).unwrap();
     }
     let total = total + second.len() as u64;
-    let both = |a: &Process, b: &Process| a.events_detected() + b.events_detected();
+    let both = |a: &Served, b: &Served| a.events_detected() + b.events_detected();
     wait_until("the second events detected", Duration::from_secs(30), || single.events_detected() == total && both(&a, &b) == total);
 
     // b is killed right after taking events in; a takes its partitions from their saved
     // state, and b publishes what it had not yet published once restarted.
     let (to_a, to_b) = split(third);
     for chunk in third.chunks(100) {
-        single.post_events(&chunk.iter().collect::<Vec<_>>());
+        single.post_events(chunk).unwrap();
     }
     for (chunk_a, chunk_b) in to_a.chunks(50).zip(to_b.chunks(50)) {
-        b.post_events(&chunk_b.iter().collect::<Vec<_>>());
-        a.post_events(&chunk_a.iter().collect::<Vec<_>>());
+        b.post_events(chunk_b).unwrap();
+        a.post_events(chunk_a).unwrap();
     }
     b.sigkill();
     wait_until("a holds every partition after b died", Duration::from_secs(30), || a.held().len() == 8);

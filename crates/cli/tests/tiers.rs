@@ -9,40 +9,15 @@
 //! an escalation at the community reaches the street, and the street's action comes back;
 //! per-minute summaries reach the city exactly as the community counts its own events.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use cityward_tier::testkit::{available, LinkCutter, NatsServer};
+use common::{agent, cityward, free_port, wait_until, Served};
 use serde_json::{json, Value};
-
-fn cityward() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cityward"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build(),
-    )
-}
-
-/// A `cityward serve` process with its own data, port and NATS server; SIGKILLed when
-/// dropped so a failing test leaves none behind.
-struct TierNode {
-    name: String,
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    token: String,
-}
 
 /// Who a node is: its name, role, region, parent, and configuration to add.
 struct Spec<'a> {
@@ -53,144 +28,57 @@ struct Spec<'a> {
     extra: &'a str,
 }
 
-impl TierNode {
-    fn new(dir: &Path, city: &Path, nats: &NatsServer, spec: Spec<'_>) -> TierNode {
-        let Spec { name, role, region, parent, extra } = spec;
-        let data = dir.join(name);
-        let out = cityward()
-            .args(["user", "add", "--username", "admin", "--role", "admin", "--password", "admin-pass", "--data"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = {data:?}\nlisten = \"127.0.0.1:{port}\"\n\
-                 [city]\ndir = {city:?}\n\
-                 [auth]\nopen_ingest = true\n\
-                 [tier]\nenabled = true\nnats = \"{url}\"\nparent = \"{parent}\"\nregion = \"{region}\"\nsummary_lateness = \"30s\"\n{extra}",
-                data = data.display().to_string(),
-                city = city.display().to_string(),
-                url = nats.url(),
-            ),
-        )
+/// A `cityward serve` process of one tier, with its own data, port and NATS server.
+fn tier_node(dir: &Path, city: &Path, nats: &NatsServer, spec: Spec<'_>) -> Served {
+    let Spec { name, role, region, parent, extra } = spec;
+    let data = dir.join(name);
+    let out = cityward()
+        .args(["user", "add", "--username", "admin", "--role", "admin", "--password", "admin-pass", "--data"])
+        .arg(&data)
+        .output()
         .unwrap();
-        let mut node = TierNode { name: name.into(), config, port, child: None, token: String::new() };
-        node.start();
-        node
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        let child = cityward()
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("CITYWARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "node {} did not start listening", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let (status, body) = self.call("POST", "/api/v1/login", Some(json!({"username": "admin", "password": "admin-pass"})));
-        assert_eq!(status, 200, "login at {}: {body}", self.name);
-        self.token = body["token"].as_str().unwrap().to_string();
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base());
-        let auth = format!("Bearer {}", self.token);
-        let a = agent();
-        let result = match (method, body) {
-            ("GET", _) => a.get(&url).header("Authorization", &auth).call(),
-            ("PUT", Some(b)) => a.put(&url).header("Authorization", &auth).header("Content-Type", "application/json").send(b.to_string().as_bytes()),
-            (_, Some(b)) => a.post(&url).header("Authorization", &auth).header("Content-Type", "application/json").send(b.to_string().as_bytes()),
-            (_, None) => a.post(&url).header("Authorization", &auth).send(&b""[..]),
-        };
-        let mut r = result.unwrap_or_else(|e| panic!("{method} {path} at {}: {e}", self.name));
-        let text = r.body_mut().read_to_string().unwrap();
-        (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    fn post_events(&self, events: &[Value]) -> Result<(), String> {
-        let body: Vec<String> = events.iter().map(Value::to_string).collect();
-        match agent()
-            .post(&format!("{}/api/v1/events", self.base()))
-            .header("Content-Type", "application/x-ndjson")
-            .send(body.join("\n").as_bytes())
-        {
-            Ok(r) if r.status() == 200 => Ok(()),
-            Ok(r) => Err(format!("status {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Every alert of the node, by id: (status, updated_at, owner).
-    fn alerts(&self) -> BTreeMap<String, (String, String, String)> {
-        let mut out = BTreeMap::new();
-        let mut path = "/api/v1/alerts?limit=1000".to_string();
-        loop {
-            let (status, page) = self.call("GET", &path, None);
-            assert_eq!(status, 200, "{page}");
-            for a in page["items"].as_array().unwrap() {
-                let id = a["id"].as_str().unwrap().to_string();
-                let row = (
-                    a["status"].as_str().unwrap_or("").to_string(),
-                    a["updated_at"].as_str().unwrap_or("").to_string(),
-                    a["handling"]["owner"].as_str().unwrap_or("").to_string(),
-                );
-                assert!(out.insert(id.clone(), row).is_none(), "alert {id} listed twice at {}", self.name);
-            }
-            match page["next"].as_str() {
-                Some(next) => path = format!("/api/v1/alerts?limit=1000&cursor={next}"),
-                None => return out,
-            }
-        }
-    }
-
-    fn sql(&self, sql: &str) -> Vec<Vec<Value>> {
-        let (status, body) = self.call("POST", "/api/v1/sql", Some(json!({"sql": sql})));
-        assert_eq!(status, 200, "{sql}: {body}");
-        serde_json::from_value(body["rows"].clone()).unwrap()
-    }
+    assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = {data:?}\nlisten = \"127.0.0.1:{port}\"\n\
+             [city]\ndir = {city:?}\n\
+             [auth]\nopen_ingest = true\n\
+             [tier]\nenabled = true\nnats = \"{url}\"\nparent = \"{parent}\"\nregion = \"{region}\"\nsummary_lateness = \"30s\"\n{extra}",
+            data = data.display().to_string(),
+            city = city.display().to_string(),
+            url = nats.url(),
+        ),
+    )
+    .unwrap();
+    let mut node = Served::new(name, config, port);
+    node.start();
+    node
 }
 
-impl Drop for TierNode {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+/// Every alert of a node, by id: (status, updated_at, owner).
+fn alerts(node: &Served) -> BTreeMap<String, (String, String, String)> {
+    node.all_alerts()
+        .into_iter()
+        .map(|a| {
+            let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (text(&a["id"]), (text(&a["status"]), text(&a["updated_at"]), text(&a["handling"]["owner"])))
+        })
+        .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
+fn sql(node: &Served, sql: &str) -> Vec<Vec<Value>> {
+    let (status, body) = node.call("POST", "/api/v1/sql", Some(json!({"sql": sql})));
+    assert_eq!(status, 200, "{sql}: {body}");
+    serde_json::from_value(body["rows"].clone()).unwrap()
 }
 
 /// Whether `at` holds every alert of `from` at the same last change; says which it lacks
 /// when `report`.
-fn holds_all(at: &TierNode, from: &BTreeMap<String, (String, String, String)>) -> bool {
-    let there = at.alerts();
+fn holds_all(at: &Served, from: &BTreeMap<String, (String, String, String)>) -> bool {
+    let there = alerts(at);
     let lacking: Vec<_> = from.iter().filter(|(id, row)| there.get(*id) != Some(*row)).collect();
     if !lacking.is_empty() && std::env::var("TIERS_DEBUG").is_ok() {
         eprintln!("{} lacks {} of {}: e.g. {:?} (has {:?})", at.name, lacking.len(), from.len(), lacking[0], there.get(lacking[0].0));
@@ -245,10 +133,10 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
 
     // The community's deadline to acknowledge test alerts is short, to see escalation.
     let deadlines = "[[alerts.deadlines]]\ncategory = \"test.*\"\nack = \"3s\"\narrive = \"1h\"\nprogress = \"1h\"\n";
-    let city_node = TierNode::new(dir, &city, &city_nats, Spec { name: "city", role: "city", region: "", parent: "", extra: "" });
-    let street_node = TierNode::new(dir, &city, &street_nats, Spec { name: "street-1", role: "street", region: street_id, parent: "city", extra: "" });
-    let mut comm_a = TierNode::new(dir, &city, &comm_a_nats, Spec { name: "comm-a", role: "community", region: communities[0], parent: "street-1", extra: deadlines });
-    let comm_b = TierNode::new(dir, &city, &comm_b_nats, Spec { name: "comm-b", role: "community", region: communities[1], parent: "street-1", extra: "" });
+    let city_node = tier_node(dir, &city, &city_nats, Spec { name: "city", role: "city", region: "", parent: "", extra: "" });
+    let street_node = tier_node(dir, &city, &street_nats, Spec { name: "street-1", role: "street", region: street_id, parent: "city", extra: "" });
+    let mut comm_a = tier_node(dir, &city, &comm_a_nats, Spec { name: "comm-a", role: "community", region: communities[0], parent: "street-1", extra: deadlines });
+    let comm_b = tier_node(dir, &city, &comm_b_nats, Spec { name: "comm-b", role: "community", region: communities[1], parent: "street-1", extra: "" });
 
     // Heartbeats of the last half minute at comm-a: their minutes are not summarised yet.
     let t0 = chrono::Utc::now();
@@ -295,10 +183,10 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
     // An alert raised at comm-a reaches the street and the city.
     let now = chrono::Utc::now();
     comm_a.post_events(&[smoke("smoke-0", lon, lat, now)]).unwrap();
-    wait_until("the first alert at comm-a", Duration::from_secs(15), || !comm_a.alerts().is_empty());
-    let first = comm_a.alerts();
+    wait_until("the first alert at comm-a", Duration::from_secs(15), || !alerts(&comm_a).is_empty());
+    let first = alerts(&comm_a);
     let first_id = first.keys().next().unwrap().clone();
-    let took = wait_until("the first alert at the city", Duration::from_secs(15), || city_node.alerts().contains_key(&first_id));
+    let took = wait_until("the first alert at the city", Duration::from_secs(15), || alerts(&city_node).contains_key(&first_id));
     eprintln!("community alert reached the city in {took:?}");
 
     // The city asks comm-a for the raw events behind the alert; comm-a records the read.
@@ -311,26 +199,26 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
 
     // Escalation: comm-a misses the 3 s deadline, the alert goes to the street's unit, the
     // street acknowledges it, and comm-a sees that.
-    wait_until("escalation at comm-a", Duration::from_secs(20), || comm_a.alerts()[&first_id].0 == "escalated");
-    wait_until("the escalated alert at the street", Duration::from_secs(15), || street_node.alerts().get(&first_id).is_some_and(|a| a.0 == "escalated"));
+    wait_until("escalation at comm-a", Duration::from_secs(20), || alerts(&comm_a)[&first_id].0 == "escalated");
+    wait_until("the escalated alert at the street", Duration::from_secs(15), || alerts(&street_node).get(&first_id).is_some_and(|a| a.0 == "escalated"));
     let (status, body) = street_node.call("POST", &format!("/api/v1/alerts/{first_id}/ack"), Some(json!({"note": "street on it"})));
     assert_eq!(status, 200, "ack at the street: {body}");
-    wait_until("the street's acknowledgement at comm-a", Duration::from_secs(15), || comm_a.alerts()[&first_id].0 == "acknowledged");
-    wait_until("the acknowledgement at the city", Duration::from_secs(15), || city_node.alerts()[&first_id].0 == "acknowledged");
+    wait_until("the street's acknowledgement at comm-a", Duration::from_secs(15), || alerts(&comm_a)[&first_id].0 == "acknowledged");
+    wait_until("the acknowledgement at the city", Duration::from_secs(15), || alerts(&city_node)[&first_id].0 == "acknowledged");
 
     // Cut comm-a's link: it keeps alerting locally; nothing crosses; after restoring, the
     // street and the city hold exactly comm-a's alerts, each at its last change.
     cutter.cut();
     let batch: Vec<Value> = (1..=150).map(|i| smoke(&format!("smoke-{i}"), lon, lat, chrono::Utc::now())).collect();
     comm_a.post_events(&batch).unwrap();
-    wait_until("local alerts while cut", Duration::from_secs(20), || comm_a.alerts().len() == 151);
+    wait_until("local alerts while cut", Duration::from_secs(20), || alerts(&comm_a).len() == 151);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(city_node.alerts().len(), 1, "nothing crosses a cut link");
+    assert_eq!(alerts(&city_node).len(), 1, "nothing crosses a cut link");
     cutter.restore();
     // (comm-a's alerts go on changing as their deadlines pass: compare with its latest.)
-    let took = wait_until("comm-a's backlog at the city", Duration::from_secs(30), || holds_all(&city_node, &comm_a.alerts()));
+    let took = wait_until("comm-a's backlog at the city", Duration::from_secs(30), || holds_all(&city_node, &alerts(&comm_a)));
     eprintln!("after the cut, comm-a's 150 new alerts were all at the city {took:?} after the link returned");
-    wait_until("comm-a's backlog at the street", Duration::from_secs(30), || holds_all(&street_node, &comm_a.alerts()));
+    wait_until("comm-a's backlog at the street", Duration::from_secs(30), || holds_all(&street_node, &alerts(&comm_a)));
 
     // SIGKILL comm-a while it raises alerts; restart; the tiers above end up with exactly
     // its alerts.
@@ -355,18 +243,18 @@ fn three_tiers_carry_rules_down_and_alerts_and_summaries_up_across_cuts_and_kill
     let sent = sender.join().unwrap();
     eprintln!("{sent} events acknowledged before SIGKILL");
     comm_a.start();
-    wait_until("comm-a's alerts after the restart", Duration::from_secs(30), || comm_a.alerts().len() >= 151 + sent);
-    wait_until("comm-a's alerts at the city after SIGKILL", Duration::from_secs(30), || holds_all(&city_node, &comm_a.alerts()));
-    assert_eq!(city_node.alerts().len(), comm_a.alerts().len(), "the city holds comm-a's alerts and no others");
+    wait_until("comm-a's alerts after the restart", Duration::from_secs(30), || alerts(&comm_a).len() >= 151 + sent);
+    wait_until("comm-a's alerts at the city after SIGKILL", Duration::from_secs(30), || holds_all(&city_node, &alerts(&comm_a)));
+    assert_eq!(alerts(&city_node).len(), alerts(&comm_a).len(), "the city holds comm-a's alerts and no others");
 
     // Summaries: once each minute of comm-a's heartbeats has closed (30 s after it ends),
     // the city has one summary per minute and grid, with comm-a's own counts.
-    let own = comm_a.sql("SELECT CAST(date_trunc('minute', time) AS VARCHAR) AS m, grid, count(*) FROM events WHERE kind = 'heartbeat' GROUP BY 1, 2 ORDER BY 1, 2");
+    let own = sql(&comm_a, "SELECT CAST(date_trunc('minute', time) AS VARCHAR) AS m, grid, count(*) FROM events WHERE kind = 'heartbeat' GROUP BY 1, 2 ORDER BY 1, 2");
     assert!(!own.is_empty());
     let summary_sql = "SELECT CAST(time AS VARCHAR) AS m, grid_id, \"count\" FROM events WHERE kind = 'tier_summary' AND source = 'comm-a' AND of_kind = 'heartbeat' ORDER BY 1, 2";
-    let took = wait_until("heartbeat summaries at the city", Duration::from_secs(120), || city_node.sql(summary_sql).len() >= own.len());
+    let took = wait_until("heartbeat summaries at the city", Duration::from_secs(120), || sql(&city_node, summary_sql).len() >= own.len());
     eprintln!("summaries reached the city after another {took:?}");
-    let at_city = city_node.sql(summary_sql);
+    let at_city = sql(&city_node, summary_sql);
     let at_city: Vec<(String, Value, Value)> = at_city.into_iter().map(|r| (r[0].as_str().unwrap()[..16].to_string(), r[1].clone(), r[2].clone())).collect();
     let own: Vec<(String, Value, Value)> = own.into_iter().map(|r| (r[0].as_str().unwrap()[..16].to_string(), r[1].clone(), r[2].clone())).collect();
     assert_eq!(at_city, own, "one summary per minute and grid, with comm-a's own counts");

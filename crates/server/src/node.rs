@@ -273,34 +273,23 @@ impl Node {
         let detection = if config.detect.enabled {
             let rules = crate::rules::startup_rules(&config, state.as_ref(), &city)?;
             let hotlists = crate::rules::load_hotlists(state.as_ref())?;
+            let parts = crate::detect::StageParts {
+                config: config.detect.clone(),
+                data_dir: data.clone(),
+                city: city.clone(),
+                rules,
+                hotlists,
+                state: state.clone(),
+                metrics: metrics.clone(),
+                bus: bus.subscribe(),
+                desk: desk.clone(),
+            };
             if config.scale.enabled {
                 // The publisher keeps the WAL from its own position once it runs.
                 events.keep_wal_from(0);
-                let parts = crate::shards::SharedParts {
-                    scale: config.scale.clone(),
-                    detect: config.detect.clone(),
-                    node_name: config.node.name.clone(),
-                    data_dir: data.clone(),
-                    city: city.clone(),
-                    rules,
-                    hotlists,
-                    state: state.clone(),
-                    metrics: metrics.clone(),
-                    desk: desk.clone(),
-                };
-                Some(crate::detect::Detection::Shared(Arc::new(crate::shards::SharedDetection::start(parts).await?)))
+                let shared = crate::shards::SharedDetection::start(parts, config.scale.clone(), config.node.name.clone()).await?;
+                Some(crate::detect::Detection::Shared(Arc::new(shared)))
             } else {
-                let parts = crate::detect::StageParts {
-                    config: config.detect.clone(),
-                    data_dir: data.clone(),
-                    city: city.clone(),
-                    rules,
-                    hotlists,
-                    state: state.clone(),
-                    metrics: metrics.clone(),
-                    bus: bus.subscribe(),
-                    desk: desk.clone(),
-                };
                 Some(crate::detect::Detection::Wal(crate::detect::WalDetection::start(parts, &events)?))
             }
         } else {

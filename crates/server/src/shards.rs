@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::alert_writer::AlertWriter;
 use crate::config::{DetectSection, ScaleSection};
-use crate::detect::DetectStatus;
+use crate::detect::{DetectStatus, StageParts};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError, StoredBatch};
 
@@ -103,35 +103,23 @@ pub(crate) struct SharedDetection {
     config: ScaleSection,
 }
 
-pub(crate) struct SharedParts {
-    pub scale: ScaleSection,
-    pub detect: DetectSection,
-    pub node_name: String,
-    pub data_dir: PathBuf,
-    pub city: Arc<City>,
-    pub rules: Vec<Rule>,
-    pub hotlists: Hotlists,
-    pub state: Arc<dyn StateStore>,
-    pub metrics: Arc<Metrics>,
-    pub desk: Arc<crate::desk::Desk>,
-}
 
 impl SharedDetection {
     /// Connects to the group's stream and starts the detection thread; partitions are
     /// taken by [`run`], once the node runs.
-    pub(crate) async fn start(parts: SharedParts) -> Result<SharedDetection, NodeError> {
-        let member = match parts.scale.member.as_str() {
-            "" => member_id(&parts.data_dir, &parts.node_name)?,
+    pub(crate) async fn start(parts: StageParts, scale: ScaleSection, node_name: String) -> Result<SharedDetection, NodeError> {
+        let member = match scale.member.as_str() {
+            "" => member_id(&parts.data_dir, &node_name)?,
             m => m.to_string(),
         };
         let shards = Shards::open(ShardConfig {
-            group: parts.node_name.clone(),
+            group: node_name.clone(),
             member: member.clone(),
-            nats: parts.scale.nats.clone(),
-            partitions: parts.scale.partitions,
-            lease: parts.scale.lease,
-            keep: parts.scale.keep,
-            max_bytes: if parts.scale.max_bytes == 0 { -1 } else { parts.scale.max_bytes as i64 },
+            nats: scale.nats.clone(),
+            partitions: scale.partitions,
+            lease: scale.lease,
+            keep: scale.keep,
+            max_bytes: if scale.max_bytes == 0 { -1 } else { scale.max_bytes as i64 },
         })
         .await
         .map_err(|e| NodeError::Unavailable(format!("[scale]: {e}")))?;
@@ -142,13 +130,13 @@ impl SharedDetection {
             rules: parts.rules,
             city: parts.city,
             hotlists: parts.hotlists,
-            alerts: AlertWriter::start(parts.state.clone(), parts.desk, parts.metrics.clone(), parts.detect.max_evidence)?,
+            alerts: AlertWriter::start(parts.state.clone(), parts.desk, parts.metrics.clone(), parts.config.max_evidence)?,
             state: parts.state.clone(),
             metrics: parts.metrics,
             status: status.clone(),
-            group: parts.node_name,
+            group: node_name,
             member,
-            config: parts.detect,
+            config: parts.config,
             last_checkpoint: Instant::now(),
             last_status: Instant::now(),
             outputs: Vec::new(),
@@ -175,7 +163,7 @@ impl SharedDetection {
             status,
             held: tokio::sync::Mutex::new(BTreeMap::new()),
             stopped: AtomicBool::new(false),
-            config: parts.scale,
+            config: scale,
         })
     }
 
