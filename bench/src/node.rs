@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::Value;
 
-use cityward_bench::workload::{agent, mixed_event, now_text, post, read_devices, run, start_node, write_rules};
+use cityward_bench::workload::{agent, mixed_event, now_text, post, post_mixed_until, read_devices, run, start_node, write_rules};
 
 #[derive(Parser)]
 struct Args {
@@ -182,22 +182,7 @@ fn main() -> Result<()> {
         .map(|c| {
             let (stop, sent, sensors, url) = (stop.clone(), sent.clone(), sensors.clone(), url.clone());
             let batch = args.batch;
-            std::thread::spawn(move || -> Result<()> {
-                let agent = agent();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = now_text();
-                    let body: Vec<String> = (0..batch)
-                        .map(|_| {
-                            i += 1;
-                            mixed_event(c, i, &t, &sensors)
-                        })
-                        .collect();
-                    post(&agent, &url, &body.join("\n"))?;
-                    sent.fetch_add(batch as u64, Ordering::Relaxed);
-                }
-                Ok(())
-            })
+            std::thread::spawn(move || post_mixed_until(c, std::slice::from_ref(&url), batch, &sensors, &stop, &sent))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(args.seconds));

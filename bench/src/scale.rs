@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use cityward_bench::workload::{agent, mixed_event, now_text, post, read_devices, run, start_node, write_rules};
+use cityward_bench::workload::{agent, post_mixed_until, read_devices, run, start_node, write_rules};
 use cityward_tier::testkit::NatsServer;
 use serde_json::{json, Value};
 
@@ -181,24 +181,7 @@ fn measure(args: &Args, city: &Path, rules: &Path, sensors: &[(String, String)],
     let clients: Vec<_> = (0..args.clients)
         .map(|c| {
             let (sent, stop, urls, sensors, batch) = (sent.clone(), stop.clone(), urls.clone(), sensors.to_vec(), args.batch);
-            std::thread::spawn(move || -> Result<()> {
-                let agent = agent();
-                let mut i = 0u64;
-                let mut turn = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = now_text();
-                    let body: Vec<String> = (0..batch)
-                        .map(|_| {
-                            i += 1;
-                            mixed_event(c, i, &t, &sensors)
-                        })
-                        .collect();
-                    post(&agent, &urls[turn % urls.len()], &body.join("\n"))?;
-                    turn += 1;
-                    sent.fetch_add(batch as u64, Ordering::Relaxed);
-                }
-                Ok(())
-            })
+            std::thread::spawn(move || post_mixed_until(c, &urls, batch, &sensors, &stop, &sent))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(args.seconds));

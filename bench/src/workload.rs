@@ -170,3 +170,32 @@ pub fn start_node(cityward: &Path, config: &Path, port: u16) -> Result<Child> {
     Ok(child)
 }
 
+
+/// Posts batches of `batch` mixed events as client `client` until `stop`, to each of
+/// `urls` in turn, counting acknowledged events in `sent`.
+pub fn post_mixed_until(
+    client: usize,
+    urls: &[String],
+    batch: usize,
+    sensors: &[(String, String)],
+    stop: &std::sync::atomic::AtomicBool,
+    sent: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let agent = agent();
+    let mut i = 0u64;
+    let mut turn = client;
+    while !stop.load(Ordering::Relaxed) {
+        let t = now_text();
+        let body: Vec<String> = (0..batch)
+            .map(|_| {
+                i += 1;
+                mixed_event(client, i, &t, sensors)
+            })
+            .collect();
+        post(&agent, &urls[turn % urls.len()], &body.join("\n"))?;
+        turn += 1;
+        sent.fetch_add(batch as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
