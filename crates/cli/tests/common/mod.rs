@@ -72,6 +72,16 @@ impl Served {
         self.token = body["token"].as_str().unwrap().to_string();
     }
 
+    /// Stops the process as an operator would (SIGTERM), and waits until it has exited.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let sent = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+            assert!(sent.success(), "kill -TERM {}", self.name);
+            let status = c.wait().unwrap();
+            assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
+        }
+    }
+
     pub fn sigkill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
