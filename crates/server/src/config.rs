@@ -350,7 +350,7 @@ impl Default for ScaleSection {
             key: "source".into(),
             partitions: 16,
             member: String::new(),
-            lease: Duration::from_secs(3),
+            lease: Duration::from_secs(10),
             keep: Duration::from_secs(86_400),
             max_bytes: 0,
         }

@@ -239,32 +239,34 @@ impl SharedDetection {
         self.shards.heartbeat().await?;
         let wanted = self.shards.wanted().await?;
         let mut held = self.held.lock().await;
-        let ps: Vec<u32> = held.keys().copied().collect();
-        for p in ps {
-            if self.stopped.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let revision = held[&p].0;
-            if !wanted.contains(&p) {
-                let (done, wait) = oneshot::channel();
-                if self.tx.send(Msg::Release(p, done)).await.is_ok() {
-                    let _ = wait.await;
-                }
-                let (_, reader) = held.remove(&p).expect("held");
-                reader.abort();
-                self.shards.release(p, revision).await;
-                tracing::info!(partition = p, "Partition handed on to another process.");
-                continue;
-            }
-            match self.shards.renew(p, revision).await? {
-                Some(revision) => held.get_mut(&p).expect("held").0 = revision,
+        // Renewed all at once: one round trip, however many partitions are held, so that a
+        // busy process still renews well within its lease.
+        let keep: Vec<(u32, u64)> = held.iter().filter(|(p, _)| wanted.contains(p)).map(|(p, (rev, _))| (*p, *rev)).collect();
+        let renewed = futures_util::future::join_all(keep.iter().map(|(p, rev)| self.shards.renew(*p, *rev))).await;
+        for ((p, _), result) in keep.iter().zip(renewed) {
+            match result? {
+                Some(revision) => held.get_mut(p).expect("held").0 = revision,
                 None => {
-                    let (_, reader) = held.remove(&p).expect("held");
+                    let (_, reader) = held.remove(p).expect("held");
                     reader.abort();
-                    let _ = self.tx.send(Msg::Lost(p)).await;
+                    let _ = self.tx.send(Msg::Lost(*p)).await;
                     tracing::warn!(partition = p, "Partition lease lost (renewal too late); another process goes on from its last saved state.");
                 }
             }
+        }
+        let give_up: Vec<u32> = held.keys().filter(|p| !wanted.contains(p)).copied().collect();
+        for p in give_up {
+            if self.stopped.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let (done, wait) = oneshot::channel();
+            if self.tx.send(Msg::Release(p, done)).await.is_ok() {
+                let _ = wait.await;
+            }
+            let (revision, reader) = held.remove(&p).expect("held");
+            reader.abort();
+            self.shards.release(p, revision).await;
+            tracing::info!(partition = p, "Partition handed on to another process.");
         }
         for p in wanted {
             if held.contains_key(&p) || self.stopped.load(Ordering::Acquire) {
@@ -706,7 +708,9 @@ async fn publish(node: Arc<Node>, shards: Arc<Shards>, mut bus: broadcast::Recei
         }
         // Batches finish out of order under concurrent ingests; a gap is read from the WAL.
         pending.sort_by_key(|(first, _)| *first);
-        let mut round: Vec<(u64, Event)> = Vec::new();
+        // Borrowed from the batches (or from what was read from the WAL), not copied.
+        let wal_events: Vec<(u64, Event)>;
+        let mut round: Vec<(u64, &Event)> = Vec::new();
         for (first, batch) in &pending {
             let end = first + batch.events.len() as u64;
             if end <= position.next {
@@ -718,11 +722,12 @@ async fn publish(node: Arc<Node>, shards: Arc<Shards>, mut bus: broadcast::Recei
             }
             let skip = (position.next + round.len() as u64 - first) as usize;
             for (i, e) in batch.events.iter().enumerate().skip(skip) {
-                round.push((first + i as u64, e.clone()));
+                round.push((first + i as u64, e));
             }
         }
         if catch_up {
-            round = read_wal(&reader, position.next);
+            wal_events = read_wal(&reader, position.next);
+            round = wal_events.iter().map(|(seq, e)| (*seq, e)).collect();
             catch_up = false;
         }
         if let Some((last, _)) = round.last() {
@@ -772,64 +777,49 @@ fn read_wal(reader: &cityward_store::WalReader, from: u64) -> Vec<(u64, Event)> 
     out
 }
 
-/// Publishes events grouped by partition, in messages under the size limit, and waits
-/// until the stream has stored them all. The id of each message is the member, the WAL
-/// sequence number of its first event and the partition.
-async fn publish_round(shards: &Shards, member: &str, by_grid: bool, round: &[(u64, Event)]) -> Result<(), cityward_tier::LinkError> {
-    let mut by_partition: BTreeMap<u32, Vec<&(u64, Event)>> = BTreeMap::new();
-    for item in round {
-        let key = if by_grid { item.1.grid.as_deref().unwrap_or(&item.1.source) } else { &item.1.source };
-        by_partition.entry(shards.partition_of(key)).or_default().push(item);
+/// Publishes events grouped by partition, in messages of about `MAX_MESSAGE_BYTES` at
+/// most, and waits until the stream has stored them all. Each message is a
+/// [`PartitionBatch`], written event by event into one buffer; its id is the member, the
+/// WAL sequence number of its first event and the partition.
+async fn publish_round(shards: &Shards, member: &str, by_grid: bool, round: &[(u64, &Event)]) -> Result<(), cityward_tier::LinkError> {
+    let mut by_partition: BTreeMap<u32, Vec<(u64, &Event)>> = BTreeMap::new();
+    for (seq, e) in round {
+        let key = if by_grid { e.grid.as_deref().unwrap_or(&e.source) } else { &e.source };
+        by_partition.entry(shards.partition_of(key)).or_default().push((*seq, e));
     }
+    let member_json = serde_json::to_string(member).unwrap_or_default();
     let mut acks = Vec::new();
     for (p, items) in by_partition {
-        for chunk in chunk_by_size(&items) {
-            let batch = PartitionBatchRef { member, seqs: chunk.iter().map(|(s, _)| *s).collect(), events: chunk.iter().map(|(_, e)| e).collect() };
-            let payload = serde_json::to_vec(&batch).map_err(|e| cityward_tier::LinkError::Envelope { subject: format!("partition {p}"), reason: e.to_string() })?;
-            let id = format!("{member}:{}:{p}", chunk[0].0);
-            acks.push(shards.publish(p, &id, payload.into()).await?);
+        let mut events: Vec<u8> = Vec::with_capacity(MAX_MESSAGE_BYTES + 4096);
+        let mut seqs = String::new();
+        let mut first = None;
+        let last = items.len() - 1;
+        for (i, (seq, e)) in items.into_iter().enumerate() {
+            if first.is_some() {
+                events.push(b',');
+                seqs.push(',');
+            }
+            let _ = serde_json::to_writer(&mut events, e); // our own events always serialise
+            seqs.push_str(&seq.to_string());
+            let first_seq = *first.get_or_insert(seq);
+            if events.len() >= MAX_MESSAGE_BYTES || i == last {
+                let mut payload = Vec::with_capacity(events.len() + seqs.len() + member_json.len() + 32);
+                payload.extend_from_slice(br#"{"member":"#);
+                payload.extend_from_slice(member_json.as_bytes());
+                payload.extend_from_slice(br#","seqs":["#);
+                payload.extend_from_slice(seqs.as_bytes());
+                payload.extend_from_slice(br#"],"events":["#);
+                payload.extend_from_slice(&events);
+                payload.extend_from_slice(b"]}");
+                acks.push(shards.publish(p, &format!("{member}:{first_seq}:{p}"), payload.into()).await?);
+                events.clear();
+                seqs.clear();
+                first = None;
+            }
         }
     }
     for ack in acks {
         ack.await.map_err(|e| cityward_tier::LinkError::Stream { stream: cityward_tier::shard::event_stream(&shards.config().group), reason: e.to_string() })?;
     }
     Ok(())
-}
-
-/// The borrowed form of [`PartitionBatch`], for publishing without copying events.
-#[derive(Serialize)]
-struct PartitionBatchRef<'a> {
-    member: &'a str,
-    seqs: Vec<u64>,
-    events: Vec<&'a Event>,
-}
-
-/// Splits items into runs whose events take about `MAX_MESSAGE_BYTES` of JSON at most
-/// (estimated from the size of each event's attributes).
-fn chunk_by_size<'a>(items: &'a [&'a (u64, Event)]) -> Vec<&'a [&'a (u64, Event)]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, (_, e)) in items.iter().map(|x| (x.0, &x.1)).enumerate() {
-        let size = 200 + e.id.len() + e.source.len() + e.attrs.iter().map(|(k, v)| k.len() + estimate(v)).sum::<usize>();
-        if bytes + size > MAX_MESSAGE_BYTES && i > start {
-            chunks.push(&items[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes += size;
-    }
-    if start < items.len() {
-        chunks.push(&items[start..]);
-    }
-    chunks
-}
-
-fn estimate(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::String(s) => s.len() + 4,
-        serde_json::Value::Array(a) => a.iter().map(estimate).sum::<usize>() + 2,
-        serde_json::Value::Object(o) => o.iter().map(|(k, v)| k.len() + 4 + estimate(v)).sum::<usize>() + 2,
-        _ => 24,
-    }
 }
