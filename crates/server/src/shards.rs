@@ -38,7 +38,8 @@ use crate::detect::{DetectStatus, StageParts};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError, StoredBatch};
 
-/// Largest payload of one published message (NATS's default limit is 1 MiB).
+/// A published message is closed once its events take this much (so it stays well under
+/// NATS's default limit of 1 MiB: one event more at most).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// What the detection thread is told.
@@ -63,8 +64,9 @@ enum Msg {
     Tick,
 }
 
-/// One published message: events of one partition from one process's WAL.
-#[derive(Serialize, Deserialize)]
+/// One published message: events of one partition from one process's WAL (written by
+/// hand in [`publish_round`], event by event, in this shape).
+#[derive(Deserialize)]
 struct PartitionBatch {
     /// The publishing process's member id.
     member: String,
