@@ -356,7 +356,8 @@ pub(crate) fn apply_output(row: &mut AlertRow, output: &Output, max_evidence: us
     }
 }
 
-fn first_retained(reader: &WalReader) -> Option<u64> {
+/// The sequence number of the oldest record the WAL still holds.
+pub(crate) fn first_retained(reader: &WalReader) -> Option<u64> {
     reader
         .sealed_segments()
         .first()

@@ -679,8 +679,7 @@ impl Position {
 async fn publish(node: Arc<Node>, shards: Arc<Shards>, mut bus: broadcast::Receiver<Arc<StoredBatch>>) {
     let events = node.events();
     let reader = events.wal_reader().clone();
-    let first_retained = reader.sealed_segments().first().map(|s| s.first_seq).unwrap_or_else(|| reader.active_segment().first_seq);
-    let mut position = Position::load(&node.data_dir(), first_retained);
+    let mut position = Position::load(&node.data_dir(), crate::detect::first_retained(&reader).unwrap_or(0));
     events.keep_wal_from(position.next);
     let by_grid = node.config().scale.key == "grid";
     let member = shards.config().member.clone();
